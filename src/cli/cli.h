@@ -1,0 +1,32 @@
+/* Subcommand handlers. Each cmd_*.c uses only public headers of the modules. */
+#ifndef FERRY_CLI_CLI_H
+#define FERRY_CLI_CLI_H
+
+struct ferry_conf;
+
+/* Exit codes (DESIGN.md): 0 success, 1 runtime failure, 2 usage or config error. */
+enum { EXIT_OK = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
+
+struct cli_command {
+    const char *name;
+    int (*run)(int argc, char **argv); /* argv[0] is the subcommand name */
+    const char *usage;                 /* "[-c FILE] ..." */
+    const char *summary;
+};
+
+/** The subcommand table, terminated by {NULL}. Defined in main.c. */
+extern const struct cli_command cli_commands[];
+
+/** Print "usage: ferry NAME USAGE" for the named command to stderr; returns EXIT_USAGE. */
+int cli_usage(const char *name);
+
+/** Load the configuration named by -c (NULL: the default search order) into c,
+ * printing errors to stderr. Returns 0, or EXIT_USAGE after printing the
+ * problems; c must be conf_finish()ed either way. */
+int cli_load_conf(const char *path, struct ferry_conf *c);
+
+int cmd_serve(int argc, char **argv);
+int cmd_check(int argc, char **argv);
+int cmd_version(int argc, char **argv);
+
+#endif

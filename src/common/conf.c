@@ -1,0 +1,667 @@
+#include "common/conf.h"
+
+#include "common/alloc.h"
+#include "common/log.h"
+#include "common/net.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <ini.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#define OFF(field) offsetof(struct ferry_conf, field)
+#define KIB 1024LL
+#define MIB (1024LL * 1024)
+#define SEC 1000LL
+#define HOUR (3600LL * SEC)
+#define DAY (24 * HOUR)
+
+static int check_listen(const char *value, char *why, size_t whylen)
+{
+    char *copy = xstrdup(value);
+    int r = 0;
+    char *save = NULL;
+    for (char *w = strtok_r(copy, " \t", &save); w; w = strtok_r(NULL, " \t", &save)) {
+        struct net_addr a;
+        if (net_parse_addr(w, &a) < 0) {
+            snprintf(why, whylen, "cannot parse '%s' (want HOST:PORT, [IPV6]:PORT or *:PORT)", w);
+            r = -EINVAL;
+            break;
+        }
+    }
+    free(copy);
+    return r;
+}
+
+static int check_cidrs(const char *value, char *why, size_t whylen)
+{
+    char *copy = xstrdup(value);
+    int r = 0;
+    char *save = NULL;
+    for (char *w = strtok_r(copy, " \t", &save); w; w = strtok_r(NULL, " \t", &save)) {
+        struct net_cidr cidr;
+        if (net_parse_cidr(w, &cidr) < 0) {
+            snprintf(why, whylen, "cannot parse '%s' (want ADDRESS/BITS)", w);
+            r = -EINVAL;
+            break;
+        }
+    }
+    free(copy);
+    return r;
+}
+
+static int check_prefixes(const char *value, char *why, size_t whylen)
+{
+    char *copy = xstrdup(value);
+    int r = 0;
+    char *save = NULL;
+    for (char *w = strtok_r(copy, " \t", &save); w; w = strtok_r(NULL, " \t", &save)) {
+        if (w[0] != '/') {
+            snprintf(why, whylen, "'%s' does not start with '/'", w);
+            r = -EINVAL;
+            break;
+        }
+    }
+    free(copy);
+    return r;
+}
+
+/* clang-format off */
+const struct conf_key conf_keys[] = {
+    {"server", "listen", CONF_LIST, 0, 0, NULL, "127.0.0.1:8080", OFF(server.listen), check_listen,
+     "addresses to listen on, space separated (HOST:PORT, [IPV6]:PORT, *:PORT); sockets passed by LISTEN_FDS win"},
+    {"server", "root", CONF_PATH, 0, 0, NULL, "./public", OFF(server.root), NULL,
+     "document root for paths no other section claims"},
+    {"server", "workers", CONF_INT_AUTO, 1, 256, NULL, "auto", OFF(server.workers), NULL,
+     "HTTP worker threads; auto = one per CPU"},
+    {"server", "admin_socket", CONF_PATH, 0, 0, NULL, "./run/ferry.sock", OFF(server.admin_socket), NULL,
+     "unix socket for the control commands (mode 0600)"},
+    {"server", "state_dir", CONF_PATH, 0, 0, NULL, "./run", OFF(server.state_dir), NULL,
+     "directory for persistent state"},
+    {"server", "access_log", CONF_STR, 0, 0, NULL, "-", OFF(server.access_log), NULL,
+     "access log in combined log format: a file, '-' for stderr, or 'off'"},
+    {"server", "error_log", CONF_STR, 0, 0, NULL, "-", OFF(server.error_log), NULL,
+     "error log: a file or '-' for stderr"},
+    {"server", "log_level", CONF_ENUM, 0, 0, "error|warn|info|debug", "info", OFF(server.log_level), NULL,
+     "error log verbosity"},
+    {"server", "keepalive_timeout", CONF_DURATION, 0, 3600 * SEC, NULL, "15s", OFF(server.keepalive_timeout_ms), NULL,
+     "how long an idle keep-alive connection is kept; 0 disables keep-alive"},
+    {"server", "header_timeout", CONF_DURATION, 100, 3600 * SEC, NULL, "10s", OFF(server.header_timeout_ms), NULL,
+     "the whole request head must arrive within this (408, then close)"},
+    {"server", "send_timeout", CONF_DURATION, 100, 3600 * SEC, NULL, "60s", OFF(server.send_timeout_ms), NULL,
+     "a client that accepts no response bytes for this long is disconnected"},
+    {"server", "shutdown_timeout", CONF_DURATION, 0, 3600 * SEC, NULL, "10s", OFF(server.shutdown_timeout_ms), NULL,
+     "on SIGTERM/SIGINT, in-flight responses get this long to finish"},
+    {"server", "max_connections", CONF_INT, 1, 1000000, NULL, "10000", OFF(server.max_connections), NULL,
+     "connections beyond this are closed at once"},
+    {"server", "max_header_size", CONF_SIZE, 1 * KIB, 1 * MIB, NULL, "16KiB", OFF(server.max_header_size), NULL,
+     "largest request head (request line plus headers) accepted; larger gets 431"},
+    {"server", "max_uri_size", CONF_SIZE, 256, 1 * MIB, NULL, "8KiB", OFF(server.max_uri_size), NULL,
+     "longest request target accepted; longer gets 414"},
+    {"server", "mime_types", CONF_PATH, 0, 0, NULL, "/etc/mime.types", OFF(server.mime_types), NULL,
+     "mime.types file for Content-Type; a built-in table is used when it is missing"},
+    {"server", "index", CONF_STR, 0, 0, NULL, "index.html", OFF(server.index), NULL,
+     "file served for a directory request; directories are never listed"},
+
+    {"maintenance", "page", CONF_PATH, 0, 0, NULL, "./maintenance.html", OFF(maintenance.page), NULL,
+     "HTML page served during maintenance; read when maintenance switches on"},
+    {"maintenance", "retry_after", CONF_DURATION, 0, 365 * DAY, NULL, "300", OFF(maintenance.retry_after_ms), NULL,
+     "default Retry-After for `ferry down` (bare number = seconds)"},
+    {"maintenance", "allow_paths", CONF_LIST, 0, 0, NULL, "/healthz", OFF(maintenance.allow_paths), check_prefixes,
+     "path prefixes that keep working during maintenance"},
+    {"maintenance", "allow_from", CONF_LIST, 0, 0, NULL, "", OFF(maintenance.allow_from), check_cidrs,
+     "client networks (CIDR, IPv4 and IPv6) exempt from maintenance"},
+    {"maintenance", "bypass_secret", CONF_SECRET, 0, 0, NULL, "", OFF(maintenance.bypass_secret), NULL,
+     "enables a signed, expiring bypass cookie printed by `ferry down`"},
+    {"maintenance", "bypass_ttl", CONF_DURATION, 1 * SEC, 30 * DAY, NULL, "12h", OFF(maintenance.bypass_ttl_ms), NULL,
+     "lifetime of a bypass cookie"},
+    {"maintenance", "drain_timeout", CONF_DURATION, 0, DAY, NULL, "60s", OFF(maintenance.drain_timeout_ms), NULL,
+     "how long `ferry down --drain` waits for in-flight requests"},
+
+    {"store", "type", CONF_ENUM, 0, 0, "dir|s3", "dir", OFF(store.type), NULL,
+     "object store: dir (a local directory) or s3"},
+    {"store", "path", CONF_PATH, 0, 0, NULL, "./var/store", OFF(store.path), NULL,
+     "dir store: directory holding the objects"},
+    {"store", "endpoint", CONF_STR, 0, 0, NULL, "", OFF(store.endpoint), NULL,
+     "s3: endpoint URL, e.g. https://s3.us-east-1.amazonaws.com"},
+    {"store", "region", CONF_STR, 0, 0, NULL, "us-east-1", OFF(store.region), NULL,
+     "s3: signing region"},
+    {"store", "bucket", CONF_STR, 0, 0, NULL, "", OFF(store.bucket), NULL,
+     "s3: bucket name"},
+    {"store", "prefix", CONF_STR, 0, 0, NULL, "", OFF(store.prefix), NULL,
+     "prepended to every object key"},
+    {"store", "addressing", CONF_ENUM, 0, 0, "path|virtual", "path", OFF(store.addressing), NULL,
+     "s3: path-style or virtual-hosted-style bucket addressing"},
+    {"store", "access_key", CONF_SECRET, 0, 0, NULL, "", OFF(store.access_key), NULL,
+     "s3: access key id (else AWS_ACCESS_KEY_ID, else the shared credentials file)"},
+    {"store", "secret_key", CONF_SECRET, 0, 0, NULL, "", OFF(store.secret_key), NULL,
+     "s3: secret access key"},
+    {"store", "session_token", CONF_SECRET, 0, 0, NULL, "", OFF(store.session_token), NULL,
+     "s3: session token for temporary credentials"},
+    {"store", "profile", CONF_STR, 0, 0, NULL, "", OFF(store.profile), NULL,
+     "s3: profile in the shared credentials file (else AWS_PROFILE, else default)"},
+    {"store", "ca_file", CONF_PATH, 0, 0, NULL, "", OFF(store.ca_file), NULL,
+     "s3: CA bundle for TLS verification (default: the system's)"},
+    {"store", "checksum", CONF_ENUM, 0, 0, "sha256|md5|none", "sha256", OFF(store.checksum), NULL,
+     "s3: integrity header sent with uploads besides Content-MD5"},
+    {"store", "conditional_create", CONF_BOOL, 0, 0, NULL, "no", OFF(store.conditional_create), NULL,
+     "s3: send If-None-Match: * so an existing object is never overwritten"},
+    {"store", "connect_timeout", CONF_DURATION, 100, 600 * SEC, NULL, "10s", OFF(store.connect_timeout_ms), NULL,
+     "s3: TCP/TLS connect timeout"},
+    {"store", "low_speed_time", CONF_DURATION, 1 * SEC, 3600 * SEC, NULL, "30s", OFF(store.low_speed_time_ms), NULL,
+     "s3: abort a transfer that moves no data for this long"},
+    {"store", "retries", CONF_INT, 0, 100, NULL, "5", OFF(store.retries), NULL,
+     "s3: attempts after the first for retryable errors"},
+    {NULL, NULL, 0, 0, 0, NULL, NULL, 0, NULL, NULL},
+};
+/* clang-format on */
+
+static const char *const known_sections[] = {"server", "maintenance", "store", NULL};
+
+static const char *enum_choices(const struct conf_key *k)
+{
+    return k->choices ? k->choices : "";
+}
+
+int conf_parse_duration(const char *s, uint64_t *out_ms)
+{
+    const char *p = s;
+    uint64_t total = 0;
+    bool any = false;
+    while (*p) {
+        if (!isdigit((unsigned char)*p))
+            return -EINVAL;
+        uint64_t n = 0;
+        while (isdigit((unsigned char)*p)) {
+            if (n > UINT64_MAX / 10)
+                return -ERANGE;
+            n = n * 10 + (uint64_t)(*p++ - '0');
+        }
+        uint64_t mult;
+        if (*p == '\0') {
+            /* A bare number is seconds, as in nginx; only allowed on its own. */
+            if (any)
+                return -EINVAL;
+            mult = 1000;
+        } else if (strncmp(p, "ms", 2) == 0) {
+            mult = 1;
+            p += 2;
+        } else if (*p == 's') {
+            mult = 1000;
+            p++;
+        } else if (*p == 'm') {
+            mult = 60 * 1000;
+            p++;
+        } else if (*p == 'h') {
+            mult = 3600 * 1000;
+            p++;
+        } else if (*p == 'd') {
+            mult = 24 * 3600 * 1000ULL;
+            p++;
+        } else {
+            return -EINVAL;
+        }
+        if (n > (UINT64_MAX - total) / mult)
+            return -ERANGE;
+        total += n * mult;
+        any = true;
+    }
+    if (!any)
+        return -EINVAL;
+    *out_ms = total;
+    return 0;
+}
+
+int conf_parse_size(const char *s, uint64_t *out_bytes)
+{
+    const char *p = s;
+    if (!isdigit((unsigned char)*p))
+        return -EINVAL;
+    uint64_t n = 0;
+    while (isdigit((unsigned char)*p)) {
+        if (n > UINT64_MAX / 10)
+            return -ERANGE;
+        n = n * 10 + (uint64_t)(*p++ - '0');
+    }
+    static const struct {
+        const char *suffix;
+        unsigned shift;
+    } units[] = {{"", 0},   {"B", 0},  {"K", 10},   {"KiB", 10}, {"k", 10}, {"M", 20},  {"MiB", 20},
+                 {"m", 20}, {"G", 30}, {"GiB", 30}, {"g", 30},   {"T", 40}, {"TiB", 40}};
+    for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+        if (strcmp(p, units[i].suffix) == 0) {
+            if (units[i].shift && n > (UINT64_MAX >> units[i].shift))
+                return -ERANGE;
+            *out_bytes = n << units[i].shift;
+            return 0;
+        }
+    }
+    return -EINVAL;
+}
+
+static void list_free(struct conf_list *l)
+{
+    for (size_t i = 0; i < l->count; i++)
+        free(l->items[i]);
+    free(l->items);
+    l->items = NULL;
+    l->count = 0;
+}
+
+static void list_set(struct conf_list *l, const char *value)
+{
+    list_free(l);
+    l->items = xcalloc(1, sizeof(char *));
+    char *copy = xstrdup(value);
+    char *save = NULL;
+    for (char *w = strtok_r(copy, " \t,", &save); w; w = strtok_r(NULL, " \t,", &save)) {
+        l->items = xrealloc(l->items, (l->count + 2) * sizeof(char *));
+        l->items[l->count++] = xstrdup(w);
+        l->items[l->count] = NULL;
+    }
+    free(copy);
+}
+
+static bool parse_bool(const char *v, int *out)
+{
+    static const char *const yes[] = {"yes", "true", "on", "1"};
+    static const char *const no[] = {"no", "false", "off", "0"};
+    for (size_t i = 0; i < 4; i++) {
+        if (strcasecmp(v, yes[i]) == 0) {
+            *out = 1;
+            return true;
+        }
+        if (strcasecmp(v, no[i]) == 0) {
+            *out = 0;
+            return true;
+        }
+    }
+    return false;
+}
+
+static int enum_index(const char *choices, const char *v)
+{
+    size_t vlen = strlen(v);
+    int idx = 0;
+    const char *p = choices;
+    while (*p) {
+        const char *bar = strchr(p, '|');
+        size_t len = bar ? (size_t)(bar - p) : strlen(p);
+        if (len == vlen && strncmp(p, v, len) == 0)
+            return idx;
+        idx++;
+        if (!bar)
+            break;
+        p = bar + 1;
+    }
+    return -1;
+}
+
+static void format_ms(char *out, size_t outlen, long long ms)
+{
+    if (ms % DAY == 0 && ms)
+        snprintf(out, outlen, "%lldd", ms / DAY);
+    else if (ms % HOUR == 0 && ms)
+        snprintf(out, outlen, "%lldh", ms / HOUR);
+    else if (ms % (60 * SEC) == 0 && ms)
+        snprintf(out, outlen, "%lldm", ms / (60 * SEC));
+    else if (ms % SEC == 0)
+        snprintf(out, outlen, "%llds", ms / SEC);
+    else
+        snprintf(out, outlen, "%lldms", ms);
+}
+
+static void format_size(char *out, size_t outlen, long long n)
+{
+    if (n && n % (MIB * 1024) == 0)
+        snprintf(out, outlen, "%lldGiB", n / (MIB * 1024));
+    else if (n && n % MIB == 0)
+        snprintf(out, outlen, "%lldMiB", n / MIB);
+    else if (n && n % KIB == 0)
+        snprintf(out, outlen, "%lldKiB", n / KIB);
+    else
+        snprintf(out, outlen, "%lld", n);
+}
+
+/* Parse one value into its field. Returns 0 or -EINVAL with why filled in. */
+static int conf_set(struct ferry_conf *c, const struct conf_key *k, const char *v, char *why,
+                    size_t whylen)
+{
+    void *field = (char *)c + k->offset;
+    if (k->check && k->check(v, why, whylen) < 0)
+        return -EINVAL;
+    switch (k->type) {
+    case CONF_STR:
+    case CONF_PATH:
+    case CONF_SECRET: {
+        char **s = field;
+        free(*s);
+        *s = xstrdup(v);
+        return 0;
+    }
+    case CONF_LIST:
+        list_set(field, v);
+        return 0;
+    case CONF_BOOL:
+        if (!parse_bool(v, field)) {
+            snprintf(why, whylen, "cannot parse '%s' (want yes or no)", v);
+            return -EINVAL;
+        }
+        return 0;
+    case CONF_INT:
+    case CONF_INT_AUTO: {
+        if (k->type == CONF_INT_AUTO && strcmp(v, "auto") == 0) {
+            *(long long *)field = 0;
+            return 0;
+        }
+        char *end;
+        errno = 0;
+        long long n = strtoll(v, &end, 10);
+        if (!*v || *end || errno || !(isdigit((unsigned char)*v) || *v == '-')) {
+            snprintf(why, whylen, "cannot parse '%s' (want an integer%s)", v,
+                     k->type == CONF_INT_AUTO ? " or 'auto'" : "");
+            return -EINVAL;
+        }
+        if ((k->min || k->max) && (n < k->min || n > k->max)) {
+            snprintf(why, whylen, "%lld is out of range %lld..%lld", n, k->min, k->max);
+            return -EINVAL;
+        }
+        *(long long *)field = n;
+        return 0;
+    }
+    case CONF_DURATION: {
+        uint64_t ms;
+        if (conf_parse_duration(v, &ms) < 0) {
+            snprintf(why, whylen, "cannot parse '%s' (want a duration like 500ms, 2s, 5m, 1h)", v);
+            return -EINVAL;
+        }
+        if ((k->min || k->max) && (ms < (uint64_t)k->min || ms > (uint64_t)k->max)) {
+            char lo[32], hi[32];
+            format_ms(lo, sizeof(lo), k->min);
+            format_ms(hi, sizeof(hi), k->max);
+            snprintf(why, whylen, "'%s' is out of range %s..%s", v, lo, hi);
+            return -EINVAL;
+        }
+        *(uint64_t *)field = ms;
+        return 0;
+    }
+    case CONF_SIZE: {
+        uint64_t n;
+        if (conf_parse_size(v, &n) < 0) {
+            snprintf(why, whylen, "cannot parse '%s' (want a size like 4096, 64KiB, 16MiB)", v);
+            return -EINVAL;
+        }
+        if ((k->min || k->max) && (n < (uint64_t)k->min || n > (uint64_t)k->max)) {
+            char lo[32], hi[32];
+            format_size(lo, sizeof(lo), k->min);
+            format_size(hi, sizeof(hi), k->max);
+            snprintf(why, whylen, "'%s' is out of range %s..%s", v, lo, hi);
+            return -EINVAL;
+        }
+        *(uint64_t *)field = n;
+        return 0;
+    }
+    case CONF_ENUM: {
+        int idx = enum_index(enum_choices(k), v);
+        if (idx < 0) {
+            char choices[128];
+            snprintf(choices, sizeof(choices), "%s", enum_choices(k));
+            for (char *p = choices; *p; p++)
+                if (*p == '|')
+                    *p = ',';
+            snprintf(why, whylen, "cannot parse '%s' (want one of %s)", v, choices);
+            return -EINVAL;
+        }
+        *(int *)field = idx;
+        return 0;
+    }
+    }
+    return -EINVAL;
+}
+
+void conf_init_defaults(struct ferry_conf *c)
+{
+    memset(c, 0, sizeof(*c));
+    for (const struct conf_key *k = conf_keys; k->name; k++) {
+        char why[256];
+        if (conf_set(c, k, k->def, why, sizeof(why)) < 0)
+            abort(); /* a bad built-in default is a programming error */
+    }
+}
+
+void conf_finish(struct ferry_conf *c)
+{
+    if (!c)
+        return;
+    for (const struct conf_key *k = conf_keys; k->name; k++) {
+        void *field = (char *)c + k->offset;
+        if (k->type == CONF_STR || k->type == CONF_PATH || k->type == CONF_SECRET) {
+            free(*(char **)field);
+            *(char **)field = NULL;
+        } else if (k->type == CONF_LIST) {
+            list_free(field);
+        }
+    }
+    free(c->path);
+    c->path = NULL;
+}
+
+struct parse_ctx {
+    struct ferry_conf *conf;
+    FILE *file;
+    const char *path;
+    struct buf *err;
+    int line;
+    int errors;
+    bool overlong;
+    int seen_line[128]; /* line where each key of conf_keys was set, 0 = not yet */
+};
+
+/* inih reads lines through this so that we know the line of each key. */
+static char *conf_reader(char *str, int num, void *stream)
+{
+    struct parse_ctx *ctx = stream;
+    char *r = fgets(str, num, ctx->file);
+    if (!r)
+        return NULL;
+    ctx->line++;
+    size_t len = strlen(r);
+    if (len == (size_t)num - 1 && r[len - 1] != '\n' && !feof(ctx->file)) {
+        /* Swallow the rest of an overlong line and report it rather than have
+         * the tail parsed as a line of its own. */
+        int ch;
+        while ((ch = fgetc(ctx->file)) != EOF && ch != '\n') {
+        }
+        ctx->overlong = true;
+    }
+    return r;
+}
+
+static void conf_error(struct parse_ctx *ctx, int line, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void conf_error(struct parse_ctx *ctx, int line, const char *fmt, ...)
+{
+    ctx->errors++;
+    if (ctx->errors > 50)
+        return;
+    if (line > 0)
+        buf_printf(ctx->err, "%s:%d: ", ctx->path, line);
+    else
+        buf_printf(ctx->err, "%s: ", ctx->path);
+    va_list ap;
+    va_start(ap, fmt);
+    buf_vprintf(ctx->err, fmt, ap);
+    va_end(ap);
+    buf_append_str(ctx->err, "\n");
+}
+
+static int conf_handler(void *user, const char *section, const char *name, const char *value)
+{
+    struct parse_ctx *ctx = user;
+    if (ctx->overlong) {
+        ctx->overlong = false;
+        conf_error(ctx, ctx->line, "line is too long");
+        return 1;
+    }
+    bool known = false;
+    for (const char *const *s = known_sections; *s; s++)
+        if (strcmp(*s, section) == 0)
+            known = true;
+    if (!known) {
+        if (*section)
+            conf_error(ctx, ctx->line, "unknown section '[%s]'", section);
+        else
+            conf_error(ctx, ctx->line, "key '%s': outside of any [section]", name);
+        return 1;
+    }
+    for (const struct conf_key *k = conf_keys; k->name; k++) {
+        if (strcmp(k->section, section) != 0 || strcmp(k->name, name) != 0)
+            continue;
+        size_t idx = (size_t)(k - conf_keys);
+        if (ctx->seen_line[idx]) {
+            conf_error(ctx, ctx->line, "key '%s': set twice (first on line %d)", name,
+                       ctx->seen_line[idx]);
+            return 1;
+        }
+        ctx->seen_line[idx] = ctx->line;
+        char why[512];
+        if (conf_set(ctx->conf, k, value, why, sizeof(why)) < 0)
+            conf_error(ctx, ctx->line, "key '%s': %s", name, why);
+        return 1;
+    }
+    conf_error(ctx, ctx->line, "key '%s': unknown key in [%s]", name, section);
+    return 1;
+}
+
+/* Checks that involve more than one key. */
+static void conf_validate(struct parse_ctx *ctx)
+{
+    struct ferry_conf *c = ctx->conf;
+    if (c->server.listen.count == 0)
+        conf_error(ctx, 0, "key 'listen': no address given");
+    if (!*c->server.root)
+        conf_error(ctx, 0, "key 'root': must not be empty");
+    if (strcmp(c->server.access_log, "") == 0)
+        conf_error(ctx, 0, "key 'access_log': must not be empty (use 'off')");
+    if (c->store.type == STORE_S3) {
+        if (!*c->store.bucket)
+            conf_error(ctx, 0, "key 'bucket': required when [store] type = s3");
+        if (!*c->store.endpoint)
+            conf_error(ctx, 0, "key 'endpoint': required when [store] type = s3");
+        else if (strncmp(c->store.endpoint, "http://", 7) != 0 &&
+                 strncmp(c->store.endpoint, "https://", 8) != 0)
+            conf_error(ctx, 0, "key 'endpoint': '%s' is not an http:// or https:// URL",
+                       c->store.endpoint);
+    }
+}
+
+int conf_load(struct ferry_conf *c, const char *path, struct buf *err)
+{
+    struct parse_ctx *ctx = xcalloc(1, sizeof(*ctx));
+    ctx->conf = c;
+    ctx->path = path;
+    ctx->err = err;
+    free(c->path);
+    c->path = xstrdup(path);
+    ctx->file = fopen(path, "re");
+    if (!ctx->file) {
+        int e = errno;
+        buf_printf(err, "%s: cannot open: %s\n", path, strerror(e));
+        free(ctx);
+        return -e;
+    }
+    /* Debian's libinih exposes its compile-time options as globals. */
+    ini_allow_multiline = false;
+    ini_use_stack = false;
+    ini_max_line = 4096;
+    ini_allow_inline_comments = true;
+    int r = ini_parse_stream(conf_reader, ctx, conf_handler, ctx);
+    if (ctx->overlong)
+        conf_error(ctx, ctx->line, "line is too long");
+    if (r > 0) /* a line inih could not parse: no '=' or a broken [section */
+        conf_error(ctx, r, "syntax error (want 'key = value' or '[section]')");
+    else if (r < 0)
+        conf_error(ctx, 0, "cannot read: %s", strerror(errno ? errno : EIO));
+    fclose(ctx->file);
+    conf_validate(ctx);
+    int errors = ctx->errors;
+    free(ctx);
+    return errors ? -EINVAL : 0;
+}
+
+const char *conf_default_path(void)
+{
+    if (access("ferry.conf", F_OK) == 0)
+        return "ferry.conf";
+    if (access("/etc/ferry/ferry.conf", F_OK) == 0)
+        return "/etc/ferry/ferry.conf";
+    return NULL;
+}
+
+void conf_dump(const struct ferry_conf *c, struct buf *b)
+{
+    const char *section = "";
+    for (const struct conf_key *k = conf_keys; k->name; k++) {
+        if (strcmp(section, k->section) != 0) {
+            buf_printf(b, "%s[%s]\n", *section ? "\n" : "", k->section);
+            section = k->section;
+        }
+        const void *field = (const char *)c + k->offset;
+        char tmp[64];
+        buf_printf(b, "%s = ", k->name);
+        switch (k->type) {
+        case CONF_STR:
+        case CONF_PATH:
+            buf_append_str(b, *(char *const *)field);
+            break;
+        case CONF_SECRET:
+            buf_append_str(b, **(char *const *)field ? "(set)" : "");
+            break;
+        case CONF_LIST: {
+            const struct conf_list *l = field;
+            for (size_t i = 0; i < l->count; i++)
+                buf_printf(b, "%s%s", i ? " " : "", l->items[i]);
+            break;
+        }
+        case CONF_BOOL:
+            buf_append_str(b, *(const int *)field ? "yes" : "no");
+            break;
+        case CONF_INT:
+            buf_printf(b, "%lld", *(const long long *)field);
+            break;
+        case CONF_INT_AUTO:
+            if (*(const long long *)field == 0)
+                buf_append_str(b, "auto");
+            else
+                buf_printf(b, "%lld", *(const long long *)field);
+            break;
+        case CONF_DURATION:
+            format_ms(tmp, sizeof(tmp), (long long)*(const uint64_t *)field);
+            buf_append_str(b, tmp);
+            break;
+        case CONF_SIZE:
+            format_size(tmp, sizeof(tmp), (long long)*(const uint64_t *)field);
+            buf_append_str(b, tmp);
+            break;
+        case CONF_ENUM: {
+            const char *p = enum_choices(k);
+            for (int i = *(const int *)field; i > 0 && p; i--) {
+                p = strchr(p, '|');
+                if (p)
+                    p++;
+            }
+            const char *bar = p ? strchr(p, '|') : NULL;
+            if (p)
+                buf_append(b, p, bar ? (size_t)(bar - p) : strlen(p));
+            break;
+        }
+        }
+        buf_append_str(b, "\n");
+    }
+}

@@ -1,0 +1,36 @@
+/* ferry: the subcommand table and nothing else. */
+#include "cli/cli.h"
+
+#include <stdio.h>
+#include <string.h>
+
+const struct cli_command cli_commands[] = {
+    {"serve", cmd_serve, "[-c FILE]", "run the origin server"},
+    {"check", cmd_check, "[-c FILE] [--print]", "validate the configuration and exit"},
+    {"version", cmd_version, "", "print the version"},
+    {NULL, NULL, NULL, NULL},
+};
+
+static int usage(FILE *out)
+{
+    fprintf(out, "usage: ferry COMMAND [OPTIONS]\n\ncommands:\n");
+    for (const struct cli_command *c = cli_commands; c->name; c++)
+        fprintf(out, "  %-8s %-28s %s\n", c->name, c->usage, c->summary);
+    return out == stdout ? EXIT_OK : EXIT_USAGE;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2)
+        return usage(stderr);
+    if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 ||
+        strcmp(argv[1], "help") == 0)
+        return usage(stdout);
+    if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "-V") == 0)
+        return cmd_version(1, argv + 1);
+    for (const struct cli_command *c = cli_commands; c->name; c++)
+        if (strcmp(c->name, argv[1]) == 0)
+            return c->run(argc - 1, argv + 1);
+    fprintf(stderr, "ferry: unknown command '%s'\n", argv[1]);
+    return usage(stderr);
+}
