@@ -1,0 +1,46 @@
+#!/bin/sh
+# Build ferry twice and run every test against each build:
+#   build/       -Werror, optimised: unit tests + integration tests
+#   build-asan/  ASan+UBSan: unit tests + integration tests
+# then a short libFuzzer run of the request parser and a clang-format check.
+# Set FERRY_TEST_QUICK=1 to skip the sanitizer build while iterating.
+set -eu
+cd "$(dirname "$0")/.."
+PY=/usr/bin/python3   # Debian's python with python3-pytest and python3-boto3
+
+step() { printf '\n==== %s ====\n' "$*"; }
+
+step "format check"
+files=$(git ls-files 'src/*.c' 'src/*.h' 'tests/*.c' 'tests/*.h')
+if ! clang-format --dry-run --Werror $files; then
+    echo "clang-format: the files above need formatting (clang-format -i)" >&2
+    exit 1
+fi
+
+step "build (-Werror)"
+[ -d build ] || meson setup build -Dwerror=true >/dev/null
+ninja -C build
+
+step "unit tests"
+meson test -C build --suite unit --print-errorlogs
+
+step "integration tests"
+FERRY_BIN="$PWD/build/ferry" $PY -m pytest -q -p no:cacheprovider tests/integration
+
+if [ "${FERRY_TEST_QUICK:-0}" != 1 ]; then
+    step "sanitizer build (ASan+UBSan)"
+    [ -d build-asan ] || CC=clang meson setup build-asan -Db_sanitize=address,undefined \
+        -Db_lundef=false -Dbuildtype=debug -Dwerror=true -Dfuzz=true >/dev/null
+    ninja -C build-asan
+    export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:halt_on_error=1
+    export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+    meson test -C build-asan --suite unit --print-errorlogs
+    FERRY_BIN="$PWD/build-asan/ferry" $PY -m pytest -q -p no:cacheprovider tests/integration
+
+    step "fuzz the request parser (60 s)"
+    if [ -x build-asan/tests/fuzz/fuzz_parser ]; then
+        mkdir -p build-asan/fuzz-corpus
+        build-asan/tests/fuzz/fuzz_parser -max_total_time=60 -timeout=5 \
+            build-asan/fuzz-corpus tests/fuzz/corpus/parser
+    fi
+fi

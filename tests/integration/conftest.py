@@ -1,0 +1,278 @@
+"""Fixtures that start the real ferry binary.
+
+The fixture binds 127.0.0.1:0 itself and hands the socket to ferry as fd 3
+(LISTEN_FDS, systemd style), then waits for READY=1 on a NOTIFY_SOCKET it
+created: no sleeps, no port races. If ferry dies before it is ready the test
+fails at once with ferry's log; every test that fails prints the log.
+"""
+import os
+import select
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+FERRY_BIN = os.environ.get("FERRY_BIN", os.path.join(ROOT, "build", "ferry"))
+
+
+class FerryProcess:
+    """One running `ferry serve` with its own config, root and sockets."""
+
+    def __init__(self, workdir, conf="", workers=2, env=None, listen=True, args=None):
+        self.workdir = str(workdir)
+        self.conf_path = os.path.join(self.workdir, "ferry.conf")
+        self.log_path = os.path.join(self.workdir, "ferry.log")
+        self.root = os.path.join(self.workdir, "public")
+        os.makedirs(self.root, exist_ok=True)
+        os.makedirs(os.path.join(self.workdir, "run"), exist_ok=True)
+        self.admin_socket = os.path.join(self.workdir, "run", "ferry.sock")
+        text = conf
+        if "[server]" not in text:
+            text = "[server]\n" + text
+        # Defaults that keep tests self-contained; a test's own keys come first
+        # and win because inih reports duplicates as errors, so only add missing ones.
+        defaults = {
+            "root": self.root,
+            "workers": str(workers),
+            "admin_socket": self.admin_socket,
+            "state_dir": os.path.join(self.workdir, "run"),
+            "access_log": os.path.join(self.workdir, "access.log"),
+        }
+        server_lines = []
+        for k, v in defaults.items():
+            if not _has_key(text, "server", k):
+                server_lines.append(f"{k} = {v}")
+        text = text.replace("[server]\n", "[server]\n" + "\n".join(server_lines) + "\n", 1)
+        with open(self.conf_path, "w") as f:
+            f.write(text)
+        self.env = dict(os.environ)
+        self.env.update(env or {})
+        self.listen = listen
+        self.args = args or []
+        self.proc = None
+        self.sock = None
+        self.port = None
+
+    def start(self, timeout=10.0):
+        pass_fds = []
+        env = dict(self.env)
+        if self.listen:
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.sock.bind(("127.0.0.1", 0))
+            self.sock.listen(1024)
+            self.port = self.sock.getsockname()[1]
+            pass_fds = [self.sock.fileno()]
+        notify_path = os.path.join(self.workdir, "notify.sock")
+        if os.path.exists(notify_path):
+            os.unlink(notify_path)
+        notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        notify.bind(notify_path)
+        env["NOTIFY_SOCKET"] = notify_path
+        cmd = [FERRY_BIN, "serve", "-c", self.conf_path] + self.args
+        if self.listen:
+            # LISTEN_PID must be ferry's own pid: the shell execs ferry in place.
+            fd = self.sock.fileno()
+            shell = f'exec 3<&{fd}; export LISTEN_PID=$$ LISTEN_FDS=1; exec "$@"'
+            cmd = ["/bin/sh", "-c", shell, "sh"] + cmd
+        self.logf = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(cmd, cwd=self.workdir, env=env, pass_fds=pass_fds,
+                                     stdout=self.logf, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise RuntimeError("ferry did not report READY=1 in time\n" + self.log())
+                r, _, _ = select.select([notify], [], [], min(left, 0.05))
+                if r:
+                    msg = notify.recv(4096).decode()
+                    if "READY=1" in msg.split("\n"):
+                        break
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"ferry exited with {self.proc.returncode} before ready\n"
+                                       + self.log())
+        finally:
+            notify.close()
+        return self
+
+    def log(self):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+    def access_log(self):
+        try:
+            with open(os.path.join(self.workdir, "access.log"), "rb") as f:
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+    def stop(self, sig=signal.SIGTERM, timeout=15.0):
+        """Stop ferry and return its exit code."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.sock:
+            self.sock.close()
+            self.sock = None
+        self.logf.close()
+        return self.proc.returncode
+
+    def run_cli(self, *args, timeout=30.0):
+        """Run `ferry ARGS -c conf` and return the CompletedProcess."""
+        argv = [FERRY_BIN, args[0], "-c", self.conf_path] + list(args[1:])
+        return subprocess.run(argv, cwd=self.workdir, env=self.env, capture_output=True,
+                              text=True, timeout=timeout)
+
+    def connect(self, timeout=5.0):
+        s = socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return s
+
+
+def _has_key(text, section, key):
+    cur = None
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("["):
+            cur = line.strip("[]")
+        elif cur == section and "=" in line and line.split("=", 1)[0].strip() == key:
+            return True
+    return False
+
+
+@pytest.hookimpl(tryfirst=True, hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, "rep_" + rep.when, rep)
+
+
+@pytest.fixture
+def ferry_factory(tmp_path, request):
+    """Start ferry processes with custom configs; all are stopped afterwards and
+    their logs printed when the test failed."""
+    started = []
+
+    def make(conf="", start=True, subdir=None, **kw):
+        wd = tmp_path / (subdir or f"ferry{len(started)}")
+        wd.mkdir(exist_ok=True)
+        f = FerryProcess(wd, conf, **kw)
+        started.append(f)
+        if start:
+            f.start()
+        return f
+
+    yield make
+    failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
+    for f in started:
+        f.stop()
+        if failed:
+            print(f"---- ferry log ({f.workdir}) ----\n{f.log()}")
+
+
+@pytest.fixture
+def ferry(ferry_factory):
+    """A ferry on built-in defaults plus the test paths, with 2 workers."""
+    return ferry_factory()
+
+
+def http_raw(sock, data, timeout=5.0):
+    """Send raw bytes and read until the server closes the connection."""
+    sock.settimeout(timeout)
+    if data:
+        sock.sendall(data)
+    chunks = []
+    while True:
+        try:
+            b = sock.recv(65536)
+        except ConnectionResetError:
+            break
+        if not b:
+            break
+        chunks.append(b)
+    return b"".join(chunks)
+
+
+class Response:
+    def __init__(self, status, reason, headers, body, version):
+        self.status = status
+        self.reason = reason
+        self.headers = headers  # list of (name, value) in order
+        self.body = body
+        self.version = version
+
+    def header(self, name):
+        vals = [v for k, v in self.headers if k.lower() == name.lower()]
+        if len(vals) > 1:
+            raise AssertionError(f"header {name} appears {len(vals)} times")
+        return vals[0] if vals else None
+
+    def __repr__(self):
+        return f"<Response {self.status} {self.headers} {self.body[:80]!r}>"
+
+
+def read_response(sock, head_request=False, timeout=5.0):
+    """Read exactly one response from sock (Content-Length or close framing)."""
+    sock.settimeout(timeout)
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        b = sock.recv(65536)
+        if not b:
+            raise EOFError(f"connection closed mid-head: {buf!r}")
+        buf += b
+    head, rest = buf.split(b"\r\n\r\n", 1)
+    lines = head.decode("latin-1").split("\r\n")
+    version, status, *reason = lines[0].split(" ", 2)
+    headers = []
+    for line in lines[1:]:
+        k, v = line.split(":", 1)
+        headers.append((k, v.strip()))
+    resp = Response(int(status), reason[0] if reason else "", headers, b"", version)
+    cl = resp.header("Content-Length")
+    if head_request or resp.status in (204, 304) or 100 <= resp.status < 200:
+        sock._ferry_rest = rest
+        resp.body = b""
+        return resp, rest
+    if cl is not None:
+        n = int(cl)
+        while len(rest) < n:
+            b = sock.recv(max(65536, n - len(rest)))
+            if not b:
+                raise EOFError("connection closed mid-body")
+            rest += b
+        resp.body = rest[:n]
+        return resp, rest[n:]
+    while True:
+        b = sock.recv(65536)
+        if not b:
+            break
+        rest += b
+    resp.body = rest
+    return resp, b""
+
+
+def request(port, method="GET", path="/", headers=None, body=b"", version="HTTP/1.1",
+            timeout=5.0):
+    """One request on a fresh connection (Connection: close); returns Response."""
+    hdrs = {"Host": "localhost", "Connection": "close"}
+    hdrs.update(headers or {})
+    lines = [f"{method} {path} {version}"] + [f"{k}: {v}" for k, v in hdrs.items()]
+    data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(data)
+        resp, _ = read_response(s, head_request=(method == "HEAD"), timeout=timeout)
+        return resp
