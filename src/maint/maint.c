@@ -308,7 +308,7 @@ struct maint_snapshot *maint_snapshot_create(const struct maint_policy *policy,
         snprintf(s->retry_after, sizeof(s->retry_after), "%" PRIu64, w->retry_after_s);
     static const char *const ctypes[MAINT_FORMAT_COUNT] = {
         "text/html; charset=utf-8", "application/json", "text/plain; charset=utf-8"};
-    const char *msg = w->message ? w->message : MAINT_DEFAULT_MESSAGE;
+    const char *msg = w->message && *w->message ? w->message : MAINT_DEFAULT_MESSAGE;
     for (int f = 0; f < MAINT_FORMAT_COUNT; f++) {
         struct buf b;
         /* The template is at most MAINT_PAGE_MAX and each substitution grows by a
