@@ -31,34 +31,62 @@ static void request_done(struct conn *c);
 static const char *status_reason(int status)
 {
     switch (status) {
-    case 200: return "OK";
-    case 204: return "No Content";
-    case 206: return "Partial Content";
-    case 301: return "Moved Permanently";
-    case 302: return "Found";
-    case 303: return "See Other";
-    case 304: return "Not Modified";
-    case 307: return "Temporary Redirect";
-    case 308: return "Permanent Redirect";
-    case 400: return "Bad Request";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 411: return "Length Required";
-    case 412: return "Precondition Failed";
-    case 413: return "Content Too Large";
-    case 414: return "URI Too Long";
-    case 416: return "Range Not Satisfiable";
-    case 417: return "Expectation Failed";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    case 505: return "HTTP Version Not Supported";
-    default: return "Unknown";
+    case 200:
+        return "OK";
+    case 204:
+        return "No Content";
+    case 206:
+        return "Partial Content";
+    case 301:
+        return "Moved Permanently";
+    case 302:
+        return "Found";
+    case 303:
+        return "See Other";
+    case 304:
+        return "Not Modified";
+    case 307:
+        return "Temporary Redirect";
+    case 308:
+        return "Permanent Redirect";
+    case 400:
+        return "Bad Request";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 411:
+        return "Length Required";
+    case 412:
+        return "Precondition Failed";
+    case 413:
+        return "Content Too Large";
+    case 414:
+        return "URI Too Long";
+    case 416:
+        return "Range Not Satisfiable";
+    case 417:
+        return "Expectation Failed";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    case 505:
+        return "HTTP Version Not Supported";
+    default:
+        return "Unknown";
     }
 }
 
@@ -113,7 +141,12 @@ void worker_timer_set(struct worker *w, struct conn *c, int list, uint64_t deadl
 
 static void conn_in_release(struct conn *c)
 {
-    free(c->in);
+    struct worker *w = c->w;
+    /* Idle connections hold no buffer; a small pool saves malloc churn. */
+    if (c->in && w->in_pool_len < IN_POOL_MAX)
+        w->in_pool[w->in_pool_len++] = c->in;
+    else
+        free(c->in);
     c->in = NULL;
     c->in_len = c->in_cap = 0;
 }
@@ -124,8 +157,9 @@ static void conn_in_ensure(struct conn *c)
         return;
     /* One byte more than the largest head, so a full buffer without a complete
      * head is unambiguously too large. */
-    c->in_cap = c->w->srv->limits.max_header_size + 1;
-    c->in = xmalloc(c->in_cap);
+    struct worker *w = c->w;
+    c->in_cap = w->srv->limits.max_header_size + 1;
+    c->in = w->in_pool_len ? w->in_pool[--w->in_pool_len] : xmalloc(c->in_cap);
     c->in_len = 0;
 }
 
@@ -491,8 +525,10 @@ static void request_done(struct conn *c)
     } else {
         c->state = CONN_IDLE;
         conn_in_release(c);
-        worker_timer_set(w, c, TL_IDLE,
-                         time_mono_ms() + w->srv->conf->server.keepalive_timeout_ms);
+        /* 10,000 idle keep-alive connections should cost little memory. */
+        if (c->out.cap > 1024)
+            buf_finish(&c->out);
+        worker_timer_set(w, c, TL_IDLE, time_mono_ms() + w->srv->conf->server.keepalive_timeout_ms);
     }
 }
 
