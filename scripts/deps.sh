@@ -18,7 +18,7 @@ for arg in "$@"; do
 done
 export DEBIAN_FRONTEND=noninteractive
 # Only hit the network when something is missing.
-missing=$(dpkg-query -W -f='${Package} ${Status}\n' $PKGS 2>/dev/null | awk '$4 != "installed" {print $1}')
+missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
 done
