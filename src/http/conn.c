@@ -163,6 +163,9 @@ static void conn_in_ensure(struct conn *c)
     c->in_len = 0;
 }
 
+/* While a response waits for EPOLLOUT the connection is registered for
+ * EPOLLOUT alone: a client that half-closed would otherwise keep a
+ * level-triggered EPOLLRDHUP firing until the write completes. */
 static void set_events(struct conn *c, uint32_t ev)
 {
     struct epoll_event e = {.events = ev, .data.ptr = c};
@@ -486,7 +489,7 @@ static void conn_error(struct conn *c, int status)
     c->state = CONN_WRITE;
     int r = conn_write(c);
     if (r == 0) {
-        set_events(c, EPOLLOUT | EPOLLRDHUP);
+        set_events(c, EPOLLOUT);
         worker_timer_set(c->w, c, TL_WRITE,
                          time_mono_ms() + c->w->srv->conf->server.send_timeout_ms);
     } else if (r == 1) {
@@ -505,7 +508,7 @@ static void request_done(struct conn *c)
     response_release(c);
     c->responding = false;
     c->lg_method.len = c->lg_target.len = c->lg_referer.len = c->lg_ua.len = 0;
-    if (!c->keep_alive) {
+    if (!c->keep_alive || w->stopping) {
         c->in_len = 0;
         c->head_len = 0;
         conn_linger(c);
@@ -638,7 +641,7 @@ static void conn_process(struct conn *c)
         if (wr < 0)
             return;
         if (wr == 0) {
-            set_events(c, EPOLLOUT | EPOLLRDHUP);
+            set_events(c, EPOLLOUT);
             worker_timer_set(w, c, TL_WRITE, time_mono_ms() + w->srv->conf->server.send_timeout_ms);
             return;
         }
