@@ -31,34 +31,62 @@ static void request_done(struct conn *c);
 static const char *status_reason(int status)
 {
     switch (status) {
-    case 200: return "OK";
-    case 204: return "No Content";
-    case 206: return "Partial Content";
-    case 301: return "Moved Permanently";
-    case 302: return "Found";
-    case 303: return "See Other";
-    case 304: return "Not Modified";
-    case 307: return "Temporary Redirect";
-    case 308: return "Permanent Redirect";
-    case 400: return "Bad Request";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 411: return "Length Required";
-    case 412: return "Precondition Failed";
-    case 413: return "Content Too Large";
-    case 414: return "URI Too Long";
-    case 416: return "Range Not Satisfiable";
-    case 417: return "Expectation Failed";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    case 505: return "HTTP Version Not Supported";
-    default: return "Unknown";
+    case 200:
+        return "OK";
+    case 204:
+        return "No Content";
+    case 206:
+        return "Partial Content";
+    case 301:
+        return "Moved Permanently";
+    case 302:
+        return "Found";
+    case 303:
+        return "See Other";
+    case 304:
+        return "Not Modified";
+    case 307:
+        return "Temporary Redirect";
+    case 308:
+        return "Permanent Redirect";
+    case 400:
+        return "Bad Request";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 411:
+        return "Length Required";
+    case 412:
+        return "Precondition Failed";
+    case 413:
+        return "Content Too Large";
+    case 414:
+        return "URI Too Long";
+    case 416:
+        return "Range Not Satisfiable";
+    case 417:
+        return "Expectation Failed";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    case 505:
+        return "HTTP Version Not Supported";
+    default:
+        return "Unknown";
     }
 }
 
@@ -113,7 +141,12 @@ void worker_timer_set(struct worker *w, struct conn *c, int list, uint64_t deadl
 
 static void conn_in_release(struct conn *c)
 {
-    free(c->in);
+    struct worker *w = c->w;
+    /* Idle connections hold no buffer; a small pool saves malloc churn. */
+    if (c->in && w->in_pool_len < IN_POOL_MAX)
+        w->in_pool[w->in_pool_len++] = c->in;
+    else
+        free(c->in);
     c->in = NULL;
     c->in_len = c->in_cap = 0;
 }
@@ -124,11 +157,15 @@ static void conn_in_ensure(struct conn *c)
         return;
     /* One byte more than the largest head, so a full buffer without a complete
      * head is unambiguously too large. */
-    c->in_cap = c->w->srv->limits.max_header_size + 1;
-    c->in = xmalloc(c->in_cap);
+    struct worker *w = c->w;
+    c->in_cap = w->srv->limits.max_header_size + 1;
+    c->in = w->in_pool_len ? w->in_pool[--w->in_pool_len] : xmalloc(c->in_cap);
     c->in_len = 0;
 }
 
+/* While a response waits for EPOLLOUT the connection is registered for
+ * EPOLLOUT alone: a client that half-closed would otherwise keep a
+ * level-triggered EPOLLRDHUP firing until the write completes. */
 static void set_events(struct conn *c, uint32_t ev)
 {
     struct epoll_event e = {.events = ev, .data.ptr = c};
@@ -452,7 +489,7 @@ static void conn_error(struct conn *c, int status)
     c->state = CONN_WRITE;
     int r = conn_write(c);
     if (r == 0) {
-        set_events(c, EPOLLOUT | EPOLLRDHUP);
+        set_events(c, EPOLLOUT);
         worker_timer_set(c->w, c, TL_WRITE,
                          time_mono_ms() + c->w->srv->conf->server.send_timeout_ms);
     } else if (r == 1) {
@@ -471,7 +508,7 @@ static void request_done(struct conn *c)
     response_release(c);
     c->responding = false;
     c->lg_method.len = c->lg_target.len = c->lg_referer.len = c->lg_ua.len = 0;
-    if (!c->keep_alive) {
+    if (!c->keep_alive || w->stopping) {
         c->in_len = 0;
         c->head_len = 0;
         conn_linger(c);
@@ -491,8 +528,10 @@ static void request_done(struct conn *c)
     } else {
         c->state = CONN_IDLE;
         conn_in_release(c);
-        worker_timer_set(w, c, TL_IDLE,
-                         time_mono_ms() + w->srv->conf->server.keepalive_timeout_ms);
+        /* 10,000 idle keep-alive connections should cost little memory. */
+        if (c->out.cap > 1024)
+            buf_finish(&c->out);
+        worker_timer_set(w, c, TL_IDLE, time_mono_ms() + w->srv->conf->server.keepalive_timeout_ms);
     }
 }
 
@@ -602,7 +641,7 @@ static void conn_process(struct conn *c)
         if (wr < 0)
             return;
         if (wr == 0) {
-            set_events(c, EPOLLOUT | EPOLLRDHUP);
+            set_events(c, EPOLLOUT);
             worker_timer_set(w, c, TL_WRITE, time_mono_ms() + w->srv->conf->server.send_timeout_ms);
             return;
         }
