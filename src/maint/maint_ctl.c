@@ -64,9 +64,17 @@ static void release_state(const void *maint)
 
 static int maint_handle_request(struct conn *c, const struct http_request *req, void *arg)
 {
+    struct maint_ctl *m = arg;
     const struct ferry_state *st = conn_state(c);
-    if (!st || !st->maint)
+    if (!st || !st->maint) {
+        /* Mark exempt paths and networks even while up, so that a `down --drain`
+         * that follows does not wait for health checks already in flight. */
+        if (m->policy.n_paths + m->policy.n_cidrs &&
+            maint_decide(&m->policy, req->path.p, req->path.len, conn_peer(c), NULL, 0, 0) !=
+                MAINT_ANSWER)
+            conn_mark_exempt(c);
         return HANDLER_PASS;
+    }
     /* Workers only read the snapshot; the reference count is its one mutable field. */
     struct maint_snapshot *snap = (struct maint_snapshot *)(uintptr_t)st->maint;
     int64_t now_s = req->cookie.p ? (int64_t)time(NULL) : 0;
