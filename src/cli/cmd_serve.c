@@ -62,9 +62,9 @@ int cmd_serve(int argc, char **argv)
         log_error("server: %s", strerror(-r));
     else
         log_info("stopped");
+    maint_detach(maint);
     admin_destroy(admin);
     server_destroy(s);
-    maint_detach(maint);
     conf_finish(&conf);
     return r < 0 ? EXIT_RUNTIME : EXIT_OK;
 }

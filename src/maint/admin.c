@@ -469,8 +469,13 @@ static void client_on_event(struct server *s, int fd, uint32_t events, void *arg
         char tmp[4096];
         for (;;) {
             size_t room = ADMIN_LINE_MAX - c->in.len;
-            if (room == 0)
+            if (room == 0) {
+                /* Unread input would wake the loop forever: a client that
+                 * floods while waiting for a deferred reply is dropped. */
+                if (c->held)
+                    client_close(c);
                 break;
+            }
             ssize_t n = recv(fd, tmp, room < sizeof(tmp) ? room : sizeof(tmp), 0);
             if (n < 0 && errno == EINTR)
                 continue;

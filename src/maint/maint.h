@@ -192,7 +192,8 @@ struct maint_ctl;
 struct maint_ctl *maint_attach(struct server *s, struct admin *admin, const struct ferry_conf *conf,
                                char *err, size_t errlen);
 
-/** Free what maint_attach() set up, after server_run() returned. NULL-safe. */
+/** Free what maint_attach() set up, after server_run() returned and before
+ * admin_destroy() and server_destroy(). NULL-safe. */
 void maint_detach(struct maint_ctl *m);
 
 #endif

@@ -573,8 +573,8 @@ void maint_detach(struct maint_ctl *m)
     if (!m)
         return;
     cancel_timers(m);
-    if (m->drain_timer)
-        server_cancel_timer(m->s, m->drain_timer);
+    /* A `down --drain` still waiting is told why it will get no better answer. */
+    drain_finish(m, false, "the server is stopping");
     buf_finish(&m->drain_reply);
     maint_window_finish(&m->win);
     /* The server still holds the last published snapshot, which points at the

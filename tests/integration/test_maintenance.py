@@ -555,3 +555,22 @@ def test_acknowledged_switch_under_load(ferry_factory):
     down_latency.sort()
     print(f"ferry down CLI latency under load: median {down_latency[50] * 1000:.1f} ms, "
           f"p99 {down_latency[98] * 1000:.1f} ms; requests checked {checked}")
+
+
+def test_drain_answered_when_server_stops(ferry_factory):
+    f = make(ferry_factory, maint="drain_timeout = 60s\n", server="shutdown_timeout = 500ms\n")
+    with open(os.path.join(f.root, "big.bin"), "wb") as fh:
+        fh.write(os.urandom(1 << 20) * 32)
+    s = f.connect()
+    s.sendall(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert s.recv(100).startswith(b"HTTP/1.1 200 ")
+    proc = subprocess.Popen([FERRY_BIN, "down", "-c", f.conf_path, "--drain"], cwd=f.workdir,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 10
+    while get(f).status != 503:
+        assert time.monotonic() < deadline
+    f.stop()
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 1
+    assert "NOT drained" in err and "the server is stopping" in err, (out, err)
+    s.close()
