@@ -1,0 +1,315 @@
+/* Test tool: drive ferry's store client from the command line, so integration
+ * tests and the benchmark exercise the real code against a real server.
+ *
+ *   store_tool [-c CONF] [--threshold N] [--part-size N] [--retry-base MS] COMMAND ...
+ *     put KEY FILE          digest FILE, upload it, print the ETag we expect
+ *     get KEY FILE [RANGE]  download to FILE
+ *     head KEY              print size, etag, sha256 and meta digest
+ *     verify KEY FILE       compare the stored object with FILE
+ *     delete KEY
+ *     abort KEY UPLOAD_ID
+ *     presign KEY TTL
+ *     put-many JOBS DIR     upload every regular file below DIR (key = relative
+ *                           path), JOBS threads each with its own store; prints
+ *                           files, bytes and seconds
+ * Every failure prints "error: CODE (STATUS): MESSAGE attempts=N errno=NAME"
+ * and exits 1; usage errors exit 2. */
+#include "common/alloc.h"
+#include "common/buf.h"
+#include "common/conf.h"
+#include "common/timeutil.h"
+#include "store/store.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static struct ferry_conf conf;
+static struct store_options opts;
+
+static const char *errno_name(int e)
+{
+    switch (e) {
+    case ENOENT:
+        return "ENOENT";
+    case EEXIST:
+        return "EEXIST";
+    case EBADMSG:
+        return "EBADMSG";
+    case EACCES:
+        return "EACCES";
+    case ETIMEDOUT:
+        return "ETIMEDOUT";
+    case ECONNRESET:
+        return "ECONNRESET";
+    case ERANGE:
+        return "ERANGE";
+    case EINVAL:
+        return "EINVAL";
+    case EIO:
+        return "EIO";
+    case EPROTO:
+        return "EPROTO";
+    default:
+        return "OTHER";
+    }
+}
+
+static int report(int r, const struct store_error *err)
+{
+    if (r == 0)
+        return 0;
+    char line[512];
+    store_error_format(err, line, sizeof(line));
+    printf("error: %s attempts=%d errno=%s\n", line, err->attempts, errno_name(-r));
+    return 1;
+}
+
+static int open_store(struct store **s)
+{
+    struct store_error err;
+    memset(&err, 0, sizeof(err));
+    int r = store_create(&conf, &opts, s, &err);
+    if (r < 0) {
+        report(r, &err);
+        return -1;
+    }
+    return 0;
+}
+
+static int digest_file(struct store *s, const char *path, int *fd, struct store_digest *d)
+{
+    *fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (*fd < 0) {
+        printf("error: cannot open %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    uint64_t threshold, part;
+    store_part_layout(s, &threshold, &part);
+    if (store_digest_fd(*fd, threshold, part, d) < 0) {
+        printf("error: cannot read %s\n", path);
+        close(*fd);
+        return -1;
+    }
+    return 0;
+}
+
+struct many {
+    const char *root;
+    char **files;
+    size_t nfiles;
+    atomic_size_t next;
+    atomic_ullong bytes;
+    atomic_int failures;
+};
+
+static void *many_worker(void *arg)
+{
+    struct many *m = arg;
+    struct store *s;
+    if (open_store(&s) < 0) {
+        atomic_fetch_add(&m->failures, 1);
+        return NULL;
+    }
+    for (;;) {
+        size_t i = atomic_fetch_add(&m->next, 1);
+        if (i >= m->nfiles)
+            break;
+        char *path = xasprintf("%s/%s", m->root, m->files[i]);
+        int fd;
+        struct store_digest d;
+        struct store_error err;
+        memset(&err, 0, sizeof(err));
+        if (digest_file(s, path, &fd, &d) < 0) {
+            atomic_fetch_add(&m->failures, 1);
+        } else {
+            if (report(store_put_file(s, m->files[i], fd, &d, &err), &err))
+                atomic_fetch_add(&m->failures, 1);
+            else
+                atomic_fetch_add(&m->bytes, d.size);
+            close(fd);
+        }
+        free(path);
+    }
+    store_destroy(s);
+    return NULL;
+}
+
+static void list_files(const char *root, const char *rel, char ***files, size_t *n)
+{
+    char *dirpath = *rel ? xasprintf("%s/%s", root, rel) : xstrdup(root);
+    DIR *dir = opendir(dirpath);
+    free(dirpath);
+    if (!dir)
+        return;
+    struct dirent *e;
+    while ((e = readdir(dir))) {
+        if (e->d_name[0] == '.')
+            continue;
+        char *r = *rel ? xasprintf("%s/%s", rel, e->d_name) : xstrdup(e->d_name);
+        if (e->d_type == DT_DIR) {
+            list_files(root, r, files, n);
+            free(r);
+        } else {
+            *files = xrealloc(*files, (*n + 1) * sizeof(char *));
+            (*files)[(*n)++] = r;
+        }
+    }
+    closedir(dir);
+}
+
+static int cmd_put_many(int jobs, const char *root)
+{
+    struct many m = {.root = root};
+    list_files(root, "", &m.files, &m.nfiles);
+    pthread_t *t = xcalloc((size_t)jobs, sizeof(pthread_t));
+    uint64_t t0 = time_mono_ms();
+    for (int i = 0; i < jobs; i++)
+        pthread_create(&t[i], NULL, many_worker, &m);
+    for (int i = 0; i < jobs; i++)
+        pthread_join(t[i], NULL);
+    double secs = (double)(time_mono_ms() - t0) / 1000.0;
+    printf("files=%zu bytes=%llu seconds=%.3f failures=%d\n", m.nfiles, (unsigned long long)m.bytes,
+           secs, m.failures);
+    for (size_t i = 0; i < m.nfiles; i++)
+        free(m.files[i]);
+    free(m.files);
+    free(t);
+    return m.failures ? 1 : 0;
+}
+
+static int run(struct store *s, int argc, char **argv)
+{
+    const char *cmd = argv[0];
+    struct store_error err;
+    memset(&err, 0, sizeof(err));
+    if (strcmp(cmd, "put") == 0 && argc == 3) {
+        int fd;
+        struct store_digest d;
+        if (digest_file(s, argv[2], &fd, &d) < 0)
+            return 1;
+        int r = store_put_file(s, argv[1], fd, &d, &err);
+        close(fd);
+        if (r == 0)
+            printf("ok etag=%s attempts=%d\n", d.etag, err.attempts);
+        return report(r, &err);
+    }
+    if (strcmp(cmd, "verify") == 0 && argc == 3) {
+        int fd;
+        struct store_digest d;
+        if (digest_file(s, argv[2], &fd, &d) < 0)
+            return 1;
+        close(fd);
+        int r = store_verify(s, argv[1], &d, &err);
+        if (r == 0)
+            printf("ok verified\n");
+        return report(r, &err);
+    }
+    if (strcmp(cmd, "get") == 0 && (argc == 3 || argc == 4)) {
+        int fd = open(argv[2], O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        if (fd < 0)
+            return 1;
+        int r = store_get(s, argv[1], argc == 4 ? argv[3] : NULL, fd, &err);
+        close(fd);
+        if (r == 0)
+            printf("ok\n");
+        return report(r, &err);
+    }
+    if (strcmp(cmd, "head") == 0 && argc == 2) {
+        struct store_info info;
+        int r = store_head(s, argv[1], &info, &err);
+        if (r == 0)
+            printf("ok size=%llu etag=%s sha256=%s meta=%s\n", (unsigned long long)info.size,
+                   info.etag, info.sha256_b64, info.meta_sha256);
+        return report(r, &err);
+    }
+    if (strcmp(cmd, "delete") == 0 && argc == 2) {
+        int r = store_delete(s, argv[1], &err);
+        if (r == 0)
+            printf("ok\n");
+        return report(r, &err);
+    }
+    if (strcmp(cmd, "abort") == 0 && argc == 3) {
+        int r = store_abort_multipart(s, argv[1], argv[2], &err);
+        if (r == 0)
+            printf("ok\n");
+        return report(r, &err);
+    }
+    if (strcmp(cmd, "presign") == 0 && argc == 3) {
+        struct buf url;
+        buf_init(&url, 64 * 1024);
+        int r = store_presign_get(s, argv[1], strtol(argv[2], NULL, 10), &url);
+        if (r == 0)
+            printf("%s\n", url.data);
+        buf_finish(&url);
+        return r == 0 ? 0 : 1;
+    }
+    fprintf(stderr, "store_tool: bad command\n");
+    return 2;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option lopts[] = {
+        {"threshold", required_argument, NULL, 't'},
+        {"part-size", required_argument, NULL, 'p'},
+        {"retry-base", required_argument, NULL, 'b'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *path = NULL;
+    int ch;
+    while ((ch = getopt_long(argc, argv, "+c:", lopts, NULL)) != -1) {
+        switch (ch) {
+        case 'c':
+            path = optarg;
+            break;
+        case 't':
+            conf_parse_size(optarg, &opts.multipart_threshold);
+            break;
+        case 'p':
+            conf_parse_size(optarg, &opts.part_size);
+            break;
+        case 'b':
+            opts.retry_base_ms = (unsigned)strtoul(optarg, NULL, 10);
+            break;
+        default:
+            return 2;
+        }
+    }
+    if (optind >= argc)
+        return 2;
+    conf_init_defaults(&conf);
+    if (path) {
+        struct buf err;
+        buf_init(&err, 65536);
+        if (conf_load(&conf, path, &err) < 0) {
+            fprintf(stderr, "%s", err.data ? err.data : "");
+            buf_finish(&err);
+            conf_finish(&conf);
+            return 2;
+        }
+        buf_finish(&err);
+    }
+    int rc;
+    if (strcmp(argv[optind], "put-many") == 0 && argc - optind == 3) {
+        rc = cmd_put_many(atoi(argv[optind + 1]), argv[optind + 2]);
+    } else {
+        struct store *s;
+        if (open_store(&s) < 0) {
+            conf_finish(&conf);
+            return 2;
+        }
+        rc = run(s, argc - optind, argv + optind);
+        store_destroy(s);
+    }
+    conf_finish(&conf);
+    return rc;
+}
