@@ -76,6 +76,9 @@ struct xfer {
     struct s3_store *s;
     const struct s3_req *req;
     struct s3_resp *resp;
+    curl_off_t last_ul, last_dl; /* progress counters at the last movement */
+    uint64_t last_move_ms;
+    int stalled;
 };
 
 static struct s3_store *s3_of(struct store *s)
@@ -188,6 +191,38 @@ static size_t on_read(char *dst, size_t size, size_t nmemb, void *user)
     }
     x->resp->sent += room;
     return room;
+}
+
+/* Stall detection: no byte moved either way for low_speed_time, counting the
+ * wait for a response after the body was sent (curl's own low-speed check
+ * averages over a window and lets such a wait run for several seconds). */
+static int on_progress(void *user, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                       curl_off_t ulnow)
+{
+    struct xfer *x = user;
+    uint64_t now = time_mono_ms();
+    if (dlnow != x->last_dl || ulnow != x->last_ul || !x->last_move_ms) {
+        x->last_dl = dlnow;
+        x->last_ul = ulnow;
+        x->last_move_ms = now;
+        return 0;
+    }
+    if (now - x->last_move_ms >= (uint64_t)x->s->low_speed_time_s * 1000) {
+        x->stalled = 1;
+        return 1;
+    }
+    return 0;
+}
+
+/* curl rewinds when it resends a request, e.g. on a reused connection that
+ * turned out to be closed; the body is re-read from the new offset. */
+static int on_seek(void *user, curl_off_t offset, int origin)
+{
+    struct xfer *x = user;
+    if (origin != SEEK_SET || offset < 0 || (uint64_t)offset > x->req->body_len)
+        return CURL_SEEKFUNC_FAIL;
+    x->resp->sent = (uint64_t)offset;
+    return CURL_SEEKFUNC_OK;
 }
 
 static size_t on_write(char *src, size_t size, size_t nmemb, void *user)
@@ -398,14 +433,15 @@ static int s3_perform_once(struct s3_store *s, const struct s3_req *req, struct 
 
     CURL *c = s->curl;
     curl_easy_reset(c); /* keeps live connections, DNS and TLS session caches */
-    struct xfer x = {s, req, resp};
+    struct xfer x = {.s = s, .req = req, .resp = resp};
     curl_easy_setopt(c, CURLOPT_URL, url.data);
     curl_easy_setopt(c, CURLOPT_PATH_AS_IS, 1L);
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, hl);
     curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, s->connect_timeout_ms);
-    curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
-    curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, s->low_speed_time_s);
+    curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
+    curl_easy_setopt(c, CURLOPT_XFERINFODATA, &x);
     curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 1L);
     curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 2L);
     if (s->ca_file)
@@ -416,6 +452,8 @@ static int s3_perform_once(struct s3_store *s, const struct s3_req *req, struct 
     curl_easy_setopt(c, CURLOPT_HEADERDATA, &x);
     curl_easy_setopt(c, CURLOPT_READFUNCTION, on_read);
     curl_easy_setopt(c, CURLOPT_READDATA, &x);
+    curl_easy_setopt(c, CURLOPT_SEEKFUNCTION, on_seek);
+    curl_easy_setopt(c, CURLOPT_SEEKDATA, &x);
     if (strcmp(req->method, "HEAD") == 0) {
         curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
     } else if (strcmp(req->method, "PUT") == 0) {
@@ -429,6 +467,13 @@ static int s3_perform_once(struct s3_store *s, const struct s3_req *req, struct 
     }
 
     CURLcode cc = curl_easy_perform(c);
+    if (cc != CURLE_OK && x.stalled) {
+        r = -ETIMEDOUT;
+        *retryable = 1;
+        store_error_set(err, 0, "TransportError", "%s %s: no data moved for %lds", req->method,
+                        req->key ? req->key : "/", s->low_speed_time_s);
+        goto fail;
+    }
     if (cc != CURLE_OK) {
         r = resp->write_errno ? -resp->write_errno : curl_errno(cc);
         *retryable = !resp->write_errno && curl_retryable(cc);
@@ -827,10 +872,10 @@ static int put_multipart(struct s3_store *s, const char *key, const char *fkey, 
                             "multipart ETag of '%s' is %s, expected %s", key, etag, d->etag);
             r = -EBADMSG;
         }
-        if ((r == -ENOENT && cerr.attempts > 1) || r == -EEXIST) {
-            /* NoSuchUpload on a retry: the first attempt completed but its
-             * answer was lost. 412: the object existed. Either way only the
-             * stored bytes decide. */
+        if (r == -ENOENT || r == -EEXIST) {
+            /* NoSuchUpload: an earlier attempt (ours, or curl's own resend on a
+             * connection that died) completed it but the answer was lost.
+             * 412: the object existed. Either way only the stored bytes decide. */
             r = resolve_existing(&s->base, key, d, &cerr);
         }
         if (err)
