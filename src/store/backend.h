@@ -11,6 +11,9 @@ struct store_ops {
     int (*get)(struct store *s, const char *key, const char *range, int out_fd,
                struct store_error *err);
     int (*del)(struct store *s, const char *key, struct store_error *err);
+    /* Optional: a stronger check than comparing what head() reports. */
+    int (*verify)(struct store *s, const char *key, const struct store_digest *d,
+                  struct store_error *err);
     int (*presign_get)(struct store *s, const char *key, long ttl, struct buf *url);
     int (*abort_multipart)(struct store *s, const char *key, const char *upload_id,
                            struct store_error *err);
