@@ -354,3 +354,60 @@ def test_ferry_presign_prints_a_working_url(tmp_path, store, s3proxy, direct):
     dir_conf.write_text(f"[store]\ntype = dir\npath = {tmp_path}/store\n")
     p = ferry_presign(str(dir_conf), "k")
     assert p.returncode == 2 and "not s3" in p.stderr
+
+
+def test_virtual_hosted_addressing(tmp_path, store, s3proxy, direct):
+    # curl resolves *.localhost to loopback itself; s3rver maps
+    # <bucket>.s3.localhost to the bucket.
+    data = b"virtual host"
+    f = write(tmp_path, "f", data)
+    extra = "addressing = virtual\n"
+    conf = store.conf(extra)
+    text = open(conf).read().replace("http://127.0.0.1:", "http://s3.localhost:")
+    p = subprocess.run([storetest.tool("store_tool"), "-c", "/dev/stdin", "put", "vh/a", f],
+                       input=text, capture_output=True, text=True, env=clean_env())
+    ok(p)
+    hosts = [h["Host"] for m, _, h in s3proxy.requests if m == "PUT"]
+    assert hosts == [f"{BUCKET}.s3.localhost:{s3proxy.port}"]
+    assert [p for m, p, _ in s3proxy.requests if m == "PUT"] == ["/vh/a"]
+    assert stored(direct, "vh/a") == data
+
+
+def test_non_retryable_errors_report_code(tmp_path, store, s3proxy):
+    f = write(tmp_path, "f", b"x")
+    conf_bucket = open(store.conf()).read().replace(f"bucket = {BUCKET}", "bucket = no-such-bucket")
+    path = tmp_path / "nb.conf"
+    path.write_text(conf_bucket)
+    p = subprocess.run([storetest.tool("store_tool"), "-c", str(path), "put", "k", f],
+                       capture_output=True, text=True, env=clean_env())
+    assert p.returncode == 1 and "NoSuchBucket (404)" in p.stdout and attempts(p) == 1
+
+
+def test_tls_is_verified_and_ca_file_is_honoured(tmp_path):
+    """s3rver over TLS with a self-signed certificate: refused without the CA,
+    accepted with ca_file, and AWS_CA_BUNDLE pointing elsewhere changes nothing."""
+    from s3fixtures import S3rver
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                    str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    srv = S3rver(tmp_path / "tls", ["--key", str(key), "--cert", str(cert)]).start()
+    try:
+        f = write(tmp_path, "f", b"over tls")
+        base = (f"[store]\ntype = s3\nendpoint = https://127.0.0.1:{srv.port}\n"
+                f"bucket = {BUCKET}\naccess_key = {ACCESS_KEY}\nsecret_key = S3RVER\n"
+                "retries = 3\n")
+
+        def put(extra, env=None):
+            c = tmp_path / "tls.conf"
+            c.write_text(base + extra)
+            return subprocess.run([storetest.tool("store_tool"), "-c", str(c),
+                                   "--retry-base", "10", "put", "tls/a", f],
+                                  capture_output=True, text=True, env=clean_env(env))
+
+        p = put("")
+        assert p.returncode == 1 and "errno=EPROTO" in p.stdout and attempts(p) == 1
+        ok(put(f"ca_file = {cert}\n", env={"AWS_CA_BUNDLE": "/nonexistent"}))
+        ok(put("", env={"AWS_CA_BUNDLE": str(cert)}))
+    finally:
+        srv.stop()

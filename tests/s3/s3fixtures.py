@@ -21,8 +21,9 @@ SECRET_KEY = "ferry/test+secret=KEY"
 
 
 class S3rver:
-    def __init__(self, workdir):
+    def __init__(self, workdir, args=()):
         self.workdir = str(workdir)
+        self.args = list(args)
         self.data = os.path.join(self.workdir, "data")
         os.makedirs(self.data, exist_ok=True)
         self.proc = None
@@ -34,7 +35,7 @@ class S3rver:
             pytest.fail(f"s3rver is not installed: run scripts/deps.sh --test ({S3RVER_BIN})")
         self.proc = subprocess.Popen(
             ["node", S3RVER_BIN, "-d", self.data, "-a", "127.0.0.1", "-p", "0",
-             "--configure-bucket", BUCKET],
+             "--service-endpoint", "localhost", *self.args, "--configure-bucket", BUCKET],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=self.workdir)
         # Ready when it prints its port; wait on the pipe, never sleep.
         deadline = time.monotonic() + timeout
