@@ -6,7 +6,7 @@
 
 struct store_ops {
     int (*put_file)(struct store *s, const char *key, int fd, const struct store_digest *d,
-                    struct store_error *err);
+                    const char *content_type, struct store_error *err);
     int (*head)(struct store *s, const char *key, struct store_info *out, struct store_error *err);
     int (*get)(struct store *s, const char *key, const char *range, int out_fd,
                struct store_error *err);

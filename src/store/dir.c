@@ -252,7 +252,7 @@ static int dir_same_bytes(const char *path, const struct store_digest *d)
 }
 
 static int dir_put_file(struct store *s, const char *key, int fd, const struct store_digest *d,
-                        struct store_error *err)
+                        const char *content_type, struct store_error *err)
 {
     char *path, *tmp = NULL;
     int r = dir_path(s, key, &path, err);

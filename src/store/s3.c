@@ -428,7 +428,10 @@ static int s3_perform_once(struct s3_store *s, const struct s3_req *req, struct 
     /* curl must not add headers we did not sign the way it likes: no
      * Expect: 100-continue round trip, no form Content-Type on POST. */
     hl = add_header(hl, "Expect", NULL);
-    if (strcmp(req->method, "POST") == 0 && !req->nheaders)
+    int has_type = 0;
+    for (size_t i = 0; i < req->nheaders; i++)
+        has_type |= strcasecmp(req->headers[i].name, "Content-Type") == 0;
+    if (!has_type)
         hl = add_header(hl, "Content-Type", NULL);
 
     CURL *c = s->curl;
@@ -693,7 +696,8 @@ static void req_integrity(struct s3_store *s, struct s3_req *q, const struct dig
 }
 
 static int put_single(struct s3_store *s, const char *key, const char *fkey, int fd,
-                      const struct store_digest *d, struct store_error *err)
+                      const struct store_digest *d, const char *content_type,
+                      struct store_error *err)
 {
     struct digests g;
     digests_fill(&g, d->md5, d->sha256);
@@ -702,6 +706,8 @@ static int put_single(struct s3_store *s, const char *key, const char *fkey, int
     req_init(&q, "PUT", fkey);
     req_integrity(s, &q, &g);
     req_header(&q, "x-amz-meta-ferry-sha256", g.sha_hex);
+    if (content_type)
+        req_header(&q, "Content-Type", content_type);
     if (s->base.conditional_create)
         req_header(&q, "If-None-Match", "*");
     q.payload_hash = g.sha_hex;
@@ -762,7 +768,8 @@ static int read_full(int fd, char *p, size_t n, uint64_t off)
 }
 
 static int put_multipart(struct s3_store *s, const char *key, const char *fkey, int fd,
-                         const struct store_digest *d, struct store_error *err)
+                         const struct store_digest *d, const char *content_type,
+                         struct store_error *err)
 {
     struct digests whole;
     digests_fill(&whole, d->md5, d->sha256);
@@ -772,6 +779,8 @@ static int put_multipart(struct s3_store *s, const char *key, const char *fkey, 
     req_init(&q, "POST", fkey);
     req_query(&q, "uploads", NULL);
     req_header(&q, "x-amz-meta-ferry-sha256", whole.sha_hex);
+    if (content_type)
+        req_header(&q, "Content-Type", content_type);
     if (s->checksum == CHECKSUM_SHA256)
         req_header(&q, "x-amz-checksum-algorithm", "SHA256");
     char upload_id[1024];
@@ -892,13 +901,13 @@ out:
 }
 
 static int s3_put_file(struct store *st, const char *key, int fd, const struct store_digest *d,
-                       struct store_error *err)
+                       const char *content_type, struct store_error *err)
 {
     struct s3_store *s = s3_of(st);
     char *fkey = full_key(st, key);
     int r = d->size >= st->opts.multipart_threshold && d->size > 0
-                ? put_multipart(s, key, fkey, fd, d, err)
-                : put_single(s, key, fkey, fd, d, err);
+                ? put_multipart(s, key, fkey, fd, d, content_type, err)
+                : put_single(s, key, fkey, fd, d, content_type, err);
     free(fkey);
     return r;
 }

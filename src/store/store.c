@@ -180,9 +180,9 @@ fail:
 }
 
 int store_put_file(struct store *s, const char *key, int fd, const struct store_digest *d,
-                   struct store_error *err)
+                   const char *content_type, struct store_error *err)
 {
-    return s->ops->put_file(s, key, fd, d, err);
+    return s->ops->put_file(s, key, fd, d, content_type, err);
 }
 
 int store_head(struct store *s, const char *key, struct store_info *out, struct store_error *err)

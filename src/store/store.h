@@ -76,9 +76,11 @@ void store_part_layout(const struct store *s, uint64_t *threshold, uint64_t *par
  * x-amz-checksum-sha256 per the `checksum` option, ETags of parts and of the
  * result). With conditional_create, an existing object is never overwritten:
  * returns 0 if it holds exactly these bytes, else -EEXIST. Retries retryable
- * failures with full-jitter backoff. Returns 0 or -errno. */
+ * failures with full-jitter backoff. content_type (NULL: none, the store's default)
+ * is what the store will serve the object as; the dir store ignores it. Returns 0
+ * or -errno. */
 int store_put_file(struct store *s, const char *key, int fd, const struct store_digest *d,
-                   struct store_error *err);
+                   const char *content_type, struct store_error *err);
 
 /** Report what the store has for key. Returns 0 and *out, -ENOENT, or -errno. */
 int store_head(struct store *s, const char *key, struct store_info *out, struct store_error *err);

@@ -411,3 +411,19 @@ def test_tls_is_verified_and_ca_file_is_honoured(tmp_path):
         ok(put("", env={"AWS_CA_BUNDLE": str(cert)}))
     finally:
         srv.stop()
+
+
+def test_content_type_is_stored_for_single_and_multipart(tmp_path, store, s3proxy, direct):
+    small = write(tmp_path, "s", b"<svg/>")
+    ok(store.run("put", "ct/a.svg", small, "image/svg+xml"))
+    assert direct.head_object(Bucket=BUCKET, Key="ct/a.svg")["ContentType"] == "image/svg+xml"
+    big = write(tmp_path, "b", os.urandom(6 * 1024 * 1024))
+    ok(store.run("put", "ct/b.jpg", big, "image/jpeg", opts=MULTI))
+    assert direct.head_object(Bucket=BUCKET, Key="ct/b.jpg")["ContentType"] == "image/jpeg"
+    # Without a type nothing is invented (curl's form type must not leak into
+    # CreateMultipartUpload).
+    ok(store.run("put", "ct/c", big, opts=MULTI))
+    posts = [h for m, _, h in s3proxy.requests if m == "POST"]
+    assert all("x-www-form-urlencoded" not in h.get("Content-Type", "") for h in posts)
+    assert "x-www-form-urlencoded" not in \
+        direct.head_object(Bucket=BUCKET, Key="ct/c")["ContentType"]

@@ -2,7 +2,7 @@
  * tests and the benchmark exercise the real code against a real server.
  *
  *   store_tool [-c CONF] [--threshold N] [--part-size N] [--retry-base MS] COMMAND ...
- *     put KEY FILE          digest FILE, upload it, print the ETag we expect
+ *     put KEY FILE [TYPE]   digest FILE, upload it (Content-Type TYPE), print the ETag
  *     get KEY FILE [RANGE]  download to FILE
  *     head KEY              print size, etag, sha256 and meta digest
  *     verify KEY FILE       compare the stored object with FILE
@@ -131,7 +131,7 @@ static void *many_worker(void *arg)
         if (digest_file(s, path, &fd, &d) < 0) {
             atomic_fetch_add(&m->failures, 1);
         } else {
-            if (report(store_put_file(s, m->files[i], fd, &d, &err), &err))
+            if (report(store_put_file(s, m->files[i], fd, &d, NULL, &err), &err))
                 atomic_fetch_add(&m->failures, 1);
             else
                 atomic_fetch_add(&m->bytes, d.size);
@@ -191,12 +191,12 @@ static int run(struct store *s, int argc, char **argv)
     const char *cmd = argv[0];
     struct store_error err;
     memset(&err, 0, sizeof(err));
-    if (strcmp(cmd, "put") == 0 && argc == 3) {
+    if (strcmp(cmd, "put") == 0 && (argc == 3 || argc == 4)) {
         int fd;
         struct store_digest d;
         if (digest_file(s, argv[2], &fd, &d) < 0)
             return 1;
-        int r = store_put_file(s, argv[1], fd, &d, &err);
+        int r = store_put_file(s, argv[1], fd, &d, argc == 4 ? argv[3] : NULL, &err);
         close(fd);
         if (r == 0)
             printf("ok etag=%s attempts=%d\n", d.etag, err.attempts);

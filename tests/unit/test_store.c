@@ -87,7 +87,7 @@ static void test_dir_store(void)
     int fd = make_file("a", "0123456789", 10);
     struct store_digest d;
     ASSERT_EQ(store_digest_fd(fd, 0, 0, &d), 0);
-    ASSERT_EQ(store_put_file(s, "x/y/z.txt", fd, &d, &err), 0);
+    ASSERT_EQ(store_put_file(s, "x/y/z.txt", fd, &d, NULL, &err), 0);
     read_back(s, "x/y/z.txt", NULL, "0123456789");
     read_back(s, "x/y/z.txt", "bytes=2-4", "234");
     read_back(s, "x/y/z.txt", "bytes=7-", "789");
@@ -118,7 +118,7 @@ static void test_dir_store(void)
     ASSERT_STREQ(err.code, "ChecksumMismatch");
 
     /* A digest that does not describe the file is refused, nothing stored. */
-    ASSERT_EQ(store_put_file(s, "x/other", fd2, &d, &err), -EBADMSG);
+    ASSERT_EQ(store_put_file(s, "x/other", fd2, &d, NULL, &err), -EBADMSG);
     ASSERT_EQ(store_head(s, "x/other", &info, &err), -ENOENT);
 
     /* Tampering with the stored object is caught by verify. */
@@ -134,7 +134,7 @@ static void test_dir_store(void)
                          "a/.", "x.ferry-sum", ".ferry-tmp.abc"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         ASSERT_EQ(dir_store_check_key(bad[i]), -EINVAL);
-        ASSERT_EQ(store_put_file(s, bad[i], fd, &d, &err), -EINVAL);
+        ASSERT_EQ(store_put_file(s, bad[i], fd, &d, NULL, &err), -EINVAL);
     }
     ASSERT_EQ(dir_store_check_key("a/b.c/..d"), 0);
 
@@ -150,9 +150,9 @@ static void test_dir_store(void)
     /* Conditional create: same bytes succeed, other bytes are refused and the
      * stored object and its sidecar stay as they were. */
     s = dir_store(1);
-    ASSERT_EQ(store_put_file(s, "c", fd, &d, &err), 0);
-    ASSERT_EQ(store_put_file(s, "c", fd, &d, &err), 0);
-    ASSERT_EQ(store_put_file(s, "c", fd2, &d2, &err), -EEXIST);
+    ASSERT_EQ(store_put_file(s, "c", fd, &d, NULL, &err), 0);
+    ASSERT_EQ(store_put_file(s, "c", fd, &d, NULL, &err), 0);
+    ASSERT_EQ(store_put_file(s, "c", fd2, &d2, NULL, &err), -EEXIST);
     ASSERT_EQ(err.http_status, 412);
     ASSERT_EQ(store_verify(s, "c", &d, &err), 0);
     read_back(s, "c", NULL, "0123456789");
