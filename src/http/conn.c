@@ -92,7 +92,7 @@ static const char *status_reason(int status)
 
 const char *worker_date(struct worker *w)
 {
-    time_t now = time(NULL);
+    time_t now = w->now_wall;
     if (now != w->date_time) {
         w->date_time = now;
         time_format_http(now, w->date);
@@ -196,7 +196,7 @@ struct conn *conn_create(struct worker *w, int fd, const struct sockaddr *peer, 
     w->all = c;
     const struct ferry_conf *conf = w->srv->conf;
     /* A new connection must send its head within header_timeout. */
-    worker_timer_set(w, c, TL_HEAD, time_mono_ms() + conf->server.header_timeout_ms);
+    worker_timer_set(w, c, TL_HEAD, w->now_ms + conf->server.header_timeout_ms);
     atomic_fetch_add_explicit(&w->stat_conns_open, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&w->stat_conns_total, 1, memory_order_relaxed);
     return c;
@@ -267,7 +267,7 @@ static void conn_linger(struct conn *c)
     c->state = CONN_LINGER;
     c->linger_bytes = 0;
     set_events(c, EPOLLIN | EPOLLRDHUP);
-    worker_timer_set(c->w, c, TL_LINGER, time_mono_ms() + LINGER_MS);
+    worker_timer_set(c->w, c, TL_LINGER, c->w->now_ms + LINGER_MS);
 }
 
 /* ---- access log ---- */
@@ -308,13 +308,14 @@ static void access_log_write(struct conn *c)
         return;
     char ip[64];
     net_format_ip((const struct sockaddr *)&c->peer, ip, sizeof(ip));
-    char when[40];
-    time_t now = time(NULL);
-    struct tm tm;
-    gmtime_r(&now, &tm);
-    strftime(when, sizeof(when), "%d/%b/%Y:%H:%M:%S +0000", &tm);
+    if (w->log_time != w->now_wall) {
+        struct tm tm;
+        w->log_time = w->now_wall;
+        gmtime_r(&w->log_time, &tm);
+        strftime(w->log_when, sizeof(w->log_when), "%d/%b/%Y:%H:%M:%S +0000", &tm);
+    }
     struct buf *b = &w->access;
-    buf_printf(b, "%s - - [%s] \"", ip, when);
+    buf_printf(b, "%s - - [%s] \"", ip, w->log_when);
     if (c->lg_method.len) {
         log_span_write(b, c, c->lg_method);
         buf_append(b, " ", 1);
@@ -490,8 +491,7 @@ static void conn_error(struct conn *c, int status)
     int r = conn_write(c);
     if (r == 0) {
         set_events(c, EPOLLOUT);
-        worker_timer_set(c->w, c, TL_WRITE,
-                         time_mono_ms() + c->w->srv->conf->server.send_timeout_ms);
+        worker_timer_set(c->w, c, TL_WRITE, c->w->now_ms + c->w->srv->conf->server.send_timeout_ms);
     } else if (r == 1) {
         request_done(c);
     }
@@ -524,14 +524,14 @@ static void request_done(struct conn *c)
     c->body_bytes = 0;
     if (c->in_len) {
         c->state = CONN_HEAD;
-        worker_timer_set(w, c, TL_HEAD, time_mono_ms() + w->srv->conf->server.header_timeout_ms);
+        worker_timer_set(w, c, TL_HEAD, w->now_ms + w->srv->conf->server.header_timeout_ms);
     } else {
         c->state = CONN_IDLE;
         conn_in_release(c);
         /* 10,000 idle keep-alive connections should cost little memory. */
         if (c->out.cap > 1024)
             buf_finish(&c->out);
-        worker_timer_set(w, c, TL_IDLE, time_mono_ms() + w->srv->conf->server.keepalive_timeout_ms);
+        worker_timer_set(w, c, TL_IDLE, w->now_ms + w->srv->conf->server.keepalive_timeout_ms);
     }
 }
 
@@ -642,7 +642,7 @@ static void conn_process(struct conn *c)
             return;
         if (wr == 0) {
             set_events(c, EPOLLOUT);
-            worker_timer_set(w, c, TL_WRITE, time_mono_ms() + w->srv->conf->server.send_timeout_ms);
+            worker_timer_set(w, c, TL_WRITE, w->now_ms + w->srv->conf->server.send_timeout_ms);
             return;
         }
         request_done(c);
@@ -671,7 +671,7 @@ static void conn_read(struct conn *c)
     c->in_len += (size_t)n;
     if (c->state == CONN_IDLE) {
         c->state = CONN_HEAD;
-        worker_timer_set(w, c, TL_HEAD, time_mono_ms() + w->srv->conf->server.header_timeout_ms);
+        worker_timer_set(w, c, TL_HEAD, w->now_ms + w->srv->conf->server.header_timeout_ms);
     }
     conn_process(c);
 }
@@ -695,7 +695,7 @@ void conn_on_event(struct conn *c, uint32_t events)
         if (r <= 0) {
             if (r == 0)
                 worker_timer_set(c->w, c, TL_WRITE,
-                                 time_mono_ms() + c->w->srv->conf->server.send_timeout_ms);
+                                 c->w->now_ms + c->w->srv->conf->server.send_timeout_ms);
             return;
         }
         set_events(c, EPOLLIN | EPOLLRDHUP);

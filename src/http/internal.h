@@ -82,6 +82,10 @@ struct worker {
     struct conn *timers[TL_COUNT][2]; /* head, tail */
     struct conn *all;
     bool stopping;
+    uint64_t now_ms; /* monotonic time, refreshed once per event loop round */
+    time_t now_wall;
+    time_t log_time; /* second that log_when shows */
+    char log_when[40];
     bool listening;
     char date[32];
     time_t date_time;
