@@ -7,6 +7,9 @@
 struct store_ops {
     int (*put_file)(struct store *s, const char *key, int fd, const struct store_digest *d,
                     const char *content_type, struct store_error *err);
+    /* Optional: concurrent uploads; store.c falls back to put_file in turn. */
+    int (*put_many)(struct store *s, unsigned concurrency, store_next_fn next, store_done_fn done,
+                    void *ctx);
     int (*head)(struct store *s, const char *key, struct store_info *out, struct store_error *err);
     int (*get)(struct store *s, const char *key, const char *range, int out_fd,
                struct store_error *err);

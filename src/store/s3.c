@@ -25,7 +25,10 @@
 
 struct s3_store {
     struct store base;
-    CURL *curl;
+    CURL *curl;   /* head, get, delete, abort: one request at a time */
+    CURLM *multi; /* uploads; kept so its connections are reused across calls */
+    CURL **pool;  /* easy handles for concurrent uploads */
+    unsigned npool;
     struct creds creds;
     char *scheme;   /* "http" or "https" */
     char *host;     /* endpoint host[:port], as written */
@@ -74,6 +77,7 @@ struct s3_resp {
 
 struct xfer {
     struct s3_store *s;
+    CURL *c;
     const struct s3_req *req;
     struct s3_resp *resp;
     curl_off_t last_ul, last_dl; /* progress counters at the last movement */
@@ -230,7 +234,7 @@ static size_t on_write(char *src, size_t size, size_t nmemb, void *user)
     struct xfer *x = user;
     size_t n = size * nmemb;
     long status = 0;
-    curl_easy_getinfo(x->s->curl, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_getinfo(x->c, CURLINFO_RESPONSE_CODE, &status);
     if (x->req->out_fd >= 0 && status >= 200 && status < 300) {
         size_t done = 0;
         while (done < n) {
@@ -368,11 +372,24 @@ static int curl_retryable(CURLcode c)
     }
 }
 
-/* Perform req once. Returns 0 when an HTTP response arrived (any status),
- * else a negative errno with err filled; *retryable says whether to try again. */
-static int s3_perform_once(struct s3_store *s, const struct s3_req *req, struct s3_resp *resp,
-                           int *retryable, struct store_error *err)
+/* One request on one easy handle: everything that must outlive the setup
+ * until the transfer ends (curl keeps pointers to the headers and to x). */
+struct s3_call {
+    struct curl_slist *hl;
+    struct buf url;
+    struct xfer x;
+};
+
+static void resp_reset(struct s3_resp *r);
+
+/* Sign req and configure c to send it. Returns 0, or -errno (not retryable)
+ * with err filled. On success call_finish() must follow the transfer. */
+static int call_start(struct s3_call *call, struct s3_store *s, CURL *c, const struct s3_req *req,
+                      struct s3_resp *resp, struct store_error *err)
 {
+    resp_reset(resp);
+    memset(call, 0, sizeof(*call));
+    call->x = (struct xfer){.s = s, .c = c, .req = req, .resp = resp};
     char *host, *path;
     url_parts(s, req->key, &host, &path);
     struct sigv4_creds sc = {s->creds.access_key, s->creds.secret_key, s->creds.session_token,
@@ -389,34 +406,35 @@ static int s3_perform_once(struct s3_store *s, const struct s3_req *req, struct 
         .payload_hash = payload,
         .when = time(NULL),
     };
-    struct buf auth, url;
+    struct buf auth;
     buf_init(&auth, 64 * 1024);
-    buf_init(&url, 64 * 1024);
-    struct curl_slist *hl = NULL;
+    buf_init(&call->url, 64 * 1024);
+    struct buf *url = &call->url;
     int r = sigv4_sign_header(&sr, &sc, &auth);
     if (r == 0)
-        r = buf_printf(&url, "%s://%s", s->scheme, host);
+        r = buf_printf(url, "%s://%s", s->scheme, host);
     if (r == 0)
-        r = sigv4_uri_encode(&url, path, strlen(path), 1);
+        r = sigv4_uri_encode(url, path, strlen(path), 1);
     for (size_t i = 0; r == 0 && i < req->nquery; i++) {
-        r = buf_append_str(&url, i ? "&" : "?");
+        r = buf_append_str(url, i ? "&" : "?");
         const char *n = req->query[i].name, *v = req->query[i].value;
         if (r == 0)
-            r = sigv4_uri_encode(&url, n, strlen(n), 0);
+            r = sigv4_uri_encode(url, n, strlen(n), 0);
         if (r == 0 && v) {
-            r = buf_append_str(&url, "=");
+            r = buf_append_str(url, "=");
             if (r == 0)
-                r = sigv4_uri_encode(&url, v, strlen(v), 0);
+                r = sigv4_uri_encode(url, v, strlen(v), 0);
         }
     }
     if (r < 0) {
         store_error_set(err, 0, "InvalidRequest", "cannot sign the request for '%s'",
                         req->key ? req->key : "");
-        *retryable = 0;
+        buf_finish(&call->url);
         goto fail;
     }
     char date[17];
     sigv4_format_date(sr.when, date);
+    struct curl_slist *hl = NULL;
     hl = add_header(hl, "Host", host);
     hl = add_header(hl, "x-amz-date", date);
     hl = add_header(hl, "x-amz-content-sha256", payload);
@@ -433,30 +451,30 @@ static int s3_perform_once(struct s3_store *s, const struct s3_req *req, struct 
         has_type |= strcasecmp(req->headers[i].name, "Content-Type") == 0;
     if (!has_type)
         hl = add_header(hl, "Content-Type", NULL);
+    call->hl = hl;
 
-    CURL *c = s->curl;
+    struct xfer *x = &call->x;
     curl_easy_reset(c); /* keeps live connections, DNS and TLS session caches */
-    struct xfer x = {.s = s, .req = req, .resp = resp};
-    curl_easy_setopt(c, CURLOPT_URL, url.data);
+    curl_easy_setopt(c, CURLOPT_URL, url->data);
     curl_easy_setopt(c, CURLOPT_PATH_AS_IS, 1L);
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, hl);
     curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, s->connect_timeout_ms);
     curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
     curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
-    curl_easy_setopt(c, CURLOPT_XFERINFODATA, &x);
+    curl_easy_setopt(c, CURLOPT_XFERINFODATA, x);
     curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 1L);
     curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 2L);
     if (s->ca_file)
         curl_easy_setopt(c, CURLOPT_CAINFO, s->ca_file);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_write);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &x);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, x);
     curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
-    curl_easy_setopt(c, CURLOPT_HEADERDATA, &x);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, x);
     curl_easy_setopt(c, CURLOPT_READFUNCTION, on_read);
-    curl_easy_setopt(c, CURLOPT_READDATA, &x);
+    curl_easy_setopt(c, CURLOPT_READDATA, x);
     curl_easy_setopt(c, CURLOPT_SEEKFUNCTION, on_seek);
-    curl_easy_setopt(c, CURLOPT_SEEKDATA, &x);
+    curl_easy_setopt(c, CURLOPT_SEEKDATA, x);
     if (strcmp(req->method, "HEAD") == 0) {
         curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
     } else if (strcmp(req->method, "PUT") == 0) {
@@ -468,30 +486,54 @@ static int s3_perform_once(struct s3_store *s, const struct s3_req *req, struct 
     } else if (strcmp(req->method, "GET") != 0) {
         curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, req->method);
     }
+fail:
+    buf_finish(&auth);
+    free(host);
+    free(path);
+    return r;
+}
 
-    CURLcode cc = curl_easy_perform(c);
-    if (cc != CURLE_OK && x.stalled) {
+static int s3_http_error(const struct s3_req *req, struct s3_resp *resp, int *retryable,
+                         struct store_error *err);
+
+/* Judge a finished transfer (cc is its result) and release what call_start()
+ * set up. Returns 0 for a 2xx (without an error body when req->error_in_body),
+ * else -errno with err filled and *retryable per the S3 retry rules. */
+static int call_finish(struct s3_call *call, CURLcode cc, int *retryable, struct store_error *err)
+{
+    const struct s3_req *req = call->x.req;
+    struct s3_resp *resp = call->x.resp;
+    int r;
+    *retryable = 0;
+    if (cc != CURLE_OK && call->x.stalled) {
         r = -ETIMEDOUT;
         *retryable = 1;
         store_error_set(err, 0, "TransportError", "%s %s: no data moved for %lds", req->method,
-                        req->key ? req->key : "/", s->low_speed_time_s);
-        goto fail;
-    }
-    if (cc != CURLE_OK) {
+                        req->key ? req->key : "/", call->x.s->low_speed_time_s);
+    } else if (cc != CURLE_OK) {
         r = resp->write_errno ? -resp->write_errno : curl_errno(cc);
         *retryable = !resp->write_errno && curl_retryable(cc);
         store_error_set(err, 0, "TransportError", "%s %s: %s", req->method,
                         req->key ? req->key : "/", curl_easy_strerror(cc));
-        goto fail;
+    } else {
+        curl_easy_getinfo(call->x.c, CURLINFO_RESPONSE_CODE, &resp->status);
+        char code[64];
+        if (resp->status >= 200 && resp->status < 300 &&
+            (!req->error_in_body || !resp->body.data ||
+             s3_xml_text(resp->body.data, resp->body.len, "Code", code, sizeof(code)) < 0 ||
+             !memmem(resp->body.data, resp->body.len, "<Error>", 7)))
+            r = 0;
+        else
+            /* Includes a 200 OK whose body is an error: S3 may send that for
+             * CompleteMultipartUpload after it started answering. */
+            r = s3_http_error(req, resp, retryable, err);
     }
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &resp->status);
-    r = 0;
-fail:
-    curl_slist_free_all(hl);
-    buf_finish(&auth);
-    buf_finish(&url);
-    free(host);
-    free(path);
+    /* A GET that already wrote to its output cannot be repeated. */
+    if (resp->written)
+        *retryable = 0;
+    curl_slist_free_all(call->hl);
+    call->hl = NULL;
+    buf_finish(&call->url);
     return r;
 }
 
@@ -551,41 +593,36 @@ static int s3_http_error(const struct s3_req *req, struct s3_resp *resp, int *re
     return -EIO;
 }
 
-/* Perform req with retries. Returns 0 for a 2xx (without an error body when
- * req->error_in_body), else -errno with err filled. */
+static void sleep_ms(unsigned ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+        ;
+}
+
+static unsigned s3_next_backoff(struct s3_store *s, unsigned attempt)
+{
+    return s3_backoff_ms(attempt, s->base.opts.retry_base_ms, s->base.opts.retry_max_ms, &s->seed);
+}
+
+/* Perform req on the store's own easy handle, with retries. Returns 0 for a
+ * 2xx (without an error body when req->error_in_body), else -errno with err
+ * filled. Blocks the calling thread. */
 static int s3_perform(struct s3_store *s, const struct s3_req *req, struct s3_resp *resp,
                       struct store_error *err)
 {
-    int r = -EIO;
     for (unsigned attempt = 0;; attempt++) {
-        if (attempt) {
-            unsigned ms = s3_backoff_ms(attempt - 1, s->base.opts.retry_base_ms,
-                                        s->base.opts.retry_max_ms, &s->seed);
-            struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-            while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-                ;
-        }
-        resp_reset(resp);
+        if (attempt)
+            sleep_ms(s3_next_backoff(s, attempt - 1));
+        struct s3_call call;
         int retryable = 0;
-        r = s3_perform_once(s, req, resp, &retryable, err);
+        int r = call_start(&call, s, s->curl, req, resp, err);
+        if (r < 0)
+            return r;
+        r = call_finish(&call, curl_easy_perform(s->curl), &retryable, err);
         if (err)
             err->attempts = (int)attempt + 1;
-        if (r == 0) {
-            if (resp->status >= 200 && resp->status < 300) {
-                char code[64];
-                if (!req->error_in_body || !resp->body.data ||
-                    s3_xml_text(resp->body.data, resp->body.len, "Code", code, sizeof(code)) < 0 ||
-                    !memmem(resp->body.data, resp->body.len, "<Error>", 7))
-                    return 0;
-                /* 200 OK whose body is an error: S3 may send this for
-                 * CompleteMultipartUpload after it started answering. */
-            }
-            r = s3_http_error(req, resp, &retryable, err);
-        }
-        /* A GET that already wrote to its output cannot be repeated. */
-        if (resp->written)
-            retryable = 0;
-        if (!retryable || attempt >= s->retries)
+        if (r == 0 || !retryable || attempt >= s->retries)
             return r;
     }
 }
@@ -695,40 +732,6 @@ static void req_integrity(struct s3_store *s, struct s3_req *q, const struct dig
         req_header(q, "x-amz-checksum-sha256", g->sha_b64);
 }
 
-static int put_single(struct s3_store *s, const char *key, const char *fkey, int fd,
-                      const struct store_digest *d, const char *content_type,
-                      struct store_error *err)
-{
-    struct digests g;
-    digests_fill(&g, d->md5, d->sha256);
-    struct s3_req q;
-    struct s3_resp resp;
-    req_init(&q, "PUT", fkey);
-    req_integrity(s, &q, &g);
-    req_header(&q, "x-amz-meta-ferry-sha256", g.sha_hex);
-    if (content_type)
-        req_header(&q, "Content-Type", content_type);
-    if (s->base.conditional_create)
-        req_header(&q, "If-None-Match", "*");
-    q.payload_hash = g.sha_hex;
-    q.body_fd = fd;
-    q.body_len = (size_t)d->size;
-    resp_init(&resp);
-    int r = s3_perform(s, &q, &resp, err);
-    if (r == -EEXIST) {
-        /* Someone (perhaps our own first attempt whose response was lost)
-         * created it: fine only if it holds these bytes. */
-        r = resolve_existing(&s->base, key, d, err);
-    } else if (r == 0 && resp.etag[0] && strlen(resp.etag) == 32 &&
-               strcmp(resp.etag, g.md5_hex) != 0) {
-        store_error_set(err, (int)resp.status, "BadDigest",
-                        "the store's ETag for '%s' is not the MD5 of the file", key);
-        r = -EBADMSG;
-    }
-    buf_finish(&resp.body);
-    return r;
-}
-
 static int s3_abort_full(struct s3_store *s, const char *fkey, const char *upload_id,
                          struct store_error *err)
 {
@@ -767,117 +770,223 @@ static int read_full(int fd, char *p, size_t n, uint64_t off)
     return 0;
 }
 
-static int put_multipart(struct s3_store *s, const char *key, const char *fkey, int fd,
-                         const struct store_digest *d, const char *content_type,
-                         struct store_error *err)
-{
-    struct digests whole;
-    digests_fill(&whole, d->md5, d->sha256);
-    struct s3_req q;
-    struct s3_resp resp;
-    resp_init(&resp);
-    req_init(&q, "POST", fkey);
-    req_query(&q, "uploads", NULL);
-    req_header(&q, "x-amz-meta-ferry-sha256", whole.sha_hex);
-    if (content_type)
-        req_header(&q, "Content-Type", content_type);
-    if (s->checksum == CHECKSUM_SHA256)
-        req_header(&q, "x-amz-checksum-algorithm", "SHA256");
-    char upload_id[1024];
-    int r = s3_perform(s, &q, &resp, err);
-    if (r < 0)
-        goto out;
-    if (!resp.body.data ||
-        s3_xml_text(resp.body.data, resp.body.len, "UploadId", upload_id, sizeof(upload_id)) < 0 ||
-        !upload_id[0]) {
-        store_error_set(err, (int)resp.status, "InvalidResponse",
-                        "CreateMultipartUpload for '%s' returned no UploadId", key);
-        r = -EPROTO;
-        goto out;
-    }
+/* ---- uploads: a state machine per file, driven by a curl multi handle ----
+ *
+ * A single PUT is one request; a multipart upload is Create, the parts one
+ * after another, then Complete (Abort on failure). Each upload owns an easy
+ * handle while it runs; the multi handle shares connections among them, so
+ * many uploads proceed on the calling thread. A retry waits in the loop (no
+ * sleep) until its full-jitter backoff expires. */
 
-    uint64_t part_size = s->base.opts.part_size;
-    size_t nparts = (size_t)((d->size + part_size - 1) / part_size);
-    char *part = xmalloc((size_t)part_size);
+enum job_state { JOB_PUT, JOB_CREATE, JOB_PART, JOB_COMPLETE, JOB_DONE };
+
+struct s3_job {
+    struct s3_store *s;
+    CURL *c;
+    struct store_put_item item; /* the caller's; its strings outlive the job */
+    char *fkey;
+    enum job_state state;
+    struct s3_req req;
+    struct s3_resp resp;
+    struct s3_call call;
+    int in_flight;
+    unsigned attempt;
+    uint64_t retry_at_ms; /* waiting for a retry when non-zero */
+    int result;
+    struct store_error err;
+    struct digests whole;
+    /* multipart */
+    char upload_id[1024];
+    size_t part_no, nparts; /* part_no is 1-based */
+    char *part;
+    struct digests pg;
+    char num[24];
+    EVP_MD_CTX *all; /* SHA-256 over the parts as sent */
     struct buf xml;
-    buf_init(&xml, 1024 + nparts * 256);
-    buf_append_str(&xml,
-                   "<CompleteMultipartUpload xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">");
-    EVP_MD_CTX *all = EVP_MD_CTX_new();
-    EVP_DigestInit_ex(all, EVP_sha256(), NULL);
-    for (size_t i = 0; i < nparts && r == 0; i++) {
-        uint64_t off = i * part_size;
+    char xml_hash[65];
+};
+
+static void job_finish(struct s3_job *j, int r)
+{
+    if (r < 0 && j->upload_id[0]) {
+        struct store_error aerr;
+        s3_abort_full(j->s, j->fkey, j->upload_id, &aerr);
+    }
+    j->result = r;
+    j->state = JOB_DONE;
+}
+
+/* Build the request for the current state. Returns 0 or -errno (err set). */
+static int job_prepare(struct s3_job *j)
+{
+    struct s3_store *s = j->s;
+    struct s3_req *q = &j->req;
+    const struct store_digest *d = &j->item.digest;
+    j->attempt = 0;
+    switch (j->state) {
+    case JOB_PUT:
+        req_init(q, "PUT", j->fkey);
+        req_integrity(s, q, &j->whole);
+        req_header(q, "x-amz-meta-ferry-sha256", j->whole.sha_hex);
+        if (j->item.content_type)
+            req_header(q, "Content-Type", j->item.content_type);
+        if (s->base.conditional_create)
+            req_header(q, "If-None-Match", "*");
+        q->payload_hash = j->whole.sha_hex;
+        q->body_fd = j->item.fd;
+        q->body_len = (size_t)d->size;
+        return 0;
+    case JOB_CREATE:
+        req_init(q, "POST", j->fkey);
+        req_query(q, "uploads", NULL);
+        req_header(q, "x-amz-meta-ferry-sha256", j->whole.sha_hex);
+        if (j->item.content_type)
+            req_header(q, "Content-Type", j->item.content_type);
+        if (s->checksum == CHECKSUM_SHA256)
+            req_header(q, "x-amz-checksum-algorithm", "SHA256");
+        return 0;
+    case JOB_PART: {
+        uint64_t part_size = s->base.opts.part_size;
+        uint64_t off = (j->part_no - 1) * part_size;
         size_t len = (size_t)(d->size - off < part_size ? d->size - off : part_size);
-        r = read_full(fd, part, len, off);
+        if (!j->part)
+            j->part = xmalloc((size_t)part_size);
+        int r = read_full(j->item.fd, j->part, len, off);
         if (r < 0) {
-            store_error_set(err, 0, "ReadFailed", "reading part %zu of '%s': %s", i + 1, key,
-                            strerror(-r));
-            break;
+            store_error_set(&j->err, 0, "ReadFailed", "reading part %zu of '%s': %s", j->part_no,
+                            j->item.key, strerror(-r));
+            return r;
         }
         unsigned char md5[16], sha[32];
-        EVP_Digest(part, len, md5, NULL, EVP_md5(), NULL);
-        EVP_Digest(part, len, sha, NULL, EVP_sha256(), NULL);
-        EVP_DigestUpdate(all, part, len);
-        struct digests g;
-        digests_fill(&g, md5, sha);
-        char num[24];
-        snprintf(num, sizeof(num), "%zu", i + 1);
-        req_init(&q, "PUT", fkey);
-        req_query(&q, "partNumber", num);
-        req_query(&q, "uploadId", upload_id);
-        req_integrity(s, &q, &g);
-        q.payload_hash = g.sha_hex;
-        q.body = part;
-        q.body_len = len;
-        r = s3_perform(s, &q, &resp, err);
-        if (r == 0 && strcmp(resp.etag, g.md5_hex) != 0) {
-            store_error_set(err, (int)resp.status, "BadDigest",
-                            "part %zu of '%s': ETag '%s' is not the part's MD5", i + 1, key,
-                            resp.etag);
+        EVP_Digest(j->part, len, md5, NULL, EVP_md5(), NULL);
+        EVP_Digest(j->part, len, sha, NULL, EVP_sha256(), NULL);
+        EVP_DigestUpdate(j->all, j->part, len);
+        digests_fill(&j->pg, md5, sha);
+        snprintf(j->num, sizeof(j->num), "%zu", j->part_no);
+        req_init(q, "PUT", j->fkey);
+        req_query(q, "partNumber", j->num);
+        req_query(q, "uploadId", j->upload_id);
+        req_integrity(s, q, &j->pg);
+        q->payload_hash = j->pg.sha_hex;
+        q->body = j->part;
+        q->body_len = len;
+        return 0;
+    }
+    case JOB_COMPLETE: {
+        unsigned char sha_all[32];
+        EVP_DigestFinal_ex(j->all, sha_all, NULL);
+        if (memcmp(sha_all, d->sha256, 32) != 0) {
+            store_error_set(&j->err, 0, "BadDigest", "'%s' changed while it was uploaded",
+                            j->item.key);
+            return -EBADMSG;
+        }
+        if (buf_append_str(&j->xml, "</CompleteMultipartUpload>") < 0)
+            return -ENOBUFS;
+        sigv4_sha256_hex(j->xml.data, j->xml.len, j->xml_hash);
+        req_init(q, "POST", j->fkey);
+        req_query(q, "uploadId", j->upload_id);
+        req_header(q, "Content-Type", "application/xml");
+        if (s->base.conditional_create)
+            req_header(q, "If-None-Match", "*");
+        q->payload_hash = j->xml_hash;
+        q->body = j->xml.data;
+        q->body_len = j->xml.len;
+        q->error_in_body = 1;
+        return 0;
+    }
+    case JOB_DONE:
+        break;
+    }
+    return -EINVAL;
+}
+
+static void job_start_request(struct s3_job *j, CURLM *multi)
+{
+    int r = call_start(&j->call, j->s, j->c, &j->req, &j->resp, &j->err);
+    if (r < 0) {
+        job_finish(j, r);
+        return;
+    }
+    curl_easy_setopt(j->c, CURLOPT_PRIVATE, j);
+    curl_multi_add_handle(multi, j->c);
+    j->in_flight = 1;
+}
+
+/* Move to the next state (after a successful request when r == 0). */
+static void job_advance(struct s3_job *j, int r, CURLM *multi)
+{
+    struct s3_store *s = j->s;
+    const struct store_digest *d = &j->item.digest;
+    const char *key = j->item.key;
+    switch (j->state) {
+    case JOB_PUT:
+        if (r == -EEXIST) {
+            /* Someone (perhaps our own first attempt whose response was lost)
+             * created it: fine only if it holds these bytes. */
+            r = resolve_existing(&s->base, key, d, &j->err);
+        } else if (r == 0 && j->resp.etag[0] && strlen(j->resp.etag) == 32 &&
+                   strcmp(j->resp.etag, j->whole.md5_hex) != 0) {
+            store_error_set(&j->err, (int)j->resp.status, "BadDigest",
+                            "the store's ETag for '%s' is not the MD5 of the file", key);
+            r = -EBADMSG;
+        }
+        job_finish(j, r);
+        return;
+    case JOB_CREATE:
+        if (r == 0 && (!j->resp.body.data ||
+                       s3_xml_text(j->resp.body.data, j->resp.body.len, "UploadId", j->upload_id,
+                                   sizeof(j->upload_id)) < 0 ||
+                       !j->upload_id[0])) {
+            j->upload_id[0] = '\0';
+            store_error_set(&j->err, (int)j->resp.status, "InvalidResponse",
+                            "CreateMultipartUpload for '%s' returned no UploadId", key);
+            r = -EPROTO;
+        }
+        if (r < 0) {
+            job_finish(j, r);
+            return;
+        }
+        j->nparts = (size_t)((d->size + s->base.opts.part_size - 1) / s->base.opts.part_size);
+        j->part_no = 1;
+        j->state = JOB_PART;
+        j->all = EVP_MD_CTX_new();
+        EVP_DigestInit_ex(j->all, EVP_sha256(), NULL);
+        buf_init(&j->xml, 1024 + j->nparts * 256);
+        buf_append_str(
+            &j->xml, "<CompleteMultipartUpload xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">");
+        break;
+    case JOB_PART:
+        if (r == 0 && strcmp(j->resp.etag, j->pg.md5_hex) != 0) {
+            store_error_set(&j->err, (int)j->resp.status, "BadDigest",
+                            "part %zu of '%s': ETag '%s' is not the part's MD5", j->part_no, key,
+                            j->resp.etag);
             r = -EBADMSG;
         }
         if (r == 0) {
-            buf_printf(&xml, "<Part><PartNumber>%zu</PartNumber><ETag>\"%s\"</ETag>", i + 1,
-                       g.md5_hex);
+            buf_printf(&j->xml, "<Part><PartNumber>%zu</PartNumber><ETag>\"%s\"</ETag>", j->part_no,
+                       j->pg.md5_hex);
             if (s->checksum == CHECKSUM_SHA256)
-                buf_printf(&xml, "<ChecksumSHA256>%s</ChecksumSHA256>", g.sha_b64);
-            if (buf_append_str(&xml, "</Part>") < 0)
+                buf_printf(&j->xml, "<ChecksumSHA256>%s</ChecksumSHA256>", j->pg.sha_b64);
+            if (buf_append_str(&j->xml, "</Part>") < 0)
                 r = -ENOBUFS;
         }
-    }
-    unsigned char sha_all[32];
-    EVP_DigestFinal_ex(all, sha_all, NULL);
-    EVP_MD_CTX_free(all);
-    free(part);
-    if (r == 0 && memcmp(sha_all, d->sha256, 32) != 0) {
-        store_error_set(err, 0, "BadDigest", "'%s' changed while it was uploaded", key);
-        r = -EBADMSG;
-    }
-    if (r == 0)
-        r = buf_append_str(&xml, "</CompleteMultipartUpload>");
-    if (r == 0) {
-        char xml_hash[65];
-        sigv4_sha256_hex(xml.data, xml.len, xml_hash);
-        req_init(&q, "POST", fkey);
-        req_query(&q, "uploadId", upload_id);
-        req_header(&q, "Content-Type", "application/xml");
-        if (s->base.conditional_create)
-            req_header(&q, "If-None-Match", "*");
-        q.payload_hash = xml_hash;
-        q.body = xml.data;
-        q.body_len = xml.len;
-        q.error_in_body = 1;
-        struct store_error cerr;
-        memset(&cerr, 0, sizeof(cerr));
-        r = s3_perform(s, &q, &resp, &cerr);
+        if (r < 0) {
+            job_finish(j, r);
+            return;
+        }
+        if (++j->part_no > j->nparts)
+            j->state = JOB_COMPLETE;
+        break;
+    case JOB_COMPLETE: {
         char etag[80] = "";
-        if (r == 0 && resp.body.data)
-            s3_xml_text(resp.body.data, resp.body.len, "ETag", etag, sizeof(etag));
+        if (r == 0 && j->resp.body.data)
+            s3_xml_text(j->resp.body.data, j->resp.body.len, "ETag", etag, sizeof(etag));
         strip_quotes(etag);
         /* S3 answers MD5(part MD5s)-N; some compatible stores (s3rver) the
          * MD5 of the whole object. Both prove the bytes; anything else fails. */
-        if (r == 0 && etag[0] && strcmp(etag, d->etag) != 0 && strcmp(etag, whole.md5_hex) != 0) {
-            store_error_set(&cerr, (int)resp.status, "BadDigest",
+        if (r == 0 && etag[0] && strcmp(etag, d->etag) != 0 &&
+            strcmp(etag, j->whole.md5_hex) != 0) {
+            store_error_set(&j->err, (int)j->resp.status, "BadDigest",
                             "multipart ETag of '%s' is %s, expected %s", key, etag, d->etag);
             r = -EBADMSG;
         }
@@ -885,31 +994,191 @@ static int put_multipart(struct s3_store *s, const char *key, const char *fkey, 
             /* NoSuchUpload: an earlier attempt (ours, or curl's own resend on a
              * connection that died) completed it but the answer was lost.
              * 412: the object existed. Either way only the stored bytes decide. */
-            r = resolve_existing(&s->base, key, d, &cerr);
+            r = resolve_existing(&s->base, key, d, &j->err);
+            if (r == 0)
+                j->upload_id[0] = '\0'; /* nothing left to abort */
         }
-        if (err)
-            *err = cerr;
+        if (r == 0)
+            j->upload_id[0] = '\0';
+        job_finish(j, r);
+        return;
     }
-    buf_finish(&xml);
-    if (r < 0) {
-        struct store_error aerr;
-        s3_abort_full(s, fkey, upload_id, &aerr);
+    case JOB_DONE:
+        return;
     }
-out:
-    buf_finish(&resp.body);
-    return r;
+    r = job_prepare(j);
+    if (r < 0)
+        job_finish(j, r);
+    else
+        job_start_request(j, multi);
+}
+
+static void job_begin(struct s3_job *j, CURLM *multi)
+{
+    struct s3_store *s = j->s;
+    const struct store_digest *d = &j->item.digest;
+    j->fkey = full_key(&s->base, j->item.key);
+    resp_init(&j->resp);
+    digests_fill(&j->whole, d->md5, d->sha256);
+    j->state = d->size >= s->base.opts.multipart_threshold && d->size > 0 ? JOB_CREATE : JOB_PUT;
+    int r = job_prepare(j);
+    if (r < 0)
+        job_finish(j, r);
+    else
+        job_start_request(j, multi);
+}
+
+static void job_clear(struct s3_job *j)
+{
+    free(j->fkey);
+    free(j->part);
+    buf_finish(&j->resp.body);
+    if (j->all) {
+        EVP_MD_CTX_free(j->all);
+        buf_finish(&j->xml);
+    }
+    CURL *c = j->c;
+    struct s3_store *s = j->s;
+    memset(j, 0, sizeof(*j));
+    j->c = c;
+    j->s = s;
+}
+
+/* A transfer of j ended with cc: retry later, or advance. */
+static void job_transfer_done(struct s3_job *j, CURLcode cc, CURLM *multi)
+{
+    curl_multi_remove_handle(multi, j->c);
+    j->in_flight = 0;
+    int retryable = 0;
+    int r = call_finish(&j->call, cc, &retryable, &j->err);
+    j->err.attempts = (int)++j->attempt;
+    if (r < 0 && retryable && j->attempt <= j->s->retries) {
+        j->retry_at_ms = time_mono_ms() + s3_next_backoff(j->s, j->attempt - 1) + 1;
+        return;
+    }
+    job_advance(j, r, multi);
+}
+
+static int s3_put_many(struct store *st, unsigned concurrency, store_next_fn next,
+                       store_done_fn done, void *ctx)
+{
+    struct s3_store *s = s3_of(st);
+    if (concurrency < 1)
+        concurrency = 1;
+    if (!s->multi && !(s->multi = curl_multi_init()))
+        return -ENOMEM;
+    CURLM *multi = s->multi;
+    if (s->npool < concurrency) {
+        s->pool = xrealloc(s->pool, concurrency * sizeof(CURL *));
+        for (; s->npool < concurrency; s->npool++)
+            if (!(s->pool[s->npool] = curl_easy_init()))
+                abort();
+    }
+    struct s3_job *jobs = xcalloc(concurrency, sizeof(*jobs));
+    for (unsigned i = 0; i < concurrency; i++) {
+        jobs[i].s = s;
+        jobs[i].c = s->pool[i];
+    }
+    int more = 1, active = 0;
+    for (;;) {
+        /* Hand finished uploads back, then fill the free slots. */
+        for (unsigned i = 0; i < concurrency; i++) {
+            struct s3_job *j = &jobs[i];
+            if (j->fkey && j->state == JOB_DONE && !j->in_flight) {
+                done(ctx, &j->item, j->result, &j->err);
+                job_clear(j);
+                active--;
+            }
+            while (!j->fkey && more) {
+                if (!next(ctx, &j->item)) {
+                    more = 0;
+                    break;
+                }
+                active++;
+                job_begin(j, multi);
+                if (j->state != JOB_DONE)
+                    break;
+                done(ctx, &j->item, j->result, &j->err);
+                job_clear(j);
+                active--;
+            }
+        }
+        if (!active && !more)
+            break;
+        int running = 0;
+        curl_multi_perform(multi, &running);
+        CURLMsg *msg;
+        int left;
+        while ((msg = curl_multi_info_read(multi, &left))) {
+            if (msg->msg != CURLMSG_DONE)
+                continue;
+            struct s3_job *j = NULL;
+            curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&j);
+            job_transfer_done(j, msg->data.result, multi);
+        }
+        /* Start retries whose backoff expired; sleep in poll until the next. */
+        uint64_t now = time_mono_ms();
+        long wait_ms = 1000;
+        for (unsigned i = 0; i < concurrency; i++) {
+            struct s3_job *j = &jobs[i];
+            if (!j->retry_at_ms || j->state == JOB_DONE)
+                continue;
+            if (j->retry_at_ms <= now) {
+                j->retry_at_ms = 0;
+                job_start_request(j, multi);
+            } else if ((long)(j->retry_at_ms - now) < wait_ms) {
+                wait_ms = (long)(j->retry_at_ms - now);
+            }
+        }
+        int done_now = 0;
+        for (unsigned i = 0; i < concurrency; i++)
+            done_now |= jobs[i].fkey && jobs[i].state == JOB_DONE;
+        if (!done_now)
+            curl_multi_poll(multi, NULL, 0, (int)wait_ms, NULL);
+    }
+    free(jobs);
+    return 0;
+}
+
+struct one_put {
+    const char *key;
+    int fd;
+    const struct store_digest *d;
+    const char *content_type;
+    int taken;
+    int result;
+    struct store_error *err;
+};
+
+static int one_next(void *ctx, struct store_put_item *item)
+{
+    struct one_put *o = ctx;
+    if (o->taken)
+        return 0;
+    o->taken = 1;
+    item->key = o->key;
+    item->fd = o->fd;
+    item->digest = *o->d;
+    item->content_type = o->content_type;
+    item->user = NULL;
+    return 1;
+}
+
+static void one_done(void *ctx, const struct store_put_item *item, int result,
+                     const struct store_error *err)
+{
+    struct one_put *o = ctx;
+    o->result = result;
+    if (o->err)
+        *o->err = *err;
 }
 
 static int s3_put_file(struct store *st, const char *key, int fd, const struct store_digest *d,
                        const char *content_type, struct store_error *err)
 {
-    struct s3_store *s = s3_of(st);
-    char *fkey = full_key(st, key);
-    int r = d->size >= st->opts.multipart_threshold && d->size > 0
-                ? put_multipart(s, key, fkey, fd, d, content_type, err)
-                : put_single(s, key, fkey, fd, d, content_type, err);
-    free(fkey);
-    return r;
+    struct one_put o = {key, fd, d, content_type, 0, -EIO, err};
+    int r = s3_put_many(st, 1, one_next, one_done, &o);
+    return r < 0 ? r : o.result;
 }
 
 static int s3_get(struct store *st, const char *key, const char *range, int out_fd,
@@ -968,6 +1237,11 @@ static void s3_destroy(struct store *st)
     struct s3_store *s = s3_of(st);
     if (s->curl)
         curl_easy_cleanup(s->curl);
+    for (unsigned i = 0; i < s->npool; i++)
+        curl_easy_cleanup(s->pool[i]);
+    free(s->pool);
+    if (s->multi)
+        curl_multi_cleanup(s->multi);
     creds_finish(&s->creds);
     free(s->scheme);
     free(s->host);
@@ -980,6 +1254,7 @@ static void s3_destroy(struct store *st)
 
 static const struct store_ops s3_ops = {
     .put_file = s3_put_file,
+    .put_many = s3_put_many,
     .head = s3_head,
     .get = s3_get,
     .del = s3_del,

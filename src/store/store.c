@@ -185,6 +185,21 @@ int store_put_file(struct store *s, const char *key, int fd, const struct store_
     return s->ops->put_file(s, key, fd, d, content_type, err);
 }
 
+int store_put_many(struct store *s, unsigned concurrency, store_next_fn next, store_done_fn done,
+                   void *ctx)
+{
+    if (s->ops->put_many)
+        return s->ops->put_many(s, concurrency, next, done, ctx);
+    struct store_put_item item;
+    while (next(ctx, &item)) {
+        struct store_error err;
+        memset(&err, 0, sizeof(err));
+        int r = s->ops->put_file(s, item.key, item.fd, &item.digest, item.content_type, &err);
+        done(ctx, &item, r, &err);
+    }
+    return 0;
+}
+
 int store_head(struct store *s, const char *key, struct store_info *out, struct store_error *err)
 {
     return s->ops->head(s, key, out, err);

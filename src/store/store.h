@@ -82,6 +82,30 @@ void store_part_layout(const struct store *s, uint64_t *threshold, uint64_t *par
 int store_put_file(struct store *s, const char *key, int fd, const struct store_digest *d,
                    const char *content_type, struct store_error *err);
 
+/* One file for store_put_many(). */
+struct store_put_item {
+    const char *key;            /* must stay valid until done() is called for it */
+    int fd;                     /* read with pread; stays open until done() */
+    struct store_digest digest; /* from store_digest_fd() under store_part_layout() */
+    const char *content_type;   /* NULL: none; must stay valid until done() */
+    void *user;                 /* the caller's */
+};
+
+/** Fill *item with the next file to upload and return 1, or return 0 when
+ * there is none (store_put_many() then finishes what is in flight). */
+typedef int (*store_next_fn)(void *ctx, struct store_put_item *item);
+/** One upload ended: result as store_put_file() returns it, err filled on failure. */
+typedef void (*store_done_fn)(void *ctx, const struct store_put_item *item, int result,
+                              const struct store_error *err);
+
+/** Upload files concurrently on the calling thread: up to concurrency uploads in
+ * flight (S3: one curl multi handle, connections shared and reused; dir: one
+ * after another), each with store_put_file()'s checks and retries. Calls next()
+ * whenever a slot is free and done() once per item, both on this thread.
+ * Returns 0 when next() ran dry and every item was reported, or -ENOMEM. */
+int store_put_many(struct store *s, unsigned concurrency, store_next_fn next, store_done_fn done,
+                   void *ctx);
+
 /** Report what the store has for key. Returns 0 and *out, -ENOENT, or -errno. */
 int store_head(struct store *s, const char *key, struct store_info *out, struct store_error *err);
 

@@ -92,6 +92,8 @@ class S3Proxy:
         self.requests = []  # (method, decoded path, headers) as received
         self.completed = set()  # multipart upload ids completed
         self.aborted = set()  # and aborted
+        self.in_flight = 0
+        self.max_in_flight = 0  # most requests handled at the same time
         self.lock = threading.Lock()
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
         self.server.daemon_threads = True
@@ -117,6 +119,7 @@ class S3Proxy:
             self.faults = []
             self.log = []
             self.requests = []
+            self.max_in_flight = 0
 
     def take_fault(self, method, path, query):
         with self.lock:
@@ -380,6 +383,16 @@ def _make_handler(proxy):
                 self.wfile.write(data)
             self.wfile.flush()
 
-        do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = handle_any
+        def handle_counted(self):
+            with proxy.lock:
+                proxy.in_flight += 1
+                proxy.max_in_flight = max(proxy.max_in_flight, proxy.in_flight)
+            try:
+                self.handle_any()
+            finally:
+                with proxy.lock:
+                    proxy.in_flight -= 1
+
+        do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = handle_counted
 
     return Handler

@@ -10,8 +10,8 @@
  *     abort KEY UPLOAD_ID
  *     presign KEY TTL
  *     put-many JOBS DIR     upload every regular file below DIR (key = relative
- *                           path), JOBS threads each with its own store; prints
- *                           files, bytes and seconds
+ *                           path) with store_put_many(): JOBS uploads in flight
+ *                           on one thread; prints files, bytes and seconds
  * Every failure prints "error: CODE (STATUS): MESSAGE attempts=N errno=NAME"
  * and exits 1; usage errors exit 2. */
 #include "common/alloc.h"
@@ -24,8 +24,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
-#include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -103,44 +101,46 @@ static int digest_file(struct store *s, const char *path, int *fd, struct store_
 }
 
 struct many {
+    struct store *s;
     const char *root;
     char **files;
-    size_t nfiles;
-    atomic_size_t next;
-    atomic_ullong bytes;
-    atomic_int failures;
+    size_t nfiles, next;
+    uint64_t bytes;
+    int failures;
 };
 
-static void *many_worker(void *arg)
+/* store_put_many() asks for the next file: open and digest it. */
+static int many_next(void *ctx, struct store_put_item *item)
 {
-    struct many *m = arg;
-    struct store *s;
-    if (open_store(&s) < 0) {
-        atomic_fetch_add(&m->failures, 1);
-        return NULL;
-    }
-    for (;;) {
-        size_t i = atomic_fetch_add(&m->next, 1);
-        if (i >= m->nfiles)
-            break;
-        char *path = xasprintf("%s/%s", m->root, m->files[i]);
+    struct many *m = ctx;
+    while (m->next < m->nfiles) {
+        const char *rel = m->files[m->next++];
+        char *path = xasprintf("%s/%s", m->root, rel);
         int fd;
-        struct store_digest d;
-        struct store_error err;
-        memset(&err, 0, sizeof(err));
-        if (digest_file(s, path, &fd, &d) < 0) {
-            atomic_fetch_add(&m->failures, 1);
-        } else {
-            if (report(store_put_file(s, m->files[i], fd, &d, NULL, &err), &err))
-                atomic_fetch_add(&m->failures, 1);
-            else
-                atomic_fetch_add(&m->bytes, d.size);
-            close(fd);
-        }
+        int r = digest_file(m->s, path, &fd, &item->digest);
         free(path);
+        if (r < 0) {
+            m->failures++;
+            continue;
+        }
+        item->key = rel;
+        item->fd = fd;
+        item->content_type = NULL;
+        item->user = NULL;
+        return 1;
     }
-    store_destroy(s);
-    return NULL;
+    return 0;
+}
+
+static void many_done(void *ctx, const struct store_put_item *item, int result,
+                      const struct store_error *err)
+{
+    struct many *m = ctx;
+    close(item->fd);
+    if (report(result, err))
+        m->failures++;
+    else
+        m->bytes += item->digest.size;
 }
 
 static void list_files(const char *root, const char *rel, char ***files, size_t *n)
@@ -166,23 +166,19 @@ static void list_files(const char *root, const char *rel, char ***files, size_t 
     closedir(dir);
 }
 
-static int cmd_put_many(int jobs, const char *root)
+/* All files below root, `jobs` uploads in flight on this one thread. */
+static int cmd_put_many(struct store *s, int jobs, const char *root)
 {
-    struct many m = {.root = root};
+    struct many m = {.s = s, .root = root};
     list_files(root, "", &m.files, &m.nfiles);
-    pthread_t *t = xcalloc((size_t)jobs, sizeof(pthread_t));
     uint64_t t0 = time_mono_ms();
-    for (int i = 0; i < jobs; i++)
-        pthread_create(&t[i], NULL, many_worker, &m);
-    for (int i = 0; i < jobs; i++)
-        pthread_join(t[i], NULL);
+    store_put_many(s, (unsigned)jobs, many_next, many_done, &m);
     double secs = (double)(time_mono_ms() - t0) / 1000.0;
     printf("files=%zu bytes=%llu seconds=%.3f failures=%d\n", m.nfiles, (unsigned long long)m.bytes,
            secs, m.failures);
     for (size_t i = 0; i < m.nfiles; i++)
         free(m.files[i]);
     free(m.files);
-    free(t);
     return m.failures ? 1 : 0;
 }
 
@@ -298,18 +294,17 @@ int main(int argc, char **argv)
         }
         buf_finish(&err);
     }
-    int rc;
-    if (strcmp(argv[optind], "put-many") == 0 && argc - optind == 3) {
-        rc = cmd_put_many(atoi(argv[optind + 1]), argv[optind + 2]);
-    } else {
-        struct store *s;
-        if (open_store(&s) < 0) {
-            conf_finish(&conf);
-            return 2;
-        }
-        rc = run(s, argc - optind, argv + optind);
-        store_destroy(s);
+    struct store *s;
+    if (open_store(&s) < 0) {
+        conf_finish(&conf);
+        return 2;
     }
+    int rc;
+    if (strcmp(argv[optind], "put-many") == 0 && argc - optind == 3)
+        rc = cmd_put_many(s, atoi(argv[optind + 1]), argv[optind + 2]);
+    else
+        rc = run(s, argc - optind, argv + optind);
+    store_destroy(s);
     conf_finish(&conf);
     return rc;
 }
