@@ -689,7 +689,9 @@ static int s3_head(struct store *st, const char *key, struct store_info *out,
 }
 
 /* After a 412 (or a retried request whose first attempt may have landed): the
- * upload succeeded only if the store now holds exactly these bytes. */
+ * upload succeeded only if the store now holds exactly these bytes. This HEAD
+ * runs on the store's own easy handle and briefly holds up other uploads in
+ * store_put_many(); it is the rare path. */
 static int resolve_existing(struct store *st, const char *key, const struct store_digest *d,
                             struct store_error *err)
 {

@@ -110,7 +110,7 @@ int store_put_many(struct store *s, unsigned concurrency, store_next_fn next, st
 int store_head(struct store *s, const char *key, struct store_info *out, struct store_error *err);
 
 /** Write the object (or the single range "bytes=A-B" when range is not NULL) to
- * out_fd, a file or socket; blocking writes give backpressure. Returns 0,
+ * out_fd, a file or a blocking socket; blocking writes give backpressure. Returns 0,
  * -ENOENT, -ERANGE (416), or -errno. Retries only while nothing was written. */
 int store_get(struct store *s, const char *key, const char *range, int out_fd,
               struct store_error *err);
