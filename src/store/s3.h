@@ -1,8 +1,9 @@
-/* The S3 backend: requests signed with our SigV4 (store/sigv4.h), sent with a
- * reused libcurl easy handle. Each request is described by a struct s3_req and
- * performed by one function, so the same descriptions can be driven by a curl
- * multi handle for concurrent transfers; today each struct store owns one easy
- * handle and callers run one store per thread. */
+/* The S3 backend: requests signed with our SigV4 (store/sigv4.h) and sent with
+ * libcurl. Uploads are per-file state machines (PUT, or Create / parts /
+ * Complete / Abort) driven by one curl multi handle that the store keeps, so
+ * store_put_many() runs many uploads on one thread and reuses connections
+ * across calls; head, get, delete and abort use the store's own easy handle.
+ * A struct store is used by one thread at a time. */
 #ifndef FERRY_STORE_S3_H
 #define FERRY_STORE_S3_H
 

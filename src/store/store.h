@@ -1,7 +1,7 @@
 /* The object store: one interface, two backends (a local directory and S3).
  *
- * A struct store is used by one thread at a time (it owns a curl easy handle for
- * s3); run several stores for concurrent transfers. Every operation returns 0 or
+ * A struct store is used by one thread at a time (it owns curl handles for s3);
+ * store_put_many() runs concurrent uploads on that thread. Every operation returns 0 or
  * a negative errno and, on failure, fills the caller's struct store_error with
  * what the store said (S3's error code and message) — never with credentials. */
 #ifndef FERRY_STORE_STORE_H
