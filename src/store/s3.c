@@ -22,6 +22,8 @@
 #define RESP_BODY_MAX (1024 * 1024)
 #define MAX_QUERY 4
 #define MAX_HEADERS 8
+/* How soon store_put_many() asks again when next() had nothing ready. */
+#define STARVED_POLL_MS 10
 
 struct s3_store {
     struct store base;
@@ -1084,6 +1086,7 @@ static int s3_put_many(struct store *st, unsigned concurrency, store_next_fn nex
     int more = 1, active = 0;
     for (;;) {
         /* Hand finished uploads back, then fill the free slots. */
+        int starved = 0;
         for (unsigned i = 0; i < concurrency; i++) {
             struct s3_job *j = &jobs[i];
             if (j->fkey && j->state == JOB_DONE && !j->in_flight) {
@@ -1091,9 +1094,14 @@ static int s3_put_many(struct store *st, unsigned concurrency, store_next_fn nex
                 job_clear(j);
                 active--;
             }
-            while (!j->fkey && more) {
-                if (!next(ctx, &j->item)) {
+            while (!j->fkey && more && !starved) {
+                int n = next(ctx, &j->item);
+                if (n == 0) {
                     more = 0;
+                    break;
+                }
+                if (n < 0) {
+                    starved = 1; /* nothing ready yet: ask again soon */
                     break;
                 }
                 active++;
@@ -1132,6 +1140,8 @@ static int s3_put_many(struct store *st, unsigned concurrency, store_next_fn nex
                 wait_ms = (long)(j->retry_at_ms - now);
             }
         }
+        if (starved && wait_ms > STARVED_POLL_MS)
+            wait_ms = STARVED_POLL_MS;
         int done_now = 0;
         for (unsigned i = 0; i < concurrency; i++)
             done_now |= jobs[i].fkey && jobs[i].state == JOB_DONE;

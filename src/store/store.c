@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define DEFAULT_THRESHOLD (64ULL << 20)
@@ -191,7 +192,13 @@ int store_put_many(struct store *s, unsigned concurrency, store_next_fn next, st
     if (s->ops->put_many)
         return s->ops->put_many(s, concurrency, next, done, ctx);
     struct store_put_item item;
-    while (next(ctx, &item)) {
+    int n;
+    while ((n = next(ctx, &item)) != 0) {
+        if (n < 0) {
+            struct timespec ts = {0, 10 * 1000000L}; /* nothing ready yet */
+            nanosleep(&ts, NULL);
+            continue;
+        }
         struct store_error err;
         memset(&err, 0, sizeof(err));
         int r = s->ops->put_file(s, item.key, item.fd, &item.digest, item.content_type, &err);

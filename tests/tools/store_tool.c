@@ -11,7 +11,8 @@
  *     presign KEY TTL
  *     put-many JOBS DIR     upload every regular file below DIR (key = relative
  *                           path) with store_put_many(): JOBS uploads in flight
- *                           on one thread; prints files, bytes and seconds
+ *                           on one thread, two threads hashing ahead; prints
+ *                           files, bytes and seconds
  * Every failure prints "error: CODE (STATUS): MESSAGE attempts=N errno=NAME"
  * and exits 1; usage errors exit 2. */
 #include "common/alloc.h"
@@ -24,6 +25,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -100,36 +102,68 @@ static int digest_file(struct store *s, const char *path, int *fd, struct store_
     return 0;
 }
 
+/* put-many: hasher threads open and digest files ahead of the uploader (as the
+ * offloader's hashing stage will), handing them over through a bounded queue. */
+#define MANY_QUEUE 64
+#define MANY_HASHERS 2
+
 struct many {
     struct store *s;
     const char *root;
     char **files;
-    size_t nfiles, next;
+    size_t nfiles;
+    pthread_mutex_t lock;
+    pthread_cond_t room;
+    size_t claim;  /* next file for a hasher */
+    size_t hashed; /* files the hashers are finished with */
+    struct store_put_item queue[MANY_QUEUE];
+    size_t head, nqueued;
     uint64_t bytes;
     int failures;
 };
 
-/* store_put_many() asks for the next file: open and digest it. */
+static void *many_hasher(void *arg)
+{
+    struct many *m = arg;
+    for (;;) {
+        pthread_mutex_lock(&m->lock);
+        while (m->nqueued == MANY_QUEUE)
+            pthread_cond_wait(&m->room, &m->lock);
+        size_t i = m->claim < m->nfiles ? m->claim++ : m->nfiles;
+        pthread_mutex_unlock(&m->lock);
+        if (i == m->nfiles)
+            return NULL;
+        char *path = xasprintf("%s/%s", m->root, m->files[i]);
+        struct store_put_item item = {.key = m->files[i]};
+        int ok = digest_file(m->s, path, &item.fd, &item.digest) == 0;
+        free(path);
+        pthread_mutex_lock(&m->lock);
+        if (ok)
+            m->queue[(m->head + m->nqueued++) % MANY_QUEUE] = item;
+        else
+            m->failures++;
+        m->hashed++;
+        pthread_mutex_unlock(&m->lock);
+    }
+}
+
+/* store_put_many() asks for the next file; never blocks. */
 static int many_next(void *ctx, struct store_put_item *item)
 {
     struct many *m = ctx;
-    while (m->next < m->nfiles) {
-        const char *rel = m->files[m->next++];
-        char *path = xasprintf("%s/%s", m->root, rel);
-        int fd;
-        int r = digest_file(m->s, path, &fd, &item->digest);
-        free(path);
-        if (r < 0) {
-            m->failures++;
-            continue;
-        }
-        item->key = rel;
-        item->fd = fd;
-        item->content_type = NULL;
-        item->user = NULL;
-        return 1;
+    int r;
+    pthread_mutex_lock(&m->lock);
+    if (m->nqueued) {
+        *item = m->queue[m->head];
+        m->head = (m->head + 1) % MANY_QUEUE;
+        m->nqueued--;
+        pthread_cond_signal(&m->room);
+        r = 1;
+    } else {
+        r = m->hashed == m->nfiles ? 0 : -EAGAIN;
     }
-    return 0;
+    pthread_mutex_unlock(&m->lock);
+    return r;
 }
 
 static void many_done(void *ctx, const struct store_put_item *item, int result,
@@ -170,10 +204,19 @@ static void list_files(const char *root, const char *rel, char ***files, size_t 
 static int cmd_put_many(struct store *s, int jobs, const char *root)
 {
     struct many m = {.s = s, .root = root};
+    pthread_mutex_init(&m.lock, NULL);
+    pthread_cond_init(&m.room, NULL);
     list_files(root, "", &m.files, &m.nfiles);
     uint64_t t0 = time_mono_ms();
+    pthread_t hashers[MANY_HASHERS];
+    for (int i = 0; i < MANY_HASHERS; i++)
+        pthread_create(&hashers[i], NULL, many_hasher, &m);
     store_put_many(s, (unsigned)jobs, many_next, many_done, &m);
+    for (int i = 0; i < MANY_HASHERS; i++)
+        pthread_join(hashers[i], NULL);
     double secs = (double)(time_mono_ms() - t0) / 1000.0;
+    pthread_mutex_destroy(&m.lock);
+    pthread_cond_destroy(&m.room);
     printf("files=%zu bytes=%llu seconds=%.3f failures=%d\n", m.nfiles, (unsigned long long)m.bytes,
            secs, m.failures);
     for (size_t i = 0; i < m.nfiles; i++)
