@@ -74,7 +74,8 @@ struct s3_resp {
     time_t mtime;
     uint64_t written; /* bytes written to out_fd */
     int write_errno;
-    uint64_t sent; /* body bytes handed to curl */
+    int read_errno; /* reading the upload's file failed */
+    uint64_t sent;  /* body bytes handed to curl */
 };
 
 struct xfer {
@@ -189,8 +190,11 @@ static size_t on_read(char *dst, size_t size, size_t nmemb, void *user)
         do
             n = pread(req->body_fd, dst, room, (off_t)(req->body_off + x->resp->sent));
         while (n < 0 && errno == EINTR);
-        if (n <= 0)
-            return CURL_READFUNC_ABORT; /* a file that shrank is not uploaded short */
+        if (n <= 0) {
+            /* A file that shrank or cannot be read is not uploaded short. */
+            x->resp->read_errno = n < 0 ? errno : EBADMSG;
+            return CURL_READFUNC_ABORT;
+        }
         room = (size_t)n;
     } else {
         memcpy(dst, req->body + x->resp->sent, room);
@@ -512,6 +516,11 @@ static int call_finish(struct s3_call *call, CURLcode cc, int *retryable, struct
         *retryable = 1;
         store_error_set(err, 0, "TransportError", "%s %s: no data moved for %lds", req->method,
                         req->key ? req->key : "/", call->x.s->low_speed_time_s);
+    } else if (cc != CURLE_OK && resp->read_errno) {
+        r = -resp->read_errno;
+        store_error_set(
+            err, 0, "ReadFailed", "%s %s: the file %s", req->method, req->key ? req->key : "/",
+            resp->read_errno == EBADMSG ? "shrank since it was hashed" : "cannot be read");
     } else if (cc != CURLE_OK) {
         r = resp->write_errno ? -resp->write_errno : curl_errno(cc);
         *retryable = !resp->write_errno && curl_retryable(cc);

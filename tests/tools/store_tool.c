@@ -118,6 +118,7 @@ struct many {
     size_t hashed; /* files the hashers are finished with */
     struct store_put_item queue[MANY_QUEUE];
     size_t head, nqueued;
+    size_t reserved; /* slots promised to hashers at work */
     uint64_t bytes;
     int failures;
 };
@@ -127,9 +128,13 @@ static void *many_hasher(void *arg)
     struct many *m = arg;
     for (;;) {
         pthread_mutex_lock(&m->lock);
-        while (m->nqueued == MANY_QUEUE)
+        /* Reserve a queue slot before hashing, so two hashers never both
+         * fill the last one. */
+        while (m->nqueued + m->reserved >= MANY_QUEUE)
             pthread_cond_wait(&m->room, &m->lock);
         size_t i = m->claim < m->nfiles ? m->claim++ : m->nfiles;
+        if (i < m->nfiles)
+            m->reserved++;
         pthread_mutex_unlock(&m->lock);
         if (i == m->nfiles)
             return NULL;
@@ -138,10 +143,13 @@ static void *many_hasher(void *arg)
         int ok = digest_file(m->s, path, &item.fd, &item.digest) == 0;
         free(path);
         pthread_mutex_lock(&m->lock);
-        if (ok)
+        m->reserved--;
+        if (ok) {
             m->queue[(m->head + m->nqueued++) % MANY_QUEUE] = item;
-        else
+        } else {
             m->failures++;
+            pthread_cond_signal(&m->room);
+        }
         m->hashed++;
         pthread_mutex_unlock(&m->lock);
     }
