@@ -456,3 +456,22 @@ def test_put_many_concurrent_on_one_thread_with_faults(tmp_path, store, s3proxy,
         assert stored(direct, key) == data, key
     # Transfers really overlapped (one thread, many requests at the proxy at once).
     assert s3proxy.max_in_flight >= 4, s3proxy.max_in_flight
+
+
+@pytest.mark.parametrize("change,opts,conf,code", [
+    ("truncate", (), "", "ReadFailed"),
+    ("flip", (), "", "(400)"),  # BadDigest or XAmzContentSHA256Mismatch
+    ("flip", (), "checksum = none\n", "XAmzContentSHA256Mismatch (400)"),
+    ("truncate", MULTI, "", "ReadFailed"),
+    ("flip", MULTI, "", "changed while it was uploaded"),
+])
+def test_file_changed_after_hashing_is_never_stored(tmp_path, store, s3proxy, direct, change,
+                                                    opts, conf, code):
+    size = 11 * 1024 * 1024 if opts else 100_000
+    f = write(tmp_path, "f", os.urandom(size))
+    p = store.run("--change-after-digest", change, "put", f"changed/{change}", f,
+                  opts=opts, conf_extra=conf)
+    assert p.returncode == 1 and code in p.stdout, p.stdout
+    assert "errno=EBADMSG" in p.stdout and attempts(p) == 1
+    with pytest.raises(direct.exceptions.NoSuchKey):
+        direct.get_object(Bucket=BUCKET, Key=f"changed/{change}")

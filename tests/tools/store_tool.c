@@ -1,7 +1,8 @@
 /* Test tool: drive ferry's store client from the command line, so integration
  * tests and the benchmark exercise the real code against a real server.
  *
- *   store_tool [-c CONF] [--threshold N] [--part-size N] [--retry-base MS] COMMAND ...
+ *   store_tool [-c CONF] [--threshold N] [--part-size N] [--retry-base MS]
+ *              [--change-after-digest truncate|flip] COMMAND ...
  *     put KEY FILE [TYPE]   digest FILE, upload it (Content-Type TYPE), print the ETag
  *     get KEY FILE [RANGE]  download to FILE
  *     head KEY              print size, etag, sha256 and meta digest
@@ -34,6 +35,7 @@
 
 static struct ferry_conf conf;
 static struct store_options opts;
+static const char *change_after_digest; /* test hook: "truncate" or "flip" */
 
 static const char *errno_name(int e)
 {
@@ -243,6 +245,21 @@ static int run(struct store *s, int argc, char **argv)
         struct store_digest d;
         if (digest_file(s, argv[2], &fd, &d) < 0)
             return 1;
+        /* Simulate a file that changes between hashing and upload. */
+        if (change_after_digest) {
+            int w = open(argv[2], O_WRONLY | O_CLOEXEC);
+            int bad = w < 0;
+            if (!bad && strcmp(change_after_digest, "truncate") == 0)
+                bad = ftruncate(w, (off_t)(d.size / 2)) < 0;
+            else if (!bad)
+                bad = pwrite(w, "\xff", 1, (off_t)(d.size / 2)) != 1;
+            if (w >= 0)
+                close(w);
+            if (bad) {
+                printf("error: cannot change %s\n", argv[2]);
+                return 1;
+            }
+        }
         int r = store_put_file(s, argv[1], fd, &d, argc == 4 ? argv[3] : NULL, &err);
         close(fd);
         if (r == 0)
@@ -309,6 +326,7 @@ int main(int argc, char **argv)
         {"threshold", required_argument, NULL, 't'},
         {"part-size", required_argument, NULL, 'p'},
         {"retry-base", required_argument, NULL, 'b'},
+        {"change-after-digest", required_argument, NULL, 'x'},
         {NULL, 0, NULL, 0},
     };
     const char *path = NULL;
@@ -326,6 +344,9 @@ int main(int argc, char **argv)
             break;
         case 'b':
             opts.retry_base_ms = (unsigned)strtoul(optarg, NULL, 10);
+            break;
+        case 'x':
+            change_after_digest = optarg;
             break;
         default:
             return 2;
