@@ -274,7 +274,6 @@ def read_response(sock, head_request=False, timeout=5.0):
     resp = parse_head(head)
     cl = resp.header("Content-Length")
     if head_request or resp.status in (204, 304) or 100 <= resp.status < 200:
-        sock._ferry_rest = rest
         resp.body = b""
         return resp, rest
     if cl is not None:
