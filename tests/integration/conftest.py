@@ -136,6 +136,15 @@ class FerryProcess:
         self.logf.close()
         return self.proc.returncode
 
+    def stop_checked(self):
+        """Stop with SIGTERM and fail unless ferry exited 0 without sanitizer
+        reports (for fixtures that manage a FerryProcess themselves)."""
+        code = self.stop()
+        log = self.log()
+        if code != 0 or sanitizer_reports(log):
+            pytest.fail(f"ferry exited {code}; sanitizer reports: {sanitizer_reports(log)}\n"
+                        + log, pytrace=False)
+
     def run_cli(self, *args, timeout=30.0):
         """Run `ferry ARGS -c conf` and return the CompletedProcess."""
         argv = [FERRY_BIN, args[0], "-c", self.conf_path] + list(args[1:])

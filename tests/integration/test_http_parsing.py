@@ -10,7 +10,7 @@ import time
 import pytest
 
 from conftest import (FerryProcess, ResponseReader, raw_exchange, read_response,
-                      sanitizer_reports, wait_closed)
+                      wait_closed)
 
 INDEX = b"<h1>index</h1>\n"
 PAGE = b"page body\n"
@@ -30,10 +30,7 @@ def parsing_ferry(tmp_path_factory):
         fh.write(PAGE)
     f.start()
     yield f
-    code = f.stop()
-    log = f.log()
-    assert code == 0, log
-    assert not sanitizer_reports(log), log
+    f.stop_checked()
 
 
 def req(head):

@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from conftest import (FerryProcess, ResponseReader, raw_exchange, request, sanitizer_reports,
+from conftest import (FerryProcess, ResponseReader, raw_exchange, request,
                       wait_closed)
 
 SECRET = b"TOPSECRET-7f3a9c-outside-root\n"
@@ -52,10 +52,7 @@ def srv(tmp_path_factory):
         os.utime(os.path.join(root, name), (1700000000, 1700000000))
     f.start()
     yield f
-    code = f.stop()
-    log = f.log()
-    assert code == 0, log
-    assert not sanitizer_reports(log), log
+    f.stop_checked()
 
 
 def get(srv, path, method="GET", headers=None, body=b"", version="HTTP/1.1"):
