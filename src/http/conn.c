@@ -471,6 +471,11 @@ static void request_done(struct conn *c)
     response_release(c);
     c->responding = false;
     c->lg_method.len = c->lg_target.len = c->lg_referer.len = c->lg_ua.len = 0;
+    /* A response whose head went out before the stop still promised
+     * keep-alive; the worker cannot exit while the connection stays, so
+     * close it now that the response is complete. */
+    if (w->stopping)
+        c->keep_alive = false;
     if (!c->keep_alive) {
         c->in_len = 0;
         c->head_len = 0;
