@@ -81,7 +81,8 @@ class FerryProcess:
             # bash, not sh: dash cannot redirect from fds above 9, and under
             # pytest the socket's fd is often 10 or more.
             fd = self.sock.fileno()
-            shell = f'exec 3<&{fd} {fd}<&-; export LISTEN_PID=$$ LISTEN_FDS=1; exec "$@"'
+            move = "" if fd == 3 else f"exec 3<&{fd} {fd}<&-; "
+            shell = move + 'export LISTEN_PID=$$ LISTEN_FDS=1; exec "$@"'
             cmd = ["/bin/bash", "-c", shell, "bash"] + cmd
         self.logf = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, cwd=self.workdir, env=env, pass_fds=pass_fds,
