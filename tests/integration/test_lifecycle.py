@@ -98,6 +98,10 @@ def test_sigterm_finishes_inflight_response(ferry_factory):
     assert code == 0, f.log()
     assert elapsed < 5, f"ferry took {elapsed:.2f}s to exit after the response completed"
     assert "stopped" in f.log()
+    # Every access log line was flushed before exit, the in-flight one included.
+    log = f.access_log()
+    assert f'"GET /big.bin HTTP/1.1" 200 {size} ' in log, log
+    assert f'"GET /page.txt HTTP/1.1" 200 {len(PAGE)} ' in log, log
 
 
 def test_sigterm_idle_exits_promptly(ferry_factory):

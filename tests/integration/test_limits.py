@@ -67,6 +67,29 @@ def test_uri_414(ferry_factory):
         assert r.status == 414 and rd.closed()
 
 
+def test_uri_size_boundary(ferry_factory):
+    f = make(ferry_factory, "max_uri_size = 512\n")
+    at = "/page.txt?" + "q" * (512 - len("/page.txt?"))
+    assert len(at) == 512
+    r = request(f.port, path=at)
+    assert r.status == 200 and r.body == PAGE
+    resp, closed, _ = raw_exchange(f.port, f"GET {at}q HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    assert resp.status == 414 and resp.body == b"414 URI Too Long\n" and closed
+
+
+def test_too_many_header_fields_431(ferry_factory):
+    f = make(ferry_factory, "")
+    # Host and Connection plus 98 make 100 fields, the most accepted.
+    fields = "".join(f"X-F{i}: v\r\n" for i in range(98))
+    resp, closed, _ = raw_exchange(
+        f.port, f"GET /page.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{fields}\r\n".encode())
+    assert resp.status == 200 and resp.body == PAGE
+    fields = "".join(f"X-F{i}: v\r\n" for i in range(100))  # 101 with Host
+    resp, closed, _ = raw_exchange(f.port, f"GET /page.txt HTTP/1.1\r\nHost: x\r\n{fields}\r\n".encode())
+    assert resp.status == 431 and resp.body == b"431 Request Header Fields Too Large\n"
+    assert resp.header("Connection") == "close" and closed
+
+
 def test_header_timeout_408(ferry_factory):
     f = make(ferry_factory, "header_timeout = 1s\n")
     with socket.create_connection(("127.0.0.1", f.port), timeout=5) as s:

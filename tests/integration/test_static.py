@@ -28,6 +28,8 @@ def srv(tmp_path_factory):
         "noext": b"no extension\n", "file.unknownext": b"unknown extension\n",
         "dir/index.html": INDEX, "dir/sub.txt": b"sub\n", "noindex/a.txt": b"a\n",
         "ok.txt": b"inside root\n", "empty.txt": b"",
+        "what?.txt": b"question\n", "a b.txt": b"space\n", "100%.txt": b"percent\n",
+        "caf\u00e9.txt": b"utf8\n",
     }
     for name, content in files.items():
         path = os.path.join(root, name)
@@ -119,6 +121,10 @@ def test_traversal_refused(srv, path, status, body):
     ("/dirlink-in/", INDEX),
     ("/dir//sub.txt", b"sub\n"),
     ("/%64ir/%73ub.txt", b"sub\n"),
+    ("/what%3F.txt", b"question\n"),
+    ("/a%20b.txt", b"space\n"),
+    ("/100%25.txt", b"percent\n"),
+    ("/caf%C3%A9.txt", b"utf8\n"),
 ])
 def test_inside_root_works(srv, path, content):
     resp = get(srv, path)
