@@ -227,6 +227,22 @@ def test_listen_without_listen_fds(ferry_factory):
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
 
 
+def test_listen_ipv6_without_listen_fds(ferry_factory):
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind(("::1", 0))
+            port = probe.getsockname()[1]
+    except OSError as e:
+        pytest.skip(f"no IPv6 loopback here: {e}")
+    f = make(ferry_factory, f"listen = [::1]:{port}\n", listen=False).start()
+    with socket.create_connection(("::1", port), timeout=5) as s:
+        s.sendall(b"GET /page.txt HTTP/1.1\r\nHost: [::1]\r\nUser-Agent: v6\r\n\r\n")
+        r = ResponseReader(s).next()
+        assert r.status == 200 and r.body == PAGE
+    wait_for(lambda: '"v6"' in f.access_log(), 5, "the IPv6 access log line")
+    assert f.access_log().startswith("::1 - - [")
+
+
 def test_listen_fds_wins_over_listen(ferry_factory):
     blocker = socket.socket()
     blocker.bind(("127.0.0.1", 0))

@@ -46,6 +46,8 @@ def srv(tmp_path_factory):
     os.symlink(os.path.join(wd, "secret.txt"), os.path.join(root, "link-abs-out"))
     os.symlink("../outside-dir", os.path.join(root, "dirlink-out"))
     os.symlink("/etc", os.path.join(root, "etc"))
+    os.symlink("loop", os.path.join(root, "loop"))
+    os.mkfifo(os.path.join(root, "fifo"))
     # Symlinks that stay inside root.
     os.symlink("ok.txt", os.path.join(root, "link-in"))
     os.symlink("dir", os.path.join(root, "dirlink-in"))
@@ -95,6 +97,9 @@ TRAVERSAL = [
     ("symlink-dir-out", "/dirlink-out/secret.txt", 404, NOT_FOUND),
     ("symlink-etc", "/etc/passwd", 404, NOT_FOUND),
     ("symlink-etc-hostname", "/etc/hostname", 404, NOT_FOUND),
+    ("symlink-loop", "/loop", 404, NOT_FOUND),
+    # Not a regular file: refused without blocking the worker on the FIFO.
+    ("fifo", "/fifo", 403, b"403 Forbidden\n"),
 ]
 
 
