@@ -398,3 +398,14 @@ class ResponseReader:
         closed, data = wait_closed(self.sock, timeout or self.timeout, self.buf)
         self.buf = data
         return closed
+
+
+def connect_slow_reader(port, rcvbuf=4096, timeout=5.0):
+    """A connection with a small receive buffer (set before connect, so the
+    window is small from the start): the server's sends stall as soon as the
+    client stops reading."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    s.settimeout(timeout)
+    s.connect(("127.0.0.1", port))
+    return s

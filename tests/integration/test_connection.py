@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import FerryProcess, ResponseReader, raw_exchange
+from conftest import FerryProcess, ResponseReader, connect_slow_reader, raw_exchange
 
 FILES = {f"f{i}.txt": f"file number {i}\n".encode() * (i + 1) for i in range(5)}
 
@@ -169,9 +169,7 @@ def test_pipelined_large_responses_to_a_slow_reader(srv):
         fh.write(big)
     reqs = b"".join(f"GET /{name} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
                     for name in ["big1m.bin", "f1.txt", "big1m.bin", "f2.txt", "big1m.bin"])
-    s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
-    s.connect(("127.0.0.1", srv.port))
+    s = connect_slow_reader(srv.port, 8192)
     with s:
         s.sendall(reqs)
         rd = ResponseReader(s, timeout=10)
@@ -186,9 +184,7 @@ def test_send_timeout_drops_a_reader_that_stops(ferry_factory):
     with open(os.path.join(f.root, "big.bin"), "wb") as fh:
         fh.write(b"y" * (16 << 20))
     f.start()
-    s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    s.connect(("127.0.0.1", f.port))
+    s = connect_slow_reader(f.port)
     with s:
         s.sendall(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
         s.settimeout(5)

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import FerryProcess, ResponseReader, free_port, request, wait_closed
+from conftest import ResponseReader, connect_slow_reader, free_port, request, wait_closed
 
 PAGE = b"lifecycle page\n"
 
@@ -49,10 +49,7 @@ def test_sigterm_finishes_inflight_response(ferry_factory):
     idle_rd = ResponseReader(idle)
     assert idle_rd.next().body == PAGE
     # A slow reader: small receive buffer, reads the head and a little.
-    slow = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
-    slow.connect(("127.0.0.1", f.port))
-    slow.settimeout(5)
+    slow = connect_slow_reader(f.port, 16384)
     slow.sendall(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
     got = b""
     while b"\r\n\r\n" not in got:
@@ -126,9 +123,7 @@ def test_shutdown_timeout_bounds_exit(ferry_factory):
     with open(os.path.join(f.root, "big.bin"), "wb") as fh:
         fh.write(b"x" * (16 * 1024 * 1024))
     f.start()
-    stuck = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    stuck.connect(("127.0.0.1", f.port))
+    stuck = connect_slow_reader(f.port)
     try:
         stuck.sendall(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
         stuck.settimeout(5)
@@ -281,9 +276,7 @@ def test_aborted_response_is_logged(ferry_factory):
     with open(os.path.join(f.root, "big.bin"), "wb") as fh:
         fh.write(b"z" * (16 << 20))
     f.start()
-    s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    s.connect(("127.0.0.1", f.port))
+    s = connect_slow_reader(f.port)
     s.sendall(b"GET /big.bin?aborted HTTP/1.1\r\nHost: x\r\n\r\n")
     s.settimeout(5)
     assert s.recv(64).startswith(b"HTTP/1.1 200 OK")
