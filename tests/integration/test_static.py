@@ -3,6 +3,7 @@ validators and conditional requests, ranges, HEAD, directories, methods."""
 import email.utils
 import os
 import socket
+import time
 
 import pytest
 
@@ -169,18 +170,57 @@ def test_etag_last_modified_stable(srv):
     assert get(srv, "/style.css").header("ETag") != etag
 
 
-def test_etag_changes_when_file_changes(ferry):
-    path = os.path.join(ferry.root, "f.txt")
+def test_etag_changes_when_file_changes(ferry_factory):
+    # Without the file cache every request sees the file as it is now.
+    f = ferry_factory("[server]\nfile_cache_valid = 0\n")
+    path = os.path.join(f.root, "f.txt")
     with open(path, "wb") as fh:
         fh.write(b"one")
     os.utime(path, (1700000000, 1700000000))
-    e1 = request(ferry.port, path="/f.txt").header("ETag")
+    e1 = request(f.port, path="/f.txt").header("ETag")
     with open(path, "wb") as fh:
         fh.write(b"three")
     os.utime(path, (1700000100, 1700000100))
-    r = request(ferry.port, path="/f.txt", headers={"If-None-Match": e1})
+    r = request(f.port, path="/f.txt", headers={"If-None-Match": e1})
     assert r.status == 200 and r.body == b"three"
     assert r.header("ETag") != e1
+
+
+def test_file_cache_sees_a_change_within_file_cache_valid(ferry_factory):
+    """With the small-file cache on, a replaced file may be served from the
+    cache for up to file_cache_valid, but every response pairs its body with
+    that body's own ETag and Last-Modified, and the new file is served once
+    file_cache_valid has passed."""
+    f = ferry_factory("[server]\nfile_cache_valid = 500ms\n")
+    path = os.path.join(f.root, "f.txt")
+    with open(path, "wb") as fh:
+        fh.write(b"old")
+    os.utime(path, (1700000000, 1700000000))
+    old = request(f.port, path="/f.txt")
+    for _ in range(4):  # warm every worker's cache
+        assert request(f.port, path="/f.txt").header("ETag") == old.header("ETag")
+    tmp = path + ".new"
+    with open(tmp, "wb") as fh:
+        fh.write(b"new content")
+    os.utime(tmp, (1700000100, 1700000100))
+    os.rename(tmp, path)  # how uploads are usually replaced
+    t0 = time.monotonic()
+    pairs = {(old.header("ETag"), old.header("Last-Modified"), old.body)}
+    while True:
+        r = request(f.port, path="/f.txt")
+        pair = (r.header("ETag"), r.header("Last-Modified"), r.body)
+        if r.body == b"new content":
+            pairs.add(pair)
+            elapsed = time.monotonic() - t0
+            if elapsed > 0.5:
+                break
+        else:
+            assert pair in pairs, f"old body with new validators: {pair}"
+            assert time.monotonic() - t0 < 0.5 + 0.8, "stale file served past file_cache_valid"
+    # Two versions only, each with its own validators.
+    assert len(pairs) == 2 and len({p[0] for p in pairs}) == 2
+    new = [p for p in pairs if p[2] == b"new content"][0]
+    assert new[1] == "Tue, 14 Nov 2023 22:15:00 GMT"
 
 
 def etag_of(srv, path="/page.html"):
