@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import (FerryProcess, ResponseReader, raw_exchange, request,
+from conftest import (FerryProcess, ResponseReader, connect_slow_reader, raw_exchange, request,
                       wait_closed)
 
 SECRET = b"TOPSECRET-7f3a9c-outside-root\n"
@@ -505,3 +505,37 @@ def test_file_over_4gib(ferry_factory, tmp_path):
 def test_last_modified_is_http_date(srv):
     lm = get(srv, "/ok.txt").header("Last-Modified")
     assert email.utils.parsedate_to_datetime(lm).timestamp() == 1700000000
+
+
+def test_file_cache_eviction_with_responses_in_flight(ferry_factory):
+    """A cached file whose response is still being written survives being
+    evicted by other files (the ASan build catches a use after free)."""
+    # 1 MiB bodies: far more than the socket buffers of a stalled reader hold.
+    f = ferry_factory("[server]\nfile_cache_size = 3MiB\nfile_cache_max_file = 2MiB\n"
+                      "file_cache_valid = 1h\n", start=False, workers=1)
+    contents = {}
+    for i in range(12):
+        data = os.urandom(1024 * 1024)
+        contents[f"/c{i}.bin"] = data
+        with open(os.path.join(f.root, f"c{i}.bin"), "wb") as fh:
+            fh.write(data)
+    f.start()
+    # Stalled reader holds c0's in-memory body half-sent.
+    slow = connect_slow_reader(f.port, 2048)
+    try:
+        slow.sendall(b"GET /c0.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        first = slow.recv(16)
+        assert first.startswith(b"HTTP/1.1 200")
+        # Others fill the cache several times over, evicting c0.
+        for _ in range(3):
+            for i in range(1, 12):
+                r = request(f.port, path=f"/c{i}.bin")
+                assert r.status == 200 and r.body == contents[f"/c{i}.bin"], i
+        rd = ResponseReader(slow, buffered=first)
+        r = rd.next()
+        assert r.body == contents["/c0.bin"]
+        # c0 is served again, correct, after its eviction.
+        slow.sendall(b"GET /c0.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert rd.next().body == contents["/c0.bin"]
+    finally:
+        slow.close()
