@@ -265,10 +265,6 @@ def test_bad_root_exits_1(ferry_factory):
     assert "root '/nonexistent/ferry-root'" in f.log()
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a response cut short by the client (reset "
-                   "mid-body) is never written to the access log: conn_destroy() drops the "
-                   "request without access_log_write(), and body_bytes holds the promised "
-                   "length, not the bytes sent")
 def test_aborted_response_is_logged(ferry_factory):
     # One worker: its log buffer is flushed in order, so once the later
     # request's line is there, the aborted one's would be too.
