@@ -671,7 +671,7 @@ void http_chunked_init(struct http_chunked *c)
  * next state. */
 static int chunked_ext_step(struct http_chunked *c, unsigned char ch)
 {
-    if (++c->ext_bytes > HTTP_CHUNK_EXT_MAX)
+    if (ch != '\r' && ++c->ext_bytes > HTTP_CHUNK_EXT_MAX)
         return CH_ERROR;
     switch (c->state) {
     case CH_EXT_VAL_TOKEN:
@@ -726,7 +726,9 @@ static int chunked_ext_step(struct http_chunked *c, unsigned char ch)
 /* One byte of the trailer section. Returns the next state. */
 static int chunked_trailer_step(struct http_chunked *c, unsigned char ch)
 {
-    if (++c->trailer_bytes > HTTP_CHUNK_TRAILER_MAX)
+    /* The final CRLF does not count. */
+    bool final_crlf = c->state == CH_END_LF || (c->state == CH_TRAILER_START && ch == '\r');
+    if (!final_crlf && ++c->trailer_bytes > HTTP_CHUNK_TRAILER_MAX)
         return CH_ERROR;
     switch (c->state) {
     case CH_TRAILER_START:

@@ -11,8 +11,9 @@
 /* Empty lines (CRLF) tolerated before the request line (RFC 9112 2.2). */
 #define HTTP_MAX_LEADING_EMPTY_LINES 4
 /* Chunked bodies: at most this many hex digits in a chunk-size (leading zeros
- * count), this many bytes of chunk extensions on one chunk line, and this many
- * bytes of trailer section. */
+ * count), this many bytes of chunk extensions on one chunk line (from the first
+ * byte after the size to the CR), and this many bytes of trailer fields (their
+ * lines with CRLF, not the final CRLF). */
 #define HTTP_CHUNK_SIZE_MAX_DIGITS 16
 #define HTTP_CHUNK_EXT_MAX 4096
 #define HTTP_CHUNK_TRAILER_MAX 8192
