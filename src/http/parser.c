@@ -671,7 +671,8 @@ void http_chunked_init(struct http_chunked *c)
  * next state. */
 static int chunked_ext_step(struct http_chunked *c, unsigned char ch)
 {
-    if (ch != '\r' && ++c->ext_bytes > HTTP_CHUNK_EXT_MAX)
+    if (ch != '\r' &&
+        (++c->ext_bytes > HTTP_CHUNK_EXT_MAX || ++c->ext_total > HTTP_CHUNK_EXT_TOTAL_MAX))
         return CH_ERROR;
     switch (c->state) {
     case CH_EXT_VAL_TOKEN:

@@ -599,6 +599,25 @@ static void test_chunked_limits(void)
         ASSERT_EQ(http_chunked_decode(&c, buf, &out), over ? -1 : 1);
     }
 
+    /* extensions over the whole body: 16 lines of 4096 bytes fine, one more byte -1 */
+    for (int over = 0; over <= 1; over++) {
+        http_chunked_init(&c);
+        int r = 0;
+        for (int line = 0; line < 16 + over && r == 0; line++) {
+            n = 0;
+            buf[n++] = '1';
+            buf[n++] = ';';
+            size_t ext = line == 16 ? 1 : HTTP_CHUNK_EXT_MAX - 1; /* after the ';' */
+            memset(buf + n, 'e', ext);
+            n += ext;
+            memcpy(buf + n, "\r\nx\r\n", 5);
+            n += 5;
+            r = http_chunked_decode(&c, buf, &n);
+        }
+        ASSERT_EQ(r, over ? -1 : 0);
+        ASSERT_EQ(c.ext_total, over ? HTTP_CHUNK_EXT_TOTAL_MAX + 1 : HTTP_CHUNK_EXT_TOTAL_MAX);
+    }
+
     /* trailers: at the limit fine, beyond it -1 */
     for (int over = 0; over <= 1; over++) {
         size_t line = HTTP_CHUNK_TRAILER_MAX + (size_t)over; /* "T: " v... CRLF */
