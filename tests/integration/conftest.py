@@ -77,7 +77,8 @@ class FerryProcess:
             # LISTEN_PID must be ferry's own pid: the shell execs ferry in place.
             fd = self.sock.fileno()
             shell = f'exec 3<&{fd}; export LISTEN_PID=$$ LISTEN_FDS=1; exec "$@"'
-            cmd = ["/bin/sh", "-c", shell, "sh"] + cmd
+            # bash, not dash: dash cannot redirect from fds above 9.
+            cmd = ["/bin/bash", "-c", shell, "bash"] + cmd
         self.logf = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, cwd=self.workdir, env=env, pass_fds=pass_fds,
                                      stdout=self.logf, stderr=subprocess.STDOUT,
