@@ -27,6 +27,7 @@
 
 static int conn_write(struct conn *c);
 static void request_done(struct conn *c);
+static void access_log_write(struct conn *c);
 
 static const char *status_reason(int status)
 {
@@ -215,6 +216,8 @@ static void response_release(struct conn *c)
         c->file_fd = -1;
     }
     c->file_rem = 0;
+    c->has_file = false;
+    c->head_end = 0;
     buf_reset(&c->out);
     c->out_off = 0;
 }
@@ -241,6 +244,8 @@ static void request_end_counters(struct conn *c)
 void conn_destroy(struct conn *c)
 {
     struct worker *w = c->w;
+    if (c->in_request && c->responding)
+        access_log_write(c); /* a response cut short is logged with what was sent */
     request_end_counters(c);
     response_release(c);
     timer_unlink(w, c);
@@ -301,6 +306,17 @@ static struct log_span span_of(const struct conn *c, struct http_str s)
     return sp;
 }
 
+/* Body bytes that actually went out, as nginx's $body_bytes_sent: a response
+ * the client cut short logs what it got. */
+static uint64_t body_bytes_sent(const struct conn *c)
+{
+    uint64_t n = c->out_off > c->head_end ? c->out_off - c->head_end : 0;
+    n += c->body_off;
+    if (c->has_file)
+        n += (uint64_t)(c->file_off - c->file_start);
+    return n;
+}
+
 static void access_log_write(struct conn *c)
 {
     struct worker *w = c->w;
@@ -324,7 +340,7 @@ static void access_log_write(struct conn *c)
     } else {
         buf_append(b, "-", 1);
     }
-    buf_printf(b, "\" %d %llu \"", c->status, (unsigned long long)c->body_bytes);
+    buf_printf(b, "\" %d %llu \"", c->status, (unsigned long long)body_bytes_sent(c));
     log_span_write(b, c, c->lg_referer);
     buf_append(b, "\" \"", 3);
     log_span_write(b, c, c->lg_ua);
@@ -425,6 +441,7 @@ static void finish_head(struct conn *c, uint64_t content_length, bool has_length
     else if (c->minor_version == 0)
         OUT_LIT(c, "Connection: keep-alive\r\n");
     OUT_LIT(c, "\r\n");
+    c->head_end = c->out.len;
     c->content_length = content_length;
 }
 
@@ -452,7 +469,6 @@ void conn_respond_body(struct conn *c, const void *p, size_t len, void (*release
     } else {
         out_str(c, p, len);
     }
-    c->body_bytes = len;
 }
 
 void conn_respond_file(struct conn *c, int fd, off_t offset, off_t len)
@@ -464,8 +480,9 @@ void conn_respond_file(struct conn *c, int fd, off_t offset, off_t len)
     }
     c->file_fd = fd;
     c->file_off = offset;
+    c->file_start = offset;
+    c->has_file = true;
     c->file_rem = len;
-    c->body_bytes = (uint64_t)len;
 }
 
 void conn_respond_simple(struct conn *c, int status, const char *content_type, const char *body)
@@ -521,7 +538,6 @@ static void request_done(struct conn *c)
         c->head_len = 0;
     }
     c->status = 0;
-    c->body_bytes = 0;
     if (c->in_len) {
         c->state = CONN_HEAD;
         worker_timer_set(w, c, TL_HEAD, w->now_ms + w->srv->conf->server.header_timeout_ms);
