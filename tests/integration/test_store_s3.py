@@ -475,3 +475,15 @@ def test_file_changed_after_hashing_is_never_stored(tmp_path, store, s3proxy, di
     assert "errno=EBADMSG" in p.stdout and attempts(p) == 1
     with pytest.raises(direct.exceptions.NoSuchKey):
         direct.get_object(Bucket=BUCKET, Key=f"changed/{change}")
+
+
+@pytest.mark.parametrize("code", ["AccessDenied", "RequestTimeTooSkewed"])
+def test_non_retryable_s3_errors_are_not_retried(tmp_path, store, s3proxy, direct, code):
+    from s3proxy import ERROR_MESSAGES
+    f = write(tmp_path, "f", b"x")
+    s3proxy.add_fault(code, method="PUT", times=5)
+    p = store.run("put", f"nr/{code}", f)
+    assert p.returncode == 1 and attempts(p) == 1
+    assert f"{code} (403): {ERROR_MESSAGES[code]}" in p.stdout
+    assert "errno=EACCES" in p.stdout
+    assert s3proxy.outcomes("PUT") == [code]

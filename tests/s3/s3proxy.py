@@ -52,6 +52,11 @@ ERROR_MESSAGES = {
 }
 
 
+# Faults answered with S3's error document: code -> HTTP status.
+FAULT_STATUS = {"InternalError": 500, "SlowDown": 503, "RequestTimeout": 400,
+                "AccessDenied": 403, "RequestTimeTooSkewed": 403}
+
+
 def error_xml(code, message=None, resource="/"):
     message = message or ERROR_MESSAGES.get(code, code)
     return (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code>'
@@ -312,9 +317,8 @@ def _make_handler(proxy):
             if problem:
                 self.send_error_xml(problem[0], problem[1], path)
                 return
-            if fault and fault.action in ("InternalError", "SlowDown", "RequestTimeout"):
-                status = {"InternalError": 500, "SlowDown": 503, "RequestTimeout": 400}
-                self.send_error_xml(status[fault.action], fault.action, path)
+            if fault and fault.action in FAULT_STATUS:
+                self.send_error_xml(FAULT_STATUS[fault.action], fault.action, path)
                 return
             if fault and fault.action == "status502":
                 proxy.record(self.command, path, "502")
