@@ -6,9 +6,12 @@
  *
  * Where the vectors come from (the test data, not code, is copied here):
  * - the suite as maintained in awslabs/aws-c-auth, tests/aws-signing-test-suite/v4/
- *   <case>/{request.txt,context.json,header-canonical-request.txt,
- *   header-string-to-sign.txt,header-signed-request.txt} (the Authorization lines
- *   were checked against header-signed-request.txt there);
+ *   <case>/ (request.txt, context.json, header-canonical-request.txt,
+ *   header-string-to-sign.txt, header-signed-request.txt). The Authorization lines of
+ *   get-slash-unnormalized, get-utf8, get-space-unnormalized,
+ *   get-vanilla-with-session-token, get-vanilla-query-order-encoded and
+ *   post-unsigned-payload were compared with header-signed-request.txt there, the
+ *   others with the 2015 suite's .authz where it has the case;
  * - get-vanilla-query-order-key and get-vanilla-query-order-value exist only in the
  *   2015 suite (aws-sig-v4-test-suite/<case>/<case>.{req,creq,sts,authz}, from
  *   docs.aws.amazon.com/general/latest/gr/signature-v4-test-suite.html).
