@@ -44,5 +44,6 @@ int cmd_up(int argc, char **argv);
 int cmd_status(int argc, char **argv);
 int cmd_check(int argc, char **argv);
 int cmd_version(int argc, char **argv);
+int cmd_presign(int argc, char **argv);
 
 #endif

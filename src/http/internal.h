@@ -64,7 +64,9 @@ struct conn {
     bool in_request; /* a request was parsed and its response is not finished */
     bool exempt;     /* conn_mark_exempt() for the current request */
     int status;
-    uint64_t body_bytes; /* body bytes of this response put on the wire */
+    size_t head_end;  /* length of the head in `out`; body bytes may follow it */
+    off_t file_start; /* where the file chunk began, for bytes-sent accounting */
+    bool has_file;
     uint64_t content_length;
     int minor_version;
     struct log_span lg_method, lg_target, lg_referer, lg_ua;
@@ -82,6 +84,10 @@ struct worker {
     struct conn *timers[TL_COUNT][2]; /* head, tail */
     struct conn *all;
     bool stopping;
+    uint64_t now_ms; /* monotonic time, refreshed once per event loop round */
+    time_t now_wall;
+    time_t log_time; /* second that log_when shows */
+    char log_when[40];
     bool listening;
     char date[32];
     time_t date_time;

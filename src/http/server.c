@@ -177,6 +177,8 @@ static void *worker_main(void *arg)
         int n = epoll_wait(w->epfd, events, EVENTS_PER_WAIT, worker_timeout_ms(w, now));
         if (n < 0 && errno != EINTR)
             break;
+        w->now_ms = time_mono_ms();
+        w->now_wall = time(NULL);
         for (int i = 0; i < n; i++) {
             void *p = events[i].data.ptr;
             if (p == &tag_wake) {
@@ -187,7 +189,7 @@ static void *worker_main(void *arg)
                 conn_on_event(p, events[i].events);
             }
         }
-        worker_expire(w, time_mono_ms());
+        worker_expire(w, w->now_ms);
         worker_access_flush(w);
     }
     worker_access_flush(w);
@@ -212,6 +214,8 @@ static int worker_init(struct server *s, struct worker *w, int index)
                           s->conf->server.file_cache_valid_ms);
     w->in_pool = xcalloc(IN_POOL_MAX, sizeof(char *));
     w->state = atomic_load(&s->state);
+    w->now_ms = time_mono_ms();
+    w->now_wall = time(NULL);
     atomic_store(&w->seen_generation, w->state->generation);
     struct epoll_event e = {.events = EPOLLIN, .data.ptr = &tag_wake};
     if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->wake_fd, &e) < 0)
