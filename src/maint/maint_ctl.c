@@ -129,12 +129,20 @@ static int publish_window(struct maint_ctl *m)
     return r;
 }
 
-/* Append the drain outcome to a down reply (still open: no closing brace). */
-static void drain_append(struct maint_ctl *m, struct buf *b, bool drained, const char *why)
+/* Requests in flight that are not exempt from maintenance, across workers. */
+static uint64_t nonexempt_inflight(struct maint_ctl *m)
 {
     struct server_stats st;
     server_get_stats(m->s, &st);
-    uint64_t left = st.requests_inflight - st.requests_inflight_exempt;
+    return st.requests_inflight > st.requests_inflight_exempt
+               ? st.requests_inflight - st.requests_inflight_exempt
+               : 0;
+}
+
+/* Append the drain outcome to a down reply (still open: no closing brace). */
+static void drain_append(struct maint_ctl *m, struct buf *b, bool drained, const char *why)
+{
+    uint64_t left = nonexempt_inflight(m);
     uint64_t waited = time_mono_ms() - m->drain_started_ms;
     buf_printf(b, ",\"drain\":{\"drained\":%s,\"waited_ms\":%" PRIu64 ",\"inflight\":%" PRIu64 "}",
                drained ? "true" : "false", waited, drained ? 0 : left);
@@ -170,9 +178,7 @@ static void drain_finish(struct maint_ctl *m, bool drained, const char *why)
 static void drain_check(struct server *s, void *arg)
 {
     struct maint_ctl *m = arg;
-    struct server_stats st;
-    server_get_stats(s, &st);
-    if (st.requests_inflight <= st.requests_inflight_exempt)
+    if (nonexempt_inflight(m) == 0)
         drain_finish(m, true, NULL);
 }
 
@@ -180,7 +186,8 @@ static void drain_timeout(struct server *s, void *arg)
 {
     struct maint_ctl *m = arg;
     m->drain_timer = 0;
-    drain_finish(m, false, "drain_timeout reached");
+    /* The last request may have ended just now. */
+    drain_finish(m, nonexempt_inflight(m) == 0, "drain_timeout reached");
 }
 
 static void switch_off(struct maint_ctl *m)
@@ -460,10 +467,12 @@ static int cmd_down(struct admin_client *c, const struct admin_request *req, str
     buf_finish(&text);
 
     if (has_drain && drain && w.mode == MAINT_ON) {
-        struct server_stats st;
-        server_get_stats(m->s, &st);
         m->drain_started_ms = time_mono_ms();
-        if (st.requests_inflight <= st.requests_inflight_exempt) {
+        /* Watch for idleness before looking, so that the last request cannot
+         * finish unnoticed between the look and the watch. */
+        server_on_idle(m->s, drain_check, m);
+        if (nonexempt_inflight(m) == 0) {
+            server_on_idle(m->s, NULL, NULL);
             drain_append(m, reply, true, NULL);
             return 0;
         }
@@ -473,7 +482,6 @@ static int cmd_down(struct admin_client *c, const struct admin_request *req, str
         buf_init(reply, reply->max);
         m->drain_client = c;
         admin_client_hold(c);
-        server_on_idle(m->s, drain_check, m);
         m->drain_timer =
             server_add_timer(m->s, conf->maintenance.drain_timeout_ms, drain_timeout, m);
         return ADMIN_REPLY_LATER;
