@@ -260,6 +260,7 @@ struct admin_client {
     int refs;         /* the client list's, plus a hold */
     bool held;        /* a deferred reply is owed */
     bool close_after; /* close once out is written */
+    bool eof;         /* the client shut down its side: answer, then close */
     uint32_t events;  /* what the loop watches now */
     uint64_t idle_timer;
     struct buf in, out;
@@ -315,6 +316,9 @@ static void client_watch(struct admin_client *c, uint32_t events)
     if (c->fd < 0 || c->events == events)
         return;
     server_unwatch_fd(c->a->s, c->fd);
+    c->events = 0;
+    if (events == 0)
+        return;
     if (server_watch_fd(c->a->s, c->fd, events, client_on_event, c) < 0) {
         client_close(c);
         return;
@@ -361,7 +365,9 @@ static void client_flush(struct admin_client *c)
         client_close(c);
         return;
     }
-    client_watch(c, EPOLLIN);
+    /* After EOF there is nothing more to read (and a readable EOF would wake
+     * the loop forever): watch nothing until the deferred reply is sent. */
+    client_watch(c, c->eof ? 0 : EPOLLIN);
 }
 
 static void client_send(struct admin_client *c, const char *json, size_t len)
@@ -456,6 +462,8 @@ static void client_process(struct admin_client *c)
         if (c->fd >= 0)
             buf_consume(&c->in, (size_t)n);
     }
+    if (c->eof && !c->held)
+        c->close_after = true;
     client_flush(c);
 }
 
@@ -481,7 +489,13 @@ static void client_on_event(struct server *s, int fd, uint32_t events, void *arg
                 continue;
             if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
                 break;
-            if (n <= 0) {
+            if (n == 0) {
+                /* Half-closed (e.g. `socat` after stdin ends): still answer
+                 * what was sent. */
+                c->eof = true;
+                break;
+            }
+            if (n < 0) {
                 client_close(c);
                 break;
             }

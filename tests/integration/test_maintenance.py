@@ -363,6 +363,22 @@ def test_admin_socket_abuse(ferry_factory):
     assert json.loads(out[0]) == {"ok": True, "pong": True}
     assert json.loads(out[1])["maintenance"]["mode"] == "off"
     assert json.loads(out[2])["ok"] is False
+    # A client that shuts down its side after the request still gets the reply.
+    c = socket.socket(socket.AF_UNIX)
+    c.connect(path)
+    c.sendall(b"ping\nnope\n")
+    c.shutdown(socket.SHUT_WR)
+    c.settimeout(5)
+    got = b""
+    while True:
+        b = c.recv(4096)
+        if not b:
+            break
+        got += b
+    c.close()
+    lines = got.split(b"\n")
+    assert json.loads(lines[0]) == {"ok": True, "pong": True} and lines[2] == b""
+    assert json.loads(lines[1]) == {"ok": False, "error": "unknown command 'nope'"}
     # Many clients at once: beyond the limit they are told so; HTTP is unaffected.
     clients = []
     for _ in range(80):
