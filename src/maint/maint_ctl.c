@@ -201,6 +201,7 @@ static void on_until(struct server *s, void *arg)
 {
     struct maint_ctl *m = arg;
     m->until_timer = 0;
+    cancel_timers(m); /* a pending --at, should the clock have jumped */
     struct maint_window saved = m->win;
     memset(&m->win, 0, sizeof(m->win));
     m->win.message = xstrdup("");
