@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import select
 import socket
 import subprocess
@@ -590,3 +591,40 @@ def test_drain_answered_when_server_stops(ferry_factory):
     assert proc.returncode == 1
     assert "NOT drained" in err and "the server is stopping" in err, (out, err)
     s.close()
+
+
+def test_scheduled_window_survives_restart(ferry_factory):
+    f = make(ferry_factory)
+    reply = json.loads(cli(f, "down", "--at", "+1500ms", "--until", "+3s", "--message", "sched",
+                           "--json").stdout)
+    assert reply["mode"] == "scheduled"
+    assert f.stop() == 0
+    f.start()
+    st = status(f)["maintenance"]
+    assert st["mode"] == "scheduled" and st["message"] == "sched"
+    assert st["at"] == reply["at"] and st["until"] == reply["until"]
+    # Time must pass: the restored timers switch on at --at and off at --until.
+    deadline = time.monotonic() + 10
+    while get(f).status != 503:
+        assert time.monotonic() < deadline, "the restored window never started"
+        time.sleep(0.02)
+    assert time.time() >= reply["at"] / 1000 - 0.05
+    r = get(f, headers={"Accept": "text/plain"})
+    assert r.status == 503 and r.body == b"sched\n"
+    while get(f).status != 200:
+        assert time.monotonic() < deadline, "the restored window never ended"
+        time.sleep(0.02)
+    assert time.time() >= reply["until"] / 1000 - 0.05
+    # And a window that ended while the server was stopped stays ended.
+    cli(f, "down", "--until", "+300ms")
+    assert f.stop() == 0
+    while time.time() * 1000 < status_until(f):
+        time.sleep(0.02)
+    f.start()
+    assert get(f).status == 200
+    assert status(f)["maintenance"]["mode"] == "off"
+
+
+def status_until(f):
+    with open(os.path.join(f.workdir, "run", "maintenance.state")) as fh:
+        return int(re.search(r"^until=(\d+)$", fh.read(), re.M).group(1))
