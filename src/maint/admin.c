@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -386,7 +387,16 @@ static void status_command(struct admin *a, struct buf *reply)
 {
     struct buf text;
     buf_init(&text, ADMIN_REPLY_MAX / 2);
-    buf_append_str(reply, "{\"ok\":true");
+    struct server_stats st;
+    server_get_stats(a->s, &st);
+    buf_printf(reply,
+               "{\"ok\":true,\"server\":{\"pid\":%d,\"connections_open\":%" PRIu64
+               ",\"requests_total\":%" PRIu64 ",\"requests_inflight\":%" PRIu64 "}",
+               (int)getpid(), st.connections_open, st.requests_total, st.requests_inflight);
+    buf_printf(&text,
+               "server: pid %d, %" PRIu64 " connections open, %" PRIu64 " requests (%" PRIu64
+               " in flight)\n",
+               (int)getpid(), st.connections_open, st.requests_total, st.requests_inflight);
     for (size_t i = 0; i < a->nsections; i++) {
         buf_append_str(reply, ",");
         json_append_string(reply, a->sections[i].name, strlen(a->sections[i].name));

@@ -184,8 +184,12 @@ def test_exempt_paths_and_networks(ferry_factory):
     assert get(f, "/").status == 503
     assert get(f, "/public-api/x").status == 404  # exempt: reaches the static handler
     assert get(f, "/public-ap").status == 503
-    st = status(f)["maintenance"]
+    full = status(f)
+    st = full["maintenance"]
     assert st["bypassed"] == 2 and st["served"] == 2
+    assert full["server"]["pid"] == f.proc.pid and full["server"]["requests_total"] == 4
+    text = cli(f, "status").stdout
+    assert "maintenance: ON since " in text and "maintenance responses served: 2" in text
 
     g = make(ferry_factory, maint="allow_from = 10.0.0.0/8 ::1/128\n")
     cli(g, "down")
