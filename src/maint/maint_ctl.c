@@ -511,7 +511,7 @@ static int cmd_up(struct admin_client *c, const struct admin_request *req, struc
                           m->conf->server.state_dir, strerror(-r));
         return 0;
     }
-    bool was = m->win.mode;
+    int was = m->win.mode;
     switch_off(m);
     r = publish_window(m);
     if (r < 0) {
@@ -519,11 +519,16 @@ static int cmd_up(struct admin_client *c, const struct admin_request *req, struc
         return 0;
     }
     drain_finish(m, false, "cancelled by `ferry up`");
-    buf_printf(reply,
-               "{\"ok\":true,\"mode\":\"off\",\"acknowledged\":true,\"was\":%s,\"text\":\"%s\"}",
-               was ? "true" : "false",
-               was ? "maintenance: off; every worker has switched\\n"
-                   : "maintenance: off (it was not on)\\n");
+    static const char *const was_names[] = {"off", "on", "scheduled"};
+    static const char *const texts[] = {
+        "maintenance: off (it was not on)\\n",
+        "maintenance: off; every worker has switched\\n",
+        "maintenance: off (the scheduled window is cancelled)\\n",
+    };
+    buf_printf(
+        reply,
+        "{\"ok\":true,\"mode\":\"off\",\"acknowledged\":true,\"was\":\"%s\",\"text\":\"%s\"}",
+        was_names[was], texts[was]);
     return 0;
 }
 
