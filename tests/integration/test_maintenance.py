@@ -632,3 +632,33 @@ def test_scheduled_window_survives_restart(ferry_factory):
 def status_until(f):
     with open(os.path.join(f.workdir, "run", "maintenance.state")) as fh:
         return int(re.search(r"^until=(\d+)$", fh.read(), re.M).group(1))
+
+
+def test_allow_from_ipv6(ferry_factory):
+    """allow_from matches IPv6 clients too (ferry listening on [::1])."""
+    def start6(allow):
+        s = socket.socket(socket.AF_INET6)
+        s.bind(("::1", 0))
+        port = s.getsockname()[1]
+        s.close()  # ferry binds it itself; a port race here is harmless in practice
+        f = ferry_factory(conf=f"[server]\nlisten = [::1]:{port}\n[maintenance]\n"
+                               f"page = ./maintenance.html\nallow_from = {allow}\n",
+                          start=False, listen=False)
+        with open(os.path.join(f.workdir, "maintenance.html"), "w") as fh:
+            fh.write("down")
+        with open(os.path.join(f.root, "index.html"), "w") as fh:
+            fh.write("live site\n")
+        f.start()
+        f.port = port
+        cli(f, "down")
+        return f
+
+    def get6(port):
+        with socket.create_connection(("::1", port), timeout=5) as s:
+            raw = http_raw(s, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        return raw.split(b"\r\n", 1)[0], raw.split(b"\r\n\r\n", 1)[1]
+
+    f = start6("10.0.0.0/8 ::1/128")
+    assert get6(f.port) == (b"HTTP/1.1 200 OK", b"live site\n")
+    g = start6("127.0.0.0/8 2001:db8::/32")
+    assert get6(g.port) == (b"HTTP/1.1 503 Service Unavailable", b"down")
