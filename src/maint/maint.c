@@ -376,6 +376,10 @@ bool maint_cookie_verify(const char *secret, size_t secret_len, const char *valu
     const char *dot = memchr(value, '.', value_len);
     if (!dot || dot == value || dot - value > 18 || value + value_len - dot - 1 != 64)
         return false;
+    /* Only the form maint_cookie_sign() writes: a leading zero would give one
+     * signature any number of spellings. */
+    if (value[0] == '0' && dot - value > 1)
+        return false;
     int64_t expires = 0;
     for (const char *p = value; p < dot; p++) {
         if (*p < '0' || *p > '9')

@@ -130,6 +130,9 @@ static void test_cookie(void)
     ASSERT_TRUE(!maint_cookie_verify(secret, 3, "", 0, 0));
     ASSERT_TRUE(!maint_cookie_verify(secret, 3, ".", 1, 0));
     ASSERT_TRUE(!maint_cookie_verify(secret, 3, v + 11, n - 11, 0)); /* no expiry */
+    t[0] = '0'; /* the same expiry and MAC spelled with a leading zero */
+    memcpy(t + 1, v, n + 1);
+    ASSERT_TRUE(!maint_cookie_verify(secret, 3, t, n + 1, 0));
 
     const char *val;
     size_t vlen;
