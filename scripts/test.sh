@@ -2,7 +2,8 @@
 # Build ferry twice and run every test against each build:
 #   build/       -Werror, optimised: unit tests + integration tests
 #   build-asan/  ASan+UBSan: unit tests + integration tests
-# then a short libFuzzer run of the request parser and a clang-format check.
+# then short libFuzzer runs (request parser, admin protocol, maintenance) and a
+# clang-format check.
 # Set FERRY_TEST_QUICK=1 to skip the sanitizer build while iterating.
 set -eu
 cd "$(dirname "$0")/.."
@@ -37,10 +38,15 @@ if [ "${FERRY_TEST_QUICK:-0}" != 1 ]; then
     meson test -C build-asan --suite unit --print-errorlogs
     FERRY_BIN="$PWD/build-asan/ferry" $PY -m pytest -q -p no:cacheprovider tests/integration
 
-    step "fuzz the request parser (60 s)"
-    if [ -x build-asan/tests/fuzz/fuzz_parser ]; then
-        mkdir -p build-asan/fuzz-corpus
-        build-asan/tests/fuzz/fuzz_parser -max_total_time=60 -timeout=5 -dict=tests/fuzz/parser.dict \
-            build-asan/fuzz-corpus tests/fuzz/corpus/parser
-    fi
+    step "fuzz: request parser 60 s, admin protocol 20 s, maintenance 20 s"
+    fuzz() { # NAME SECONDS: run one target on its seeds plus a corpus kept in build-asan/
+        if [ -x "build-asan/tests/fuzz/fuzz_$1" ]; then
+            mkdir -p "build-asan/fuzz-corpus/$1"
+            "build-asan/tests/fuzz/fuzz_$1" -max_total_time="$2" -timeout=5 \
+                -dict="tests/fuzz/$1.dict" "build-asan/fuzz-corpus/$1" "tests/fuzz/corpus/$1"
+        fi
+    }
+    fuzz parser 60
+    fuzz admin 20
+    fuzz maint 20
 fi
