@@ -567,8 +567,13 @@ static int state_int(const char **p, const char *end, const char *key, int64_t *
         return -EINVAL;
     int64_t x = 0;
     bool neg = v[0] == '-';
+    if (neg && n == 1)
+        return -EINVAL;
     for (size_t i = neg; i < n; i++) {
         if (v[i] < '0' || v[i] > '9')
+            return -EINVAL;
+        /* 19 digits can exceed INT64_MAX: a corrupt file must not overflow. */
+        if (x > (INT64_MAX - (v[i] - '0')) / 10)
             return -EINVAL;
         x = x * 10 + (v[i] - '0');
     }

@@ -262,6 +262,26 @@ static void test_state(void)
           f);
     fclose(f);
     ASSERT_EQ(maint_state_load(dir, &r), -EINVAL);
+    /* A number past INT64_MAX, or a bare sign, is corrupt too (not overflowed). */
+    static const char *const bad_since[] = {"9999999999999999999", "9223372036854775808", "-"};
+    for (size_t i = 0; i < sizeof(bad_since) / sizeof(bad_since[0]); i++) {
+        f = fopen(path, "w");
+        fprintf(f,
+                "ferry-maintenance 1\nmode=on\nsince=%s\nat=0\nuntil=0\nretry_after=1\n"
+                "message=\"\"\npage=-1\n",
+                bad_since[i]);
+        fclose(f);
+        ASSERT_EQ(maint_state_load(dir, &r), -EINVAL);
+    }
+    f = fopen(path, "w");
+    fputs("ferry-maintenance 1\nmode=on\nsince=9223372036854775807\nat=-5\nuntil=0\n"
+          "retry_after=1\nmessage=\"\"\npage=-1\n",
+          f);
+    fclose(f);
+    ASSERT_EQ(maint_state_load(dir, &r), 0);
+    ASSERT_EQ(r.since_ms, INT64_MAX);
+    ASSERT_EQ(r.at_ms, -5);
+    maint_window_finish(&r);
     unlink(path);
     ASSERT_EQ(maint_state_save("/nonexistent/dir", &w), -ENOENT);
     rmdir(dir);
