@@ -206,6 +206,17 @@ static void test_decide(void)
     maint_policy_finish(NULL);
 }
 
+/* Write text as the state file at path and load it from dir into r. */
+static int load_text(const char *dir, const char *path, const char *text, struct maint_window *r)
+{
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return -errno;
+    fputs(text, f);
+    fclose(f);
+    return maint_state_load(dir, r);
+}
+
 static void test_state(void)
 {
     char dir[] = "/tmp/ferry-test-state-XXXXXX";
@@ -252,33 +263,23 @@ static void test_state(void)
 
     /* A truncated file is corrupt, not half-loaded. */
     snprintf(path, sizeof(path), "%s/maintenance.state", dir);
-    FILE *f = fopen(path, "w");
-    fputs("ferry-maintenance 1\nmode=on\nsince=1\n", f);
-    fclose(f);
-    ASSERT_EQ(maint_state_load(dir, &r), -EINVAL);
-    f = fopen(path, "w");
-    fputs("ferry-maintenance 1\nmode=on\nsince=1\nat=0\nuntil=0\nretry_after=1\nmessage=\"\"\n"
-          "page=10\nshort",
-          f);
-    fclose(f);
-    ASSERT_EQ(maint_state_load(dir, &r), -EINVAL);
+    ASSERT_EQ(load_text(dir, path, "ferry-maintenance 1\nmode=on\nsince=1\n", &r), -EINVAL);
+    ASSERT_EQ(load_text(dir, path,
+                        "ferry-maintenance 1\nmode=on\nsince=1\nat=0\nuntil=0\nretry_after=1\n"
+                        "message=\"\"\npage=10\nshort",
+                        &r),
+              -EINVAL);
     /* A number past INT64_MAX, or a bare sign, is corrupt too (not overflowed). */
-    static const char *const bad_since[] = {"9999999999999999999", "9223372036854775808", "-"};
-    for (size_t i = 0; i < sizeof(bad_since) / sizeof(bad_since[0]); i++) {
-        f = fopen(path, "w");
-        fprintf(f,
-                "ferry-maintenance 1\nmode=on\nsince=%s\nat=0\nuntil=0\nretry_after=1\n"
-                "message=\"\"\npage=-1\n",
-                bad_since[i]);
-        fclose(f);
-        ASSERT_EQ(maint_state_load(dir, &r), -EINVAL);
+    static const char *const since[] = {"9999999999999999999", "9223372036854775808", "-",
+                                        "9223372036854775807"};
+    for (size_t i = 0; i < sizeof(since) / sizeof(since[0]); i++) {
+        char text[256];
+        snprintf(text, sizeof(text),
+                 "ferry-maintenance 1\nmode=on\nsince=%s\nat=-5\nuntil=0\nretry_after=1\n"
+                 "message=\"\"\npage=-1\n",
+                 since[i]);
+        ASSERT_EQ(load_text(dir, path, text, &r), i < 3 ? -EINVAL : 0);
     }
-    f = fopen(path, "w");
-    fputs("ferry-maintenance 1\nmode=on\nsince=9223372036854775807\nat=-5\nuntil=0\n"
-          "retry_after=1\nmessage=\"\"\npage=-1\n",
-          f);
-    fclose(f);
-    ASSERT_EQ(maint_state_load(dir, &r), 0);
     ASSERT_EQ(r.since_ms, INT64_MAX);
     ASSERT_EQ(r.at_ms, -5);
     maint_window_finish(&r);
