@@ -358,7 +358,9 @@ static void check_parse_time(const struct field *f, int64_t now_ms)
 
 /* ---- the state file ---- */
 
-static char state_dir[2][64]; /* what the input holds; what save writes back */
+/* What the input holds; what save writes back. Made for each state-file input
+ * and removed after it: libFuzzer does not always run atexit handlers. */
+static char state_dir[2][64];
 
 static void write_file(const char *dir, const uint8_t *data, size_t size)
 {
@@ -368,33 +370,6 @@ static void write_file(const char *dir, const uint8_t *data, size_t size)
     CHECK(fp);
     CHECK(fwrite(data, 1, size, fp) == size);
     CHECK(fclose(fp) == 0);
-}
-
-/* An input that starts like a state file is loaded as one: a corrupt file is
- * refused cleanly, and what loads saves and loads back the same. */
-static void check_state(const uint8_t *data, size_t size)
-{
-    static const char magic[] = "ferry-maintenance 1\n";
-    if (size < sizeof(magic) - 1 || memcmp(data, magic, sizeof(magic) - 1) != 0)
-        return;
-    write_file(state_dir[0], data, size);
-    struct maint_window w, again;
-    memset(&w, 0, sizeof(w));
-    memset(&again, 0, sizeof(again));
-    int r = maint_state_load(state_dir[0], &w);
-    CHECK(r == 0 || r == -EINVAL);
-    if (r < 0)
-        return;
-    CHECK(w.mode >= MAINT_OFF && w.mode <= MAINT_SCHEDULED && w.message);
-    CHECK(maint_state_save(state_dir[1], &w) == 0);
-    CHECK(maint_state_load(state_dir[1], &again) == 0);
-    CHECK(again.mode == w.mode && again.since_ms == w.since_ms && again.at_ms == w.at_ms &&
-          again.until_ms == w.until_ms && again.retry_after_s == w.retry_after_s);
-    CHECK(strcmp(again.message, w.message) == 0);
-    CHECK((again.page == NULL) == (w.page == NULL) && again.page_len == w.page_len);
-    CHECK(!w.page || memcmp(again.page, w.page, w.page_len) == 0);
-    maint_window_finish(&w);
-    maint_window_finish(&again);
 }
 
 static void remove_state_dirs(void)
@@ -407,18 +382,47 @@ static void remove_state_dirs(void)
     }
 }
 
-static struct maint_policy policy, policy_nosecret;
-
-int LLVMFuzzerInitialize(int *argc, char ***argv)
+/* An input that starts like a state file is loaded as one: a corrupt file is
+ * refused cleanly, and what loads saves and loads back the same. */
+static void check_state(const uint8_t *data, size_t size)
 {
-    setenv("TZ", "UTC", 1);
+    static const char magic[] = "ferry-maintenance 1\n";
+    if (size < sizeof(magic) - 1 || memcmp(data, magic, sizeof(magic) - 1) != 0)
+        return;
     /* tmpfs when there is one: maint_state_save fsyncs. */
     const char *base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
     for (int i = 0; i < 2; i++) {
         snprintf(state_dir[i], sizeof(state_dir[i]), "%s/fuzz_maint.XXXXXX", base);
         CHECK(mkdtemp(state_dir[i]));
     }
-    atexit(remove_state_dirs);
+    write_file(state_dir[0], data, size);
+    struct maint_window w, again;
+    memset(&w, 0, sizeof(w));
+    memset(&again, 0, sizeof(again));
+    int r = maint_state_load(state_dir[0], &w);
+    CHECK(r == 0 || r == -EINVAL);
+    if (r < 0) {
+        remove_state_dirs();
+        return;
+    }
+    CHECK(w.mode >= MAINT_OFF && w.mode <= MAINT_SCHEDULED && w.message);
+    CHECK(maint_state_save(state_dir[1], &w) == 0);
+    CHECK(maint_state_load(state_dir[1], &again) == 0);
+    CHECK(again.mode == w.mode && again.since_ms == w.since_ms && again.at_ms == w.at_ms &&
+          again.until_ms == w.until_ms && again.retry_after_s == w.retry_after_s);
+    CHECK(strcmp(again.message, w.message) == 0);
+    CHECK((again.page == NULL) == (w.page == NULL) && again.page_len == w.page_len);
+    CHECK(!w.page || memcmp(again.page, w.page, w.page_len) == 0);
+    maint_window_finish(&w);
+    maint_window_finish(&again);
+    remove_state_dirs();
+}
+
+static struct maint_policy policy, policy_nosecret;
+
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+    setenv("TZ", "UTC", 1);
     static char *paths[] = {"/healthz", "/.well-known/", NULL};
     static struct net_cidr cidrs[2];
     CHECK(net_parse_cidr("10.0.0.0/8", &cidrs[0]) == 0);
