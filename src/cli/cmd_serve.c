@@ -1,8 +1,57 @@
 #include "cli/cli.h"
 
+#include "common/conf.h"
+#include "common/log.h"
+#include "http/server.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <string.h>
+
+/* ferry serve [-c FILE]: run the origin until SIGTERM/SIGINT. */
 int cmd_serve(int argc, char **argv)
 {
-    (void)argc;
-    (void)argv;
-    return EXIT_RUNTIME;
+    const char *path = NULL;
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {NULL, 0, NULL, 0},
+    };
+    int ch;
+    optind = 1;
+    while ((ch = getopt_long(argc, argv, "+c:", opts, NULL)) != -1) {
+        if (ch != 'c')
+            return cli_usage(argv[0]);
+        path = optarg;
+    }
+    if (optind != argc)
+        return cli_usage(argv[0]);
+
+    struct ferry_conf conf;
+    int r = cli_load_conf(path, &conf);
+    if (r != 0) {
+        conf_finish(&conf);
+        return r;
+    }
+    log_level_current = conf.server.log_level;
+    int lr = log_open(conf.server.error_log);
+    if (lr < 0) {
+        fprintf(stderr, "ferry: error_log '%s': %s\n", conf.server.error_log, strerror(-lr));
+        conf_finish(&conf);
+        return EXIT_RUNTIME;
+    }
+    char err[512] = "";
+    struct server *s = server_create(&conf, err, sizeof(err));
+    if (!s) {
+        log_error("cannot start: %s", err);
+        conf_finish(&conf);
+        return EXIT_RUNTIME;
+    }
+    r = server_run(s);
+    if (r < 0)
+        log_error("server: %s", strerror(-r));
+    else
+        log_info("stopped");
+    server_destroy(s);
+    conf_finish(&conf);
+    return r < 0 ? EXIT_RUNTIME : EXIT_OK;
 }

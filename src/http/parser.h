@@ -8,6 +8,14 @@
 #include <stdint.h>
 
 #define HTTP_MAX_HEADERS 100
+/* Empty lines (CRLF) tolerated before the request line (RFC 9112 2.2). */
+#define HTTP_MAX_LEADING_EMPTY_LINES 4
+/* Chunked bodies: at most this many hex digits in a chunk-size (leading zeros
+ * count), this many bytes of chunk extensions on one chunk line, and this many
+ * bytes of trailer section. */
+#define HTTP_CHUNK_SIZE_MAX_DIGITS 16
+#define HTTP_CHUNK_EXT_MAX 4096
+#define HTTP_CHUNK_TRAILER_MAX 8192
 
 enum http_method {
     HTTP_M_OTHER = 0,
@@ -39,12 +47,17 @@ struct http_limits {
 
 struct http_request {
     struct http_str method;
-    int method_id;             /* enum http_method */
-    struct http_str target;    /* the raw request-target */
-    struct http_str path;      /* path part (absolute-form: after the authority), no query */
-    struct http_str query;     /* after '?', without it; p == NULL when no '?' */
-    struct http_str authority; /* absolute-form authority, else p == NULL */
-    int minor_version;         /* 0 or 1 (HTTP/1.0, HTTP/1.1) */
+    int method_id;          /* enum http_method */
+    struct http_str target; /* the raw request-target */
+    /* path: origin-form: the target up to '?'; absolute-form: after the authority, up to
+     * '?' ("/" from static storage when empty); asterisk-form (OPTIONS): "*";
+     * authority-form (CONNECT): p == NULL. Not percent-decoded. */
+    struct http_str path;
+    struct http_str query; /* after '?', without it; p == NULL when no '?' */
+    /* absolute-form and authority-form (CONNECT): the authority (host[:port]), else
+     * p == NULL. When set, it overrides Host (RFC 9112 3.2.2). */
+    struct http_str authority;
+    int minor_version; /* 0 or 1 (HTTP/1.0, HTTP/1.1) */
     struct http_header headers[HTTP_MAX_HEADERS];
     size_t num_headers;
 
@@ -61,7 +74,7 @@ struct http_request {
     int64_t content_length; /* -1 when absent */
     bool chunked;           /* Transfer-Encoding: chunked */
     bool keep_alive;        /* 1.1 unless "Connection: close"; 1.0 only with keep-alive */
-    bool expect_continue;   /* Expect: 100-continue */
+    bool expect_continue;   /* Expect: 100-continue (HTTP/1.1 only, RFC 9110 10.1.1) */
 
     int error_status; /* set when the parser returns -1: 400, 414, 431, 501 or 505 */
 };
@@ -69,45 +82,100 @@ struct http_request {
 /**
  * Parse the request head in (buf, len).
  *
- * Returns the number of bytes of the head (through the blank line) on success,
- * -2 when the head is incomplete and may still become valid, -1 when it is
- * invalid (req->error_status says which status to answer; the connection must
- * then be closed). The request views point into buf. Rejected with 400: both
- * Content-Length and Transfer-Encoding, differing or malformed Content-Length
- * (a list of identical values is accepted), a Transfer-Encoding other than a
- * lone "chunked" (501 for an unknown coding), obs-fold, whitespace between a
- * field name and the colon, control characters and bare CR anywhere, a missing
- * or repeated Host in HTTP/1.1, invalid tokens, more than HTTP_MAX_HEADERS
- * fields. 414 when the request-target exceeds max_uri_size (detected before the
- * head is complete), 431 when the head exceeds max_header_size, 505 for a
- * version other than HTTP/1.0 or 1.1. Empty lines (CRLF) before the request line
- * are skipped as RFC 9112 2.2 allows. Any thread; no allocation.
+ * Returns the number of bytes of the head (skipped leading empty lines, request
+ * line, fields, blank line) on success; the body or the next pipelined request
+ * starts there. Returns -2 when the head is incomplete and may still become
+ * valid, -1 when it is invalid: req->error_status says which status to answer,
+ * and the connection must then be closed. May be called again on the same
+ * buffer once more bytes have arrived (it starts over; there is no state).
+ * lim may be NULL for no limits. The views in req point into buf (except a
+ * static "/" for an empty absolute-form path); req is overwritten on every call.
+ *
+ * Strict RFC 9112; rejected with 400:
+ *  - anything but single SP between method, target and version; a method that
+ *    is not a token; bare LF or bare CR anywhere (LF-only line ends are NOT
+ *    accepted); control characters (HTAB only inside field values), DEL;
+ *  - a request-target with bytes outside 0x21-0x7E, a '#', a malformed %-escape,
+ *    or a form the method does not allow: origin-form ("/..."), absolute-form
+ *    ("http://" or "https://" with a non-empty authority and no userinfo),
+ *    asterisk-form ("*") for OPTIONS only, authority-form (host:port) for CONNECT
+ *    only (and CONNECT only with it);
+ *  - a malformed version (not exactly "HTTP/" DIGIT "." DIGIT); 505 for a
+ *    well-formed version other than HTTP/1.0 and HTTP/1.1;
+ *  - more than HTTP_MAX_LEADING_EMPTY_LINES empty lines before the request line;
+ *  - a field name that is not a token, whitespace before the colon, obs-fold
+ *    (a line starting with SP/HTAB, also right after the request line);
+ *  - Content-Length that is not digits only, overflows int64, or has differing
+ *    values across a comma list or repeated lines (identical values are
+ *    accepted, RFC 9110 8.6); Content-Length together with Transfer-Encoding;
+ *  - Transfer-Encoding in HTTP/1.0, empty, with chunked not last or repeated,
+ *    or with parameters on chunked; 501 for other codings before chunked
+ *    ("gzip, chunked"): only a lone "chunked" is implemented;
+ *  - HTTP/1.1 without Host; more than one Host; a Host that is not host[:port];
+ *  - a Connection value that is not a list of tokens.
+ * 414 as soon as the request-target exceeds max_uri_size, even while the head
+ * is incomplete. 431 when the complete head is bigger than max_header_size, when
+ * len >= max_header_size without a complete head, or for more than
+ * HTTP_MAX_HEADERS fields. Field values have OWS trimmed; obs-text (0x80-0xFF)
+ * is allowed in them. For repeated fields other than Host, Content-Length and
+ * Transfer-Encoding, the derived views name the first one. Any thread; no
+ * allocation.
  */
 int http_parse_request(const char *buf, size_t len, const struct http_limits *lim,
                        struct http_request *req);
 
-/** Case-insensitive comparison of a view with a NUL-terminated lower-case token. */
+/** Case-insensitive comparison of a view with a NUL-terminated lower-case
+ * token. A view with p == NULL equals nothing. */
 bool http_str_eq_ci(struct http_str s, const char *lower);
 
-/** Find a header by lower-case name; returns its value or {NULL, 0}. */
+/** Find the first header named lower_name (lower-case; names compare
+ * case-insensitively); returns its value or {NULL, 0}. */
 struct http_str http_find_header(const struct http_request *req, const char *lower_name);
 
 /**
  * Incremental decoder for a chunked request body (RFC 9112 7.1).
- * Caller-owned state, zeroed by http_chunked_init(). http_chunked_decode()
- * decodes in place: the data bytes of (buf, *len) are moved to its front and
- * *len becomes their count. Returns 1 when the last chunk and trailers are
- * complete (bytes after the body are left after the data... see the .c), 0 when
- * more input is needed, -1 on a malformed body (chunk-size overflow, bad
- * extension, bare CR/LF, oversized trailers).
+ *
+ * Caller-owned state, set up by http_chunked_init(). Feed it the bytes that
+ * follow the head, in pieces of any size, each exactly once:
+ *
+ *     size_t n = len;
+ *     int r = http_chunked_decode(&c, buf, &n);
+ *
+ * It decodes in place: the body data found in (buf, len) is moved to the front
+ * of buf and n becomes its length. It keeps everything it needs (a partial
+ * chunk-size line, the position in the trailers) in c, so the caller never
+ * keeps undecoded bytes around: c->consumed says how many input bytes it used.
+ *  - Returns 0: more input is needed; all len bytes were consumed
+ *    (c->consumed == len).
+ *  - Returns 1: the last chunk and the trailer section are complete.
+ *    c->consumed bytes of input belonged to the body; the c->consumed_after =
+ *    len - c->consumed bytes at buf + c->consumed (untouched by the decoder) come
+ *    after the body, e.g. a pipelined request. Further calls return 1 with n = 0
+ *    and consume nothing.
+ *  - Returns -1: malformed body: missing or non-hex chunk-size, more than
+ *    HTTP_CHUNK_SIZE_MAX_DIGITS hex digits or a size above INT64_MAX,
+ *    whitespace not followed by ';' or '=', a chunk extension that is not
+ *    token[=token|quoted-string] or longer than HTTP_CHUNK_EXT_MAX, data not
+ *    followed by CRLF, bare CR or LF, a malformed trailer field (same rules as
+ *    header fields, obs-fold rejected) or trailers above HTTP_CHUNK_TRAILER_MAX.
+ *    Answer 400 and close. n and buf are then unspecified; further calls return -1.
+ * Trailer fields are validated and discarded. The caller enforces its own limit
+ * on the total body size by summing n. Any thread; no allocation.
  */
 struct http_chunked {
     int state;
-    uint64_t remaining; /* data bytes left in the current chunk */
-    size_t trailer_bytes;
-    size_t consumed_after; /* on return 1: bytes of buf after the body's end */
+    uint64_t remaining;    /* chunk-size being read, then data bytes left in the chunk */
+    unsigned digits;       /* hex digits of the chunk-size read so far */
+    size_t ext_bytes;      /* bytes of chunk extensions on the current line */
+    size_t trailer_bytes;  /* bytes of trailer section so far */
+    size_t consumed;       /* bytes of input used by the last call */
+    size_t consumed_after; /* on return 1: bytes of input after the body's end */
 };
+
+/** Reset c to expect the first chunk. */
 void http_chunked_init(struct http_chunked *c);
+
+/** Decode the next piece of a chunked body in place; see above. */
 int http_chunked_decode(struct http_chunked *c, char *buf, size_t *len);
 
 #endif

@@ -1,0 +1,340 @@
+/* Static files from root: percent-decoding, containment with openat2
+ * RESOLVE_BENEATH, Content-Type, ETag/Last-Modified, conditional requests,
+ * a single byte range, HEAD, index files; never a directory listing. */
+#include "http/internal.h"
+#include "http/mime.h"
+#include "http/response.h"
+
+#include "common/conf.h"
+#include "common/timeutil.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/openat2.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+static int open_beneath(int dirfd, const char *rel)
+{
+    struct open_how how = {
+        .flags = O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY,
+        .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS,
+    };
+    int fd = (int)syscall(SYS_openat2, dirfd, rel, &how, sizeof(how));
+    return fd < 0 ? -errno : fd;
+}
+
+static int hexval(char ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F')
+        return ch - 'A' + 10;
+    return -1;
+}
+
+/**
+ * Decode the percent-escapes of (p, len) into out (cap bytes) and check the
+ * result: it must start with '/', contain no NUL and no "." or ".." segment.
+ * Repeated slashes are merged. Returns the decoded length or -400.
+ */
+static long static_decode_path(const char *p, size_t len, char *out, size_t cap)
+{
+    size_t o = 0;
+    if (len == 0 || p[0] != '/')
+        return -400;
+    for (size_t i = 0; i < len; i++) {
+        char ch = p[i];
+        if (ch == '%') {
+            if (i + 2 >= len)
+                return -400;
+            int hi = hexval(p[i + 1]), lo = hexval(p[i + 2]);
+            if (hi < 0 || lo < 0)
+                return -400;
+            ch = (char)(hi << 4 | lo);
+            i += 2;
+            if (ch == '\0')
+                return -400;
+        }
+        if (ch == '/' && o > 0 && out[o - 1] == '/')
+            continue;
+        if (o + 1 >= cap)
+            return -414;
+        out[o++] = ch;
+    }
+    out[o] = '\0';
+    /* Reject dot segments outright instead of resolving them: a request that
+     * needs them is either broken or probing. */
+    for (size_t i = 0; i < o; i++) {
+        if (out[i] != '/')
+            continue;
+        size_t j = i + 1;
+        if (j < o && out[j] == '.') {
+            if (j + 1 == o || out[j + 1] == '/')
+                return -400;
+            if (out[j + 1] == '.' && (j + 2 == o || out[j + 2] == '/'))
+                return -400;
+        }
+    }
+    return (long)o;
+}
+
+static void format_etag(char *out, size_t outlen, const struct stat *st)
+{
+    snprintf(out, outlen, "\"%llx-%llx\"", (unsigned long long)st->st_mtime,
+             (unsigned long long)st->st_size);
+}
+
+/* Does the If-None-Match list (p, len) contain etag (weak comparison) or "*"? */
+static bool etag_list_matches(const char *p, size_t len, const char *etag)
+{
+    size_t elen = strlen(etag);
+    size_t i = 0;
+    while (i < len) {
+        while (i < len && (p[i] == ' ' || p[i] == '\t' || p[i] == ','))
+            i++;
+        if (i >= len)
+            break;
+        if (p[i] == '*')
+            return true;
+        size_t start = i;
+        if (len - i >= 2 && p[i] == 'W' && p[i + 1] == '/')
+            start = i + 2;
+        i = start;
+        if (i < len && p[i] == '"') {
+            size_t end = i + 1;
+            while (end < len && p[end] != '"')
+                end++;
+            if (end >= len)
+                return false;
+            if (end + 1 - i == elen && memcmp(p + i, etag, elen) == 0)
+                return true;
+            i = end + 1;
+        } else {
+            while (i < len && p[i] != ',')
+                i++;
+        }
+    }
+    return false;
+}
+
+enum range_result { RANGE_NONE, RANGE_OK, RANGE_UNSATISFIABLE };
+
+/* Parse a single "bytes=a-b" / "bytes=a-" / "bytes=-n" range against size.
+ * Several ranges or anything malformed are ignored (RANGE_NONE), which lets
+ * the full representation be served as RFC 9110 14.2 allows. */
+static enum range_result parse_range(const char *p, size_t len, off_t size, off_t *start,
+                                     off_t *end)
+{
+    if (len < 7 || strncasecmp(p, "bytes=", 6) != 0)
+        return RANGE_NONE;
+    p += 6;
+    len -= 6;
+    while (len && (*p == ' ' || *p == '\t')) {
+        p++;
+        len--;
+    }
+    while (len && (p[len - 1] == ' ' || p[len - 1] == '\t'))
+        len--;
+    if (memchr(p, ',', len))
+        return RANGE_NONE;
+    const char *dash = memchr(p, '-', len);
+    if (!dash)
+        return RANGE_NONE;
+    unsigned long long a = 0, b = 0;
+    bool has_a = false, has_b = false;
+    for (const char *q = p; q < dash; q++) {
+        if (*q < '0' || *q > '9' || a > (1ULL << 62))
+            return RANGE_NONE;
+        a = a * 10 + (unsigned)(*q - '0');
+        has_a = true;
+    }
+    for (const char *q = dash + 1; q < p + len; q++) {
+        if (*q < '0' || *q > '9' || b > (1ULL << 62))
+            return RANGE_NONE;
+        b = b * 10 + (unsigned)(*q - '0');
+        has_b = true;
+    }
+    if (!has_a && !has_b)
+        return RANGE_NONE;
+    if (!has_a) {
+        /* suffix range: the last b bytes */
+        if (b == 0)
+            return RANGE_UNSATISFIABLE;
+        if (size == 0)
+            return RANGE_UNSATISFIABLE;
+        *start = (unsigned long long)size > b ? size - (off_t)b : 0;
+        *end = size - 1;
+        return RANGE_OK;
+    }
+    if (has_b && b < a)
+        return RANGE_NONE; /* invalid syntax: ignore */
+    if ((unsigned long long)size <= a)
+        return RANGE_UNSATISFIABLE;
+    *start = (off_t)a;
+    *end = has_b && b < (unsigned long long)size ? (off_t)b : size - 1;
+    return RANGE_OK;
+}
+
+static void respond_error(struct conn *c, int status, const char *body)
+{
+    conn_respond_simple(c, status, "text/plain", body);
+}
+
+int static_handle(struct conn *c, const struct http_request *req, void *arg)
+{
+    struct server *s = arg;
+    struct worker *w = c->w;
+    if (req->method_id != HTTP_M_GET && req->method_id != HTTP_M_HEAD) {
+        conn_respond_start(c, 405);
+        conn_respond_header(c, "Allow", "GET, HEAD");
+        conn_respond_header(c, "Content-Type", "text/plain");
+        conn_respond_body(c, "405 Method Not Allowed\n", 23, NULL, NULL);
+        return HANDLER_DONE;
+    }
+    if (req->content_length > 0 || req->chunked) {
+        conn_set_close(c);
+        respond_error(c, 413, "413 Content Too Large: no request body is accepted here\n");
+        return HANDLER_DONE;
+    }
+    long plen = static_decode_path(req->path.p, req->path.len, w->path_buf,
+                                   s->conf->server.max_uri_size + 1);
+    if (plen < 0) {
+        if (plen == -414)
+            respond_error(c, 414, "414 URI Too Long\n");
+        else
+            respond_error(c, 400, "400 Bad Request: invalid path\n");
+        return HANDLER_DONE;
+    }
+    const char *rel = w->path_buf[1] ? w->path_buf + 1 : ".";
+    int fd = open_beneath(s->root_fd, rel);
+    if (fd < 0) {
+        if (fd == -EACCES || fd == -EPERM)
+            respond_error(c, 403, "403 Forbidden\n");
+        else
+            respond_error(c, 404, "404 Not Found\n");
+        return HANDLER_DONE;
+    }
+    struct stat st;
+    if (fstat(fd, &st) < 0) {
+        close(fd);
+        respond_error(c, 500, "500 Internal Server Error\n");
+        return HANDLER_DONE;
+    }
+    const char *name = w->path_buf;
+    size_t name_len = (size_t)plen;
+    char index_path[512];
+    if (S_ISDIR(st.st_mode)) {
+        if (w->path_buf[plen - 1] != '/') {
+            close(fd);
+            /* Redirect to the slash form so relative links in the index work. */
+            char *loc = malloc(req->path.len + req->query.len + 3);
+            if (!loc)
+                abort();
+            size_t n = 0;
+            memcpy(loc, req->path.p, req->path.len);
+            n += req->path.len;
+            loc[n++] = '/';
+            if (req->query.p) {
+                loc[n++] = '?';
+                memcpy(loc + n, req->query.p, req->query.len);
+                n += req->query.len;
+            }
+            loc[n] = '\0';
+            conn_respond_start(c, 301);
+            conn_respond_header(c, "Location", loc);
+            conn_respond_header(c, "Content-Type", "text/plain");
+            conn_respond_body(c, "301 Moved Permanently\n", 22, NULL, NULL);
+            free(loc);
+            return HANDLER_DONE;
+        }
+        int ifd = *s->conf->server.index ? open_beneath(fd, s->conf->server.index) : -ENOENT;
+        close(fd);
+        if (ifd < 0) {
+            respond_error(c, 403, "403 Forbidden: directory listing is not allowed\n");
+            return HANDLER_DONE;
+        }
+        fd = ifd;
+        if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+            close(fd);
+            respond_error(c, 403, "403 Forbidden\n");
+            return HANDLER_DONE;
+        }
+        snprintf(index_path, sizeof(index_path), "%s", s->conf->server.index);
+        name = index_path;
+        name_len = strlen(index_path);
+    } else if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        respond_error(c, 403, "403 Forbidden\n");
+        return HANDLER_DONE;
+    }
+
+    char etag[64], lastmod[32];
+    format_etag(etag, sizeof(etag), &st);
+    time_format_http(st.st_mtime, lastmod);
+    const char *ctype = mime_table_lookup(s->mime, name, name_len);
+
+    bool not_modified = false;
+    if (req->if_none_match.p) {
+        not_modified = etag_list_matches(req->if_none_match.p, req->if_none_match.len, etag);
+    } else if (req->if_modified_since.p) {
+        time_t ims;
+        if (time_parse_http(req->if_modified_since.p, req->if_modified_since.len, &ims) == 0 &&
+            st.st_mtime <= ims)
+            not_modified = true;
+    }
+    if (not_modified) {
+        close(fd);
+        conn_respond_start(c, 304);
+        conn_respond_header(c, "ETag", etag);
+        conn_respond_header(c, "Last-Modified", lastmod);
+        conn_respond_body(c, "", 0, NULL, NULL);
+        return HANDLER_DONE;
+    }
+
+    off_t start = 0, end = st.st_size - 1;
+    enum range_result rr = RANGE_NONE;
+    if (req->range.p) {
+        bool range_applies = true;
+        if (req->if_range.p) {
+            /* If-Range: a strong ETag match or the exact Last-Modified date. */
+            if (req->if_range.len && req->if_range.p[0] == '"')
+                range_applies =
+                    req->if_range.len == strlen(etag) && memcmp(req->if_range.p, etag, strlen(etag)) == 0;
+            else
+                range_applies = req->if_range.len == strlen(lastmod) &&
+                                memcmp(req->if_range.p, lastmod, strlen(lastmod)) == 0;
+        }
+        if (range_applies)
+            rr = parse_range(req->range.p, req->range.len, st.st_size, &start, &end);
+    }
+    if (rr == RANGE_UNSATISFIABLE) {
+        close(fd);
+        char cr[64];
+        snprintf(cr, sizeof(cr), "bytes */%lld", (long long)st.st_size);
+        conn_respond_start(c, 416);
+        conn_respond_header(c, "Content-Range", cr);
+        conn_respond_header(c, "Content-Type", "text/plain");
+        conn_respond_body(c, "416 Range Not Satisfiable\n", 26, NULL, NULL);
+        return HANDLER_DONE;
+    }
+    conn_respond_start(c, rr == RANGE_OK ? 206 : 200);
+    conn_respond_header(c, "Content-Type", ctype);
+    conn_respond_header(c, "Last-Modified", lastmod);
+    conn_respond_header(c, "ETag", etag);
+    conn_respond_header(c, "Accept-Ranges", "bytes");
+    if (rr == RANGE_OK) {
+        char cr[96];
+        snprintf(cr, sizeof(cr), "bytes %lld-%lld/%lld", (long long)start, (long long)end,
+                 (long long)st.st_size);
+        conn_respond_header(c, "Content-Range", cr);
+    }
+    conn_respond_file(c, fd, start, end - start + 1);
+    return HANDLER_DONE;
+}
