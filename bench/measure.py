@@ -271,7 +271,7 @@ TEST_TITLES = {
     "4k": "4 KiB file, keep-alive",
     "1m": "1 MiB file, keep-alive",
     "304": "304 revalidation (If-None-Match)",
-    "idle": "10,000 idle keep-alive connections",
+    "idle": "{n:,} idle keep-alive connections",
 }
 # Targets from issue 2: (test, metric, peer, max ratio ferry/peer).
 TARGETS = [
@@ -291,18 +291,24 @@ def load(path):
     return results
 
 
+def _title(results, test):
+    counts = [r["connections"] for (t, _), r in results.items() if t == test and "connections" in r]
+    return TEST_TITLES[test].format(n=counts[0] if counts else 10000)
+
+
 def _ratio(a, b):
     return f"{a / b:.2f}" if a is not None and b else "-"
 
 
 def table(results, servers=("ferry", "nginx", "lighttpd")):
     out = []
-    out.append("| test | server | requests/s | CPU µs/request | RSS MiB "
+    out.append("| test | server | requests/s | CPU µs/request | RSS MiB | PSS MiB "
                "| ferry/peer CPU | ferry/peer RSS |")
-    out.append("|------|--------|-----------:|---------------:|--------:"
+    out.append("|------|--------|-----------:|---------------:|--------:|--------:"
                "|---------------:|---------------:|")
     for test in TEST_TITLES:
         ferry = results.get((test, "ferry"))
+        title = _title(results, test)
         for name in servers:
             r = results.get((test, name))
             if not r:
@@ -314,24 +320,25 @@ def table(results, servers=("ferry", "nginx", "lighttpd")):
             if test == "idle":
                 cpu = f"{cpu} (per connect)"
             rss = f"{r['rss_kib'] / 1024:.1f}"
+            pss = f"{r['pss_kib'] / 1024:.1f}" if "pss_kib" in r else "-"
             rc = rr = ""
             if ferry and name != "ferry":
                 rc = _ratio(ferry.get("cpu_us_per_req"), r.get("cpu_us_per_req"))
                 rr = _ratio(ferry["rss_kib"], r["rss_kib"])
             flag = " ⚠ " + "; ".join(r["problems"]) if r.get("problems") else ""
-            out.append(f"| {TEST_TITLES[test]} | {name} | {rps} | {cpu} | {rss}{flag} "
+            out.append(f"| {title} | {name} | {rps} | {cpu} | {rss}{flag} | {pss} "
                        f"| {rc} | {rr} |")
     out.append("")
     for test, metric, peer, limit in TARGETS:
         f, p = results.get((test, "ferry")), results.get((test, peer))
         what = "CPU/request" if metric == "cpu_us_per_req" else "RSS"
+        title = _title(results, test)
         if not f or not p or not p.get(metric):
-            out.append(f"- target {TEST_TITLES[test]}: ferry {what} <= {limit}x {peer}: not measured")
+            out.append(f"- target {title}: ferry {what} <= {limit}x {peer}'s: not measured")
             continue
         ratio = f[metric] / p[metric]
         verdict = "met" if ratio <= limit else "MISSED"
-        out.append(f"- target {TEST_TITLES[test]}: ferry {what} <= {limit}x {peer}'s: "
-                   f"{ratio:.2f}x, {verdict}")
+        out.append(f"- target {title}: ferry {what} <= {limit}x {peer}'s: {ratio:.2f}x, {verdict}")
     return "\n".join(out)
 
 

@@ -33,6 +33,7 @@ chmod 644 "$BENCH_DIR/public/"*
 : >"$BENCH_RESULTS"
 
 bench_log "bench: $(nproc) CPUs ($(sed -n 's/^model name\t*: //p' /proc/cpuinfo | head -1)), $(uname -sr)"
+bench_log "bench: load average before: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine skews the numbers)"
 bench_log "bench: server on CPU $BENCH_SERVER_CPU, wrk -t1 -c$BENCH_CONNS on CPU $BENCH_CLIENT_CPU, ${SECONDS_PER_RUN}s per run, files in $BENCH_DIR"
 
 for name in $SERVERS; do
@@ -65,6 +66,7 @@ for name in $SERVERS; do
     bench_stop
 done
 
+bench_log "bench: load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
 echo "ferry bench, $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores ($(sed -n 's/^model name\t*: //p' /proc/cpuinfo | head -1)), $(uname -sr)"
 echo "nginx $(nginx -v 2>&1 | sed 's|.*/||'), lighttpd $(lighttpd -v | sed -n 's|^lighttpd/\([^ ]*\).*|\1|p'), wrk -t1 -c$BENCH_CONNS, ${SECONDS_PER_RUN}s runs"
