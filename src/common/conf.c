@@ -107,6 +107,12 @@ const struct conf_key conf_keys[] = {
      "mime.types file for Content-Type; a built-in table is used when it is missing"},
     {"server", "index", CONF_STR, 0, 0, NULL, "index.html", OFF(server.index), NULL,
      "file served for a directory request; directories are never listed"},
+    {"server", "file_cache_valid", CONF_DURATION, 0, 3600 * SEC, NULL, "1s", OFF(server.file_cache_valid_ms), NULL,
+     "small files are served from memory and re-checked on disk after this long; 0 disables the cache"},
+    {"server", "file_cache_max_file", CONF_SIZE, 0, 16 * MIB, NULL, "64KiB", OFF(server.file_cache_max_file), NULL,
+     "largest file kept in the file cache"},
+    {"server", "file_cache_size", CONF_SIZE, 0, 4096 * MIB, NULL, "16MiB", OFF(server.file_cache_size), NULL,
+     "file cache size per worker thread"},
 
     {"maintenance", "page", CONF_PATH, 0, 0, NULL, "./maintenance.html", OFF(maintenance.page), NULL,
      "HTML page served during maintenance; read when maintenance switches on"},

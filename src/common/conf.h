@@ -40,6 +40,9 @@ struct ferry_conf {
         uint64_t max_uri_size;
         char *mime_types;
         char *index;
+        uint64_t file_cache_valid_ms;
+        uint64_t file_cache_max_file;
+        uint64_t file_cache_size;
     } server;
 
     struct {

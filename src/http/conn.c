@@ -27,44 +27,73 @@
 
 static int conn_write(struct conn *c);
 static void request_done(struct conn *c);
+static void access_log_write(struct conn *c);
 
 static const char *status_reason(int status)
 {
     switch (status) {
-    case 200: return "OK";
-    case 204: return "No Content";
-    case 206: return "Partial Content";
-    case 301: return "Moved Permanently";
-    case 302: return "Found";
-    case 303: return "See Other";
-    case 304: return "Not Modified";
-    case 307: return "Temporary Redirect";
-    case 308: return "Permanent Redirect";
-    case 400: return "Bad Request";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 411: return "Length Required";
-    case 412: return "Precondition Failed";
-    case 413: return "Content Too Large";
-    case 414: return "URI Too Long";
-    case 416: return "Range Not Satisfiable";
-    case 417: return "Expectation Failed";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    case 505: return "HTTP Version Not Supported";
-    default: return "Unknown";
+    case 200:
+        return "OK";
+    case 204:
+        return "No Content";
+    case 206:
+        return "Partial Content";
+    case 301:
+        return "Moved Permanently";
+    case 302:
+        return "Found";
+    case 303:
+        return "See Other";
+    case 304:
+        return "Not Modified";
+    case 307:
+        return "Temporary Redirect";
+    case 308:
+        return "Permanent Redirect";
+    case 400:
+        return "Bad Request";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 411:
+        return "Length Required";
+    case 412:
+        return "Precondition Failed";
+    case 413:
+        return "Content Too Large";
+    case 414:
+        return "URI Too Long";
+    case 416:
+        return "Range Not Satisfiable";
+    case 417:
+        return "Expectation Failed";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    case 505:
+        return "HTTP Version Not Supported";
+    default:
+        return "Unknown";
     }
 }
 
 const char *worker_date(struct worker *w)
 {
-    time_t now = time(NULL);
+    time_t now = w->now_wall;
     if (now != w->date_time) {
         w->date_time = now;
         time_format_http(now, w->date);
@@ -113,7 +142,12 @@ void worker_timer_set(struct worker *w, struct conn *c, int list, uint64_t deadl
 
 static void conn_in_release(struct conn *c)
 {
-    free(c->in);
+    struct worker *w = c->w;
+    /* Idle connections hold no buffer; a small pool saves malloc churn. */
+    if (c->in && w->in_pool_len < IN_POOL_MAX)
+        w->in_pool[w->in_pool_len++] = c->in;
+    else
+        free(c->in);
     c->in = NULL;
     c->in_len = c->in_cap = 0;
 }
@@ -124,11 +158,15 @@ static void conn_in_ensure(struct conn *c)
         return;
     /* One byte more than the largest head, so a full buffer without a complete
      * head is unambiguously too large. */
-    c->in_cap = c->w->srv->limits.max_header_size + 1;
-    c->in = xmalloc(c->in_cap);
+    struct worker *w = c->w;
+    c->in_cap = w->srv->limits.max_header_size + 1;
+    c->in = w->in_pool_len ? w->in_pool[--w->in_pool_len] : xmalloc(c->in_cap);
     c->in_len = 0;
 }
 
+/* While a response waits for EPOLLOUT the connection is registered for
+ * EPOLLOUT alone: a client that half-closed would otherwise keep a
+ * level-triggered EPOLLRDHUP firing until the write completes. */
 static void set_events(struct conn *c, uint32_t ev)
 {
     struct epoll_event e = {.events = ev, .data.ptr = c};
@@ -159,7 +197,7 @@ struct conn *conn_create(struct worker *w, int fd, const struct sockaddr *peer, 
     w->all = c;
     const struct ferry_conf *conf = w->srv->conf;
     /* A new connection must send its head within header_timeout. */
-    worker_timer_set(w, c, TL_HEAD, time_mono_ms() + conf->server.header_timeout_ms);
+    worker_timer_set(w, c, TL_HEAD, w->now_ms + conf->server.header_timeout_ms);
     atomic_fetch_add_explicit(&w->stat_conns_open, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&w->stat_conns_total, 1, memory_order_relaxed);
     return c;
@@ -178,6 +216,8 @@ static void response_release(struct conn *c)
         c->file_fd = -1;
     }
     c->file_rem = 0;
+    c->has_file = false;
+    c->head_end = 0;
     buf_reset(&c->out);
     c->out_off = 0;
 }
@@ -204,6 +244,8 @@ static void request_end_counters(struct conn *c)
 void conn_destroy(struct conn *c)
 {
     struct worker *w = c->w;
+    if (c->in_request && c->responding)
+        access_log_write(c); /* a response cut short is logged with what was sent */
     request_end_counters(c);
     response_release(c);
     timer_unlink(w, c);
@@ -230,7 +272,7 @@ static void conn_linger(struct conn *c)
     c->state = CONN_LINGER;
     c->linger_bytes = 0;
     set_events(c, EPOLLIN | EPOLLRDHUP);
-    worker_timer_set(c->w, c, TL_LINGER, time_mono_ms() + LINGER_MS);
+    worker_timer_set(c->w, c, TL_LINGER, c->w->now_ms + LINGER_MS);
 }
 
 /* ---- access log ---- */
@@ -264,6 +306,17 @@ static struct log_span span_of(const struct conn *c, struct http_str s)
     return sp;
 }
 
+/* Body bytes that actually went out, as nginx's $body_bytes_sent: a response
+ * the client cut short logs what it got. */
+static uint64_t body_bytes_sent(const struct conn *c)
+{
+    uint64_t n = c->out_off > c->head_end ? c->out_off - c->head_end : 0;
+    n += c->body_off;
+    if (c->has_file)
+        n += (uint64_t)(c->file_off - c->file_start);
+    return n;
+}
+
 static void access_log_write(struct conn *c)
 {
     struct worker *w = c->w;
@@ -271,13 +324,14 @@ static void access_log_write(struct conn *c)
         return;
     char ip[64];
     net_format_ip((const struct sockaddr *)&c->peer, ip, sizeof(ip));
-    char when[40];
-    time_t now = time(NULL);
-    struct tm tm;
-    gmtime_r(&now, &tm);
-    strftime(when, sizeof(when), "%d/%b/%Y:%H:%M:%S +0000", &tm);
+    if (w->log_time != w->now_wall) {
+        struct tm tm;
+        w->log_time = w->now_wall;
+        gmtime_r(&w->log_time, &tm);
+        strftime(w->log_when, sizeof(w->log_when), "%d/%b/%Y:%H:%M:%S +0000", &tm);
+    }
     struct buf *b = &w->access;
-    buf_printf(b, "%s - - [%s] \"", ip, when);
+    buf_printf(b, "%s - - [%s] \"", ip, w->log_when);
     if (c->lg_method.len) {
         log_span_write(b, c, c->lg_method);
         buf_append(b, " ", 1);
@@ -286,7 +340,7 @@ static void access_log_write(struct conn *c)
     } else {
         buf_append(b, "-", 1);
     }
-    buf_printf(b, "\" %d %llu \"", c->status, (unsigned long long)c->body_bytes);
+    buf_printf(b, "\" %d %llu \"", c->status, (unsigned long long)body_bytes_sent(c));
     log_span_write(b, c, c->lg_referer);
     buf_append(b, "\" \"", 3);
     log_span_write(b, c, c->lg_ua);
@@ -387,6 +441,7 @@ static void finish_head(struct conn *c, uint64_t content_length, bool has_length
     else if (c->minor_version == 0)
         OUT_LIT(c, "Connection: keep-alive\r\n");
     OUT_LIT(c, "\r\n");
+    c->head_end = c->out.len;
     c->content_length = content_length;
 }
 
@@ -414,7 +469,6 @@ void conn_respond_body(struct conn *c, const void *p, size_t len, void (*release
     } else {
         out_str(c, p, len);
     }
-    c->body_bytes = len;
 }
 
 void conn_respond_file(struct conn *c, int fd, off_t offset, off_t len)
@@ -426,8 +480,9 @@ void conn_respond_file(struct conn *c, int fd, off_t offset, off_t len)
     }
     c->file_fd = fd;
     c->file_off = offset;
+    c->file_start = offset;
+    c->has_file = true;
     c->file_rem = len;
-    c->body_bytes = (uint64_t)len;
 }
 
 void conn_respond_simple(struct conn *c, int status, const char *content_type, const char *body)
@@ -452,9 +507,8 @@ static void conn_error(struct conn *c, int status)
     c->state = CONN_WRITE;
     int r = conn_write(c);
     if (r == 0) {
-        set_events(c, EPOLLOUT | EPOLLRDHUP);
-        worker_timer_set(c->w, c, TL_WRITE,
-                         time_mono_ms() + c->w->srv->conf->server.send_timeout_ms);
+        set_events(c, EPOLLOUT);
+        worker_timer_set(c->w, c, TL_WRITE, c->w->now_ms + c->w->srv->conf->server.send_timeout_ms);
     } else if (r == 1) {
         request_done(c);
     }
@@ -471,7 +525,7 @@ static void request_done(struct conn *c)
     response_release(c);
     c->responding = false;
     c->lg_method.len = c->lg_target.len = c->lg_referer.len = c->lg_ua.len = 0;
-    if (!c->keep_alive) {
+    if (!c->keep_alive || w->stopping) {
         c->in_len = 0;
         c->head_len = 0;
         conn_linger(c);
@@ -484,15 +538,16 @@ static void request_done(struct conn *c)
         c->head_len = 0;
     }
     c->status = 0;
-    c->body_bytes = 0;
     if (c->in_len) {
         c->state = CONN_HEAD;
-        worker_timer_set(w, c, TL_HEAD, time_mono_ms() + w->srv->conf->server.header_timeout_ms);
+        worker_timer_set(w, c, TL_HEAD, w->now_ms + w->srv->conf->server.header_timeout_ms);
     } else {
         c->state = CONN_IDLE;
         conn_in_release(c);
-        worker_timer_set(w, c, TL_IDLE,
-                         time_mono_ms() + w->srv->conf->server.keepalive_timeout_ms);
+        /* 10,000 idle keep-alive connections should cost little memory. */
+        if (c->out.cap > 1024)
+            buf_finish(&c->out);
+        worker_timer_set(w, c, TL_IDLE, w->now_ms + w->srv->conf->server.keepalive_timeout_ms);
     }
 }
 
@@ -602,8 +657,8 @@ static void conn_process(struct conn *c)
         if (wr < 0)
             return;
         if (wr == 0) {
-            set_events(c, EPOLLOUT | EPOLLRDHUP);
-            worker_timer_set(w, c, TL_WRITE, time_mono_ms() + w->srv->conf->server.send_timeout_ms);
+            set_events(c, EPOLLOUT);
+            worker_timer_set(w, c, TL_WRITE, w->now_ms + w->srv->conf->server.send_timeout_ms);
             return;
         }
         request_done(c);
@@ -632,7 +687,7 @@ static void conn_read(struct conn *c)
     c->in_len += (size_t)n;
     if (c->state == CONN_IDLE) {
         c->state = CONN_HEAD;
-        worker_timer_set(w, c, TL_HEAD, time_mono_ms() + w->srv->conf->server.header_timeout_ms);
+        worker_timer_set(w, c, TL_HEAD, w->now_ms + w->srv->conf->server.header_timeout_ms);
     }
     conn_process(c);
 }
@@ -656,7 +711,7 @@ void conn_on_event(struct conn *c, uint32_t events)
         if (r <= 0) {
             if (r == 0)
                 worker_timer_set(c->w, c, TL_WRITE,
-                                 time_mono_ms() + c->w->srv->conf->server.send_timeout_ms);
+                                 c->w->now_ms + c->w->srv->conf->server.send_timeout_ms);
             return;
         }
         set_events(c, EPOLLIN | EPOLLRDHUP);

@@ -14,13 +14,16 @@
 #include <sys/types.h>
 
 struct mime_table;
+struct fcache;
 
 enum conn_state {
-    CONN_IDLE,    /* keep-alive, waiting for the first byte of a request */
-    CONN_HEAD,    /* reading a request head */
-    CONN_WRITE,   /* writing a response */
-    CONN_LINGER,  /* response sent, write side shut, discarding input before close */
+    CONN_IDLE,   /* keep-alive, waiting for the first byte of a request */
+    CONN_HEAD,   /* reading a request head */
+    CONN_WRITE,  /* writing a response */
+    CONN_LINGER, /* response sent, write side shut, discarding input before close */
 };
+
+#define IN_POOL_MAX 64
 
 enum timer_list { TL_NONE = -1, TL_IDLE = 0, TL_HEAD, TL_WRITE, TL_LINGER, TL_COUNT };
 
@@ -55,13 +58,15 @@ struct conn {
     void *body_arg;
     int file_fd;
     off_t file_off, file_rem;
-    bool head_only;   /* HEAD: no body bytes on the wire */
-    bool keep_alive;  /* this response keeps the connection */
-    bool responding;  /* conn_respond_start() was called for the current request */
-    bool in_request;  /* a request was parsed and its response is not finished */
-    bool exempt;      /* conn_mark_exempt() for the current request */
+    bool head_only;  /* HEAD: no body bytes on the wire */
+    bool keep_alive; /* this response keeps the connection */
+    bool responding; /* conn_respond_start() was called for the current request */
+    bool in_request; /* a request was parsed and its response is not finished */
+    bool exempt;     /* conn_mark_exempt() for the current request */
     int status;
-    uint64_t body_bytes; /* body bytes of this response put on the wire */
+    size_t head_end;  /* length of the head in `out`; body bytes may follow it */
+    off_t file_start; /* where the file chunk began, for bytes-sent accounting */
+    bool has_file;
     uint64_t content_length;
     int minor_version;
     struct log_span lg_method, lg_target, lg_referer, lg_ua;
@@ -79,12 +84,19 @@ struct worker {
     struct conn *timers[TL_COUNT][2]; /* head, tail */
     struct conn *all;
     bool stopping;
+    uint64_t now_ms; /* monotonic time, refreshed once per event loop round */
+    time_t now_wall;
+    time_t log_time; /* second that log_when shows */
+    char log_when[40];
     bool listening;
     char date[32];
     time_t date_time;
-    struct buf access; /* access log lines not yet written */
+    struct buf access;       /* access log lines not yet written */
     struct http_request req; /* scratch for the request being handled */
     char *path_buf;          /* scratch for decoded paths (max_uri_size + 1) */
+    struct fcache *fcache;   /* small files' contents, NULL when disabled */
+    char **in_pool;          /* free input buffers for reuse */
+    size_t in_pool_len;
 
     _Atomic uint64_t seen_generation;
     _Atomic uint64_t stat_conns_open;

@@ -2,6 +2,7 @@
  * listening sockets with EPOLLEXCLUSIVE), and the supervisor loop: signals,
  * watched fds (admin socket), timers, and state publication. */
 #include "http/internal.h"
+#include "http/filecache.h"
 #include "http/mime.h"
 
 #include "common/alloc.h"
@@ -176,6 +177,8 @@ static void *worker_main(void *arg)
         int n = epoll_wait(w->epfd, events, EVENTS_PER_WAIT, worker_timeout_ms(w, now));
         if (n < 0 && errno != EINTR)
             break;
+        w->now_ms = time_mono_ms();
+        w->now_wall = time(NULL);
         for (int i = 0; i < n; i++) {
             void *p = events[i].data.ptr;
             if (p == &tag_wake) {
@@ -186,7 +189,7 @@ static void *worker_main(void *arg)
                 conn_on_event(p, events[i].events);
             }
         }
-        worker_expire(w, time_mono_ms());
+        worker_expire(w, w->now_ms);
         worker_access_flush(w);
     }
     worker_access_flush(w);
@@ -205,7 +208,14 @@ static int worker_init(struct server *s, struct worker *w, int index)
         w->timers[i][0] = w->timers[i][1] = NULL;
     buf_init(&w->access, 1 << 20);
     w->path_buf = xmalloc(s->conf->server.max_uri_size + 1);
+    if (s->conf->server.file_cache_valid_ms > 0 && s->conf->server.file_cache_size > 0)
+        w->fcache =
+            fcache_create(s->conf->server.file_cache_size, s->conf->server.file_cache_max_file,
+                          s->conf->server.file_cache_valid_ms);
+    w->in_pool = xcalloc(IN_POOL_MAX, sizeof(char *));
     w->state = atomic_load(&s->state);
+    w->now_ms = time_mono_ms();
+    w->now_wall = time(NULL);
     atomic_store(&w->seen_generation, w->state->generation);
     struct epoll_event e = {.events = EPOLLIN, .data.ptr = &tag_wake};
     if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->wake_fd, &e) < 0)
@@ -231,6 +241,10 @@ static void worker_finish(struct worker *w)
         close(w->wake_fd);
     buf_finish(&w->access);
     free(w->path_buf);
+    fcache_destroy(w->fcache);
+    for (size_t i = 0; i < w->in_pool_len; i++)
+        free(w->in_pool[i]);
+    free(w->in_pool);
 }
 
 static void wake_workers(struct server *s)
@@ -334,7 +348,10 @@ void server_destroy(struct server *s)
         close(s->access_fd);
     mime_table_destroy(s->mime);
     for (int fd_i = 0; fd_i < 4; fd_i++) {
-        int fd = fd_i == 0 ? s->sup_epfd : fd_i == 1 ? s->signal_fd : fd_i == 2 ? s->ack_fd : s->idle_fd;
+        int fd = fd_i == 0   ? s->sup_epfd
+                 : fd_i == 1 ? s->signal_fd
+                 : fd_i == 2 ? s->ack_fd
+                             : s->idle_fd;
         if (fd >= 0)
             close(fd);
     }
@@ -586,8 +603,9 @@ int server_run(struct server *s)
             if (getsockname(s->listen_fds[0], (struct sockaddr *)&ss, &len) == 0)
                 net_format_addr((struct sockaddr *)&ss, addr, sizeof(addr));
         }
-        log_info("ferry %s serving %s on %s%s with %d worker%s", FERRY_VERSION, s->conf->server.root,
-                 addr, s->nlisten > 1 ? " and more" : "", s->nworkers, s->nworkers == 1 ? "" : "s");
+        log_info("ferry %s serving %s on %s%s with %d worker%s", FERRY_VERSION,
+                 s->conf->server.root, addr, s->nlisten > 1 ? " and more" : "", s->nworkers,
+                 s->nworkers == 1 ? "" : "s");
         notify_systemd("READY=1");
     }
 

@@ -18,8 +18,8 @@ struct http_request;
  * pointer. A switch publishes a new one with server_publish(), which returns
  * once every worker has seen it. */
 struct ferry_state {
-    uint64_t generation;  /* set by server_publish() */
-    const void *maint;    /* maintenance snapshot (src/maint), NULL when off */
+    uint64_t generation;                      /* set by server_publish() */
+    const void *maint;                        /* maintenance snapshot (src/maint), NULL when off */
     void (*maint_release)(const void *maint); /* frees maint once no worker can see it */
 };
 

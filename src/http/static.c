@@ -2,6 +2,7 @@
  * RESOLVE_BENEATH, Content-Type, ETag/Last-Modified, conditional requests,
  * a single byte range, HEAD, index files; never a directory listing. */
 #include "http/internal.h"
+#include "http/filecache.h"
 #include "http/mime.h"
 #include "http/response.h"
 
@@ -83,12 +84,6 @@ static long static_decode_path(const char *p, size_t len, char *out, size_t cap)
         }
     }
     return (long)o;
-}
-
-static void format_etag(char *out, size_t outlen, const struct stat *st)
-{
-    snprintf(out, outlen, "\"%llx-%llx\"", (unsigned long long)st->st_mtime,
-             (unsigned long long)st->st_size);
 }
 
 /* Does the If-None-Match list (p, len) contain etag (weak comparison) or "*"? */
@@ -187,6 +182,131 @@ static void respond_error(struct conn *c, int status, const char *body)
     conn_respond_simple(c, status, "text/plain", body);
 }
 
+/* What a response is made from: a cached entry or an open file. */
+struct file_view {
+    off_t size;
+    time_t mtime;
+    const char *etag;
+    const char *lastmod;
+    const char *ctype;
+    int fd;                 /* -1 when served from e */
+    struct fcache_entry *e; /* NULL when served from fd */
+};
+
+static void view_body(struct conn *c, struct file_view *v, off_t start, off_t len)
+{
+    if (v->e) {
+        fcache_ref(v->e);
+        conn_respond_body(c, v->e->data + start, (size_t)len, fcache_release, v->e);
+    } else {
+        conn_respond_file(c, v->fd, start, len);
+        v->fd = -1;
+    }
+}
+
+static void view_close(struct file_view *v)
+{
+    if (v->fd >= 0)
+        close(v->fd);
+    v->fd = -1;
+}
+
+/* Conditional requests, Range and the 200/206/304/416 answer for a file. */
+static int static_serve(struct conn *c, const struct http_request *req, struct file_view *v)
+{
+    bool not_modified = false;
+    if (req->if_none_match.p) {
+        not_modified = etag_list_matches(req->if_none_match.p, req->if_none_match.len, v->etag);
+    } else if (req->if_modified_since.p) {
+        time_t ims;
+        if (time_parse_http(req->if_modified_since.p, req->if_modified_since.len, &ims) == 0 &&
+            v->mtime <= ims)
+            not_modified = true;
+    }
+    if (not_modified) {
+        view_close(v);
+        conn_respond_start(c, 304);
+        conn_respond_header(c, "ETag", v->etag);
+        conn_respond_header(c, "Last-Modified", v->lastmod);
+        conn_respond_body(c, "", 0, NULL, NULL);
+        return HANDLER_DONE;
+    }
+
+    off_t start = 0, end = v->size - 1;
+    enum range_result rr = RANGE_NONE;
+    if (req->range.p) {
+        bool range_applies = true;
+        if (req->if_range.p) {
+            /* If-Range: a strong ETag match or the exact Last-Modified date. */
+            const char *want =
+                req->if_range.len && req->if_range.p[0] == '"' ? v->etag : v->lastmod;
+            range_applies = req->if_range.len == strlen(want) &&
+                            memcmp(req->if_range.p, want, req->if_range.len) == 0;
+        }
+        if (range_applies)
+            rr = parse_range(req->range.p, req->range.len, v->size, &start, &end);
+    }
+    if (rr == RANGE_UNSATISFIABLE) {
+        view_close(v);
+        char cr[64];
+        snprintf(cr, sizeof(cr), "bytes */%lld", (long long)v->size);
+        conn_respond_start(c, 416);
+        conn_respond_header(c, "Content-Range", cr);
+        conn_respond_header(c, "Content-Type", "text/plain");
+        conn_respond_body(c, "416 Range Not Satisfiable\n", 26, NULL, NULL);
+        return HANDLER_DONE;
+    }
+    conn_respond_start(c, rr == RANGE_OK ? 206 : 200);
+    conn_respond_header(c, "Content-Type", v->ctype);
+    conn_respond_header(c, "Last-Modified", v->lastmod);
+    conn_respond_header(c, "ETag", v->etag);
+    conn_respond_header(c, "Accept-Ranges", "bytes");
+    if (rr == RANGE_OK) {
+        char cr[96];
+        snprintf(cr, sizeof(cr), "bytes %lld-%lld/%lld", (long long)start, (long long)end,
+                 (long long)v->size);
+        conn_respond_header(c, "Content-Range", cr);
+    }
+    view_body(c, v, start, end - start + 1);
+    return HANDLER_DONE;
+}
+
+static int serve_entry(struct conn *c, const struct http_request *req, struct fcache_entry *e)
+{
+    struct file_view v = {.size = (off_t)e->size,
+                          .mtime = e->mtime,
+                          .etag = e->etag,
+                          .lastmod = e->lastmod,
+                          .ctype = e->ctype,
+                          .fd = -1,
+                          .e = e};
+    return static_serve(c, req, &v);
+}
+
+static int redirect_to_slash(struct conn *c, const struct http_request *req)
+{
+    /* Redirect to the slash form so relative links in the index work. */
+    char *loc = malloc(req->path.len + req->query.len + 3);
+    if (!loc)
+        abort();
+    size_t n = 0;
+    memcpy(loc, req->path.p, req->path.len);
+    n += req->path.len;
+    loc[n++] = '/';
+    if (req->query.p) {
+        loc[n++] = '?';
+        memcpy(loc + n, req->query.p, req->query.len);
+        n += req->query.len;
+    }
+    loc[n] = '\0';
+    conn_respond_start(c, 301);
+    conn_respond_header(c, "Location", loc);
+    conn_respond_header(c, "Content-Type", "text/plain");
+    conn_respond_body(c, "301 Moved Permanently\n", 22, NULL, NULL);
+    free(loc);
+    return HANDLER_DONE;
+}
+
 int static_handle(struct conn *c, const struct http_request *req, void *arg)
 {
     struct server *s = arg;
@@ -212,6 +332,13 @@ int static_handle(struct conn *c, const struct http_request *req, void *arg)
             respond_error(c, 400, "400 Bad Request: invalid path\n");
         return HANDLER_DONE;
     }
+    uint64_t now = w->now_ms;
+    struct fcache_entry *stale = NULL;
+    if (w->fcache) {
+        struct fcache_entry *e = fcache_get(w->fcache, w->path_buf, (size_t)plen, now, &stale);
+        if (e)
+            return serve_entry(c, req, e);
+    }
     const char *rel = w->path_buf[1] ? w->path_buf + 1 : ".";
     int fd = open_beneath(s->root_fd, rel);
     if (fd < 0) {
@@ -229,30 +356,11 @@ int static_handle(struct conn *c, const struct http_request *req, void *arg)
     }
     const char *name = w->path_buf;
     size_t name_len = (size_t)plen;
-    char index_path[512];
+    bool cacheable = true;
     if (S_ISDIR(st.st_mode)) {
         if (w->path_buf[plen - 1] != '/') {
             close(fd);
-            /* Redirect to the slash form so relative links in the index work. */
-            char *loc = malloc(req->path.len + req->query.len + 3);
-            if (!loc)
-                abort();
-            size_t n = 0;
-            memcpy(loc, req->path.p, req->path.len);
-            n += req->path.len;
-            loc[n++] = '/';
-            if (req->query.p) {
-                loc[n++] = '?';
-                memcpy(loc + n, req->query.p, req->query.len);
-                n += req->query.len;
-            }
-            loc[n] = '\0';
-            conn_respond_start(c, 301);
-            conn_respond_header(c, "Location", loc);
-            conn_respond_header(c, "Content-Type", "text/plain");
-            conn_respond_body(c, "301 Moved Permanently\n", 22, NULL, NULL);
-            free(loc);
-            return HANDLER_DONE;
+            return redirect_to_slash(c, req);
         }
         int ifd = *s->conf->server.index ? open_beneath(fd, s->conf->server.index) : -ENOENT;
         close(fd);
@@ -266,75 +374,35 @@ int static_handle(struct conn *c, const struct http_request *req, void *arg)
             respond_error(c, 403, "403 Forbidden\n");
             return HANDLER_DONE;
         }
-        snprintf(index_path, sizeof(index_path), "%s", s->conf->server.index);
-        name = index_path;
-        name_len = strlen(index_path);
+        name = s->conf->server.index;
+        name_len = strlen(name);
+        cacheable = false;
     } else if (!S_ISREG(st.st_mode)) {
         close(fd);
         respond_error(c, 403, "403 Forbidden\n");
         return HANDLER_DONE;
     }
-
-    char etag[64], lastmod[32];
-    format_etag(etag, sizeof(etag), &st);
-    time_format_http(st.st_mtime, lastmod);
     const char *ctype = mime_table_lookup(s->mime, name, name_len);
-
-    bool not_modified = false;
-    if (req->if_none_match.p) {
-        not_modified = etag_list_matches(req->if_none_match.p, req->if_none_match.len, etag);
-    } else if (req->if_modified_since.p) {
-        time_t ims;
-        if (time_parse_http(req->if_modified_since.p, req->if_modified_since.len, &ims) == 0 &&
-            st.st_mtime <= ims)
-            not_modified = true;
-    }
-    if (not_modified) {
+    if (cacheable && stale && fcache_revalidate(stale, &st, now)) {
         close(fd);
-        conn_respond_start(c, 304);
-        conn_respond_header(c, "ETag", etag);
-        conn_respond_header(c, "Last-Modified", lastmod);
-        conn_respond_body(c, "", 0, NULL, NULL);
-        return HANDLER_DONE;
+        return serve_entry(c, req, stale);
     }
-
-    off_t start = 0, end = st.st_size - 1;
-    enum range_result rr = RANGE_NONE;
-    if (req->range.p) {
-        bool range_applies = true;
-        if (req->if_range.p) {
-            /* If-Range: a strong ETag match or the exact Last-Modified date. */
-            if (req->if_range.len && req->if_range.p[0] == '"')
-                range_applies =
-                    req->if_range.len == strlen(etag) && memcmp(req->if_range.p, etag, strlen(etag)) == 0;
-            else
-                range_applies = req->if_range.len == strlen(lastmod) &&
-                                memcmp(req->if_range.p, lastmod, strlen(lastmod)) == 0;
+    if (cacheable && w->fcache && (size_t)st.st_size <= fcache_max_file(w->fcache)) {
+        struct fcache_entry *e =
+            fcache_put(w->fcache, w->path_buf, (size_t)plen, fd, &st, ctype, now);
+        if (e) {
+            close(fd);
+            return serve_entry(c, req, e);
         }
-        if (range_applies)
-            rr = parse_range(req->range.p, req->range.len, st.st_size, &start, &end);
     }
-    if (rr == RANGE_UNSATISFIABLE) {
-        close(fd);
-        char cr[64];
-        snprintf(cr, sizeof(cr), "bytes */%lld", (long long)st.st_size);
-        conn_respond_start(c, 416);
-        conn_respond_header(c, "Content-Range", cr);
-        conn_respond_header(c, "Content-Type", "text/plain");
-        conn_respond_body(c, "416 Range Not Satisfiable\n", 26, NULL, NULL);
-        return HANDLER_DONE;
-    }
-    conn_respond_start(c, rr == RANGE_OK ? 206 : 200);
-    conn_respond_header(c, "Content-Type", ctype);
-    conn_respond_header(c, "Last-Modified", lastmod);
-    conn_respond_header(c, "ETag", etag);
-    conn_respond_header(c, "Accept-Ranges", "bytes");
-    if (rr == RANGE_OK) {
-        char cr[96];
-        snprintf(cr, sizeof(cr), "bytes %lld-%lld/%lld", (long long)start, (long long)end,
-                 (long long)st.st_size);
-        conn_respond_header(c, "Content-Range", cr);
-    }
-    conn_respond_file(c, fd, start, end - start + 1);
-    return HANDLER_DONE;
+    char etag[48], lastmod[32];
+    fcache_format_validators(&st, etag, sizeof(etag), lastmod);
+    struct file_view v = {.size = st.st_size,
+                          .mtime = st.st_mtime,
+                          .etag = etag,
+                          .lastmod = lastmod,
+                          .ctype = ctype,
+                          .fd = fd,
+                          .e = NULL};
+    return static_serve(c, req, &v);
 }

@@ -55,6 +55,9 @@ class FerryProcess:
         self.proc = None
         self.sock = None
         self.port = None
+        # ferry_factory fails the test when a ferry still running at teardown
+        # does not exit 0 on SIGTERM; a test that kills ferry on purpose sets False.
+        self.expect_clean_exit = True
 
     def start(self, timeout=10.0):
         pass_fds = []
@@ -75,9 +78,12 @@ class FerryProcess:
         cmd = [FERRY_BIN, "serve", "-c", self.conf_path] + self.args
         if self.listen:
             # LISTEN_PID must be ferry's own pid: the shell execs ferry in place.
+            # bash, not sh: dash cannot redirect from fds above 9, and under
+            # pytest the socket's fd is often 10 or more.
             fd = self.sock.fileno()
-            shell = f'exec 3<&{fd}; export LISTEN_PID=$$ LISTEN_FDS=1; exec "$@"'
-            cmd = ["/bin/sh", "-c", shell, "sh"] + cmd
+            move = "" if fd == 3 else f"exec 3<&{fd} {fd}<&-; "
+            shell = move + 'export LISTEN_PID=$$ LISTEN_FDS=1; exec "$@"'
+            cmd = ["/bin/bash", "-c", shell, "bash"] + cmd
         self.logf = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, cwd=self.workdir, env=env, pass_fds=pass_fds,
                                      stdout=self.logf, stderr=subprocess.STDOUT,
@@ -131,6 +137,15 @@ class FerryProcess:
         self.logf.close()
         return self.proc.returncode
 
+    def stop_checked(self):
+        """Stop with SIGTERM and fail unless ferry exited 0 without sanitizer
+        reports (for fixtures that manage a FerryProcess themselves)."""
+        code = self.stop()
+        log = self.log()
+        if code != 0 or sanitizer_reports(log):
+            pytest.fail(f"ferry exited {code}; sanitizer reports: {sanitizer_reports(log)}\n"
+                        + log, pytrace=False)
+
     def run_cli(self, *args, timeout=30.0):
         """Run `ferry ARGS -c conf` and return the CompletedProcess."""
         argv = [FERRY_BIN, args[0], "-c", self.conf_path] + list(args[1:])
@@ -141,6 +156,14 @@ class FerryProcess:
         s = socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return s
+
+
+SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "runtime error:", "LeakSanitizer")
+
+
+def sanitizer_reports(log_text):
+    """The sanitizer markers (ASan, UBSan, LSan) found in a ferry log."""
+    return [m for m in SANITIZER_MARKERS if m in log_text]
 
 
 def _has_key(text, section, key):
@@ -178,10 +201,22 @@ def ferry_factory(tmp_path, request):
 
     yield make
     failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
+    problems = []
     for f in started:
-        f.stop()
+        running = f.proc is not None and f.proc.poll() is None
+        code = f.stop()
         if failed:
             print(f"---- ferry log ({f.workdir}) ----\n{f.log()}")
+        # A ferry the test left running must stop cleanly on SIGTERM; one the
+        # test stopped itself was checked (or deliberately killed) by the test.
+        if running and f.expect_clean_exit and code != 0:
+            problems.append(f"ferry ({f.workdir}) exited {code} after SIGTERM, not 0")
+        found = sanitizer_reports(f.log())
+        if found:
+            problems.append(f"ferry ({f.workdir}) log has sanitizer reports: {found}")
+    if problems and not failed:
+        logs = "\n".join(f"---- ferry log ({f.workdir}) ----\n{f.log()}" for f in started)
+        pytest.fail("\n".join(problems) + "\n" + logs, pytrace=False)
 
 
 @pytest.fixture
@@ -225,6 +260,17 @@ class Response:
         return f"<Response {self.status} {self.headers} {self.body[:80]!r}>"
 
 
+def parse_head(head):
+    """A Response (without body) from a response head without its blank line."""
+    lines = head.decode("latin-1").split("\r\n")
+    version, status, *reason = lines[0].split(" ", 2)
+    headers = []
+    for line in lines[1:]:
+        k, v = line.split(":", 1)
+        headers.append((k, v.strip()))
+    return Response(int(status), reason[0] if reason else "", headers, b"", version)
+
+
 def read_response(sock, head_request=False, timeout=5.0):
     """Read exactly one response from sock (Content-Length or close framing)."""
     sock.settimeout(timeout)
@@ -235,16 +281,9 @@ def read_response(sock, head_request=False, timeout=5.0):
             raise EOFError(f"connection closed mid-head: {buf!r}")
         buf += b
     head, rest = buf.split(b"\r\n\r\n", 1)
-    lines = head.decode("latin-1").split("\r\n")
-    version, status, *reason = lines[0].split(" ", 2)
-    headers = []
-    for line in lines[1:]:
-        k, v = line.split(":", 1)
-        headers.append((k, v.strip()))
-    resp = Response(int(status), reason[0] if reason else "", headers, b"", version)
+    resp = parse_head(head)
     cl = resp.header("Content-Length")
     if head_request or resp.status in (204, 304) or 100 <= resp.status < 200:
-        sock._ferry_rest = rest
         resp.body = b""
         return resp, rest
     if cl is not None:
@@ -276,3 +315,97 @@ def request(port, method="GET", path="/", headers=None, body=b"", version="HTTP/
         s.sendall(data)
         resp, _ = read_response(s, head_request=(method == "HEAD"), timeout=timeout)
         return resp
+
+
+def raw_exchange(port, data, head_request=False, timeout=5.0):
+    """Send raw bytes on a fresh connection, read one response, then report
+    whether the server closed the connection afterwards.
+
+    Returns (Response, closed, extra): closed is True when recv returned b''
+    (or the connection was reset) within timeout after the response; extra is
+    any bytes that followed the response before that."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(data)
+        resp, rest = read_response(s, head_request=head_request, timeout=timeout)
+        closed, extra = wait_closed(s, timeout=timeout, rest=rest)
+        return resp, closed, extra
+
+
+def wait_closed(sock, timeout=5.0, rest=b""):
+    """Read until the peer closes; returns (closed, bytes read). closed is
+    False when nothing ended the connection within timeout."""
+    sock.settimeout(timeout)
+    deadline = time.monotonic() + timeout
+    data = rest
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False, data
+        sock.settimeout(left)
+        try:
+            b = sock.recv(65536)
+        except (ConnectionResetError, BrokenPipeError):
+            return True, data
+        except socket.timeout:
+            return False, data
+        if not b:
+            return True, data
+        data += b
+
+
+def free_port():
+    """A loopback port that was free a moment ago (bind to 0, close)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ResponseReader:
+    """Reads consecutive responses from one socket, keeping the bytes that
+    arrived after a response for the next one (pipelining)."""
+
+    def __init__(self, sock, timeout=5.0, buffered=b""):
+        self.sock = sock
+        self.timeout = timeout
+        self.buf = buffered
+
+    def _fill(self):
+        self.sock.settimeout(self.timeout)
+        b = self.sock.recv(65536)
+        if not b:
+            raise EOFError(f"connection closed; buffered {self.buf[:200]!r}")
+        self.buf += b
+
+    def next(self, head_request=False):
+        while b"\r\n\r\n" not in self.buf:
+            self._fill()
+        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        resp = parse_head(head)
+        if head_request or resp.status in (204, 304) or 100 <= resp.status < 200:
+            return resp
+        cl = resp.header("Content-Length")
+        if cl is None:
+            raise AssertionError(f"response without Content-Length: {resp}")
+        n = int(cl)
+        while len(self.buf) < n:
+            self._fill()
+        resp.body, self.buf = self.buf[:n], self.buf[n:]
+        return resp
+
+    def closed(self, timeout=None):
+        """True when the server closes the connection with nothing more sent
+        (within timeout); the extra bytes stay in self.buf."""
+        closed, data = wait_closed(self.sock, timeout or self.timeout, self.buf)
+        self.buf = data
+        return closed
+
+
+def connect_slow_reader(port, rcvbuf=4096, timeout=5.0):
+    """A connection with a small receive buffer (set before connect, so the
+    window is small from the start): the server's sends stall as soon as the
+    client stops reading."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    s.settimeout(timeout)
+    s.connect(("127.0.0.1", port))
+    return s
