@@ -15,7 +15,8 @@ Subcommands (each prints one JSON object per line; -o FILE also appends it):
       open N keep-alive connections, make one request on each, leave them idle,
       then report the server's RSS (and how many connections are still open)
   measure.py table FILE
-      print the results as a Markdown table with ratios to ferry and the targets
+      print the results as a Markdown table with ratios to ferry and the targets;
+      repeated runs of a test are shown as their median (and CPU range)
   measure.py sample --pid PID
       print the server's CPU microseconds and RSS now (for scripts of their own)
 
@@ -27,6 +28,7 @@ import os
 import re
 import resource
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -282,12 +284,26 @@ TARGETS = [
 
 
 def load(path):
-    results = {}
+    """Results per (test, server); repeated runs (rounds) are combined into
+    their median, with the CPU range kept for the table."""
+    runs = {}
     with open(path) as f:
         for line in f:
             if line.strip():
                 r = json.loads(line)
-                results[(r["test"], r["server"])] = r
+                runs.setdefault((r["test"], r["server"]), []).append(r)
+    results = {}
+    for key, rs in runs.items():
+        agg = dict(rs[0])
+        for field in ("rps", "cpu_us_per_req", "rss_kib", "pss_kib", "still_open"):
+            values = [r[field] for r in rs if r.get(field) is not None]
+            if values:
+                agg[field] = statistics.median(values)
+        cpus = [r["cpu_us_per_req"] for r in rs if r.get("cpu_us_per_req") is not None]
+        agg["runs"] = len(rs)
+        agg["cpu_min"], agg["cpu_max"] = (min(cpus), max(cpus)) if cpus else (None, None)
+        agg["problems"] = [p for r in rs for p in r.get("problems", [])]
+        results[key] = agg
     return results
 
 
@@ -313,10 +329,12 @@ def table(results, servers=("ferry", "nginx", "lighttpd")):
             r = results.get((test, name))
             if not r:
                 continue
-            rps = f"{r['rps']:,}" if "rps" in r else "-"
+            rps = f"{round(r['rps']):,}" if "rps" in r else "-"
             if test == "idle":
-                rps = f"{r['still_open']:,} open"
+                rps = f"{round(r['still_open']):,} open"
             cpu = f"{r['cpu_us_per_req']:.2f}" if r.get("cpu_us_per_req") is not None else "-"
+            if r["runs"] > 1 and r["cpu_min"] is not None:
+                cpu += f" ({r['cpu_min']:.2f}–{r['cpu_max']:.2f})"
             if test == "idle":
                 cpu = f"{cpu} (per connect)"
             rss = f"{r['rss_kib'] / 1024:.1f}"
