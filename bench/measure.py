@@ -15,7 +15,8 @@ Subcommands (each prints one JSON object per line; -o FILE also appends it):
       open N keep-alive connections, make one request on each, leave them idle,
       then report the server's RSS (and how many connections are still open)
   measure.py table FILE
-      print the results as a Markdown table with ratios to ferry and the targets;
+      print the results as a Markdown table with ratios to ferry and the targets
+      ("user" is the share of the CPU time spent in user space, the rest is the kernel);
       repeated runs of a test are shown as their median (and CPU range)
   measure.py sample --pid PID
       print the server's CPU microseconds and RSS now (for scripts of their own)
@@ -65,17 +66,23 @@ def proc_tree(pid):
     return out
 
 
-def cpu_us(pids):
-    """utime+stime of the processes, in microseconds."""
-    total = 0
+def cpu_split_us(pids):
+    """(utime, stime) of the processes, in microseconds."""
+    user = system = 0
     for pid in pids:
         try:
             f = _stat_fields(pid)
         except OSError:
             continue
         # Fields 14 and 15 of stat(5); index 0 here is field 3 (state).
-        total += int(f[11]) + int(f[12])
-    return total * 1_000_000 // CLK_TCK
+        user += int(f[11])
+        system += int(f[12])
+    return user * 1_000_000 // CLK_TCK, system * 1_000_000 // CLK_TCK
+
+
+def cpu_us(pids):
+    """utime+stime of the processes, in microseconds."""
+    return sum(cpu_split_us(pids))
 
 
 def _sum_kib(pids, name, field):
@@ -124,9 +131,10 @@ BENCH_RE = re.compile(r"^BENCH (.*)$", re.M)
 def run_wrk(pid, wrk_cmd):
     """Run wrk while sampling the server's CPU; returns the measurement dict."""
     pids = proc_tree(pid)
-    before = cpu_us(pids)
+    user0, sys0 = cpu_split_us(pids)
     proc = subprocess.run(wrk_cmd, capture_output=True, text=True)
-    after = cpu_us(pids)
+    user1, sys1 = cpu_split_us(pids)
+    before, after = user0 + sys0, user1 + sys1
     rss = rss_kib(pids)
     pss = pss_kib(pids)
     if proc.returncode != 0:
@@ -144,6 +152,7 @@ def run_wrk(pid, wrk_cmd):
         "seconds": round(seconds, 3),
         "rps": round(requests / seconds) if seconds else 0,
         "server_cpu_us": after - before,
+        "user_share": round((user1 - user0) / (after - before), 3) if after > before else None,
         "cpu_us_per_req": round((after - before) / requests, 3) if requests else None,
         "rss_kib": rss,
         "pss_kib": pss,
@@ -295,7 +304,7 @@ def load(path):
     results = {}
     for key, rs in runs.items():
         agg = dict(rs[0])
-        for field in ("rps", "cpu_us_per_req", "rss_kib", "pss_kib", "still_open"):
+        for field in ("rps", "cpu_us_per_req", "user_share", "rss_kib", "pss_kib", "still_open"):
             values = [r[field] for r in rs if r.get(field) is not None]
             if values:
                 agg[field] = statistics.median(values)
@@ -318,9 +327,9 @@ def _ratio(a, b):
 
 def table(results, servers=("ferry", "nginx", "lighttpd")):
     out = []
-    out.append("| test | server | requests/s | CPU µs/request | RSS MiB | PSS MiB "
+    out.append("| test | server | requests/s | CPU µs/request | user | RSS MiB | PSS MiB "
                "| ferry/peer CPU | ferry/peer RSS |")
-    out.append("|------|--------|-----------:|---------------:|--------:|--------:"
+    out.append("|------|--------|-----------:|---------------:|-----:|--------:|--------:"
                "|---------------:|---------------:|")
     for test in TEST_TITLES:
         ferry = results.get((test, "ferry"))
@@ -337,6 +346,7 @@ def table(results, servers=("ferry", "nginx", "lighttpd")):
                 cpu += f" ({r['cpu_min']:.2f}–{r['cpu_max']:.2f})"
             if test == "idle":
                 cpu = f"{cpu} (per connect)"
+            user = f"{r['user_share'] * 100:.0f}%" if r.get("user_share") is not None else "-"
             rss = f"{r['rss_kib'] / 1024:.1f}"
             pss = f"{r['pss_kib'] / 1024:.1f}" if "pss_kib" in r else "-"
             rc = rr = ""
@@ -344,7 +354,7 @@ def table(results, servers=("ferry", "nginx", "lighttpd")):
                 rc = _ratio(ferry.get("cpu_us_per_req"), r.get("cpu_us_per_req"))
                 rr = _ratio(ferry["rss_kib"], r["rss_kib"])
             flag = " ⚠ " + "; ".join(r["problems"]) if r.get("problems") else ""
-            out.append(f"| {title} | {name} | {rps} | {cpu} | {rss}{flag} | {pss} "
+            out.append(f"| {title} | {name} | {rps} | {cpu} | {user} | {rss}{flag} | {pss} "
                        f"| {rc} | {rr} |")
     out.append("")
     for test, metric, peer, limit in TARGETS:
