@@ -40,7 +40,7 @@ if [ "${FERRY_TEST_QUICK:-0}" != 1 ]; then
     step "fuzz the request parser (60 s)"
     if [ -x build-asan/tests/fuzz/fuzz_parser ]; then
         mkdir -p build-asan/fuzz-corpus
-        build-asan/tests/fuzz/fuzz_parser -max_total_time=60 -timeout=5 \
+        build-asan/tests/fuzz/fuzz_parser -max_total_time=60 -timeout=5 -dict=tests/fuzz/parser.dict \
             build-asan/fuzz-corpus tests/fuzz/corpus/parser
     fi
 fi

@@ -6,6 +6,7 @@
 
 const struct cli_command cli_commands[] = {
     {"serve", cmd_serve, "[-c FILE]", "run the origin server"},
+    {"presign", cmd_presign, "[-c FILE] KEY [--ttl SECS]", "print a presigned GET URL for KEY"},
     {"check", cmd_check, "[-c FILE] [--print]", "validate the configuration and exit"},
     {"version", cmd_version, "", "print the version"},
     {NULL, NULL, NULL, NULL},

@@ -28,5 +28,6 @@ int cli_load_conf(const char *path, struct ferry_conf *c);
 int cmd_serve(int argc, char **argv);
 int cmd_check(int argc, char **argv);
 int cmd_version(int argc, char **argv);
+int cmd_presign(int argc, char **argv);
 
 #endif

@@ -16,32 +16,52 @@
 
 static const struct http_str str_slash = {"/", 1};
 
-/* ---- character classes (RFC 9110 5.6.2, RFC 3986 2) ---- */
+/* ---- character classes (RFC 9110 5.6.2, RFC 3986 2) ----
+ * One table lookup per byte; the table is built at compile time from the
+ * grammar's definitions below. */
+
+enum {
+    C_TCHAR = 1,   /* token character */
+    C_FVCHAR = 2,  /* field-vchar: VCHAR / obs-text */
+    C_REGNAME = 4, /* reg-name: unreserved / sub-delims ('%' is checked apart) */
+    C_HEX = 8,     /* HEXDIG */
+};
+
+#define CC_DIGIT(c) ((c) >= '0' && (c) <= '9')
+#define CC_ALPHA(c) (((c) >= 'a' && (c) <= 'z') || ((c) >= 'A' && (c) <= 'Z'))
+#define CC_TCHAR(c)                                                                                \
+    (CC_DIGIT(c) || CC_ALPHA(c) || (c) == '!' || (c) == '#' || (c) == '$' || (c) == '%' ||         \
+     (c) == '&' || (c) == '\'' || (c) == '*' || (c) == '+' || (c) == '-' || (c) == '.' ||          \
+     (c) == '^' || (c) == '_' || (c) == '`' || (c) == '|' || (c) == '~')
+#define CC_REGNAME(c)                                                                              \
+    (CC_DIGIT(c) || CC_ALPHA(c) || (c) == '-' || (c) == '.' || (c) == '_' || (c) == '~' ||         \
+     (c) == '!' || (c) == '$' || (c) == '&' || (c) == '\'' || (c) == '(' || (c) == ')' ||          \
+     (c) == '*' || (c) == '+' || (c) == ',' || (c) == ';' || (c) == '=')
+#define CC_HEX(c) (CC_DIGIT(c) || ((c) >= 'a' && (c) <= 'f') || ((c) >= 'A' && (c) <= 'F'))
+#define CC(c)                                                                                      \
+    (unsigned char)((CC_TCHAR(c) ? C_TCHAR : 0) | (((c) >= 0x21 && (c) != 0x7f) ? C_FVCHAR : 0) |  \
+                    (CC_REGNAME(c) ? C_REGNAME : 0) | (CC_HEX(c) ? C_HEX : 0))
+#define CC4(c) CC(c), CC((c) + 1), CC((c) + 2), CC((c) + 3)
+#define CC16(c) CC4(c), CC4((c) + 4), CC4((c) + 8), CC4((c) + 12)
+#define CC64(c) CC16(c), CC16((c) + 16), CC16((c) + 32), CC16((c) + 48)
+
+static const unsigned char char_class[256] = {CC64(0), CC64(64), CC64(128), CC64(192)};
 
 static bool is_digit(unsigned char c)
 {
-    return c >= '0' && c <= '9';
-}
-
-static bool is_alpha(unsigned char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+    return CC_DIGIT(c);
 }
 
 static int hex_value(unsigned char c)
 {
-    if (is_digit(c))
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
+    if (!(char_class[c] & C_HEX))
+        return -1;
+    return c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10;
 }
 
 static bool is_tchar(unsigned char c)
 {
-    return is_digit(c) || is_alpha(c) || (c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL);
+    return char_class[c] & C_TCHAR;
 }
 
 static bool is_ows(unsigned char c)
@@ -52,7 +72,7 @@ static bool is_ows(unsigned char c)
 /* field-vchar: VCHAR / obs-text. */
 static bool is_field_vchar(unsigned char c)
 {
-    return (c >= 0x21 && c <= 0x7e) || c >= 0x80;
+    return char_class[c] & C_FVCHAR;
 }
 
 /* Bytes allowed in a request-target. RFC 3986 forbids a few more visible
@@ -64,10 +84,9 @@ static bool is_target_char(unsigned char c)
     return c >= 0x21 && c <= 0x7e && c != '#';
 }
 
-/* reg-name characters: unreserved / sub-delims ('%' is checked separately). */
 static bool is_regname_char(unsigned char c)
 {
-    return is_digit(c) || is_alpha(c) || (c != 0 && strchr("-._~!$&'()*+,;=", c) != NULL);
+    return char_class[c] & C_REGNAME;
 }
 
 static int fail(struct http_request *req, int status)
@@ -78,9 +97,10 @@ static int fail(struct http_request *req, int status)
 
 /* ---- small helpers over views ---- */
 
-bool http_str_eq_ci(struct http_str s, const char *lower)
+/* Compare with a lower-case literal of known length: the length test first,
+ * so most mismatches cost one comparison. */
+static bool str_eq_ci_n(struct http_str s, const char *lower, size_t n)
 {
-    size_t n = strlen(lower);
     if (!s.p || s.len != n)
         return false;
     for (size_t i = 0; i < n; i++) {
@@ -91,6 +111,13 @@ bool http_str_eq_ci(struct http_str s, const char *lower)
             return false;
     }
     return true;
+}
+
+#define STR_EQ_LIT(s, lit) str_eq_ci_n((s), "" lit, sizeof(lit) - 1)
+
+bool http_str_eq_ci(struct http_str s, const char *lower)
+{
+    return str_eq_ci_n(s, lower, strlen(lower));
 }
 
 struct http_str http_find_header(const struct http_request *req, const char *lower_name)
@@ -104,7 +131,7 @@ struct http_str http_find_header(const struct http_request *req, const char *low
 static bool prefix_eq_ci(const char *p, size_t n, const char *lower)
 {
     size_t k = strlen(lower);
-    return n >= k && http_str_eq_ci((struct http_str){p, k}, lower);
+    return n >= k && str_eq_ci_n((struct http_str){p, k}, lower, k);
 }
 
 static bool is_token(struct http_str s)
@@ -474,7 +501,7 @@ static void transfer_encoding_merge(struct http_str v, struct te_state *te)
             te->invalid = true;
             return;
         }
-        if (http_str_eq_ci(coding, "chunked")) {
+        if (STR_EQ_LIT(coding, "chunked")) {
             /* chunked twice, or with parameters (it has none). */
             if (te->chunked || k != e.len) {
                 te->invalid = true;
@@ -507,9 +534,9 @@ static void connection_merge(struct http_str v, struct conn_tokens *ct)
             continue; /* RFC 9110 5.6.1: ignore empty list elements */
         if (!is_token(e))
             ct->invalid = true;
-        else if (http_str_eq_ci(e, "close"))
+        else if (STR_EQ_LIT(e, "close"))
             ct->close = true;
-        else if (http_str_eq_ci(e, "keep-alive"))
+        else if (STR_EQ_LIT(e, "keep-alive"))
             ct->keep_alive = true;
     }
 }
@@ -519,30 +546,35 @@ static bool expect_has_continue(struct http_str v)
     size_t i = 0;
     struct http_str e;
     while (list_next(v, &i, &e))
-        if (http_str_eq_ci(e, "100-continue"))
+        if (STR_EQ_LIT(e, "100-continue"))
             return true;
     return false;
 }
 
 /* Fields exposed as views in struct http_request; the first line wins. */
+#define DERIVED(name, field)                                                                       \
+    {                                                                                              \
+        name, sizeof(name) - 1, offsetof(struct http_request, field)                               \
+    }
 static const struct {
     const char *name;
+    size_t len;
     size_t offset;
 } derived_fields[] = {
-    {"if-none-match", offsetof(struct http_request, if_none_match)},
-    {"if-modified-since", offsetof(struct http_request, if_modified_since)},
-    {"if-range", offsetof(struct http_request, if_range)},
-    {"range", offsetof(struct http_request, range)},
-    {"user-agent", offsetof(struct http_request, user_agent)},
-    {"referer", offsetof(struct http_request, referer)},
-    {"accept", offsetof(struct http_request, accept)},
-    {"cookie", offsetof(struct http_request, cookie)},
+    DERIVED("if-none-match", if_none_match),
+    DERIVED("if-modified-since", if_modified_since),
+    DERIVED("if-range", if_range),
+    DERIVED("range", range),
+    DERIVED("user-agent", user_agent),
+    DERIVED("referer", referer),
+    DERIVED("accept", accept),
+    DERIVED("cookie", cookie),
 };
 
 static void derived_field_set(struct http_request *req, const struct http_header *h)
 {
     for (size_t k = 0; k < sizeof(derived_fields) / sizeof(derived_fields[0]); k++) {
-        if (!http_str_eq_ci(h->name, derived_fields[k].name))
+        if (!str_eq_ci_n(h->name, derived_fields[k].name, derived_fields[k].len))
             continue;
         struct http_str *dst = (struct http_str *)((char *)req + derived_fields[k].offset);
         if (!dst->p)
@@ -560,17 +592,17 @@ static int interpret_fields(struct http_request *req)
 
     for (size_t i = 0; i < req->num_headers; i++) {
         const struct http_header *h = &req->headers[i];
-        if (http_str_eq_ci(h->name, "host")) {
+        if (STR_EQ_LIT(h->name, "host")) {
             if (hosts++ == 0)
                 req->host = h->value;
-        } else if (http_str_eq_ci(h->name, "content-length")) {
+        } else if (STR_EQ_LIT(h->name, "content-length")) {
             if (!content_length_merge(h->value, &req->content_length))
                 cl_invalid = true;
-        } else if (http_str_eq_ci(h->name, "transfer-encoding")) {
+        } else if (STR_EQ_LIT(h->name, "transfer-encoding")) {
             transfer_encoding_merge(h->value, &te);
-        } else if (http_str_eq_ci(h->name, "connection")) {
+        } else if (STR_EQ_LIT(h->name, "connection")) {
             connection_merge(h->value, &ct);
-        } else if (http_str_eq_ci(h->name, "expect")) {
+        } else if (STR_EQ_LIT(h->name, "expect")) {
             if (expect_has_continue(h->value))
                 req->expect_continue = true;
         } else {
@@ -671,7 +703,8 @@ void http_chunked_init(struct http_chunked *c)
  * next state. */
 static int chunked_ext_step(struct http_chunked *c, unsigned char ch)
 {
-    if (++c->ext_bytes > HTTP_CHUNK_EXT_MAX)
+    if (ch != '\r' &&
+        (++c->ext_bytes > HTTP_CHUNK_EXT_MAX || ++c->ext_total > HTTP_CHUNK_EXT_TOTAL_MAX))
         return CH_ERROR;
     switch (c->state) {
     case CH_EXT_VAL_TOKEN:
@@ -726,7 +759,9 @@ static int chunked_ext_step(struct http_chunked *c, unsigned char ch)
 /* One byte of the trailer section. Returns the next state. */
 static int chunked_trailer_step(struct http_chunked *c, unsigned char ch)
 {
-    if (++c->trailer_bytes > HTTP_CHUNK_TRAILER_MAX)
+    /* The final CRLF does not count. */
+    bool final_crlf = c->state == CH_END_LF || (c->state == CH_TRAILER_START && ch == '\r');
+    if (!final_crlf && ++c->trailer_bytes > HTTP_CHUNK_TRAILER_MAX)
         return CH_ERROR;
     switch (c->state) {
     case CH_TRAILER_START:

@@ -11,10 +11,13 @@
 /* Empty lines (CRLF) tolerated before the request line (RFC 9112 2.2). */
 #define HTTP_MAX_LEADING_EMPTY_LINES 4
 /* Chunked bodies: at most this many hex digits in a chunk-size (leading zeros
- * count), this many bytes of chunk extensions on one chunk line, and this many
- * bytes of trailer section. */
+ * count), this many bytes of chunk extensions on one chunk line (from the first
+ * byte after the size to the CR) and in the whole body (so that tiny chunks with
+ * big extensions cannot make the body cost far more than its data), and this
+ * many bytes of trailer fields (their lines with CRLF, not the final CRLF). */
 #define HTTP_CHUNK_SIZE_MAX_DIGITS 16
 #define HTTP_CHUNK_EXT_MAX 4096
+#define HTTP_CHUNK_EXT_TOTAL_MAX 65536
 #define HTTP_CHUNK_TRAILER_MAX 8192
 
 enum http_method {
@@ -155,7 +158,8 @@ struct http_str http_find_header(const struct http_request *req, const char *low
  *  - Returns -1: malformed body: missing or non-hex chunk-size, more than
  *    HTTP_CHUNK_SIZE_MAX_DIGITS hex digits or a size above INT64_MAX,
  *    whitespace not followed by ';' or '=', a chunk extension that is not
- *    token[=token|quoted-string] or longer than HTTP_CHUNK_EXT_MAX, data not
+ *    token[=token|quoted-string], longer than HTTP_CHUNK_EXT_MAX on one line or
+ *    HTTP_CHUNK_EXT_TOTAL_MAX in the body, data not
  *    followed by CRLF, bare CR or LF, a malformed trailer field (same rules as
  *    header fields, obs-fold rejected) or trailers above HTTP_CHUNK_TRAILER_MAX.
  *    Answer 400 and close. n and buf are then unspecified; further calls return -1.
@@ -167,6 +171,7 @@ struct http_chunked {
     uint64_t remaining;    /* chunk-size being read, then data bytes left in the chunk */
     unsigned digits;       /* hex digits of the chunk-size read so far */
     size_t ext_bytes;      /* bytes of chunk extensions on the current line */
+    size_t ext_total;      /* bytes of chunk extensions in the body so far */
     size_t trailer_bytes;  /* bytes of trailer section so far */
     size_t consumed;       /* bytes of input used by the last call */
     size_t consumed_after; /* on return 1: bytes of input after the body's end */

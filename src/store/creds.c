@@ -1,0 +1,149 @@
+#include "store/creds.h"
+
+#include "common/alloc.h"
+
+#include <errno.h>
+#include <ini.h>
+#include <openssl/crypto.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int set(const char *s)
+{
+    return s && *s;
+}
+
+static void fill(struct creds *c, const char *ak, const char *sk, const char *token,
+                 const char *source)
+{
+    c->access_key = xstrdup(ak);
+    c->secret_key = xstrdup(sk);
+    c->session_token = set(token) ? xstrdup(token) : NULL;
+    snprintf(c->source, sizeof(c->source), "%s", source);
+}
+
+struct profile_scan {
+    const char *profile;
+    char *access_key, *secret_key, *session_token;
+    int found;
+};
+
+static void replace(char **field, const char *value)
+{
+    if (*field) {
+        OPENSSL_cleanse(*field, strlen(*field));
+        free(*field);
+    }
+    *field = xstrdup(value);
+}
+
+static int profile_line(void *user, const char *section, const char *name, const char *value)
+{
+    struct profile_scan *p = user;
+    if (strcmp(section, p->profile) != 0)
+        return 1;
+    p->found = 1;
+    if (strcmp(name, "aws_access_key_id") == 0)
+        replace(&p->access_key, value);
+    else if (strcmp(name, "aws_secret_access_key") == 0)
+        replace(&p->secret_key, value);
+    else if (strcmp(name, "aws_session_token") == 0)
+        replace(&p->session_token, value);
+    return 1;
+}
+
+static void scan_free(struct profile_scan *p)
+{
+    char **fields[] = {&p->access_key, &p->secret_key, &p->session_token};
+    for (size_t i = 0; i < 3; i++) {
+        if (*fields[i])
+            OPENSSL_cleanse(*fields[i], strlen(*fields[i]));
+        free(*fields[i]);
+    }
+}
+
+static int from_file(const char *profile, struct creds *c, char *why, size_t whylen)
+{
+    const char *path = getenv("AWS_SHARED_CREDENTIALS_FILE");
+    char *home_path = NULL;
+    if (!set(path)) {
+        const char *home = getenv("HOME");
+        if (!set(home)) {
+            snprintf(why, whylen, "no credentials in [store], the environment, or a file");
+            return -ENOENT;
+        }
+        home_path = xasprintf("%s/.aws/credentials", home);
+        path = home_path;
+    }
+    struct profile_scan scan = {.profile = profile};
+    FILE *f = fopen(path, "re");
+    int r;
+    if (!f) {
+        snprintf(why, whylen,
+                 "no credentials in [store] or the environment, and '%s' cannot be read", path);
+        r = -ENOENT;
+        goto fail;
+    }
+    int line = ini_parse_file(f, profile_line, &scan);
+    fclose(f);
+    if (line != 0) {
+        snprintf(why, whylen, "%s:%d: cannot parse the credentials file", path, line);
+        r = -EINVAL;
+    } else if (!scan.found) {
+        snprintf(why, whylen, "profile '%s' is not in '%s'", profile, path);
+        r = -ENOENT;
+    } else if (!set(scan.access_key) || !set(scan.secret_key)) {
+        snprintf(why, whylen,
+                 "profile '%s' in '%s' lacks aws_access_key_id or aws_secret_access_key", profile,
+                 path);
+        r = -EINVAL;
+    } else {
+        char source[64];
+        snprintf(source, sizeof(source), "file:%s", profile);
+        fill(c, scan.access_key, scan.secret_key, scan.session_token, source);
+        r = 0;
+    }
+fail:
+    scan_free(&scan);
+    free(home_path);
+    return r;
+}
+
+int creds_resolve(const char *cfg_access, const char *cfg_secret, const char *cfg_token,
+                  const char *cfg_profile, struct creds *c, char *why, size_t whylen)
+{
+    memset(c, 0, sizeof(*c));
+    if (set(cfg_access) || set(cfg_secret)) {
+        if (!set(cfg_access) || !set(cfg_secret)) {
+            snprintf(why, whylen, "[store] needs both access_key and secret_key");
+            return -EINVAL;
+        }
+        fill(c, cfg_access, cfg_secret, cfg_token, "config");
+        return 0;
+    }
+    const char *ak = getenv("AWS_ACCESS_KEY_ID"), *sk = getenv("AWS_SECRET_ACCESS_KEY");
+    if (set(ak) || set(sk)) {
+        if (!set(ak) || !set(sk)) {
+            snprintf(why, whylen, "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY must both be set");
+            return -EINVAL;
+        }
+        fill(c, ak, sk, getenv("AWS_SESSION_TOKEN"), "environment");
+        return 0;
+    }
+    const char *profile = set(cfg_profile) ? cfg_profile : getenv("AWS_PROFILE");
+    return from_file(set(profile) ? profile : "default", c, why, whylen);
+}
+
+void creds_finish(struct creds *c)
+{
+    if (!c)
+        return;
+    char **fields[] = {&c->access_key, &c->secret_key, &c->session_token};
+    for (size_t i = 0; i < 3; i++) {
+        if (*fields[i])
+            OPENSSL_cleanse(*fields[i], strlen(*fields[i]));
+        free(*fields[i]);
+        *fields[i] = NULL;
+    }
+}

@@ -1,0 +1,27 @@
+/* S3 credentials: the [store] keys, then AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY /
+ * AWS_SESSION_TOKEN, then the shared credentials file (AWS_SHARED_CREDENTIALS_FILE or
+ * ~/.aws/credentials; profile from [store] profile, AWS_PROFILE, else "default"). */
+#ifndef FERRY_STORE_CREDS_H
+#define FERRY_STORE_CREDS_H
+
+#include <stddef.h>
+
+struct creds {
+    char *access_key;
+    char *secret_key;
+    char *session_token; /* NULL when none */
+    char source[64];     /* "config", "environment", "file:PROFILE": for messages */
+};
+
+/** Resolve credentials in the documented order; the cfg_* arguments are the
+ * [store] values (NULL or "" when unset). Fills c (caller-owned, creds_finish())
+ * and returns 0, or returns -ENOENT (none found) / -EINVAL (incomplete) with a
+ * reason in why that never contains a secret. Reads the environment: call before
+ * starting threads that change it. */
+int creds_resolve(const char *cfg_access, const char *cfg_secret, const char *cfg_token,
+                  const char *cfg_profile, struct creds *c, char *why, size_t whylen);
+
+/** Wipe and free the secrets in c. NULL-safe. */
+void creds_finish(struct creds *c);
+
+#endif

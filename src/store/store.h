@@ -1,0 +1,142 @@
+/* The object store: one interface, two backends (a local directory and S3).
+ *
+ * A struct store is used by one thread at a time (it owns curl handles for s3);
+ * store_put_many() runs concurrent uploads on that thread. Every operation returns 0 or
+ * a negative errno and, on failure, fills the caller's struct store_error with
+ * what the store said (S3's error code and message) — never with credentials. */
+#ifndef FERRY_STORE_STORE_H
+#define FERRY_STORE_STORE_H
+
+#include <stdint.h>
+#include <time.h>
+
+#include "common/buf.h"
+
+struct ferry_conf;
+
+/* What a caller knows about the bytes it stores, computed in one pass over the
+ * file by store_digest_fd(). */
+struct store_digest {
+    uint64_t size;
+    unsigned char sha256[32];
+    unsigned char md5[16];
+    /* The ETag S3 reports for this object: the MD5 as hex for a single PUT, or
+     * hex(MD5(part MD5s)) "-" N for a multipart upload with part_size parts. */
+    char etag[48];
+};
+
+/* What the store reports about an object. Empty strings for what it did not say. */
+struct store_info {
+    uint64_t size;
+    time_t mtime;
+    char etag[80];        /* without quotes */
+    char sha256_b64[64];  /* x-amz-checksum-sha256 (S3) */
+    char meta_sha256[65]; /* x-amz-meta-ferry-sha256 (S3) or the sidecar (dir) */
+    char content_type[128];
+};
+
+struct store_error {
+    int http_status; /* 0 when no HTTP response */
+    char code[64];   /* S3 error code ("SlowDown"), or a short ferry reason */
+    char message[256];
+    int attempts; /* requests made, retries included */
+};
+
+struct store_options {
+    uint64_t multipart_threshold; /* files of this size or more go multipart; 0: 64 MiB */
+    uint64_t part_size;           /* 5 MiB .. 5 GiB; 0: 16 MiB */
+    unsigned retry_base_ms;       /* first backoff cap; 0: 100 ms */
+    unsigned retry_max_ms;        /* largest backoff cap; 0: 20 s */
+};
+
+struct store;
+
+/** Create the store the [store] section of conf describes (copies what it needs
+ * from conf; opts may be NULL for defaults). Resolves S3 credentials (config, then
+ * AWS_* environment, then the shared credentials file). Returns 0 and *out, or
+ * -EINVAL with err filled (a configuration problem), or -errno. Any thread; the
+ * result belongs to the caller: store_destroy(). */
+int store_create(const struct ferry_conf *conf, const struct store_options *opts,
+                 struct store **out, struct store_error *err);
+
+/** Free a store. NULL-safe. */
+void store_destroy(struct store *s);
+
+/** Hash fd (from offset 0) into d: size, SHA-256, MD5 and the ETag S3 will report
+ * when uploaded with part_size parts above threshold (part_size 0: 16 MiB,
+ * threshold 0: 64 MiB). Returns 0 or -errno. Any thread; does not move fd's offset. */
+int store_digest_fd(int fd, uint64_t threshold, uint64_t part_size, struct store_digest *d);
+
+/** The threshold and part size s uses, for store_digest_fd(). */
+void store_part_layout(const struct store *s, uint64_t *threshold, uint64_t *part_size);
+
+/** Upload the whole file fd (read with pread; offset untouched) as key, whose
+ * digest d the caller computed with store_digest_fd() under store_part_layout().
+ * The store checks the bytes it received against d (Content-MD5 and
+ * x-amz-checksum-sha256 per the `checksum` option, ETags of parts and of the
+ * result). With conditional_create, an existing object is never overwritten:
+ * returns 0 if it holds exactly these bytes, else -EEXIST. Retries retryable
+ * failures with full-jitter backoff. content_type (NULL: none, the store's default)
+ * is what the store will serve the object as; the dir store ignores it. Returns 0
+ * or -errno. */
+int store_put_file(struct store *s, const char *key, int fd, const struct store_digest *d,
+                   const char *content_type, struct store_error *err);
+
+/* One file for store_put_many(). */
+struct store_put_item {
+    const char *key;            /* must stay valid until done() is called for it */
+    int fd;                     /* read with pread; stays open until done() */
+    struct store_digest digest; /* from store_digest_fd() under store_part_layout() */
+    const char *content_type;   /* NULL: none; must stay valid until done() */
+    void *user;                 /* the caller's */
+};
+
+/** Fill *item with the next file to upload and return 1; return -EAGAIN when
+ * none is ready yet (asked again within about 10 ms, or when a transfer moves),
+ * or 0 when there will be no more (store_put_many() then finishes what is in
+ * flight and returns). Must not block: uploads in flight wait while it runs. */
+typedef int (*store_next_fn)(void *ctx, struct store_put_item *item);
+/** One upload ended: result as store_put_file() returns it, err filled on failure. */
+typedef void (*store_done_fn)(void *ctx, const struct store_put_item *item, int result,
+                              const struct store_error *err);
+
+/** Upload files concurrently on the calling thread: up to concurrency uploads in
+ * flight (S3: one curl multi handle, connections shared and reused; dir: one
+ * after another), each with store_put_file()'s checks and retries. Calls next()
+ * whenever a slot is free and done() once per item, both on this thread.
+ * Returns 0 when next() ran dry and every item was reported, or -ENOMEM. */
+int store_put_many(struct store *s, unsigned concurrency, store_next_fn next, store_done_fn done,
+                   void *ctx);
+
+/** Report what the store has for key. Returns 0 and *out, -ENOENT, or -errno. */
+int store_head(struct store *s, const char *key, struct store_info *out, struct store_error *err);
+
+/** Write the object (or the single range "bytes=A-B" when range is not NULL) to
+ * out_fd, a file or a blocking socket; blocking writes give backpressure. Returns 0,
+ * -ENOENT, -ERANGE (416), or -errno. Retries only while nothing was written. */
+int store_get(struct store *s, const char *key, const char *range, int out_fd,
+              struct store_error *err);
+
+/** Delete key; deleting a missing key succeeds. Returns 0 or -errno. */
+int store_delete(struct store *s, const char *key, struct store_error *err);
+
+/** Check that the store holds exactly the bytes d describes: size, and the
+ * checksum, ETag or stored digest the store reports (at least one must confirm
+ * and none may disagree). Returns 0, -ENOENT, -EBADMSG on a mismatch or when
+ * nothing can confirm the bytes, or -errno. */
+int store_verify(struct store *s, const char *key, const struct store_digest *d,
+                 struct store_error *err);
+
+/** Append a presigned GET URL for key valid for ttl seconds (1..604800) to url.
+ * Returns 0, -EOPNOTSUPP for the dir store, -EINVAL, or -ENOBUFS. */
+int store_presign_get(struct store *s, const char *key, long ttl, struct buf *url);
+
+/** Abort the multipart upload upload_id of key. Returns 0 (also when it no
+ * longer exists) or -errno; -EOPNOTSUPP for the dir store. */
+int store_abort_multipart(struct store *s, const char *key, const char *upload_id,
+                          struct store_error *err);
+
+/** Describe err in one line for logs ("SlowDown (503): Please reduce..."). */
+void store_error_format(const struct store_error *err, char *out, size_t outlen);
+
+#endif

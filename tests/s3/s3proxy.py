@@ -1,0 +1,402 @@
+"""A verifying, fault-injecting S3 proxy for the store tests.
+
+s3rver stores objects but checks neither SigV4 signatures nor checksums. This
+proxy sits in front of it and, for every request:
+
+* checks the SigV4 signature (Authorization header or presigned query) with
+  botocore's S3 signers and the known secret, and x-amz-content-sha256,
+  Content-MD5 and x-amz-checksum-sha256 against the body, answering mismatches
+  with S3's own error codes (SignatureDoesNotMatch, InvalidAccessKeyId,
+  AccessDenied, XAmzContentSHA256Mismatch, BadDigest, InvalidDigest);
+* emulates If-None-Match: * on PUT and CompleteMultipartUpload (412
+  PreconditionFailed), which s3rver lacks;
+* on demand injects faults: S3 error responses (500 InternalError, 503
+  SlowDown, 400 RequestTimeout), a connection reset while reading the request
+  body or while sending a response body, a delay, a 200 whose body is an error
+  on CompleteMultipartUpload, and a dropped response after a successful PUT.
+
+The test controls it through the Python object (the proxy runs in a thread of
+the test process): proxy.add_fault(...), proxy.log, proxy.reset().
+"""
+import base64
+import datetime
+import hashlib
+import http.client
+import http.server
+import socket
+import struct
+import threading
+import time
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from botocore.auth import S3SigV4Auth, S3SigV4QueryAuth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+ERROR_MESSAGES = {
+    "SignatureDoesNotMatch": "The request signature we calculated does not match the "
+                             "signature you provided. Check your key and signing method.",
+    "InvalidAccessKeyId": "The AWS Access Key Id you provided does not exist in our records.",
+    "AccessDenied": "Access Denied",
+    "XAmzContentSHA256Mismatch": "The provided 'x-amz-content-sha256' header does not match "
+                                 "what was computed.",
+    "BadDigest": "The Content-MD5 you specified did not match what we received.",
+    "InvalidDigest": "The Content-MD5 you specified is not valid.",
+    "PreconditionFailed": "At least one of the pre-conditions you specified did not hold",
+    "InternalError": "We encountered an internal error. Please try again.",
+    "SlowDown": "Please reduce your request rate.",
+    "RequestTimeout": "Your socket connection to the server was not read from or written to "
+                      "within the timeout period.",
+    "RequestTimeTooSkewed": "The difference between the request time and the current time "
+                            "is too large.",
+}
+
+
+# Faults answered with S3's error document: code -> HTTP status.
+FAULT_STATUS = {"InternalError": 500, "SlowDown": 503, "RequestTimeout": 400,
+                "AccessDenied": 403, "RequestTimeTooSkewed": 403}
+
+
+def error_xml(code, message=None, resource="/"):
+    message = message or ERROR_MESSAGES.get(code, code)
+    return (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code>'
+            f"<Message>{message}</Message><Resource>{resource}</Resource>"
+            f"<RequestId>FERRYTEST</RequestId></Error>").encode()
+
+
+class Fault:
+    """One injected fault: applies to the first `times` requests that match."""
+
+    def __init__(self, action, method=None, query=None, key=None, times=1, delay=0.0):
+        self.action = action
+        self.method = method
+        self.query = query  # a query parameter name that must be present
+        self.key = key      # a substring of the decoded path
+        self.times = times
+        self.delay = delay
+        self.hits = 0
+
+    def matches(self, method, path, query):
+        if self.hits >= self.times:
+            return False
+        if self.method and self.method != method:
+            return False
+        if self.query is not None and self.query not in query:
+            return False
+        if self.key is not None and self.key not in path:
+            return False
+        return True
+
+
+class S3Proxy:
+    def __init__(self, upstream_port, access_key, secret_key, token=None):
+        self.upstream_port = upstream_port
+        self.creds = {access_key: (secret_key, token)}
+        self.faults = []
+        self.log = []  # (method, decoded path, status or action)
+        self.requests = []  # (method, decoded path, headers) as received
+        self.completed = set()  # multipart upload ids completed
+        self.aborted = set()  # and aborted
+        self.in_flight = 0
+        self.max_in_flight = 0  # most requests handled at the same time
+        self.lock = threading.Lock()
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+    def add_fault(self, action, **kw):
+        f = Fault(action, **kw)
+        with self.lock:
+            self.faults.append(f)
+        return f
+
+    def reset(self):
+        with self.lock:
+            self.faults = []
+            self.log = []
+            self.requests = []
+            self.max_in_flight = 0
+
+    def take_fault(self, method, path, query):
+        with self.lock:
+            for f in self.faults:
+                if f.matches(method, path, query):
+                    f.hits += 1
+                    return f
+        return None
+
+    def record(self, method, path, outcome):
+        with self.lock:
+            self.log.append((method, path, outcome))
+
+    def outcomes(self, method=None):
+        with self.lock:
+            return [o for m, _, o in self.log if method is None or m == method]
+
+
+def _parse_authorization(value):
+    if not value.startswith("AWS4-HMAC-SHA256 "):
+        return None
+    fields = {}
+    for part in value[len("AWS4-HMAC-SHA256 "):].split(","):
+        k, _, v = part.strip().partition("=")
+        fields[k] = v
+    try:
+        ak, date, region, service, term = fields["Credential"].split("/")
+    except (KeyError, ValueError):
+        return None
+    return dict(access_key=ak, date=date, region=region, service=service,
+                signed=fields.get("SignedHeaders", "").split(";"),
+                signature=fields.get("Signature", ""))
+
+
+def _signature_of(auth, request, timestamp):
+    request.context["timestamp"] = timestamp
+    cr = auth.canonical_request(request)
+    sts = auth.string_to_sign(request, cr)
+    return auth.signature(sts, request)
+
+
+def _make_handler(proxy):
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, fmt, *args):
+            pass
+
+        # -- responses --
+        def send_raw(self, status, body=b"", headers=None, head=False):
+            self.send_response(status)
+            for k, v in (headers or {}).items():
+                self.send_header(k, v)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if not head and body:
+                self.wfile.write(body)
+            self.wfile.flush()
+
+        def send_error_xml(self, status, code, path, message=None):
+            proxy.record(self.command, path, code)
+            self.send_raw(status, error_xml(code, message, path),
+                          {"Content-Type": "application/xml"}, head=self.command == "HEAD")
+
+        def reset_connection(self):
+            # SO_LINGER 0 makes close() send RST: a real reset, not a clean FIN.
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                       struct.pack("ii", 1, 0))
+            self.connection.close()
+            self.close_connection = True
+
+        # -- checks --
+        def check_signature(self, split, body):
+            """Returns None if the request is properly signed, else (status, code)."""
+            query = parse_qsl(split.query, keep_blank_values=True)
+            qdict = dict(query)
+            raw_url = f"http://{self.headers.get('Host')}{self.path}"
+            if "X-Amz-Signature" in qdict:
+                cred = qdict.get("X-Amz-Credential", "").split("/")
+                if len(cred) != 5 or cred[0] not in proxy.creds:
+                    return 403, "InvalidAccessKeyId"
+                secret, token = proxy.creds[cred[0]]
+                ts = qdict.get("X-Amz-Date", "")
+                try:
+                    when = datetime.datetime.strptime(ts, "%Y%m%dT%H%M%SZ")
+                    expires = int(qdict.get("X-Amz-Expires", "0"))
+                except ValueError:
+                    return 403, "AccessDenied"
+                if when + datetime.timedelta(seconds=expires) < datetime.datetime.utcnow():
+                    return 403, "AccessDenied"
+                # The signed request is the URL without X-Amz-Signature.
+                kept = [p for p in split.query.split("&") if not p.startswith("X-Amz-Signature=")]
+                url = f"http://{self.headers.get('Host')}{split.path}?{'&'.join(kept)}"
+                signed = qdict.get("X-Amz-SignedHeaders", "host").split(";")
+                headers = {h: self.headers.get(h, "") for h in signed}
+                req = AWSRequest(method=self.command, url=url, headers=headers)
+                auth = S3SigV4QueryAuth(Credentials(cred[0], secret, token), "s3", cred[2],
+                                        expires=expires)
+                if _signature_of(auth, req, ts) != qdict["X-Amz-Signature"]:
+                    return 403, "SignatureDoesNotMatch"
+                return None
+            a = _parse_authorization(self.headers.get("Authorization", ""))
+            if a is None:
+                return 403, "AccessDenied"
+            if a["access_key"] not in proxy.creds:
+                return 403, "InvalidAccessKeyId"
+            secret, token = proxy.creds[a["access_key"]]
+            ts = self.headers.get("x-amz-date", "")
+            try:
+                when = datetime.datetime.strptime(ts, "%Y%m%dT%H%M%SZ")
+            except ValueError:
+                return 403, "AccessDenied"
+            if abs((when - datetime.datetime.utcnow()).total_seconds()) > 900:
+                return 403, "RequestTimeTooSkewed"
+            if "host" not in a["signed"] or "x-amz-date" not in a["signed"]:
+                return 403, "AccessDenied"
+            headers = {}
+            for h in a["signed"]:
+                if self.headers.get(h) is None:
+                    return 403, "SignatureDoesNotMatch"
+                headers[h] = self.headers.get(h)
+            req = AWSRequest(method=self.command, url=raw_url, headers=headers, data=body)
+            auth = S3SigV4Auth(Credentials(a["access_key"], secret, token), "s3", a["region"])
+            if _signature_of(auth, req, ts) != a["signature"]:
+                return 403, "SignatureDoesNotMatch"
+            payload = self.headers.get("x-amz-content-sha256", "")
+            if payload != "UNSIGNED-PAYLOAD" and payload != hashlib.sha256(body).hexdigest():
+                return 400, "XAmzContentSHA256Mismatch"
+            return None
+
+        def check_digests(self, body):
+            md5 = self.headers.get("Content-MD5")
+            if md5 is not None:
+                try:
+                    raw = base64.b64decode(md5, validate=True)
+                except ValueError:
+                    return 400, "InvalidDigest"
+                if len(raw) != 16:
+                    return 400, "InvalidDigest"
+                if raw != hashlib.md5(body).digest():
+                    return 400, "BadDigest"
+            sha = self.headers.get("x-amz-checksum-sha256")
+            if sha is not None and sha != base64.b64encode(hashlib.sha256(body).digest()).decode():
+                return 400, "BadDigest"
+            return None
+
+        def upstream(self, method, body, headers=None):
+            conn = http.client.HTTPConnection("127.0.0.1", proxy.upstream_port, timeout=60)
+            hdrs = {k: v for k, v in self.headers.items()
+                    if k.lower() not in ("connection", "expect", "if-none-match")}
+            hdrs.update(headers or {})
+            conn.request(method, self.path, body=body if method in ("PUT", "POST") else None,
+                         headers=hdrs)
+            resp = conn.getresponse()
+            data = resp.read()
+            conn.close()
+            return resp, data
+
+        def object_exists(self):
+            # s3rver does not check V4 signatures; a HEAD through it is enough.
+            split = urlsplit(self.path)
+            conn = http.client.HTTPConnection("127.0.0.1", proxy.upstream_port, timeout=60)
+            conn.request("HEAD", split.path, headers={
+                "Authorization": self.headers.get("Authorization", ""),
+                "x-amz-date": self.headers.get("x-amz-date", ""),
+                "x-amz-content-sha256": hashlib.sha256(b"").hexdigest()})
+            resp = conn.getresponse()
+            resp.read()
+            conn.close()
+            return resp.status == 200
+
+        # -- the request --
+        def handle_any(self):
+            split = urlsplit(self.path)
+            path = unquote(split.path)
+            query = dict(parse_qsl(split.query, keep_blank_values=True))
+            length = int(self.headers.get("Content-Length") or 0)
+            with proxy.lock:
+                proxy.requests.append((self.command, path, dict(self.headers.items())))
+            fault = proxy.take_fault(self.command, path, query)
+            if fault and fault.action == "reset_request":
+                self.rfile.read(length // 2)
+                proxy.record(self.command, path, "reset_request")
+                self.reset_connection()
+                return
+            body = self.rfile.read(length) if length else b""
+            if fault and fault.action == "delay":
+                time.sleep(fault.delay)
+            problem = self.check_signature(split, body) or self.check_digests(body)
+            if problem:
+                self.send_error_xml(problem[0], problem[1], path)
+                return
+            if fault and fault.action in FAULT_STATUS:
+                self.send_error_xml(FAULT_STATUS[fault.action], fault.action, path)
+                return
+            if fault and fault.action == "status502":
+                proxy.record(self.command, path, "502")
+                self.send_raw(502, b"<html>Bad Gateway</html>", {"Content-Type": "text/html"})
+                return
+            if fault and fault.action == "complete_error_200":
+                # Headers say 200, the body is an error, the upload is untouched.
+                proxy.record(self.command, path, "complete_error_200")
+                self.send_raw(200, error_xml("InternalError", resource=path),
+                              {"Content-Type": "application/xml"})
+                return
+            upload_id = query.get("uploadId")
+            if upload_id is not None:
+                # s3rver lacks AbortMultipartUpload and answers 500 for a finished
+                # upload; S3 answers 204 and 404 NoSuchUpload. Emulate S3.
+                with proxy.lock:
+                    finished = upload_id in proxy.completed or upload_id in proxy.aborted
+                if finished:
+                    self.send_error_xml(404, "NoSuchUpload", path,
+                                        "The specified upload does not exist.")
+                    return
+                if self.command == "DELETE":
+                    with proxy.lock:
+                        proxy.aborted.add(upload_id)
+                    proxy.record(self.command, path, 204)
+                    self.send_raw(204)
+                    return
+            conditional = self.headers.get("If-None-Match") == "*" and (
+                (self.command == "PUT" and "partNumber" not in query)
+                or (self.command == "POST" and "uploadId" in query))
+            if conditional and self.object_exists():
+                self.send_error_xml(412, "PreconditionFailed", path)
+                return
+            resp, data = self.upstream(self.command, body)
+            if upload_id is not None and self.command == "POST" and resp.status == 200 \
+                    and b"<Error>" not in data:
+                with proxy.lock:
+                    proxy.completed.add(upload_id)
+            if fault and fault.action == "drop_response":
+                proxy.record(self.command, path, f"drop_response:{resp.status}")
+                self.reset_connection()
+                return
+            if fault and fault.action == "reset_response" and len(data) > 1:
+                self.send_response(resp.status)
+                for k, v in resp.getheaders():
+                    if k.lower() not in ("connection", "transfer-encoding"):
+                        self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(data[: len(data) // 2])
+                self.wfile.flush()
+                proxy.record(self.command, path, "reset_response")
+                self.reset_connection()
+                return
+            proxy.record(self.command, path, resp.status)
+            self.send_response(resp.status)
+            # A HEAD answer keeps the object's Content-Length; others carry data.
+            skip = ("connection", "transfer-encoding") + (
+                () if self.command == "HEAD" else ("content-length",))
+            for k, v in resp.getheaders():
+                if k.lower() not in skip:
+                    self.send_header(k, v)
+            if self.command != "HEAD":
+                self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(data)
+            self.wfile.flush()
+
+        def handle_counted(self):
+            with proxy.lock:
+                proxy.in_flight += 1
+                proxy.max_in_flight = max(proxy.max_in_flight, proxy.in_flight)
+            try:
+                self.handle_any()
+            finally:
+                with proxy.lock:
+                    proxy.in_flight -= 1
+
+        do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = handle_counted
+
+    return Handler

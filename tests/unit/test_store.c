@@ -1,0 +1,272 @@
+/* Store: digests and ETags, the dir backend (atomic writes, sidecar, verify,
+ * conditional create, ranges), S3 helpers (XML errors, retry policy, backoff)
+ * and credential resolution order. */
+#include "common/alloc.h"
+#include "common/conf.h"
+#include "store/creds.h"
+#include "store/dir.h"
+#include "store/s3.h"
+#include "store/store.h"
+
+#include "test.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static char tmpdir[] = "/tmp/ferry-test-store-XXXXXX";
+
+static int make_file(const char *name, const void *data, size_t len)
+{
+    char path[512];
+    snprintf(path, sizeof(path), "%s/%s", tmpdir, name);
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0 || write(fd, data, len) != (ssize_t)len)
+        abort();
+    return fd;
+}
+
+static void test_digest_etag(void)
+{
+    /* 12 bytes with 5-byte parts above a 10-byte threshold: 3 parts. */
+    int fd = make_file("d", "hello world!", 12);
+    struct store_digest d;
+    ASSERT_EQ(store_digest_fd(fd, 100, 5, &d), 0);
+    ASSERT_EQ(d.size, 12);
+    ASSERT_STREQ(d.etag, "fc3ff98e8c6a0d3087d515c0473f8677"); /* md5("hello world!") */
+    ASSERT_EQ(store_digest_fd(fd, 10, 5, &d), 0);
+    unsigned char parts[48], md[16];
+    EVP_Digest("hello", 5, parts, NULL, EVP_md5(), NULL);
+    EVP_Digest(" worl", 5, parts + 16, NULL, EVP_md5(), NULL);
+    EVP_Digest("d!", 2, parts + 32, NULL, EVP_md5(), NULL);
+    EVP_Digest(parts, 48, md, NULL, EVP_md5(), NULL);
+    char want[48];
+    for (int i = 0; i < 16; i++)
+        snprintf(want + 2 * i, 3, "%02x", md[i]);
+    strcat(want, "-3");
+    ASSERT_STREQ(d.etag, want);
+    close(fd);
+}
+
+static struct store *dir_store(int conditional)
+{
+    struct ferry_conf c;
+    conf_init_defaults(&c);
+    free(c.store.path);
+    c.store.path = xasprintf("%s/objects", tmpdir);
+    c.store.conditional_create = conditional;
+    struct store *s = NULL;
+    struct store_error err;
+    ASSERT_EQ(store_create(&c, NULL, &s, &err), 0);
+    conf_finish(&c);
+    return s;
+}
+
+static void read_back(struct store *s, const char *key, const char *range, const char *want)
+{
+    char path[512];
+    snprintf(path, sizeof(path), "%s/out", tmpdir);
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0644);
+    struct store_error err;
+    ASSERT_EQ(store_get(s, key, range, fd, &err), 0);
+    char buf[256] = {0};
+    ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
+    ASSERT_EQ(n, (ssize_t)strlen(want));
+    ASSERT_STREQ(buf, want);
+    close(fd);
+}
+
+static void test_dir_store(void)
+{
+    struct store *s = dir_store(0);
+    struct store_error err;
+    int fd = make_file("a", "0123456789", 10);
+    struct store_digest d;
+    ASSERT_EQ(store_digest_fd(fd, 0, 0, &d), 0);
+    ASSERT_EQ(store_put_file(s, "x/y/z.txt", fd, &d, NULL, &err), 0);
+    read_back(s, "x/y/z.txt", NULL, "0123456789");
+    read_back(s, "x/y/z.txt", "bytes=2-4", "234");
+    read_back(s, "x/y/z.txt", "bytes=7-", "789");
+    read_back(s, "x/y/z.txt", "bytes=-2", "89");
+    ASSERT_EQ(store_get(s, "x/y/z.txt", "bytes=10-", 1, &err), -ERANGE);
+    ASSERT_EQ(store_verify(s, "x/y/z.txt", &d, &err), 0);
+    struct store_info info;
+    ASSERT_EQ(store_head(s, "x/y/z.txt", &info, &err), 0);
+    ASSERT_EQ(info.size, 10);
+    ASSERT_STREQ(info.etag, "781e5e245d69b566979b86e28d23f2c7");
+
+    /* No temp files are left behind. */
+    char dirpath[512];
+    snprintf(dirpath, sizeof(dirpath), "%s/objects/x/y", tmpdir);
+    DIR *dir = opendir(dirpath);
+    int entries = 0;
+    for (struct dirent *e; dir && (e = readdir(dir));)
+        if (e->d_name[0] != '.' || strncmp(e->d_name, ".ferry-tmp", 10) == 0)
+            entries++;
+    closedir(dir);
+    ASSERT_EQ(entries, 2); /* z.txt and z.txt.ferry-sum */
+
+    /* Other bytes under the same name: verify says so. */
+    int fd2 = make_file("b", "0123456780", 10);
+    struct store_digest d2;
+    ASSERT_EQ(store_digest_fd(fd2, 0, 0, &d2), 0);
+    ASSERT_EQ(store_verify(s, "x/y/z.txt", &d2, &err), -EBADMSG);
+    ASSERT_STREQ(err.code, "ChecksumMismatch");
+
+    /* A digest that does not describe the file is refused, nothing stored. */
+    ASSERT_EQ(store_put_file(s, "x/other", fd2, &d, NULL, &err), -EBADMSG);
+    ASSERT_EQ(store_head(s, "x/other", &info, &err), -ENOENT);
+
+    /* Tampering with the stored object is caught by verify. */
+    char objpath[512];
+    snprintf(objpath, sizeof(objpath), "%s/objects/x/y/z.txt", tmpdir);
+    int t = open(objpath, O_WRONLY);
+    ASSERT_EQ(pwrite(t, "X", 1, 0), 1);
+    close(t);
+    ASSERT_EQ(store_verify(s, "x/y/z.txt", &d, &err), -EBADMSG);
+
+    /* Keys that would escape the root or collide with sidecars are refused. */
+    const char *bad[] = {"",    "/abs",        "a/../b",        "..", "a//b", "./a",
+                         "a/.", "x.ferry-sum", ".ferry-tmp.abc"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        ASSERT_EQ(dir_store_check_key(bad[i]), -EINVAL);
+        ASSERT_EQ(store_put_file(s, bad[i], fd, &d, NULL, &err), -EINVAL);
+    }
+    ASSERT_EQ(dir_store_check_key("a/b.c/..d"), 0);
+
+    ASSERT_EQ(store_delete(s, "x/y/z.txt", &err), 0);
+    ASSERT_EQ(store_head(s, "x/y/z.txt", &info, &err), -ENOENT);
+    ASSERT_EQ(store_delete(s, "x/y/z.txt", &err), 0);
+    struct buf url;
+    buf_init(&url, 1024);
+    ASSERT_EQ(store_presign_get(s, "k", 60, &url), -EOPNOTSUPP);
+    buf_finish(&url);
+    store_destroy(s);
+
+    /* Conditional create: same bytes succeed, other bytes are refused and the
+     * stored object and its sidecar stay as they were. */
+    s = dir_store(1);
+    ASSERT_EQ(store_put_file(s, "c", fd, &d, NULL, &err), 0);
+    ASSERT_EQ(store_put_file(s, "c", fd, &d, NULL, &err), 0);
+    ASSERT_EQ(store_put_file(s, "c", fd2, &d2, NULL, &err), -EEXIST);
+    ASSERT_EQ(err.http_status, 412);
+    ASSERT_EQ(store_verify(s, "c", &d, &err), 0);
+    read_back(s, "c", NULL, "0123456789");
+    store_destroy(s);
+    close(fd);
+    close(fd2);
+}
+
+static void test_s3_helpers(void)
+{
+    const char *xml = "<?xml version=\"1.0\"?><Error><Code>SlowDown</Code>"
+                      "<Message>a &amp; b &lt;c&gt; &quot;d&quot;</Message></Error>";
+    char out[64];
+    ASSERT_EQ(s3_xml_text(xml, strlen(xml), "Code", out, sizeof(out)), 0);
+    ASSERT_STREQ(out, "SlowDown");
+    ASSERT_EQ(s3_xml_text(xml, strlen(xml), "Message", out, sizeof(out)), 0);
+    ASSERT_STREQ(out, "a & b <c> \"d\"");
+    ASSERT_EQ(s3_xml_text(xml, strlen(xml), "UploadId", out, sizeof(out)), -ENOENT);
+    char tiny[4];
+    ASSERT_EQ(s3_xml_text(xml, strlen(xml), "Code", tiny, sizeof(tiny)), 0);
+    ASSERT_STREQ(tiny, "Slo");
+
+    ASSERT_TRUE(s3_code_is_retryable("SlowDown"));
+    ASSERT_TRUE(s3_code_is_retryable("InternalError"));
+    ASSERT_TRUE(s3_code_is_retryable("RequestTimeout"));
+    ASSERT_TRUE(!s3_code_is_retryable("AccessDenied"));
+    ASSERT_TRUE(!s3_code_is_retryable("SignatureDoesNotMatch"));
+    ASSERT_TRUE(!s3_code_is_retryable("RequestTimeTooSkewed"));
+    ASSERT_TRUE(!s3_code_is_retryable("NoSuchBucket"));
+
+    /* Full jitter: within [0, min(max, base << attempt)], and not constant. */
+    uint64_t seed = 42;
+    unsigned maxseen = 0, minseen = ~0u;
+    for (unsigned attempt = 0; attempt < 12; attempt++) {
+        unsigned cap = 100u << attempt;
+        if (cap > 2000)
+            cap = 2000;
+        for (int i = 0; i < 200; i++) {
+            unsigned ms = s3_backoff_ms(attempt, 100, 2000, &seed);
+            ASSERT_TRUE(ms <= cap);
+            if (attempt == 11) {
+                maxseen = ms > maxseen ? ms : maxseen;
+                minseen = ms < minseen ? ms : minseen;
+            }
+        }
+    }
+    ASSERT_TRUE(maxseen > 1500 && minseen < 500);
+}
+
+static void test_creds_order(void)
+{
+    char why[256];
+    struct creds c;
+    char file[512];
+    snprintf(file, sizeof(file), "%s/credentials", tmpdir);
+    FILE *f = fopen(file, "w");
+    fputs("[default]\naws_access_key_id = DEFAULTAK\naws_secret_access_key = defsecret\n"
+          "[other]\naws_access_key_id = OTHERAK\naws_secret_access_key = othersecret\n"
+          "aws_session_token = othertoken\n[half]\naws_access_key_id = HALF\n",
+          f);
+    fclose(f);
+    setenv("AWS_SHARED_CREDENTIALS_FILE", file, 1);
+    unsetenv("AWS_PROFILE");
+    setenv("AWS_ACCESS_KEY_ID", "ENVAK", 1);
+    setenv("AWS_SECRET_ACCESS_KEY", "envsecret", 1);
+    setenv("AWS_SESSION_TOKEN", "envtoken", 1);
+
+    ASSERT_EQ(creds_resolve("CFGAK", "cfgsecret", NULL, NULL, &c, why, sizeof(why)), 0);
+    ASSERT_STREQ(c.access_key, "CFGAK");
+    ASSERT_TRUE(c.session_token == NULL);
+    ASSERT_STREQ(c.source, "config");
+    creds_finish(&c);
+    ASSERT_EQ(creds_resolve("CFGAK", "", NULL, NULL, &c, why, sizeof(why)), -EINVAL);
+
+    ASSERT_EQ(creds_resolve("", "", NULL, NULL, &c, why, sizeof(why)), 0);
+    ASSERT_STREQ(c.access_key, "ENVAK");
+    ASSERT_STREQ(c.session_token, "envtoken");
+    creds_finish(&c);
+
+    unsetenv("AWS_ACCESS_KEY_ID");
+    unsetenv("AWS_SECRET_ACCESS_KEY");
+    unsetenv("AWS_SESSION_TOKEN");
+    ASSERT_EQ(creds_resolve(NULL, NULL, NULL, NULL, &c, why, sizeof(why)), 0);
+    ASSERT_STREQ(c.access_key, "DEFAULTAK");
+    creds_finish(&c);
+    setenv("AWS_PROFILE", "other", 1);
+    ASSERT_EQ(creds_resolve(NULL, NULL, NULL, NULL, &c, why, sizeof(why)), 0);
+    ASSERT_STREQ(c.access_key, "OTHERAK");
+    ASSERT_STREQ(c.session_token, "othertoken");
+    ASSERT_STREQ(c.source, "file:other");
+    creds_finish(&c);
+    ASSERT_EQ(creds_resolve(NULL, NULL, NULL, "default", &c, why, sizeof(why)), 0);
+    ASSERT_STREQ(c.access_key, "DEFAULTAK");
+    creds_finish(&c);
+    ASSERT_EQ(creds_resolve(NULL, NULL, NULL, "half", &c, why, sizeof(why)), -EINVAL);
+    ASSERT_TRUE(strstr(why, "half") != NULL);
+    ASSERT_EQ(creds_resolve(NULL, NULL, NULL, "missing", &c, why, sizeof(why)), -ENOENT);
+    unsetenv("AWS_PROFILE");
+    /* No message ever carries a secret. */
+    ASSERT_TRUE(strstr(why, "secret") == NULL || strstr(why, "othersecret") == NULL);
+    unsetenv("AWS_SHARED_CREDENTIALS_FILE");
+}
+
+int main(void)
+{
+    if (!mkdtemp(tmpdir))
+        return 1;
+    test_digest_etag();
+    test_dir_store();
+    test_s3_helpers();
+    test_creds_order();
+    char cmd[600];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
+    if (system(cmd) != 0)
+        return 1;
+    TEST_MAIN_END();
+}
