@@ -6,6 +6,12 @@
 
 const struct cli_command cli_commands[] = {
     {"serve", cmd_serve, "[-c FILE]", "run the origin server"},
+    {"down", cmd_down,
+     "[-c FILE] [--retry-after SECS|--until TIME] [--message TEXT] [--at TIME] [--drain] [--json]",
+     "switch maintenance mode on; returns once every worker has"},
+    {"up", cmd_up, "[-c FILE] [--json]",
+     "switch maintenance mode off; returns once every worker has"},
+    {"status", cmd_status, "[-c FILE] [--json]", "show maintenance state and counters"},
     {"presign", cmd_presign, "[-c FILE] KEY [--ttl SECS]", "print a presigned GET URL for KEY"},
     {"check", cmd_check, "[-c FILE] [--print]", "validate the configuration and exit"},
     {"version", cmd_version, "", "print the version"},

@@ -2,6 +2,8 @@
 #ifndef FERRY_CLI_CLI_H
 #define FERRY_CLI_CLI_H
 
+#include <stdbool.h>
+
 struct ferry_conf;
 
 /* Exit codes (DESIGN.md): 0 success, 1 runtime failure, 2 usage or config error. */
@@ -25,7 +27,21 @@ int cli_usage(const char *name);
  * problems; c must be conf_finish()ed either way. */
 int cli_load_conf(const char *path, struct ferry_conf *c);
 
+/** Send the admin request line (without newline) to the server named by the
+ * configuration at conf_path, waiting at most timeout_ms, and print the reply:
+ * raw JSON with json, else its "text" (and "text_drain") members. Exit code:
+ * EXIT_RUNTIME when no server answers, the reply says ok:false, or the reply's
+ * fail_member object (if given) says "drained":false. */
+int cli_admin_run(const char *conf_path, const char *line, int timeout_ms, bool json,
+                  const char *fail_member);
+
+/** A control command with only -c FILE and --json: parse them and send command. */
+int cli_admin_simple(int argc, char **argv, const char *command);
+
 int cmd_serve(int argc, char **argv);
+int cmd_down(int argc, char **argv);
+int cmd_up(int argc, char **argv);
+int cmd_status(int argc, char **argv);
 int cmd_check(int argc, char **argv);
 int cmd_version(int argc, char **argv);
 int cmd_presign(int argc, char **argv);

@@ -3,6 +3,8 @@
 #include "common/conf.h"
 #include "common/log.h"
 #include "http/server.h"
+#include "maint/admin.h"
+#include "maint/maint.h"
 
 #include <getopt.h>
 #include <stdio.h>
@@ -46,11 +48,22 @@ int cmd_serve(int argc, char **argv)
         conf_finish(&conf);
         return EXIT_RUNTIME;
     }
+    struct admin *admin = admin_create(s, conf.server.admin_socket, err, sizeof(err));
+    struct maint_ctl *maint = admin ? maint_attach(s, admin, &conf, err, sizeof(err)) : NULL;
+    if (!maint) {
+        log_error("cannot start: %s", err);
+        admin_destroy(admin);
+        server_destroy(s);
+        conf_finish(&conf);
+        return EXIT_RUNTIME;
+    }
     r = server_run(s);
     if (r < 0)
         log_error("server: %s", strerror(-r));
     else
         log_info("stopped");
+    maint_detach(maint);
+    admin_destroy(admin);
     server_destroy(s);
     conf_finish(&conf);
     return r < 0 ? EXIT_RUNTIME : EXIT_OK;

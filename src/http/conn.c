@@ -228,9 +228,11 @@ static void request_end_counters(struct conn *c)
         return;
     struct worker *w = c->w;
     c->in_request = false;
-    uint64_t left = atomic_fetch_sub_explicit(&w->stat_inflight, 1, memory_order_release) - 1;
+    /* Exempt first: a reader between the two must never see fewer non-exempt
+     * requests in flight than there are (`ferry down --drain` trusts it). */
     if (c->exempt)
         atomic_fetch_sub_explicit(&w->stat_inflight_exempt, 1, memory_order_release);
+    uint64_t left = atomic_fetch_sub_explicit(&w->stat_inflight, 1, memory_order_release) - 1;
     c->exempt = false;
     struct server *s = w->srv;
     if (atomic_load_explicit(&s->idle_watch, memory_order_acquire) &&

@@ -487,6 +487,13 @@ int server_publish(struct server *s, const struct ferry_state *st)
     *next = *st;
     next->generation = atomic_fetch_add(&s->generation, 1) + 1;
     struct ferry_state *old = atomic_exchange_explicit(&s->state, next, memory_order_acq_rel);
+    if (!s->workers) {
+        /* Not running yet: each worker loads the current state when it starts. */
+        if (old->maint && old->maint_release)
+            old->maint_release(old->maint);
+        free(old);
+        return 0;
+    }
     wake_workers(s);
     /* Wait until every worker has loaded the new pointer: only then can no
      * request that starts from now on see the old state. */

@@ -179,8 +179,9 @@ static int signing_init(struct signing *s, const struct sigv4_request *r,
         signing_add_header(s, r->headers[i].name, r->headers[i].value);
     int token = c->session_token && *c->session_token;
     if (!presign) {
-        signing_add_header(s, "x-amz-content-sha256",
-                           r->payload_hash ? r->payload_hash : SIGV4_UNSIGNED_PAYLOAD);
+        if (!r->no_content_sha256)
+            signing_add_header(s, "x-amz-content-sha256",
+                               r->payload_hash ? r->payload_hash : SIGV4_UNSIGNED_PAYLOAD);
         signing_add_header(s, "x-amz-date", s->date);
         if (token)
             signing_add_header(s, "x-amz-security-token", c->session_token);
@@ -206,8 +207,10 @@ static void signing_finish(struct signing *s)
     buf_finish(&s->signed_headers);
 }
 
-/* Compute the hex signature over the canonical request built from s. */
-static int signing_compute(struct signing *s, const char *payload, char sig[65])
+/* Compute the hex signature over the canonical request built from s; append the
+ * canonical request and the string to sign to creq_out and sts_out when not NULL. */
+static int signing_compute(struct signing *s, const char *payload, char sig[65],
+                           struct buf *creq_out, struct buf *sts_out)
 {
     struct pair *sorted = xmalloc((s->nquery ? s->nquery : 1) * sizeof(struct pair));
     memcpy(sorted, s->query, s->nquery * sizeof(struct pair));
@@ -229,6 +232,8 @@ static int signing_compute(struct signing *s, const char *payload, char sig[65])
     if (r == 0)
         r = buf_printf(&cr, "\n%s\n%s", s->signed_headers.data, payload);
     free(sorted);
+    if (r == 0 && creq_out)
+        r = buf_append(creq_out, cr.data, cr.len);
     if (r < 0) {
         buf_finish(&cr);
         return r;
@@ -241,6 +246,8 @@ static int signing_compute(struct signing *s, const char *payload, char sig[65])
     int n = snprintf(sts, sizeof(sts), "AWS4-HMAC-SHA256\n%s\n%s\n%s", s->date, s->scope, crhash);
     if (n < 0 || (size_t)n >= sizeof(sts))
         return -EINVAL;
+    if (sts_out && buf_append(sts_out, sts, (size_t)n) < 0)
+        return -ENOBUFS;
 
     /* kSigning = HMAC(HMAC(HMAC(HMAC("AWS4" + secret, date), region), service),
      * "aws4_request"). */
@@ -266,11 +273,18 @@ static int signing_compute(struct signing *s, const char *payload, char sig[65])
 int sigv4_sign_header(const struct sigv4_request *r, const struct sigv4_creds *c,
                       struct buf *authorization)
 {
+    return sigv4_sign_header_explain(r, c, authorization, NULL, NULL);
+}
+
+int sigv4_sign_header_explain(const struct sigv4_request *r, const struct sigv4_creds *c,
+                              struct buf *authorization, struct buf *creq, struct buf *sts)
+{
     struct signing s;
     char sig[65];
     int ret = signing_init(&s, r, c, 0);
     if (ret == 0)
-        ret = signing_compute(&s, r->payload_hash ? r->payload_hash : SIGV4_UNSIGNED_PAYLOAD, sig);
+        ret = signing_compute(&s, r->payload_hash ? r->payload_hash : SIGV4_UNSIGNED_PAYLOAD, sig,
+                              creq, sts);
     if (ret == 0)
         ret = buf_printf(authorization,
                          "AWS4-HMAC-SHA256 Credential=%s/%s, SignedHeaders=%s, Signature=%s",
@@ -299,7 +313,7 @@ int sigv4_presign(const struct sigv4_request *r, const struct sigv4_creds *c, lo
     signing_add_query(&s, "X-Amz-SignedHeaders", s.signed_headers.data);
     if (c->session_token && *c->session_token)
         signing_add_query(&s, "X-Amz-Security-Token", c->session_token);
-    ret = signing_compute(&s, SIGV4_UNSIGNED_PAYLOAD, sig);
+    ret = signing_compute(&s, SIGV4_UNSIGNED_PAYLOAD, sig, NULL, NULL);
     for (size_t i = 0; ret == 0 && i < s.nquery; i++)
         ret = buf_printf(out, "%s=%s&", s.query[i].name, s.query[i].value);
     if (ret == 0)

@@ -39,6 +39,9 @@ struct sigv4_request {
     size_t nheaders;
     const char *payload_hash; /* lowercase hex SHA-256, or NULL for UNSIGNED-PAYLOAD */
     time_t when;
+    int no_content_sha256; /* 1: do not sign x-amz-content-sha256 (plain SigV4 as other
+                              AWS services and the generic test suite use it; S3 requires
+                              the header, so the store leaves this 0) */
 };
 
 /** Format t as the ISO 8601 basic timestamp "20130524T000000Z" into out (>= 17 bytes). */
@@ -51,12 +54,19 @@ int sigv4_uri_encode(struct buf *out, const char *s, size_t len, int keep_slash)
 
 /** Sign r for header authentication. The caller sends, besides r->headers and Host:
  * "x-amz-date: <sigv4_format_date(r->when)>", "x-amz-content-sha256: <payload hash
- * or UNSIGNED-PAYLOAD>", "x-amz-security-token" when c has one, and
+ * or UNSIGNED-PAYLOAD>" (not signed, need not be sent, when r->no_content_sha256),
+ * "x-amz-security-token" when c has one, and
  * "Authorization: <what is appended to authorization>". Header names in r->headers
  * must be unique case-insensitively. Returns 0, -EINVAL on a bad request,
  * or -ENOBUFS. Any thread; no shared state. */
 int sigv4_sign_header(const struct sigv4_request *r, const struct sigv4_creds *c,
                       struct buf *authorization);
+
+/** sigv4_sign_header, also appending the canonical request and the string to sign it
+ * built to creq and sts (each may be NULL), for tests and diagnostics. Same returns;
+ * on failure creq and sts may hold a part. Any thread. */
+int sigv4_sign_header_explain(const struct sigv4_request *r, const struct sigv4_creds *c,
+                              struct buf *authorization, struct buf *creq, struct buf *sts);
 
 /** Presign r (payload UNSIGNED-PAYLOAD) valid for expires seconds (1..604800).
  * Appends the query string (without '?') to out: r's parameters in order, then
