@@ -29,7 +29,7 @@ case " $SERVERS " in *" ferry "*) bench_build_ferry ;; esac
 
 head -c 4096 /dev/urandom >"$BENCH_DIR/public/4k.bin"
 head -c 1048576 /dev/urandom >"$BENCH_DIR/public/1m.bin"
-cp "$BENCH_REPO/dist/public/index.html" "$BENCH_DIR/public/index.html"
+cp "$BENCH_REPO/public/index.html" "$BENCH_DIR/public/index.html"
 chmod 644 "$BENCH_DIR/public/"*
 : >"$BENCH_RESULTS"
 
