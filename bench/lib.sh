@@ -99,6 +99,11 @@ bench_start() {
         bench_template "$BENCH_HERE/lighttpd.conf" "$BENCH_DIR/lighttpd.conf"
         $pin lighttpd -D -f "$BENCH_DIR/lighttpd.conf" >"$BENCH_DIR/lighttpd.log" 2>&1 &
         ;;
+    floor)
+        # Not a server: the recv+send cost floor for the 4 KiB test (bench/floor.c).
+        cc -O2 -o "$BENCH_DIR/floor" "$BENCH_HERE/floor.c"
+        $pin "$BENCH_DIR/floor" "$SERVER_PORT" "$BENCH_DIR/public/4k.bin" >"$BENCH_DIR/floor.log" 2>&1 &
+        ;;
     *) bench_die "unknown server '$SERVER_NAME'" ;;
     esac
     SERVER_PID=$!

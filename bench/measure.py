@@ -325,7 +325,7 @@ def _ratio(a, b):
     return f"{a / b:.2f}" if a is not None and b else "-"
 
 
-def table(results, servers=("ferry", "nginx", "lighttpd")):
+def table(results, servers=("ferry", "nginx", "lighttpd", "floor")):
     out = []
     out.append("| test | server | requests/s | CPU µs/request | user | RSS MiB | PSS MiB "
                "| ferry/peer CPU | ferry/peer RSS |")
@@ -366,7 +366,12 @@ def table(results, servers=("ferry", "nginx", "lighttpd")):
             continue
         ratio = f[metric] / p[metric]
         verdict = "met" if ratio <= limit else "MISSED"
-        out.append(f"- target {title}: ferry {what} <= {limit}x {peer}'s: {ratio:.2f}x, {verdict}")
+        line = f"- target {title}: ferry {what} <= {limit}x {peer}'s: {ratio:.2f}x, {verdict}"
+        fl = results.get((test, "floor"))
+        if fl and fl.get(metric):
+            # What a server that only does recv+send would score on the same target.
+            line += f" (floor: {fl[metric] / p[metric]:.2f}x; ferry/floor {f[metric] / fl[metric]:.2f}x)"
+        out.append(line)
     return "\n".join(out)
 
 

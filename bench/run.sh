@@ -9,6 +9,9 @@
 #   BENCH_SECONDS=5 BENCH_ROUNDS=1 bench/run.sh    shorter
 #   BENCH_SERVERS="nginx lighttpd" bench/run.sh
 #
+# "floor" (bench/floor.c) is not a server but the cost of one recv and one
+# send per request over loopback: the 4 KiB row shows what no server can beat.
+#
 # Tests: (a) 4 KiB file keep-alive, (b) 1 MiB file keep-alive, (c) 304
 # revalidation with the server's own ETag, (d) 10,000 idle keep-alive
 # connections (RSS). Results: $BENCH_DIR/results.jsonl, then a Markdown table
@@ -19,7 +22,7 @@ set -eu
 
 SECONDS_PER_RUN=${BENCH_SECONDS:-10}
 WARM=${BENCH_WARM:-2}
-SERVERS=${BENCH_SERVERS:-ferry nginx lighttpd}
+SERVERS=${BENCH_SERVERS:-ferry nginx lighttpd floor}
 IDLE=${BENCH_IDLE:-10000}
 ROUNDS=${BENCH_ROUNDS:-3}
 
@@ -59,6 +62,16 @@ while [ "$round" -le "$ROUNDS" ]; do
     for name in $SERVERS; do
         bench_start "$name"
         bench_log "bench: round $round/$ROUNDS: $name (pid $SERVER_PID, port $SERVER_PORT)"
+        if [ "$name" = floor ]; then
+            # The floor only answers the 4 KiB test (see bench/floor.c).
+            curl -sf -o "$BENCH_DIR/check.bin" "$(bench_url 4k.bin)" &&
+                cmp -s "$BENCH_DIR/check.bin" "$BENCH_DIR/public/4k.bin" ||
+                bench_die "floor: /4k.bin differs from the file on disk"
+            bench_warm "$WARM" 4k.bin
+            bench_wrk 4k "$SECONDS_PER_RUN" 4k.bin --min-bytes 4096 --max-bytes 4700
+            bench_stop
+            continue
+        fi
         check_server
         bench_warm "$WARM" 4k.bin
         bench_wrk 4k "$SECONDS_PER_RUN" 4k.bin --min-bytes 4096 --max-bytes 4700
@@ -73,6 +86,7 @@ done
 # Idle connections on a fresh server, so that buffers grown by the runs above
 # do not count. Memory does not depend on timing: one round is enough.
 for name in $SERVERS; do
+    [ "$name" = floor ] && continue
     bench_start "$name"
     bench_log "bench: $IDLE idle connections: $name (pid $SERVER_PID, port $SERVER_PORT)"
     taskset -c "$BENCH_CLIENT_CPU" "$BENCH_PY" "$BENCH_HERE/measure.py" idle --pid "$SERVER_PID" \
