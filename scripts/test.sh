@@ -38,9 +38,11 @@ if [ "${FERRY_TEST_QUICK:-0}" != 1 ]; then
     FERRY_BIN="$PWD/build-asan/ferry" $PY -m pytest -q -p no:cacheprovider tests/integration
 
     step "fuzz the request parser (60 s)"
-    if [ -x build-asan/tests/fuzz/fuzz_parser ]; then
-        mkdir -p build-asan/fuzz-corpus
-        build-asan/tests/fuzz/fuzz_parser -max_total_time=60 -timeout=5 -dict=tests/fuzz/parser.dict \
-            build-asan/fuzz-corpus tests/fuzz/corpus/parser
+    if [ ! -x build-asan/tests/fuzz/fuzz_parser ]; then
+        echo "build-asan has no fuzz targets: reconfigure it with -Dfuzz=true" >&2
+        exit 1
     fi
+    mkdir -p build-asan/fuzz-corpus
+    build-asan/tests/fuzz/fuzz_parser -max_total_time=60 -timeout=5 -dict=tests/fuzz/parser.dict \
+        build-asan/fuzz-corpus tests/fuzz/corpus/parser
 fi
