@@ -44,6 +44,7 @@ size_t fcache_max_file(const struct fcache *fc)
 
 static void entry_free(struct fcache_entry *e)
 {
+    free(e->headers);
     free(e->key);
     free(e->data);
     free(e);
@@ -173,6 +174,12 @@ struct fcache_entry *fcache_put(struct fcache *fc, const char *key, size_t len, 
     e->mtime = st->st_mtime;
     fcache_format_validators(st, e->etag, sizeof(e->etag), e->lastmod);
     e->ctype = ctype;
+    /* The 200 response's headers are the same for every request until the
+     * file changes, so format them once. */
+    e->headers = xasprintf("Content-Type: %s\r\nLast-Modified: %s\r\nETag: %s\r\n"
+                           "Accept-Ranges: bytes\r\n",
+                           ctype, e->lastmod, e->etag);
+    e->headers_len = strlen(e->headers);
     e->checked_ms = now_ms;
     e->refs = 1;
     e->live = true;

@@ -27,6 +27,8 @@ struct fcache_entry {
     char etag[48];
     char lastmod[32];
     const char *ctype;
+    char *headers; /* "Content-Type...Accept-Ranges: bytes\r\n" of a 200 */
+    size_t headers_len;
     uint64_t checked_ms;
     int refs;  /* the cache's own reference plus responses in flight */
     bool live; /* still in the cache */

@@ -25,6 +25,9 @@ void conn_respond_start(struct conn *c, int status);
  * Content-Length and Connection itself. */
 void conn_respond_header(struct conn *c, const char *name, const char *value);
 
+/** Add pre-formatted header lines ("Name: value\r\n"...), copied. */
+void conn_respond_headers_raw(struct conn *c, const char *p, size_t len);
+
 /** Finish the head and send (p, len) as the body (omitted for HEAD but counted in
  * Content-Length). If release is non-NULL the memory is not copied and
  * release(arg) runs once it has been written or the connection is gone;

@@ -257,10 +257,14 @@ static int static_serve(struct conn *c, const struct http_request *req, struct f
         return HANDLER_DONE;
     }
     conn_respond_start(c, rr == RANGE_OK ? 206 : 200);
-    conn_respond_header(c, "Content-Type", v->ctype);
-    conn_respond_header(c, "Last-Modified", v->lastmod);
-    conn_respond_header(c, "ETag", v->etag);
-    conn_respond_header(c, "Accept-Ranges", "bytes");
+    if (v->e) {
+        conn_respond_headers_raw(c, v->e->headers, v->e->headers_len);
+    } else {
+        conn_respond_header(c, "Content-Type", v->ctype);
+        conn_respond_header(c, "Last-Modified", v->lastmod);
+        conn_respond_header(c, "ETag", v->etag);
+        conn_respond_header(c, "Accept-Ranges", "bytes");
+    }
     if (rr == RANGE_OK) {
         char cr[96];
         snprintf(cr, sizeof(cr), "bytes %lld-%lld/%lld", (long long)start, (long long)end,

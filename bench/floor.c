@@ -1,0 +1,82 @@
+/* bench/floor.c: the cost floor for the 4 KiB test, not a web server.
+ *
+ * One epoll loop; each recv is answered with one send of a fixed response
+ * (the file given on the command line, read at start) per request head it
+ * contains. No parsing, no files, no timers: what is left is the kernel's
+ * work for one recv and one send over loopback TCP, which any HTTP server
+ * must also pay. bench/run.sh measures it beside ferry, nginx and lighttpd so
+ * the CPU ratios can be read against what is physically possible here.
+ *
+ *   floor PORT FILE
+ */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+int main(int argc, char **argv)
+{
+    if (argc != 3) {
+        fprintf(stderr, "usage: floor PORT FILE\n");
+        return 2;
+    }
+    int fd = open(argv[2], O_RDONLY);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) < 0 || st.st_size > (1 << 20)) {
+        perror(argv[2]);
+        return 1;
+    }
+    char *resp = malloc((size_t)st.st_size + 256);
+    int hl = snprintf(resp, 256,
+                      "HTTP/1.1 200 OK\r\nServer: floor\r\nContent-Type: application/octet-stream\r\n"
+                      "ETag: \"floor\"\r\nContent-Length: %lld\r\n\r\n",
+                      (long long)st.st_size);
+    if (read(fd, resp + hl, (size_t)st.st_size) != st.st_size)
+        return 1;
+    size_t rl = (size_t)hl + (size_t)st.st_size;
+    int one = 1;
+    int l = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)atoi(argv[1])),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    if (bind(l, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(l, 4096) < 0) {
+        perror("listen");
+        return 1;
+    }
+    int ep = epoll_create1(0);
+    struct epoll_event le = {.events = EPOLLIN, .data.fd = l};
+    epoll_ctl(ep, EPOLL_CTL_ADD, l, &le);
+    struct epoll_event ev[256];
+    static char buf[65536];
+    for (;;) {
+        int n = epoll_wait(ep, ev, 256, -1);
+        for (int i = 0; i < n; i++) {
+            int c = ev[i].data.fd;
+            if (c == l) {
+                int s;
+                while ((s = accept4(l, NULL, NULL, SOCK_NONBLOCK)) >= 0) {
+                    setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+                    struct epoll_event ce = {.events = EPOLLIN, .data.fd = s};
+                    epoll_ctl(ep, EPOLL_CTL_ADD, s, &ce);
+                }
+                continue;
+            }
+            ssize_t r = recv(c, buf, sizeof(buf) - 1, 0);
+            if (r <= 0) {
+                close(c);
+                continue;
+            }
+            buf[r] = '\0';
+            for (char *p = buf; (p = strstr(p, "\r\n\r\n")) != NULL; p += 4)
+                send(c, resp, rl, MSG_NOSIGNAL);
+        }
+    }
+}
