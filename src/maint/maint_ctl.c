@@ -326,7 +326,10 @@ static int arg_int(const struct admin_request *req, const char *key, int64_t *ou
     if (!v)
         return 0;
     char tmp[32];
-    if (admin_decode_value(v, tmp, sizeof(tmp)) <= 0)
+    int n = admin_decode_value(v, tmp, sizeof(tmp));
+    /* Digits only: strtoll would also take leading blanks, a sign, or stop at
+     * an encoded NUL. */
+    if (n <= 0 || strspn(tmp, "0123456789") != (size_t)n)
         return -EINVAL;
     char *end;
     errno = 0;
@@ -367,9 +370,15 @@ static int cmd_down(struct admin_client *c, const struct admin_request *req, str
     }
     char message[MAINT_MESSAGE_MAX + 1] = "";
     const struct admin_str *mv = admin_request_arg(req, "message");
-    if (mv && admin_decode_value(mv, message, sizeof(message)) < 0) {
+    int mlen = mv ? admin_decode_value(mv, message, sizeof(message)) : 0;
+    if (mlen < 0) {
         admin_reply_error(reply, "down: message too long (at most %d bytes) or badly encoded",
                           MAINT_MESSAGE_MAX);
+        return 0;
+    }
+    if (memchr(message, '\0', (size_t)mlen)) {
+        /* It would be cut at the NUL everywhere it is used: refuse it. */
+        admin_reply_error(reply, "down: message contains a NUL byte");
         return 0;
     }
     int64_t now = now_wall_ms();

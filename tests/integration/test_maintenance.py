@@ -344,6 +344,14 @@ def test_admin_socket_abuse(ferry_factory):
     assert r["ok"] is False and "bad numeric" in r["error"]
     r = json.loads(admin_exchange(path, b"down bogus=1\n"))
     assert r["ok"] is False and "unknown argument 'bogus'" in r["error"]
+    # Numbers are digits only: no blanks, signs or encoded NULs for strtoll to skip.
+    for bad in (b"%205", b"%00", b"+5", b"5%00"):
+        r = json.loads(admin_exchange(path, b"down retry_after=" + bad + b"\n"))
+        assert r["ok"] is False and "bad numeric" in r["error"], bad
+    # A message with a NUL would be cut short wherever it is shown: refused.
+    r = json.loads(admin_exchange(path, b"down message=a%00b\n"))
+    assert r == {"ok": False, "error": "down: message contains a NUL byte"}
+    assert status(f)["maintenance"]["mode"] == "off"
     # An oversized line is refused and the connection closed.
     s = socket.socket(socket.AF_UNIX)
     s.connect(path)
