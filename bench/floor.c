@@ -7,7 +7,10 @@
  * must also pay. bench/run.sh measures it beside ferry, nginx and lighttpd so
  * the CPU ratios can be read against what is physically possible here.
  *
- *   floor PORT FILE
+ *   floor PORT FILE [STATUS [HEADER-LINES]]
+ *
+ * STATUS (default "200 OK") and HEADER-LINES ("Name: value\r\n"...) let the
+ * maintenance benchmark measure the floor for its 503 response too.
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -23,21 +26,24 @@
 
 int main(int argc, char **argv)
 {
-    if (argc != 3) {
-        fprintf(stderr, "usage: floor PORT FILE\n");
+    if (argc < 3 || argc > 5) {
+        fprintf(stderr, "usage: floor PORT FILE [STATUS [HEADER-LINES]]\n");
         return 2;
     }
+    const char *status = argc > 3 ? argv[3] : "200 OK";
+    const char *extra = argc > 4 ? argv[4] : "";
     int fd = open(argv[2], O_RDONLY);
     struct stat st;
     if (fd < 0 || fstat(fd, &st) < 0 || st.st_size > (1 << 20)) {
         perror(argv[2]);
         return 1;
     }
-    char *resp = malloc((size_t)st.st_size + 256);
-    int hl = snprintf(resp, 256,
-                      "HTTP/1.1 200 OK\r\nServer: floor\r\nContent-Type: application/octet-stream\r\n"
-                      "ETag: \"floor\"\r\nContent-Length: %lld\r\n\r\n",
-                      (long long)st.st_size);
+    size_t headroom = 256 + strlen(status) + strlen(extra);
+    char *resp = malloc((size_t)st.st_size + headroom);
+    int hl = snprintf(resp, headroom,
+                      "HTTP/1.1 %s\r\nServer: floor\r\nContent-Type: application/octet-stream\r\n"
+                      "ETag: \"floor\"\r\n%sContent-Length: %lld\r\n\r\n",
+                      status, extra, (long long)st.st_size);
     if (read(fd, resp + hl, (size_t)st.st_size) != st.st_size)
         return 1;
     size_t rl = (size_t)hl + (size_t)st.st_size;
@@ -77,6 +83,8 @@ int main(int argc, char **argv)
             buf[r] = '\0';
             for (char *p = buf; (p = strstr(p, "\r\n\r\n")) != NULL; p += 4)
                 send(c, resp, rl, MSG_NOSIGNAL);
+            if (strcasestr(buf, "\r\nconnection: close"))
+                close(c); /* the benchmarks' own checks read until close */
         }
     }
 }

@@ -295,6 +295,19 @@ magnet.attract-raw-url-to = ( "{work}/maint.lua" )
     return Server("lighttpd", ["lighttpd", "-D", "-f", f"{work}/lighttpd.conf"], port)
 
 
+def start_floor(work, expect):
+    """bench/floor.c answering with the same 503 bytes: what one recv and one
+    send per request cost here, a bound no server can beat."""
+    port = free_port()
+    floor = f"{work}/floor"
+    subprocess.run(["cc", "-O2", "-o", floor, os.path.join(REPO, "bench", "floor.c")], check=True)
+    body = f"{work}/floor-body.html"
+    with open(body, "wb") as f:
+        f.write(expect)
+    extra = "X-Maintenance-Mode: 1\r\nRetry-After: 300\r\nCache-Control: no-store\r\n"
+    return Server("floor", [floor, str(port), body, "503 Service Unavailable", extra], port)
+
+
 def ferry_cli(ferry_bin, work, *args):
     return subprocess.run([ferry_bin, args[0], "-c", f"{work}/ferry.conf"] + list(args[1:]),
                           capture_output=True, text=True, cwd=work)
@@ -332,8 +345,10 @@ def main():
     results = []
     try:
         for rnd in range(args.rounds):
-            for name in ("ferry", "lighttpd", "nginx"):
-                if name == "ferry":
+            for name in ("ferry", "lighttpd", "nginx", "floor"):
+                if name == "floor":
+                    srv = start_floor(work, expect)
+                elif name == "ferry":
                     srv = start_ferry(work, args.ferry)
                     p = ferry_cli(args.ferry, work, "down", "--message", MESSAGE,
                                   "--retry-after", "300")
@@ -385,7 +400,7 @@ def main():
         shutil.rmtree(work, ignore_errors=True)
 
     med = {}
-    for name in ("ferry", "lighttpd", "nginx"):
+    for name in ("ferry", "lighttpd", "nginx", "floor"):
         rs = [r for r in results if r["server"] == name]
         med[name] = {k: statistics.median(r[k] for r in rs)
                      for k in ("rps", "cpu_us_per_req", "rss_kib")}
@@ -396,14 +411,17 @@ def main():
           f"1 server worker, median of {args.rounds} rounds\n")
     print("| server | req/s | CPU us/req (range) | RSS KiB | req/s vs ferry | CPU/req vs ferry |")
     print("|---|---:|---:|---:|---:|---:|")
-    for name in ("ferry", "lighttpd", "nginx"):
+    for name in ("ferry", "lighttpd", "nginx", "floor"):
         m = med[name]
         print(f"| {name} | {m['rps']:.0f} | {m['cpu_us_per_req']:.2f} "
               f"({m['cpu_range'][0]:.2f}-{m['cpu_range'][1]:.2f}) | {m['rss_kib']:.0f} | "
               f"{m['rps'] / f['rps']:.2f}x | {m['cpu_us_per_req'] / f['cpu_us_per_req']:.2f}x |")
     ratio = f["cpu_us_per_req"] / med["lighttpd"]["cpu_us_per_req"]
+    floor = med["floor"]["cpu_us_per_req"] / med["lighttpd"]["cpu_us_per_req"]
     print(f"\nferry CPU/request is {ratio:.2f}x lighttpd+mod_magnet's "
-          f"(target <= 0.6x: {'met' if ratio <= 0.6 else 'NOT met'})")
+          f"(target <= 0.6x: {'met' if ratio <= 0.6 else 'NOT met'}); the floor "
+          f"(bench/floor.c, one recv and one send of the same bytes) is {floor:.2f}x, "
+          f"ferry/floor {f['cpu_us_per_req'] / med['floor']['cpu_us_per_req']:.2f}x")
     ms = lambda x: x * 1000
     print(f"\n## `ferry down` under load ({args.toggles} toggles, wrk -c{CONNS} on the live page)\n")
     print(f"- CLI `ferry down` returns in median {ms(statistics.median(cli_down)):.1f} ms, "
