@@ -3,6 +3,7 @@
 #include "common/alloc.h"
 #include "common/log.h"
 #include "common/net.h"
+#include "common/text.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -21,54 +22,58 @@
 #define HOUR (3600LL * SEC)
 #define DAY (24 * HOUR)
 
+/* The word-by-word validators: each word is checked on its own so that the
+ * error can quote the one that is wrong. */
+struct word_check {
+    char *why;
+    size_t whylen;
+};
+
+static int listen_word(const char *w, void *arg)
+{
+    struct word_check *wc = arg;
+    struct net_addr a;
+    if (net_parse_addr(w, &a) == 0)
+        return 0;
+    snprintf(wc->why, wc->whylen, "cannot parse '%s' (want HOST:PORT, [IPV6]:PORT or *:PORT)", w);
+    return -EINVAL;
+}
+
+static int cidr_word(const char *w, void *arg)
+{
+    struct word_check *wc = arg;
+    struct net_cidr cidr;
+    if (net_parse_cidr(w, &cidr) == 0)
+        return 0;
+    snprintf(wc->why, wc->whylen, "cannot parse '%s' (want ADDRESS/BITS)", w);
+    return -EINVAL;
+}
+
+static int prefix_word(const char *w, void *arg)
+{
+    struct word_check *wc = arg;
+    if (w[0] == '/')
+        return 0;
+    snprintf(wc->why, wc->whylen, "'%s' does not start with '/'", w);
+    return -EINVAL;
+}
+
 static int check_listen(const char *value, char *why, size_t whylen)
 {
-    char *copy = xstrdup(value);
-    int r = 0;
-    char *save = NULL;
-    for (char *w = strtok_r(copy, " \t", &save); w; w = strtok_r(NULL, " \t", &save)) {
-        struct net_addr a;
-        if (net_parse_addr(w, &a) < 0) {
-            snprintf(why, whylen, "cannot parse '%s' (want HOST:PORT, [IPV6]:PORT or *:PORT)", w);
-            r = -EINVAL;
-            break;
-        }
-    }
-    free(copy);
-    return r;
+    struct word_check wc = {why, whylen};
+    return text_each_word(value, listen_word, &wc);
 }
 
 static int check_cidrs(const char *value, char *why, size_t whylen)
 {
-    char *copy = xstrdup(value);
-    int r = 0;
-    char *save = NULL;
-    for (char *w = strtok_r(copy, " \t", &save); w; w = strtok_r(NULL, " \t", &save)) {
-        struct net_cidr cidr;
-        if (net_parse_cidr(w, &cidr) < 0) {
-            snprintf(why, whylen, "cannot parse '%s' (want ADDRESS/BITS)", w);
-            r = -EINVAL;
-            break;
-        }
-    }
-    free(copy);
-    return r;
+    struct word_check wc = {why, whylen};
+    return text_each_word(value, cidr_word, &wc);
 }
 
 static int check_prefixes(const char *value, char *why, size_t whylen)
 {
-    char *copy = xstrdup(value);
-    int r = 0;
-    char *save = NULL;
-    for (char *w = strtok_r(copy, " \t", &save); w; w = strtok_r(NULL, " \t", &save)) {
-        if (w[0] != '/') {
-            snprintf(why, whylen, "'%s' does not start with '/'", w);
-            r = -EINVAL;
-            break;
-        }
-    }
-    free(copy);
-    return r;
+    struct word_check wc = {why, whylen};
+    return text_each_word(value, prefix_word, &wc);
 }
 
 /* clang-format off */

@@ -6,6 +6,7 @@
  * head is complete. Nothing is allocated and nothing is remembered between
  * calls. */
 #include "http/parser.h"
+#include "common/text.h"
 
 #include <limits.h>
 #include <stddef.h>
@@ -50,13 +51,6 @@ static const unsigned char char_class[256] = {CC64(0), CC64(64), CC64(128), CC64
 static bool is_digit(unsigned char c)
 {
     return CC_DIGIT(c);
-}
-
-static int hex_value(unsigned char c)
-{
-    if (!(char_class[c] & C_HEX))
-        return -1;
-    return c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10;
 }
 
 static bool is_tchar(unsigned char c)
@@ -150,8 +144,8 @@ static bool pct_escapes_valid(const char *p, size_t n)
     for (size_t i = 0; i < n; i++) {
         if (p[i] != '%')
             continue;
-        if (n - i < 3 || hex_value((unsigned char)p[i + 1]) < 0 ||
-            hex_value((unsigned char)p[i + 2]) < 0)
+        if (n - i < 3 || text_hex_value((unsigned char)p[i + 1]) < 0 ||
+            text_hex_value((unsigned char)p[i + 2]) < 0)
             return false;
         i += 2;
     }
@@ -198,8 +192,8 @@ static bool authority_valid(const char *p, size_t n, bool need_host, bool need_p
     } else {
         while (i < n && p[i] != ':') {
             if (p[i] == '%') {
-                if (n - i < 3 || hex_value((unsigned char)p[i + 1]) < 0 ||
-                    hex_value((unsigned char)p[i + 2]) < 0)
+                if (n - i < 3 || text_hex_value((unsigned char)p[i + 1]) < 0 ||
+                    text_hex_value((unsigned char)p[i + 2]) < 0)
                     return false;
                 i += 3;
                 continue;
@@ -797,7 +791,7 @@ int http_chunked_decode(struct http_chunked *c, char *buf, size_t *len)
         switch (c->state) {
         case CH_SIZE_FIRST:
         case CH_SIZE:
-            hex = hex_value(ch);
+            hex = text_hex_value(ch);
             if (hex >= 0) {
                 /* 16 digits cannot overflow uint64; the value must also fit
                  * in int64 for callers that count in off_t. */

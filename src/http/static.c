@@ -2,6 +2,7 @@
  * RESOLVE_BENEATH, Content-Type, ETag/Last-Modified, conditional requests,
  * a single byte range, HEAD, index files; never a directory listing. */
 #include "http/internal.h"
+#include "common/text.h"
 #include "http/filecache.h"
 #include "http/mime.h"
 #include "http/response.h"
@@ -29,17 +30,6 @@ static int open_beneath(int dirfd, const char *rel)
     return fd < 0 ? -errno : fd;
 }
 
-static int hexval(char ch)
-{
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    if (ch >= 'a' && ch <= 'f')
-        return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F')
-        return ch - 'A' + 10;
-    return -1;
-}
-
 /**
  * Decode the percent-escapes of (p, len) into out (cap bytes) and check the
  * result: it must start with '/', contain no NUL and no "." or ".." segment.
@@ -55,7 +45,7 @@ static long static_decode_path(const char *p, size_t len, char *out, size_t cap)
         if (ch == '%') {
             if (i + 2 >= len)
                 return -400;
-            int hi = hexval(p[i + 1]), lo = hexval(p[i + 2]);
+            int hi = text_hex_value(p[i + 1]), lo = text_hex_value(p[i + 2]);
             if (hi < 0 || lo < 0)
                 return -400;
             ch = (char)(hi << 4 | lo);

@@ -1,4 +1,5 @@
 #include "maint/admin.h"
+#include "common/text.h"
 
 #include "common/alloc.h"
 #include "common/buf.h"
@@ -26,17 +27,6 @@
 static bool is_name_char(char c)
 {
     return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
-}
-
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
 }
 
 int admin_parse_line(const char *buf, size_t len, struct admin_request *req)
@@ -79,7 +69,7 @@ int admin_parse_line(const char *buf, size_t len, struct admin_request *req)
         for (const char *q = eq + 1; q < tend; q++) {
             if (*q < 0x21 || *q > 0x7e)
                 return -1;
-            if (*q == '%' && (tend - q < 3 || hexval(q[1]) < 0 || hexval(q[2]) < 0))
+            if (*q == '%' && (tend - q < 3 || text_hex_value(q[1]) < 0 || text_hex_value(q[2]) < 0))
                 return -1;
         }
         req->args[req->nargs].key.p = tok;
@@ -108,9 +98,10 @@ int admin_decode_value(const struct admin_str *v, char *out, size_t outlen)
     for (size_t i = 0; i < v->len; i++) {
         char c = v->p[i];
         if (c == '%') {
-            if (v->len - i < 3 || hexval(v->p[i + 1]) < 0 || hexval(v->p[i + 2]) < 0)
+            if (v->len - i < 3 || text_hex_value(v->p[i + 1]) < 0 ||
+                text_hex_value(v->p[i + 2]) < 0)
                 return -1;
-            c = (char)(hexval(v->p[i + 1]) * 16 + hexval(v->p[i + 2]));
+            c = (char)(text_hex_value(v->p[i + 1]) * 16 + text_hex_value(v->p[i + 2]));
             i += 2;
         }
         if (o + 1 >= outlen)

@@ -9,6 +9,7 @@
  * Output: one line per request, the Authorization value or the presigned query
  * string, or "ERROR <errno>". */
 #include "store/sigv4.h"
+#include "common/text.h"
 
 #include "common/alloc.h"
 
@@ -22,17 +23,6 @@ static char *next_field(char **save)
     return strtok_r(NULL, " \n", save);
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Decode a hex field in place; returns NULL for "-" and "" for ".". */
 static const char *decode(char *f)
 {
@@ -42,7 +32,7 @@ static const char *decode(char *f)
         return "";
     size_t n = strlen(f) / 2;
     for (size_t i = 0; i < n; i++)
-        f[i] = (char)(hexval(f[2 * i]) * 16 + hexval(f[2 * i + 1]));
+        f[i] = (char)(text_hex_value(f[2 * i]) * 16 + text_hex_value(f[2 * i + 1]));
     f[n] = '\0';
     return f;
 }
