@@ -26,7 +26,8 @@ step "unit tests"
 meson test -C build --suite unit --print-errorlogs
 
 step "integration tests"
-FERRY_BIN="$PWD/build/ferry" $PY -m pytest -q -p no:cacheprovider tests/integration
+FERRY_BIN="$PWD/build/ferry" $PY -m pytest -q -p no:cacheprovider --junitxml=build/pytest.xml \
+    tests/integration
 
 if [ "${FERRY_TEST_QUICK:-0}" != 1 ]; then
     step "sanitizer build (ASan+UBSan)"
@@ -36,7 +37,8 @@ if [ "${FERRY_TEST_QUICK:-0}" != 1 ]; then
     export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:halt_on_error=1
     export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
     meson test -C build-asan --suite unit --print-errorlogs
-    FERRY_BIN="$PWD/build-asan/ferry" $PY -m pytest -q -p no:cacheprovider tests/integration
+    FERRY_BIN="$PWD/build-asan/ferry" $PY -m pytest -q -p no:cacheprovider \
+        --junitxml=build-asan/pytest.xml tests/integration
 
     step "fuzz: request parser 60 s, admin protocol 20 s, maintenance 20 s"
     fuzz() { # NAME SECONDS: run one target on its seeds plus a corpus kept in build-asan/
@@ -52,3 +54,33 @@ if [ "${FERRY_TEST_QUICK:-0}" != 1 ]; then
     fuzz admin 20
     fuzz maint 20
 fi
+
+# One closing line over every suite that ran (set -e: reaching here means none failed).
+logs="build/meson-logs/testlog.json build/pytest.xml"
+[ "${FERRY_TEST_QUICK:-0}" = 1 ] || logs="$logs build-asan/meson-logs/testlog.json build-asan/pytest.xml"
+$PY - $logs <<'PYEOF'
+import json, os, sys
+import xml.etree.ElementTree as ET
+passed = failed = skipped = 0
+for path in sys.argv[1:]:
+    if not os.path.exists(path):
+        continue
+    if path.endswith(".json"):
+        for line in open(path):
+            r = json.loads(line)
+            if r.get("result") in ("OK", "EXPECTEDFAIL"):
+                passed += 1
+            elif r.get("result") == "SKIP":
+                skipped += 1
+            else:
+                failed += 1
+    else:
+        root = ET.parse(path).getroot()
+        for s in ([root] if root.tag == "testsuite" else root.iter("testsuite")):
+            n, f = int(s.get("tests")), int(s.get("failures")) + int(s.get("errors"))
+            k = int(s.get("skipped"))
+            passed += n - f - k
+            failed += f
+            skipped += k
+print(f"summary: {passed} passed, {failed} failed, {skipped} skipped")
+PYEOF
