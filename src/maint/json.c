@@ -194,8 +194,10 @@ int json_decode_string(const char *val, size_t vlen, struct buf *b)
         int r;
         if (*p != '\\') {
             const char *q = p;
-            while (q < end && *q != '\\')
+            while (q < end && *q != '\\' && *q != '"' && (unsigned char)*q >= 0x20)
                 q++;
+            if (q < end && *q != '\\')
+                return -EINVAL; /* a raw quote or control character is not JSON */
             r = buf_append(b, p, (size_t)(q - p));
             p = q;
         } else {
@@ -212,6 +214,8 @@ int json_decode_string(const char *val, size_t vlen, struct buf *b)
                 if (end - p < 4 || hex4(p, &cp) < 0)
                     return -EINVAL;
                 p += 4;
+                if (cp >= 0xdc00 && cp <= 0xdfff)
+                    return -EINVAL; /* a low surrogate must follow a high one */
                 if (cp >= 0xd800 && cp < 0xdc00) {
                     uint32_t lo;
                     if (end - p < 6 || p[0] != '\\' || p[1] != 'u' || hex4(p + 2, &lo) < 0 ||

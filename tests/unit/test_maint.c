@@ -338,6 +338,11 @@ static void test_json(void)
     buf_reset(&b);
     ASSERT_EQ(json_decode_string("\"\\x\"", 4, &b), -EINVAL);
     ASSERT_EQ(json_decode_string("\"\\ud83d\"", 8, &b), -EINVAL);
+    /* A raw quote or control character inside a string, or a lone low
+     * surrogate, is not JSON. */
+    ASSERT_EQ(json_decode_string("\"a\"b\"", 5, &b), -EINVAL);
+    ASSERT_EQ(json_decode_string("\"a\nb\"", 5, &b), -EINVAL);
+    ASSERT_EQ(json_decode_string("\"\\udc00\"", 8, &b), -EINVAL);
     ASSERT_EQ(json_find_member("[1]", 3, "a", &v, &n), -EINVAL);
     ASSERT_EQ(json_find_member("{\"a\" 1}", 7, "a", &v, &n), -EINVAL);
     ASSERT_EQ(json_find_member("{}", 2, "a", &v, &n), -ENOENT);
