@@ -145,6 +145,26 @@ static int range_match(const char *p, size_t n, const char *type)
     return 0;
 }
 
+/* The first ch in [p, end) that is not inside a quoted-string (RFC 9110
+ * 5.6.4: parameter values may be quoted and hold ',' or ';'), or NULL. */
+static const char *find_unquoted(const char *p, const char *end, char ch)
+{
+    bool quoted = false;
+    for (; p < end; p++) {
+        if (quoted) {
+            if (*p == '\\' && p + 1 < end)
+                p++;
+            else if (*p == '"')
+                quoted = false;
+        } else if (*p == '"') {
+            quoted = true;
+        } else if (*p == ch) {
+            return p;
+        }
+    }
+    return NULL;
+}
+
 enum maint_format maint_negotiate(const char *accept, size_t len)
 {
     if (!accept)
@@ -154,15 +174,15 @@ enum maint_format maint_negotiate(const char *accept, size_t len)
         q[f] = spec[f] = 0;
     const char *p = accept, *end = accept + len;
     while (p < end) {
-        const char *comma = memchr(p, ',', (size_t)(end - p));
+        const char *comma = find_unquoted(p, end, ',');
         const char *elem_end = comma ? comma : end;
-        const char *semi = memchr(p, ';', (size_t)(elem_end - p));
+        const char *semi = find_unquoted(p, elem_end, ';');
         const char *rs = p, *re = semi ? semi : elem_end;
         trim(&rs, &re);
         int weight = 1000;
         /* Parameters: only q matters; a malformed q drops the element. */
         for (const char *a = semi; a && a < elem_end;) {
-            const char *next = memchr(a + 1, ';', (size_t)(elem_end - a - 1));
+            const char *next = find_unquoted(a + 1, elem_end, ';');
             const char *ps = a + 1, *pe = next ? next : elem_end;
             trim(&ps, &pe);
             if (pe - ps >= 2 && (ps[0] == 'q' || ps[0] == 'Q') && ps[1] == '=')

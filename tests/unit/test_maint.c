@@ -41,6 +41,10 @@ static void test_negotiate(void)
     ASSERT_EQ(NEG("application/json;q=2, text/plain;q=0.1"), MAINT_PLAIN); /* bad q dropped */
     ASSERT_EQ(NEG("application/json;charset=utf-8"), MAINT_JSON);
     ASSERT_EQ(NEG(",,, ;;"), MAINT_HTML);
+    /* Quoted parameter values may hold ',' and ';': they split nothing. */
+    ASSERT_EQ(NEG("text/plain;q=0.5;x=\"a, application/json;\""), MAINT_PLAIN);
+    ASSERT_EQ(NEG("text/html;x=\";q=0\", application/json;q=0.5"), MAINT_HTML);
+    ASSERT_EQ(NEG("text/plain;x=\"\\\";q=0\""), MAINT_PLAIN);
 #undef NEG
 }
 
