@@ -168,9 +168,7 @@ struct fcache_entry *fcache_put(struct fcache *fc, const char *key, size_t len, 
     e->ino = st->st_ino;
     e->dev = st->st_dev;
     e->mtim = st->st_mtim;
-    e->mtime = st->st_mtime;
     fcache_format_validators(st, e->etag, sizeof(e->etag), e->lastmod);
-    e->ctype = ctype;
     /* The 200 response's headers are the same for every request until the
      * file changes, so format them once. */
     e->headers = xasprintf("Content-Type: %s\r\nLast-Modified: %s\r\nETag: %s\r\n"

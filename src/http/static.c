@@ -178,7 +178,7 @@ struct file_view {
     time_t mtime;
     const char *etag;
     const char *lastmod;
-    const char *ctype;
+    const char *ctype;      /* used only when served from fd */
     int fd;                 /* -1 when served from e */
     struct fcache_entry *e; /* NULL when served from fd */
 };
@@ -268,10 +268,9 @@ static int static_serve(struct conn *c, const struct http_request *req, struct f
 static int serve_entry(struct conn *c, const struct http_request *req, struct fcache_entry *e)
 {
     struct file_view v = {.size = (off_t)e->size,
-                          .mtime = e->mtime,
+                          .mtime = e->mtim.tv_sec,
                           .etag = e->etag,
                           .lastmod = e->lastmod,
-                          .ctype = e->ctype,
                           .fd = -1,
                           .e = e};
     return static_serve(c, req, &v);
