@@ -7,6 +7,7 @@
 #include "http/mime.h"
 #include "http/response.h"
 
+#include "common/alloc.h"
 #include "common/conf.h"
 #include "common/timeutil.h"
 
@@ -279,9 +280,7 @@ static int serve_entry(struct conn *c, const struct http_request *req, struct fc
 static int redirect_to_slash(struct conn *c, const struct http_request *req)
 {
     /* Redirect to the slash form so relative links in the index work. */
-    char *loc = malloc(req->path.len + req->query.len + 3);
-    if (!loc)
-        abort();
+    char *loc = xmalloc(req->path.len + req->query.len + 3);
     size_t n = 0;
     memcpy(loc, req->path.p, req->path.len);
     n += req->path.len;
