@@ -374,11 +374,11 @@ int static_handle(struct conn *c, const struct http_request *req, void *arg)
         respond_error(c, 403, "403 Forbidden\n");
         return HANDLER_DONE;
     }
-    const char *ctype = mime_table_lookup(s->mime, name, name_len);
     if (cacheable && stale && fcache_revalidate(stale, &st, now)) {
         close(fd);
         return serve_entry(c, req, stale);
     }
+    const char *ctype = mime_table_lookup(s->mime, name, name_len);
     if (cacheable && w->fcache && (size_t)st.st_size <= fcache_max_file(w->fcache)) {
         struct fcache_entry *e =
             fcache_put(w->fcache, w->path_buf, (size_t)plen, fd, &st, ctype, now);
