@@ -464,7 +464,6 @@ static void finish_head(struct conn *c, uint64_t content_length, bool has_length
         OUT_LIT(c, "Connection: keep-alive\r\n");
     OUT_LIT(c, "\r\n");
     c->head_end = c->out.len;
-    c->content_length = content_length;
 }
 
 static bool status_has_body(int status)
