@@ -216,7 +216,6 @@ static void response_release(struct conn *c)
         c->file_fd = -1;
     }
     c->file_rem = 0;
-    c->has_file = false;
     c->head_end = 0;
     buf_reset(&c->out);
     c->out_off = 0;
@@ -314,7 +313,7 @@ static uint64_t body_bytes_sent(const struct conn *c)
 {
     uint64_t n = c->out_off > c->head_end ? c->out_off - c->head_end : 0;
     n += c->body_off;
-    if (c->has_file)
+    if (c->file_fd >= 0) /* open until the response is released */
         n += (uint64_t)(c->file_off - c->file_start);
     return n;
 }
@@ -502,7 +501,6 @@ void conn_respond_file(struct conn *c, int fd, off_t offset, off_t len)
     c->file_fd = fd;
     c->file_off = offset;
     c->file_start = offset;
-    c->has_file = true;
     c->file_rem = len;
 }
 

@@ -66,7 +66,6 @@ struct conn {
     int status;
     size_t head_end;  /* length of the head in `out`; body bytes may follow it */
     off_t file_start; /* where the file chunk began, for bytes-sent accounting */
-    bool has_file;
     int minor_version;
     struct log_span lg_method, lg_target, lg_referer, lg_ua;
     uint64_t linger_bytes;
