@@ -512,6 +512,13 @@ void conn_respond_simple(struct conn *c, int status, const char *content_type, c
     conn_respond_body(c, body, strlen(body), NULL, NULL);
 }
 
+/* The socket is full: wait for EPOLLOUT, at most send_timeout. */
+static void conn_wait_writable(struct conn *c)
+{
+    set_events(c, EPOLLOUT);
+    worker_timer_set(c->w, c, TL_WRITE, c->w->now_ms + c->w->srv->conf->server.send_timeout_ms);
+}
+
 /* An error before or instead of handling: answer and close (framing in doubt). */
 static void conn_error(struct conn *c, int status)
 {
@@ -525,12 +532,10 @@ static void conn_error(struct conn *c, int status)
     conn_respond_simple(c, status, "text/plain", body);
     c->state = CONN_WRITE;
     int r = conn_write(c);
-    if (r == 0) {
-        set_events(c, EPOLLOUT);
-        worker_timer_set(c->w, c, TL_WRITE, c->w->now_ms + c->w->srv->conf->server.send_timeout_ms);
-    } else if (r == 1) {
+    if (r == 0)
+        conn_wait_writable(c);
+    else if (r == 1)
         request_done(c);
-    }
 }
 
 /* ---- the request cycle ---- */
@@ -676,8 +681,7 @@ static void conn_process(struct conn *c)
         if (wr < 0)
             return;
         if (wr == 0) {
-            set_events(c, EPOLLOUT);
-            worker_timer_set(w, c, TL_WRITE, w->now_ms + w->srv->conf->server.send_timeout_ms);
+            conn_wait_writable(c);
             return;
         }
         request_done(c);
