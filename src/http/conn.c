@@ -663,10 +663,8 @@ static void conn_process(struct conn *c)
         struct http_request *req = &w->req;
         int r = http_parse_request(c->in, c->in_len, &w->srv->limits, req);
         if (r == -2) {
-            if (c->in_len >= c->in_cap) {
+            if (c->in_len >= c->in_cap)
                 conn_error(c, 431);
-                return;
-            }
             return;
         }
         if (r < 0) {
