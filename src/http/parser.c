@@ -136,14 +136,20 @@ static bool is_token(struct http_str s)
     return true;
 }
 
+/* Does p[i] (a '%') start a complete %HH escape within n bytes? */
+static bool pct_escape_at(const char *p, size_t n, size_t i)
+{
+    return n - i >= 3 && text_hex_value((unsigned char)p[i + 1]) >= 0 &&
+           text_hex_value((unsigned char)p[i + 2]) >= 0;
+}
+
 /* Every '%' must start a %HH escape. */
 static bool pct_escapes_valid(const char *p, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         if (p[i] != '%')
             continue;
-        if (n - i < 3 || text_hex_value((unsigned char)p[i + 1]) < 0 ||
-            text_hex_value((unsigned char)p[i + 2]) < 0)
+        if (!pct_escape_at(p, n, i))
             return false;
         i += 2;
     }
@@ -190,8 +196,7 @@ static bool authority_valid(const char *p, size_t n, bool need_host, bool need_p
     } else {
         while (i < n && p[i] != ':') {
             if (p[i] == '%') {
-                if (n - i < 3 || text_hex_value((unsigned char)p[i + 1]) < 0 ||
-                    text_hex_value((unsigned char)p[i + 2]) < 0)
+                if (!pct_escape_at(p, n, i))
                     return false;
                 i += 3;
                 continue;
