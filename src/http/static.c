@@ -348,7 +348,6 @@ int static_handle(struct conn *c, const struct http_request *req, void *arg)
     }
     const char *name = w->path_buf;
     size_t name_len = (size_t)plen;
-    bool cacheable = true;
     if (S_ISDIR(st.st_mode)) {
         if (w->path_buf[plen - 1] != '/') {
             close(fd);
@@ -368,18 +367,17 @@ int static_handle(struct conn *c, const struct http_request *req, void *arg)
         }
         name = s->conf->server.index;
         name_len = strlen(name);
-        cacheable = false;
     } else if (!S_ISREG(st.st_mode)) {
         close(fd);
         respond_error(c, 403, "403 Forbidden\n");
         return HANDLER_DONE;
     }
-    if (cacheable && stale && fcache_revalidate(stale, &st, now)) {
+    if (stale && fcache_revalidate(stale, &st, now)) {
         close(fd);
         return serve_entry(c, req, stale);
     }
     const char *ctype = mime_table_lookup(s->mime, name, name_len);
-    if (cacheable && w->fcache && (size_t)st.st_size <= fcache_max_file(w->fcache)) {
+    if (w->fcache && (size_t)st.st_size <= fcache_max_file(w->fcache)) {
         struct fcache_entry *e =
             fcache_put(w->fcache, w->path_buf, (size_t)plen, fd, &st, ctype, now);
         if (e) {
