@@ -73,7 +73,6 @@ struct conn {
 
 struct worker {
     struct server *srv;
-    int index;
     pthread_t thread;
     bool joined;
     int epfd;
@@ -115,7 +114,6 @@ struct server {
     const struct ferry_conf *conf;
     int *listen_fds;
     size_t nlisten;
-    bool listen_inherited;
     int nworkers;
     struct worker *workers;
     struct handler_entry handlers[HANDLER_SLOT_COUNT];
