@@ -216,7 +216,6 @@ static void response_release(struct conn *c)
         c->file_fd = -1;
     }
     c->file_rem = 0;
-    c->has_file = false;
     c->head_end = 0;
     buf_reset(&c->out);
     c->out_off = 0;
@@ -314,7 +313,7 @@ static uint64_t body_bytes_sent(const struct conn *c)
 {
     uint64_t n = c->out_off > c->head_end ? c->out_off - c->head_end : 0;
     n += c->body_off;
-    if (c->has_file)
+    if (c->file_fd >= 0) /* open until the response is released */
         n += (uint64_t)(c->file_off - c->file_start);
     return n;
 }
@@ -464,7 +463,6 @@ static void finish_head(struct conn *c, uint64_t content_length, bool has_length
         OUT_LIT(c, "Connection: keep-alive\r\n");
     OUT_LIT(c, "\r\n");
     c->head_end = c->out.len;
-    c->content_length = content_length;
 }
 
 static bool status_has_body(int status)
@@ -503,7 +501,6 @@ void conn_respond_file(struct conn *c, int fd, off_t offset, off_t len)
     c->file_fd = fd;
     c->file_off = offset;
     c->file_start = offset;
-    c->has_file = true;
     c->file_rem = len;
 }
 
@@ -513,6 +510,13 @@ void conn_respond_simple(struct conn *c, int status, const char *content_type, c
     if (content_type)
         conn_respond_header(c, "Content-Type", content_type);
     conn_respond_body(c, body, strlen(body), NULL, NULL);
+}
+
+/* The socket is full: wait for EPOLLOUT, at most send_timeout. */
+static void conn_wait_writable(struct conn *c)
+{
+    set_events(c, EPOLLOUT);
+    worker_timer_set(c->w, c, TL_WRITE, c->w->now_ms + c->w->srv->conf->server.send_timeout_ms);
 }
 
 /* An error before or instead of handling: answer and close (framing in doubt). */
@@ -528,12 +532,10 @@ static void conn_error(struct conn *c, int status)
     conn_respond_simple(c, status, "text/plain", body);
     c->state = CONN_WRITE;
     int r = conn_write(c);
-    if (r == 0) {
-        set_events(c, EPOLLOUT);
-        worker_timer_set(c->w, c, TL_WRITE, c->w->now_ms + c->w->srv->conf->server.send_timeout_ms);
-    } else if (r == 1) {
+    if (r == 0)
+        conn_wait_writable(c);
+    else if (r == 1)
         request_done(c);
-    }
 }
 
 /* ---- the request cycle ---- */
@@ -661,10 +663,8 @@ static void conn_process(struct conn *c)
         struct http_request *req = &w->req;
         int r = http_parse_request(c->in, c->in_len, &w->srv->limits, req);
         if (r == -2) {
-            if (c->in_len >= c->in_cap) {
+            if (c->in_len >= c->in_cap)
                 conn_error(c, 431);
-                return;
-            }
             return;
         }
         if (r < 0) {
@@ -679,8 +679,7 @@ static void conn_process(struct conn *c)
         if (wr < 0)
             return;
         if (wr == 0) {
-            set_events(c, EPOLLOUT);
-            worker_timer_set(w, c, TL_WRITE, w->now_ms + w->srv->conf->server.send_timeout_ms);
+            conn_wait_writable(c);
             return;
         }
         request_done(c);

@@ -91,19 +91,22 @@ void fcache_destroy(struct fcache *fc)
     free(fc);
 }
 
+static struct fcache_entry *entry_find(struct fcache *fc, uint64_t h, const char *key, size_t len)
+{
+    for (struct fcache_entry *e = fc->buckets[h % FCACHE_BUCKETS]; e; e = e->hnext)
+        if (e->key_len == len && memcmp(e->key, key, len) == 0)
+            return e;
+    return NULL;
+}
+
 struct fcache_entry *fcache_get(struct fcache *fc, const char *key, size_t len, uint64_t now_ms,
                                 struct fcache_entry **stale)
 {
+    struct fcache_entry *e = entry_find(fc, hash_key(key, len), key, len);
     *stale = NULL;
-    for (struct fcache_entry *e = fc->buckets[hash_key(key, len) % FCACHE_BUCKETS]; e;
-         e = e->hnext) {
-        if (e->key_len == len && memcmp(e->key, key, len) == 0) {
-            if (now_ms - e->checked_ms < fc->valid_ms)
-                return e;
-            *stale = e;
-            return NULL;
-        }
-    }
+    if (e && now_ms - e->checked_ms < fc->valid_ms)
+        return e;
+    *stale = e;
     return NULL;
 }
 
@@ -150,16 +153,10 @@ struct fcache_entry *fcache_put(struct fcache *fc, const char *key, size_t len, 
         free(data);
         return NULL;
     }
-    struct fcache_entry *stale;
-    fcache_get(fc, key, len, now_ms, &stale);
-    if (!stale) {
-        for (struct fcache_entry *e = fc->buckets[hash_key(key, len) % FCACHE_BUCKETS]; e;
-             e = e->hnext)
-            if (e->key_len == len && memcmp(e->key, key, len) == 0)
-                stale = e;
-    }
-    if (stale)
-        entry_remove(fc, stale);
+    uint64_t h = hash_key(key, len);
+    struct fcache_entry *old = entry_find(fc, h, key, len);
+    if (old)
+        entry_remove(fc, old);
     while (fc->oldest && fc->bytes + size > fc->max_bytes)
         entry_remove(fc, fc->oldest);
 
@@ -171,9 +168,7 @@ struct fcache_entry *fcache_put(struct fcache *fc, const char *key, size_t len, 
     e->ino = st->st_ino;
     e->dev = st->st_dev;
     e->mtim = st->st_mtim;
-    e->mtime = st->st_mtime;
     fcache_format_validators(st, e->etag, sizeof(e->etag), e->lastmod);
-    e->ctype = ctype;
     /* The 200 response's headers are the same for every request until the
      * file changes, so format them once. */
     e->headers = xasprintf("Content-Type: %s\r\nLast-Modified: %s\r\nETag: %s\r\n"
@@ -183,7 +178,7 @@ struct fcache_entry *fcache_put(struct fcache *fc, const char *key, size_t len, 
     e->checked_ms = now_ms;
     e->refs = 1;
     e->live = true;
-    size_t b = hash_key(key, len) % FCACHE_BUCKETS;
+    size_t b = h % FCACHE_BUCKETS;
     e->hnext = fc->buckets[b];
     fc->buckets[b] = e;
     e->lprev = fc->newest;

@@ -23,10 +23,8 @@ struct fcache_entry {
     ino_t ino;
     dev_t dev;
     struct timespec mtim;
-    time_t mtime;
     char etag[48];
     char lastmod[32];
-    const char *ctype;
     char *headers; /* "Content-Type...Accept-Ranges: bytes\r\n" of a 200 */
     size_t headers_len;
     uint64_t checked_ms;
@@ -56,7 +54,7 @@ bool fcache_revalidate(struct fcache_entry *e, const struct stat *st, uint64_t n
 
 /** Read the regular file fd (st from fstat) into a new entry for key,
  * replacing any older entry. Does not take fd. Returns the entry, or NULL when
- * the file is too large or cannot be read whole. ctype must be static. */
+ * the file is too large or cannot be read whole. ctype is copied. */
 struct fcache_entry *fcache_put(struct fcache *fc, const char *key, size_t len, int fd,
                                 const struct stat *st, const char *ctype, uint64_t now_ms);
 

@@ -66,8 +66,6 @@ struct conn {
     int status;
     size_t head_end;  /* length of the head in `out`; body bytes may follow it */
     off_t file_start; /* where the file chunk began, for bytes-sent accounting */
-    bool has_file;
-    uint64_t content_length;
     int minor_version;
     struct log_span lg_method, lg_target, lg_referer, lg_ua;
     uint64_t linger_bytes;
@@ -75,7 +73,6 @@ struct conn {
 
 struct worker {
     struct server *srv;
-    int index;
     pthread_t thread;
     bool joined;
     int epfd;
@@ -117,7 +114,6 @@ struct server {
     const struct ferry_conf *conf;
     int *listen_fds;
     size_t nlisten;
-    bool listen_inherited;
     int nworkers;
     struct worker *workers;
     struct handler_entry handlers[HANDLER_SLOT_COUNT];

@@ -25,7 +25,6 @@ enum {
     C_TCHAR = 1,   /* token character */
     C_FVCHAR = 2,  /* field-vchar: VCHAR / obs-text */
     C_REGNAME = 4, /* reg-name: unreserved / sub-delims ('%' is checked apart) */
-    C_HEX = 8,     /* HEXDIG */
 };
 
 #define CC_DIGIT(c) ((c) >= '0' && (c) <= '9')
@@ -38,10 +37,9 @@ enum {
     (CC_DIGIT(c) || CC_ALPHA(c) || (c) == '-' || (c) == '.' || (c) == '_' || (c) == '~' ||         \
      (c) == '!' || (c) == '$' || (c) == '&' || (c) == '\'' || (c) == '(' || (c) == ')' ||          \
      (c) == '*' || (c) == '+' || (c) == ',' || (c) == ';' || (c) == '=')
-#define CC_HEX(c) (CC_DIGIT(c) || ((c) >= 'a' && (c) <= 'f') || ((c) >= 'A' && (c) <= 'F'))
 #define CC(c)                                                                                      \
     (unsigned char)((CC_TCHAR(c) ? C_TCHAR : 0) | (((c) >= 0x21 && (c) != 0x7f) ? C_FVCHAR : 0) |  \
-                    (CC_REGNAME(c) ? C_REGNAME : 0) | (CC_HEX(c) ? C_HEX : 0))
+                    (CC_REGNAME(c) ? C_REGNAME : 0))
 #define CC4(c) CC(c), CC((c) + 1), CC((c) + 2), CC((c) + 3)
 #define CC16(c) CC4(c), CC4((c) + 4), CC4((c) + 8), CC4((c) + 12)
 #define CC64(c) CC16(c), CC16((c) + 16), CC16((c) + 32), CC16((c) + 48)
@@ -138,14 +136,20 @@ static bool is_token(struct http_str s)
     return true;
 }
 
+/* Does p[i] (a '%') start a complete %HH escape within n bytes? */
+static bool pct_escape_at(const char *p, size_t n, size_t i)
+{
+    return n - i >= 3 && text_hex_value((unsigned char)p[i + 1]) >= 0 &&
+           text_hex_value((unsigned char)p[i + 2]) >= 0;
+}
+
 /* Every '%' must start a %HH escape. */
 static bool pct_escapes_valid(const char *p, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         if (p[i] != '%')
             continue;
-        if (n - i < 3 || text_hex_value((unsigned char)p[i + 1]) < 0 ||
-            text_hex_value((unsigned char)p[i + 2]) < 0)
+        if (!pct_escape_at(p, n, i))
             return false;
         i += 2;
     }
@@ -192,8 +196,7 @@ static bool authority_valid(const char *p, size_t n, bool need_host, bool need_p
     } else {
         while (i < n && p[i] != ':') {
             if (p[i] == '%') {
-                if (n - i < 3 || text_hex_value((unsigned char)p[i + 1]) < 0 ||
-                    text_hex_value((unsigned char)p[i + 2]) < 0)
+                if (!pct_escape_at(p, n, i))
                     return false;
                 i += 3;
                 continue;

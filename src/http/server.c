@@ -196,10 +196,9 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
-static int worker_init(struct server *s, struct worker *w, int index)
+static int worker_init(struct server *s, struct worker *w)
 {
     w->srv = s;
-    w->index = index;
     w->epfd = epoll_create1(EPOLL_CLOEXEC);
     w->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (w->epfd < 0 || w->wake_fd < 0)
@@ -276,7 +275,6 @@ struct server *server_create(const struct ferry_conf *conf, char *err, size_t er
 
     int inherited = net_listen_fds();
     if (inherited > 0) {
-        s->listen_inherited = true;
         s->nlisten = (size_t)inherited;
         s->listen_fds = xcalloc((size_t)inherited, sizeof(int));
         for (int i = 0; i < inherited; i++)
@@ -595,7 +593,7 @@ int server_run(struct server *s)
     int started = 0, r = 0;
     for (int i = 0; i < s->nworkers; i++) {
         s->workers[i].epfd = s->workers[i].wake_fd = -1;
-        r = worker_init(s, &s->workers[i], i);
+        r = worker_init(s, &s->workers[i]);
         if (r < 0)
             break;
         if ((r = -pthread_create(&s->workers[i].thread, NULL, worker_main, &s->workers[i])) < 0)

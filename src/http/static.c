@@ -7,6 +7,7 @@
 #include "http/mime.h"
 #include "http/response.h"
 
+#include "common/alloc.h"
 #include "common/conf.h"
 #include "common/timeutil.h"
 
@@ -178,7 +179,7 @@ struct file_view {
     time_t mtime;
     const char *etag;
     const char *lastmod;
-    const char *ctype;
+    const char *ctype;      /* used only when served from fd */
     int fd;                 /* -1 when served from e */
     struct fcache_entry *e; /* NULL when served from fd */
 };
@@ -268,10 +269,9 @@ static int static_serve(struct conn *c, const struct http_request *req, struct f
 static int serve_entry(struct conn *c, const struct http_request *req, struct fcache_entry *e)
 {
     struct file_view v = {.size = (off_t)e->size,
-                          .mtime = e->mtime,
+                          .mtime = e->mtim.tv_sec,
                           .etag = e->etag,
                           .lastmod = e->lastmod,
-                          .ctype = e->ctype,
                           .fd = -1,
                           .e = e};
     return static_serve(c, req, &v);
@@ -280,9 +280,7 @@ static int serve_entry(struct conn *c, const struct http_request *req, struct fc
 static int redirect_to_slash(struct conn *c, const struct http_request *req)
 {
     /* Redirect to the slash form so relative links in the index work. */
-    char *loc = malloc(req->path.len + req->query.len + 3);
-    if (!loc)
-        abort();
+    char *loc = xmalloc(req->path.len + req->query.len + 3);
     size_t n = 0;
     memcpy(loc, req->path.p, req->path.len);
     n += req->path.len;
@@ -350,7 +348,6 @@ int static_handle(struct conn *c, const struct http_request *req, void *arg)
     }
     const char *name = w->path_buf;
     size_t name_len = (size_t)plen;
-    bool cacheable = true;
     if (S_ISDIR(st.st_mode)) {
         if (w->path_buf[plen - 1] != '/') {
             close(fd);
@@ -370,18 +367,17 @@ int static_handle(struct conn *c, const struct http_request *req, void *arg)
         }
         name = s->conf->server.index;
         name_len = strlen(name);
-        cacheable = false;
     } else if (!S_ISREG(st.st_mode)) {
         close(fd);
         respond_error(c, 403, "403 Forbidden\n");
         return HANDLER_DONE;
     }
-    const char *ctype = mime_table_lookup(s->mime, name, name_len);
-    if (cacheable && stale && fcache_revalidate(stale, &st, now)) {
+    if (stale && fcache_revalidate(stale, &st, now)) {
         close(fd);
         return serve_entry(c, req, stale);
     }
-    if (cacheable && w->fcache && (size_t)st.st_size <= fcache_max_file(w->fcache)) {
+    const char *ctype = mime_table_lookup(s->mime, name, name_len);
+    if (w->fcache && (size_t)st.st_size <= fcache_max_file(w->fcache)) {
         struct fcache_entry *e =
             fcache_put(w->fcache, w->path_buf, (size_t)plen, fd, &st, ctype, now);
         if (e) {

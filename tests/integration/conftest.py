@@ -353,6 +353,15 @@ def wait_closed(sock, timeout=5.0, rest=b""):
         data += b
 
 
+def wait_for(pred, timeout, what):
+    """Poll pred() until true within a bounded deadline (used only for effects
+    ferry produces asynchronously and announces nowhere else)."""
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
 def free_port():
     """A loopback port that was free a moment ago (bind to 0, close)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:

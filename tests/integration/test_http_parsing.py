@@ -5,12 +5,11 @@ Every rejected shape must get its status, the plain-text error body, a
 (framing is in doubt after a malformed head, so nothing may follow).
 """
 import socket
-import time
 
 import pytest
 
 from conftest import (FerryProcess, ResponseReader, raw_exchange, read_response,
-                      wait_closed)
+                      wait_closed, wait_for)
 
 INDEX = b"<h1>index</h1>\n"
 PAGE = b"page body\n"
@@ -232,9 +231,5 @@ def test_error_request_logged_with_dash(parsing_ferry):
     assert resp.status == 400 and closed
     # The access log is written asynchronously (buffered per worker, flushed
     # each loop turn): poll with a bounded deadline.
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        if '"-" 400 16 "-" "-"' in parsing_ferry.access_log():
-            break
-        time.sleep(0.02)
-    assert '"-" 400 16 "-" "-"' in parsing_ferry.access_log()
+    wait_for(lambda: '"-" 400 16 "-" "-"' in parsing_ferry.access_log(), 5,
+             "the 400 access log line")

@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from conftest import ResponseReader, connect_slow_reader, free_port, request, wait_closed
+from conftest import (ResponseReader, connect_slow_reader, free_port, request, wait_closed,
+                      wait_for)
 
 PAGE = b"lifecycle page\n"
 
@@ -21,15 +22,6 @@ def make(ferry_factory, conf="", **kw):
     with open(os.path.join(f.root, "page.txt"), "wb") as fh:
         fh.write(PAGE)
     return f
-
-
-def wait_for(pred, timeout, what):
-    """Poll pred() until true within a bounded deadline (used only for effects
-    ferry produces asynchronously and announces nowhere else)."""
-    deadline = time.monotonic() + timeout
-    while not pred():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 def test_sigterm_finishes_inflight_response(ferry_factory):

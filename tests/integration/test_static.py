@@ -186,19 +186,21 @@ def test_etag_changes_when_file_changes(ferry_factory):
     assert r.header("ETag") != e1
 
 
-def test_file_cache_sees_a_change_within_file_cache_valid(ferry_factory):
-    """With the small-file cache on, a replaced file may be served from the
-    cache for up to file_cache_valid, but every response pairs its body with
-    that body's own ETag and Last-Modified, and the new file is served once
-    file_cache_valid has passed."""
+@pytest.mark.parametrize("rel,url", [("f.txt", "/f.txt"), ("d/index.html", "/d/")])
+def test_file_cache_sees_a_change_within_file_cache_valid(ferry_factory, rel, url):
+    """With the small-file cache on, a replaced file (a directory's index too)
+    may be served from the cache for up to file_cache_valid, but every response
+    pairs its body with that body's own ETag and Last-Modified, and the new file
+    is served once file_cache_valid has passed."""
     f = ferry_factory("[server]\nfile_cache_valid = 500ms\n")
-    path = os.path.join(f.root, "f.txt")
+    path = os.path.join(f.root, rel)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "wb") as fh:
         fh.write(b"old")
     os.utime(path, (1700000000, 1700000000))
-    old = request(f.port, path="/f.txt")
+    old = request(f.port, path=url)
     for _ in range(4):  # warm every worker's cache
-        assert request(f.port, path="/f.txt").header("ETag") == old.header("ETag")
+        assert request(f.port, path=url).header("ETag") == old.header("ETag")
     tmp = path + ".new"
     with open(tmp, "wb") as fh:
         fh.write(b"new content")
@@ -207,7 +209,7 @@ def test_file_cache_sees_a_change_within_file_cache_valid(ferry_factory):
     t0 = time.monotonic()
     pairs = {(old.header("ETag"), old.header("Last-Modified"), old.body)}
     while True:
-        r = request(f.port, path="/f.txt")
+        r = request(f.port, path=url)
         pair = (r.header("ETag"), r.header("Last-Modified"), r.body)
         if r.body == b"new content":
             pairs.add(pair)
