@@ -1,4 +1,4 @@
-/* Internal: what a store backend provides. Only store.c, dir.c and s3.c include this. */
+/* Internal: what a store backend provides. Only the store module's own .c files include this. */
 #ifndef FERRY_STORE_BACKEND_H
 #define FERRY_STORE_BACKEND_H
 
