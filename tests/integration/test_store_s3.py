@@ -346,10 +346,16 @@ def test_ferry_presign_prints_a_working_url(tmp_path, store, s3proxy, direct):
     assert "X-Amz-Expires=120&" in url and SECRET_KEY not in url
     assert urllib.request.urlopen(url).read() == data
     assert s3proxy.outcomes("GET") == [200]
-    for bad in (["--ttl", "0", "k"], ["--ttl", "604801", "k"], ["--ttl", "x", "k"], [],
-                ["a", "b"]):
+    # The config's duration syntax: "2m" is 120 seconds.
+    p = ferry_presign(conf, "pre/sign me+.bin", "--ttl", "2m")
+    assert p.returncode == 0 and "X-Amz-Expires=120&" in p.stdout, p.stderr
+    for ttl in ("0", "604801", "8d", "x", "1500ms", "+5", " 5", "-1"):
+        p = ferry_presign(conf, "--ttl", ttl, "k")
+        assert p.returncode == 2 and f"--ttl '{ttl}'" in p.stderr, (ttl, p.stdout, p.stderr)
+        assert p.stdout == ""
+    for bad in ([], ["a", "b"]):
         p = ferry_presign(conf, *bad)
-        assert p.returncode == 2, (bad, p.stdout, p.stderr)
+        assert p.returncode == 2 and p.stdout == "", (bad, p.stdout, p.stderr)
     dir_conf = tmp_path / "dir.conf"
     dir_conf.write_text(f"[store]\ntype = dir\npath = {tmp_path}/store\n")
     p = ferry_presign(str(dir_conf), "k")
