@@ -4,6 +4,10 @@
 
 #include "store/store.h"
 
+/* How soon store_put_many() asks again when next() had nothing ready
+ * (store.h promises "within about 10 ms"). */
+#define STORE_STARVED_POLL_MS 10
+
 struct store_ops {
     int (*put_file)(struct store *s, const char *key, int fd, const struct store_digest *d,
                     const char *content_type, struct store_error *err);

@@ -22,8 +22,6 @@
 #define RESP_BODY_MAX (1024 * 1024)
 #define MAX_QUERY 4
 #define MAX_HEADERS 8
-/* How soon store_put_many() asks again when next() had nothing ready. */
-#define STARVED_POLL_MS 10
 
 struct s3_store {
     struct store base;
@@ -1149,8 +1147,8 @@ static int s3_put_many(struct store *st, unsigned concurrency, store_next_fn nex
                 wait_ms = (long)(j->retry_at_ms - now);
             }
         }
-        if (starved && wait_ms > STARVED_POLL_MS)
-            wait_ms = STARVED_POLL_MS;
+        if (starved && wait_ms > STORE_STARVED_POLL_MS)
+            wait_ms = STORE_STARVED_POLL_MS;
         int done_now = 0;
         for (unsigned i = 0; i < concurrency; i++)
             done_now |= jobs[i].fkey && jobs[i].state == JOB_DONE;

@@ -195,7 +195,7 @@ int store_put_many(struct store *s, unsigned concurrency, store_next_fn next, st
     int n;
     while ((n = next(ctx, &item)) != 0) {
         if (n < 0) {
-            struct timespec ts = {0, 10 * 1000000L}; /* nothing ready yet */
+            struct timespec ts = {0, STORE_STARVED_POLL_MS * 1000000L}; /* nothing ready yet */
             nanosleep(&ts, NULL);
             continue;
         }
