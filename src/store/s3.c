@@ -1286,9 +1286,10 @@ static const struct store_ops s3_ops = {
 static int parse_endpoint(struct s3_store *s, const char *ep, struct store_error *err)
 {
     const char *p = strstr(ep, "://");
+    size_t n = p ? (size_t)(p - ep) : 0;
+    /* The scheme in full: a prefix such as "h" or "" is not "http". */
     if (!p ||
-        (strncmp(ep, "http", (size_t)(p - ep)) != 0 &&
-         strncmp(ep, "https", (size_t)(p - ep)) != 0) ||
+        !((n == 4 && strncmp(ep, "http", 4) == 0) || (n == 5 && strncmp(ep, "https", 5) == 0)) ||
         p[3] == '\0' || p[3] == '/') {
         store_error_set(err, 0, "InvalidConfig",
                         "key 'endpoint': cannot parse '%s' (want http[s]://HOST[:PORT])", ep);
@@ -1299,7 +1300,7 @@ static int parse_endpoint(struct s3_store *s, const char *ep, struct store_error
     const char *slash = strchr(h, '/');
     s->host = slash ? xstrndup(h, (size_t)(slash - h)) : xstrdup(h);
     s->basepath = xstrdup(slash ? slash : "");
-    size_t n = strlen(s->basepath);
+    n = strlen(s->basepath);
     while (n && s->basepath[n - 1] == '/')
         s->basepath[--n] = '\0';
     return 0;
