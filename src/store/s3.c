@@ -326,6 +326,13 @@ static void url_parts(struct s3_store *s, const char *key, char **host, char **p
     }
 }
 
+/* Append "scheme://host/encoded-path" to url. Returns 0 or -ENOBUFS. */
+static int url_begin(const struct s3_store *s, const char *host, const char *path, struct buf *url)
+{
+    int r = buf_printf(url, "%s://%s", s->scheme, host);
+    return r < 0 ? r : sigv4_uri_encode(url, path, strlen(path), 1);
+}
+
 /* Append "name: value" ("name:" when value is NULL, which makes curl drop a
  * header it would add itself). */
 static struct curl_slist *add_header(struct curl_slist *list, const char *name, const char *value)
@@ -416,9 +423,7 @@ static int call_start(struct s3_call *call, struct s3_store *s, CURL *c, const s
     struct buf *url = &call->url;
     int r = sigv4_sign_header(&sr, &sc, &auth);
     if (r == 0)
-        r = buf_printf(url, "%s://%s", s->scheme, host);
-    if (r == 0)
-        r = sigv4_uri_encode(url, path, strlen(path), 1);
+        r = url_begin(s, host, path, url);
     for (size_t i = 0; r == 0 && i < req->nquery; i++) {
         r = buf_append_str(url, i ? "&" : "?");
         const char *n = req->query[i].name, *v = req->query[i].value;
@@ -1238,9 +1243,7 @@ static int s3_presign_get(struct store *st, const char *key, long ttl, struct bu
     struct sigv4_creds sc = {s->creds.access_key, s->creds.secret_key, s->creds.session_token,
                              s->region, "s3"};
     struct sigv4_request sr = {.method = "GET", .host = host, .path = path, .when = time(NULL)};
-    int r = buf_printf(url, "%s://%s", s->scheme, host);
-    if (r == 0)
-        r = sigv4_uri_encode(url, path, strlen(path), 1);
+    int r = url_begin(s, host, path, url);
     if (r == 0)
         r = buf_append_str(url, "?");
     if (r == 0)
