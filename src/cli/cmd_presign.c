@@ -4,7 +4,6 @@
 #include "common/conf.h"
 #include "store/store.h"
 
-#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,7 +11,7 @@
 
 #define PRESIGN_DEFAULT_TTL 900
 
-/* ferry presign [-c FILE] KEY [--ttl SECS]: print a presigned GET URL for KEY. */
+/* ferry presign [-c FILE] KEY [--ttl DURATION]: print a presigned GET URL for KEY. */
 int cmd_presign(int argc, char **argv)
 {
     const char *path = NULL;
@@ -30,14 +29,15 @@ int cmd_presign(int argc, char **argv)
             path = optarg;
             break;
         case 't': {
-            char *end;
-            errno = 0;
-            ttl = strtol(optarg, &end, 10);
-            if (errno || end == optarg || *end || ttl < 1 || ttl > 604800) {
-                fprintf(stderr, "ferry presign: --ttl '%s': want seconds from 1 to 604800\n",
+            /* The config's duration syntax: bare seconds or "15m", "1h", "7d". */
+            uint64_t ms;
+            if (conf_parse_duration(optarg, &ms) < 0 || ms % 1000 || ms < 1000 ||
+                ms > 604800 * 1000ULL) {
+                fprintf(stderr, "ferry presign: --ttl '%s': want whole seconds from 1s to 7d\n",
                         optarg);
                 return EXIT_USAGE;
             }
+            ttl = (long)(ms / 1000);
             break;
         }
         default:

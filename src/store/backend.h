@@ -1,8 +1,12 @@
-/* Internal: what a store backend provides. Only store.c, dir.c and s3.c include this. */
+/* Internal: what a store backend provides. Only the store module's own .c files include this. */
 #ifndef FERRY_STORE_BACKEND_H
 #define FERRY_STORE_BACKEND_H
 
 #include "store/store.h"
+
+/* How soon store_put_many() asks again when next() had nothing ready
+ * (store.h promises "within about 10 ms"). */
+#define STORE_STARVED_POLL_MS 10
 
 struct store_ops {
     int (*put_file)(struct store *s, const char *key, int fd, const struct store_digest *d,

@@ -14,6 +14,15 @@ static int set(const char *s)
     return s && *s;
 }
 
+/* Wipe and free a secret; *field is NULL afterwards. */
+static void secret_free(char **field)
+{
+    if (*field)
+        OPENSSL_cleanse(*field, strlen(*field));
+    free(*field);
+    *field = NULL;
+}
+
 static void fill(struct creds *c, const char *ak, const char *sk, const char *token,
                  const char *source)
 {
@@ -31,10 +40,7 @@ struct profile_scan {
 
 static void replace(char **field, const char *value)
 {
-    if (*field) {
-        OPENSSL_cleanse(*field, strlen(*field));
-        free(*field);
-    }
+    secret_free(field);
     *field = xstrdup(value);
 }
 
@@ -55,12 +61,9 @@ static int profile_line(void *user, const char *section, const char *name, const
 
 static void scan_free(struct profile_scan *p)
 {
-    char **fields[] = {&p->access_key, &p->secret_key, &p->session_token};
-    for (size_t i = 0; i < 3; i++) {
-        if (*fields[i])
-            OPENSSL_cleanse(*fields[i], strlen(*fields[i]));
-        free(*fields[i]);
-    }
+    secret_free(&p->access_key);
+    secret_free(&p->secret_key);
+    secret_free(&p->session_token);
 }
 
 static int from_file(const char *profile, struct creds *c, char *why, size_t whylen)
@@ -139,11 +142,7 @@ void creds_finish(struct creds *c)
 {
     if (!c)
         return;
-    char **fields[] = {&c->access_key, &c->secret_key, &c->session_token};
-    for (size_t i = 0; i < 3; i++) {
-        if (*fields[i])
-            OPENSSL_cleanse(*fields[i], strlen(*fields[i]));
-        free(*fields[i]);
-        *fields[i] = NULL;
-    }
+    secret_free(&c->access_key);
+    secret_free(&c->secret_key);
+    secret_free(&c->session_token);
 }

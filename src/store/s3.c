@@ -22,8 +22,6 @@
 #define RESP_BODY_MAX (1024 * 1024)
 #define MAX_QUERY 4
 #define MAX_HEADERS 8
-/* How soon store_put_many() asks again when next() had nothing ready. */
-#define STARVED_POLL_MS 10
 
 struct s3_store {
     struct store base;
@@ -328,6 +326,13 @@ static void url_parts(struct s3_store *s, const char *key, char **host, char **p
     }
 }
 
+/* Append "scheme://host/encoded-path" to url. Returns 0 or -ENOBUFS. */
+static int url_begin(const struct s3_store *s, const char *host, const char *path, struct buf *url)
+{
+    int r = buf_printf(url, "%s://%s", s->scheme, host);
+    return r < 0 ? r : sigv4_uri_encode(url, path, strlen(path), 1);
+}
+
 /* Append "name: value" ("name:" when value is NULL, which makes curl drop a
  * header it would add itself). */
 static struct curl_slist *add_header(struct curl_slist *list, const char *name, const char *value)
@@ -418,9 +423,7 @@ static int call_start(struct s3_call *call, struct s3_store *s, CURL *c, const s
     struct buf *url = &call->url;
     int r = sigv4_sign_header(&sr, &sc, &auth);
     if (r == 0)
-        r = buf_printf(url, "%s://%s", s->scheme, host);
-    if (r == 0)
-        r = sigv4_uri_encode(url, path, strlen(path), 1);
+        r = url_begin(s, host, path, url);
     for (size_t i = 0; r == 0 && i < req->nquery; i++) {
         r = buf_append_str(url, i ? "&" : "?");
         const char *n = req->query[i].name, *v = req->query[i].value;
@@ -1149,8 +1152,8 @@ static int s3_put_many(struct store *st, unsigned concurrency, store_next_fn nex
                 wait_ms = (long)(j->retry_at_ms - now);
             }
         }
-        if (starved && wait_ms > STARVED_POLL_MS)
-            wait_ms = STARVED_POLL_MS;
+        if (starved && wait_ms > STORE_STARVED_POLL_MS)
+            wait_ms = STORE_STARVED_POLL_MS;
         int done_now = 0;
         for (unsigned i = 0; i < concurrency; i++)
             done_now |= jobs[i].fkey && jobs[i].state == JOB_DONE;
@@ -1240,9 +1243,7 @@ static int s3_presign_get(struct store *st, const char *key, long ttl, struct bu
     struct sigv4_creds sc = {s->creds.access_key, s->creds.secret_key, s->creds.session_token,
                              s->region, "s3"};
     struct sigv4_request sr = {.method = "GET", .host = host, .path = path, .when = time(NULL)};
-    int r = buf_printf(url, "%s://%s", s->scheme, host);
-    if (r == 0)
-        r = sigv4_uri_encode(url, path, strlen(path), 1);
+    int r = url_begin(s, host, path, url);
     if (r == 0)
         r = buf_append_str(url, "?");
     if (r == 0)
@@ -1288,9 +1289,10 @@ static const struct store_ops s3_ops = {
 static int parse_endpoint(struct s3_store *s, const char *ep, struct store_error *err)
 {
     const char *p = strstr(ep, "://");
+    size_t n = p ? (size_t)(p - ep) : 0;
+    /* The scheme in full: a prefix such as "h" or "" is not "http". */
     if (!p ||
-        (strncmp(ep, "http", (size_t)(p - ep)) != 0 &&
-         strncmp(ep, "https", (size_t)(p - ep)) != 0) ||
+        !((n == 4 && strncmp(ep, "http", 4) == 0) || (n == 5 && strncmp(ep, "https", 5) == 0)) ||
         p[3] == '\0' || p[3] == '/') {
         store_error_set(err, 0, "InvalidConfig",
                         "key 'endpoint': cannot parse '%s' (want http[s]://HOST[:PORT])", ep);
@@ -1301,7 +1303,7 @@ static int parse_endpoint(struct s3_store *s, const char *ep, struct store_error
     const char *slash = strchr(h, '/');
     s->host = slash ? xstrndup(h, (size_t)(slash - h)) : xstrdup(h);
     s->basepath = xstrdup(slash ? slash : "");
-    size_t n = strlen(s->basepath);
+    n = strlen(s->basepath);
     while (n && s->basepath[n - 1] == '/')
         s->basepath[--n] = '\0';
     return 0;

@@ -1,6 +1,7 @@
 #include "store/sigv4.h"
 
 #include "common/alloc.h"
+#include "store/backend.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -27,22 +28,12 @@ void sigv4_format_date(time_t t, char out[17])
     strftime(out, 17, "%Y%m%dT%H%M%SZ", &tm);
 }
 
-static void hex_encode(const unsigned char *in, size_t n, char *out)
-{
-    static const char digits[] = "0123456789abcdef";
-    for (size_t i = 0; i < n; i++) {
-        out[2 * i] = digits[in[i] >> 4];
-        out[2 * i + 1] = digits[in[i] & 15];
-    }
-    out[2 * n] = '\0';
-}
-
 void sigv4_sha256_hex(const void *data, size_t len, char out[65])
 {
     unsigned char md[32];
     unsigned int mdlen = 0;
     EVP_Digest(data, len, md, &mdlen, EVP_sha256(), NULL);
-    hex_encode(md, 32, out);
+    store_hex(md, 32, out);
 }
 
 static void hmac_sha256(const void *key, size_t keylen, const char *msg, size_t msglen,
@@ -262,7 +253,7 @@ static int signing_compute(struct signing *s, const char *payload, char sig[65],
     hmac_sha256(k2, 32, s->c->service, strlen(s->c->service), k3);
     hmac_sha256(k3, 32, "aws4_request", 12, k4);
     hmac_sha256(k4, 32, sts, (size_t)n, mac);
-    hex_encode(mac, 32, sig);
+    store_hex(mac, 32, sig);
     OPENSSL_cleanse(k1, 32);
     OPENSSL_cleanse(k2, 32);
     OPENSSL_cleanse(k3, 32);

@@ -195,7 +195,7 @@ int store_put_many(struct store *s, unsigned concurrency, store_next_fn next, st
     int n;
     while ((n = next(ctx, &item)) != 0) {
         if (n < 0) {
-            struct timespec ts = {0, 10 * 1000000L}; /* nothing ready yet */
+            struct timespec ts = {0, STORE_STARVED_POLL_MS * 1000000L}; /* nothing ready yet */
             nanosleep(&ts, NULL);
             continue;
         }
@@ -245,13 +245,13 @@ int store_verify(struct store *s, const char *key, const struct store_digest *d,
     int r = s->ops->head(s, key, &info, err);
     if (r < 0)
         return r;
-    if (info.size == d->size && s->ops->verify)
-        return s->ops->verify(s, key, d, err);
     if (info.size != d->size) {
         store_error_set(err, 0, "SizeMismatch", "store has %llu bytes, expected %llu",
                         (unsigned long long)info.size, (unsigned long long)d->size);
         return -EBADMSG;
     }
+    if (s->ops->verify)
+        return s->ops->verify(s, key, d, err);
     int confirmed = 0;
     char want[65];
     if (info.sha256_b64[0]) {

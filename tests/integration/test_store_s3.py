@@ -44,6 +44,15 @@ def attempts(p):
     raise AssertionError(p.stdout)
 
 
+def put_multipart_with_complete_fault(tmp_path, store, s3proxy, fault, key, **kw):
+    """Put 6 MiB as two parts with fault on CompleteMultipartUpload; returns
+    the bytes and the store_tool run."""
+    data = os.urandom(6 * 1024 * 1024)
+    f = write(tmp_path, "big", data)
+    s3proxy.add_fault(fault, method="POST", query="uploadId")
+    return data, store.run("put", key, f, opts=MULTI, **kw)
+
+
 def test_put_head_get_verify_roundtrip(tmp_path, store, s3proxy, direct):
     data = os.urandom(100_000)
     f = write(tmp_path, "f", data)
@@ -180,16 +189,14 @@ def test_stalled_response_times_out_and_is_retried(tmp_path, store, s3proxy, dir
 
 
 def test_complete_multipart_200_with_error_body_is_an_error(tmp_path, store, s3proxy, direct):
-    data = os.urandom(6 * 1024 * 1024)
-    f = write(tmp_path, "big", data)
-    s3proxy.add_fault("complete_error_200", method="POST", query="uploadId")
-    p = store.run("put", "mp/error200", f, opts=MULTI)
+    data, p = put_multipart_with_complete_fault(tmp_path, store, s3proxy, "complete_error_200",
+                                                "mp/error200")
     ok(p)
     assert "complete_error_200" in s3proxy.outcomes("POST")
     assert stored(direct, "mp/error200") == data
     # With no retries left, the 200-with-error is reported, not taken as success.
-    s3proxy.add_fault("complete_error_200", method="POST", query="uploadId")
-    p = store.run("put", "mp/error200b", f, opts=MULTI, conf_extra="retries = 0\n")
+    _, p = put_multipart_with_complete_fault(tmp_path, store, s3proxy, "complete_error_200",
+                                             "mp/error200b", conf_extra="retries = 0\n")
     assert p.returncode == 1 and "InternalError (200)" in p.stdout
     with pytest.raises(direct.exceptions.NoSuchKey):
         direct.get_object(Bucket=BUCKET, Key="mp/error200b")
@@ -228,10 +235,8 @@ def test_conditional_create_dropped_response_resolved_by_digest(tmp_path, store,
 
 
 def test_conditional_multipart_lost_complete_is_resolved(tmp_path, store, s3proxy, direct):
-    data = os.urandom(6 * 1024 * 1024)
-    f = write(tmp_path, "big", data)
-    s3proxy.add_fault("drop_response", method="POST", query="uploadId")
-    p = store.run("put", "cond/mp", f, opts=MULTI)
+    data, p = put_multipart_with_complete_fault(tmp_path, store, s3proxy, "drop_response",
+                                                "cond/mp")
     ok(p)
     # The retried Complete found no upload (it had completed): the object decided.
     assert s3proxy.outcomes("POST")[-2:] == ["drop_response:200", "NoSuchUpload"]
@@ -346,10 +351,16 @@ def test_ferry_presign_prints_a_working_url(tmp_path, store, s3proxy, direct):
     assert "X-Amz-Expires=120&" in url and SECRET_KEY not in url
     assert urllib.request.urlopen(url).read() == data
     assert s3proxy.outcomes("GET") == [200]
-    for bad in (["--ttl", "0", "k"], ["--ttl", "604801", "k"], ["--ttl", "x", "k"], [],
-                ["a", "b"]):
+    # The config's duration syntax: "2m" is 120 seconds.
+    p = ferry_presign(conf, "pre/sign me+.bin", "--ttl", "2m")
+    assert p.returncode == 0 and "X-Amz-Expires=120&" in p.stdout, p.stderr
+    for ttl in ("0", "604801", "8d", "x", "1500ms", "+5", " 5", "-1"):
+        p = ferry_presign(conf, "--ttl", ttl, "k")
+        assert p.returncode == 2 and f"--ttl '{ttl}'" in p.stderr, (ttl, p.stdout, p.stderr)
+        assert p.stdout == ""
+    for bad in ([], ["a", "b"]):
         p = ferry_presign(conf, *bad)
-        assert p.returncode == 2, (bad, p.stdout, p.stderr)
+        assert p.returncode == 2 and p.stdout == "", (bad, p.stdout, p.stderr)
     dir_conf = tmp_path / "dir.conf"
     dir_conf.write_text(f"[store]\ntype = dir\npath = {tmp_path}/store\n")
     p = ferry_presign(str(dir_conf), "k")

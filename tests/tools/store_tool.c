@@ -336,15 +336,24 @@ int main(int argc, char **argv)
         case 'c':
             path = optarg;
             break;
+        /* A mistyped option must stop the test, not quietly run on defaults. */
         case 't':
-            conf_parse_size(optarg, &opts.multipart_threshold);
+            if (conf_parse_size(optarg, &opts.multipart_threshold) < 0)
+                return 2;
             break;
         case 'p':
-            conf_parse_size(optarg, &opts.part_size);
+            if (conf_parse_size(optarg, &opts.part_size) < 0)
+                return 2;
             break;
-        case 'b':
-            opts.retry_base_ms = (unsigned)strtoul(optarg, NULL, 10);
+        case 'b': { /* milliseconds */
+            char *end;
+            errno = 0;
+            unsigned long ms = strtoul(optarg, &end, 10);
+            if (errno || end == optarg || *end || ms > UINT32_MAX)
+                return 2;
+            opts.retry_base_ms = (unsigned)ms;
             break;
+        }
         case 'x':
             change_after_digest = optarg;
             break;

@@ -202,6 +202,53 @@ static void test_s3_helpers(void)
     ASSERT_TRUE(maxseen > 1500 && minseen < 500);
 }
 
+/* s3_store_create() on an endpoint: returns its result, err.code in code. */
+static int s3_endpoint(const char *endpoint, char *code, size_t codelen)
+{
+    struct ferry_conf c;
+    conf_init_defaults(&c);
+    free(c.store.endpoint);
+    c.store.endpoint = xstrdup(endpoint);
+    free(c.store.bucket);
+    c.store.bucket = xstrdup("b");
+    free(c.store.access_key);
+    c.store.access_key = xstrdup("AK");
+    free(c.store.secret_key);
+    c.store.secret_key = xstrdup("SK");
+    struct store *s = NULL;
+    struct store_error err;
+    memset(&err, 0, sizeof(err));
+    int r = s3_store_create(&c, &s, &err);
+    snprintf(code, codelen, "%s", err.code);
+    if (r == 0)
+        store_destroy(s);
+    conf_finish(&c);
+    return r;
+}
+
+static void test_s3_endpoint_scheme(void)
+{
+    char code[64];
+    ASSERT_EQ(s3_endpoint("http://127.0.0.1:9000", code, sizeof(code)), 0);
+    ASSERT_EQ(s3_endpoint("https://s3.example/base/", code, sizeof(code)), 0);
+    /* Only the whole scheme counts: prefixes of "http"/"https" are refused. */
+    const char *bad[] = {"h://host",   "://host", "htt://host",   "httpx://host",
+                         "ftp://host", "http://", "http:///path", "host"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        ASSERT_EQ(s3_endpoint(bad[i], code, sizeof(code)), -EINVAL);
+        ASSERT_STREQ(code, "InvalidConfig");
+    }
+}
+
+/* A refusal names keys, profiles and files, never a secret. */
+static void assert_no_secret(const char *why)
+{
+    const char *secrets[] = {"defsecret", "othersecret", "othertoken",
+                             "envsecret", "envtoken",    "cfgsecret"};
+    for (size_t i = 0; i < sizeof(secrets) / sizeof(secrets[0]); i++)
+        ASSERT_TRUE(strstr(why, secrets[i]) == NULL);
+}
+
 static void test_creds_order(void)
 {
     char why[256];
@@ -226,6 +273,9 @@ static void test_creds_order(void)
     ASSERT_STREQ(c.source, "config");
     creds_finish(&c);
     ASSERT_EQ(creds_resolve("CFGAK", "", NULL, NULL, &c, why, sizeof(why)), -EINVAL);
+    assert_no_secret(why);
+    ASSERT_EQ(creds_resolve("", "cfgsecret", NULL, NULL, &c, why, sizeof(why)), -EINVAL);
+    assert_no_secret(why);
 
     ASSERT_EQ(creds_resolve("", "", NULL, NULL, &c, why, sizeof(why)), 0);
     ASSERT_STREQ(c.access_key, "ENVAK");
@@ -249,10 +299,11 @@ static void test_creds_order(void)
     creds_finish(&c);
     ASSERT_EQ(creds_resolve(NULL, NULL, NULL, "half", &c, why, sizeof(why)), -EINVAL);
     ASSERT_TRUE(strstr(why, "half") != NULL);
+    assert_no_secret(why);
     ASSERT_EQ(creds_resolve(NULL, NULL, NULL, "missing", &c, why, sizeof(why)), -ENOENT);
+    ASSERT_TRUE(strstr(why, "missing") != NULL);
+    assert_no_secret(why);
     unsetenv("AWS_PROFILE");
-    /* No message ever carries a secret. */
-    ASSERT_TRUE(strstr(why, "secret") == NULL || strstr(why, "othersecret") == NULL);
     unsetenv("AWS_SHARED_CREDENTIALS_FILE");
 }
 
@@ -263,6 +314,7 @@ int main(void)
     test_digest_etag();
     test_dir_store();
     test_s3_helpers();
+    test_s3_endpoint_scheme();
     test_creds_order();
     char cmd[600];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
