@@ -526,8 +526,11 @@ static int read_file_max(const char *path, size_t max, char **out, size_t *len)
     if (fd < 0)
         return -errno;
     struct stat st;
-    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-        int e = S_ISDIR(st.st_mode) ? -EISDIR : -EINVAL;
+    int e = fstat(fd, &st) < 0     ? -errno
+            : S_ISDIR(st.st_mode)  ? -EISDIR
+            : !S_ISREG(st.st_mode) ? -EINVAL
+                                   : 0;
+    if (e < 0) {
         close(fd);
         return e;
     }
