@@ -662,6 +662,13 @@ fail:
 
 /* ---- --at / --until ---- */
 
+int64_t maint_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 int maint_parse_time(const char *s, int64_t now_ms, int64_t *out_ms)
 {
     uint64_t d;
