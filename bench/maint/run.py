@@ -30,7 +30,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
-CLK_TCK = os.sysconf("SC_CLK_TCK")
+sys.path.insert(0, os.path.dirname(HERE))
+from measure import cpu_us, proc_tree, rss_kib  # noqa: E402  (bench/measure.py)
 SERVER_CPU = os.environ.get("BENCH_SERVER_CPU", "1")
 CLIENT_CPU = os.environ.get("BENCH_CLIENT_CPU", "0")
 CONNS = int(os.environ.get("BENCH_CONNS", "50"))
@@ -75,51 +76,6 @@ def free_port():
     p = s.getsockname()[1]
     s.close()
     return p
-
-
-def proc_tree(pid):
-    children = {}
-    for e in os.listdir("/proc"):
-        if not e.isdigit():
-            continue
-        try:
-            with open(f"/proc/{e}/stat") as f:
-                d = f.read()
-            ppid = int(d[d.rindex(")") + 2:].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        children.setdefault(ppid, []).append(int(e))
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo.extend(children.get(p, []))
-    return out
-
-
-def cpu_us(pid):
-    total = 0
-    for p in proc_tree(pid):
-        try:
-            with open(f"/proc/{p}/stat") as f:
-                d = f.read()
-            fields = d[d.rindex(")") + 2:].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime
-        except (OSError, ValueError, IndexError):
-            pass
-    return total * 1_000_000 / CLK_TCK
-
-
-def rss_kib(pid):
-    total = 0
-    for p in proc_tree(pid):
-        try:
-            with open(f"/proc/{p}/status") as f:
-                m = re.search(r"VmRSS:\s+(\d+) kB", f.read())
-            total += int(m.group(1)) if m else 0
-        except OSError:
-            pass
-    return total
 
 
 def wait_port(port, proc, timeout=10):
@@ -183,13 +139,13 @@ def run_wrk(port, seconds, path="/"):
 
 def measure(server, seconds):
     run_wrk(server.port, 1)  # warm-up, unmeasured
-    c0 = cpu_us(server.pid)
+    c0 = cpu_us(proc_tree(server.pid))
     n, rps, non2xx, errors = run_wrk(server.port, seconds)
-    c1 = cpu_us(server.pid)
+    c1 = cpu_us(proc_tree(server.pid))
     if non2xx != n:
         raise RuntimeError(f"{server.name}: {n - non2xx} of {n} responses were not 503 ({errors})")
     return {"server": server.name, "requests": n, "rps": rps, "cpu_us_per_req": (c1 - c0) / n,
-            "rss_kib": rss_kib(server.pid), "socket_errors": errors}
+            "rss_kib": rss_kib(proc_tree(server.pid)), "socket_errors": errors}
 
 
 def check_503(name, port, expect_body):

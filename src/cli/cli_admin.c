@@ -61,7 +61,8 @@ int cli_admin_run(const char *conf_path, const char *line, int timeout_ms, bool 
         /* e.g. drain: {"drained":false,...} means the operator must not go on. */
         const char *d;
         size_t dlen;
-        if (json_find_member(v, vlen, "drained", &d, &dlen) == 0 && dlen == 5)
+        if (json_find_member(v, vlen, "drained", &d, &dlen) == 0 && dlen == 5 &&
+            memcmp(d, "false", 5) == 0)
             rc = EXIT_RUNTIME;
     }
     if (json) {

@@ -9,14 +9,6 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
-
-static int64_t now_wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* ferry down [-c FILE] [--retry-after SECS | --until TIME] [--message TEXT] [--at TIME]
  * [--drain] [--json]: switch maintenance on and return once every worker has. */
@@ -73,7 +65,7 @@ int cmd_down(int argc, char **argv)
     struct buf line;
     buf_init(&line, ADMIN_LINE_MAX - 1);
     buf_append_str(&line, "down");
-    int64_t now = now_wall_ms();
+    int64_t now = maint_now_ms();
     if (retry) {
         uint64_t ms;
         if (conf_parse_duration(retry, &ms) < 0) {

@@ -526,8 +526,11 @@ static int read_file_max(const char *path, size_t max, char **out, size_t *len)
     if (fd < 0)
         return -errno;
     struct stat st;
-    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-        int e = S_ISDIR(st.st_mode) ? -EISDIR : -EINVAL;
+    int e = fstat(fd, &st) < 0     ? -errno
+            : S_ISDIR(st.st_mode)  ? -EISDIR
+            : !S_ISREG(st.st_mode) ? -EINVAL
+                                   : 0;
+    if (e < 0) {
         close(fd);
         return e;
     }
@@ -658,6 +661,13 @@ fail:
 }
 
 /* ---- --at / --until ---- */
+
+int64_t maint_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 int maint_parse_time(const char *s, int64_t now_ms, int64_t *out_ms)
 {

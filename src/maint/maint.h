@@ -167,6 +167,9 @@ int maint_state_load(const char *dir, struct maint_window *w);
  * caller, NUL-terminated). Returns 0, -EFBIG or -errno. */
 int maint_page_read(const char *path, char **out, size_t *len);
 
+/** Wall-clock time in milliseconds since the epoch (CLOCK_REALTIME). Any thread. */
+int64_t maint_now_ms(void);
+
 /**
  * Parse a --at/--until TIME relative to now_ms (wall clock, ms): "+DURATION" or
  * a bare DURATION ("+90s", "1500ms", "2h"), "@EPOCH" seconds,

@@ -35,13 +35,6 @@ struct maint_ctl {
     struct buf drain_reply; /* the reply so far, without the closing brace */
 };
 
-static int64_t now_wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void format_iso(int64_t ms, char *out, size_t outlen)
 {
     time_t t = (time_t)(ms / 1000);
@@ -236,7 +229,7 @@ static void on_at(struct server *s, void *arg)
                  m->conf->maintenance.page, strerror(-r));
     }
     m->win.mode = MAINT_ON;
-    m->win.since_ms = now_wall_ms();
+    m->win.since_ms = maint_now_ms();
     r = maint_state_save(m->conf->server.state_dir, &m->win);
     if (r < 0)
         log_warn("maintenance: cannot save state in '%s': %s", m->conf->server.state_dir,
@@ -250,7 +243,7 @@ static void on_at(struct server *s, void *arg)
 
 static uint64_t delay_until(int64_t when_ms)
 {
-    int64_t d = when_ms - now_wall_ms();
+    int64_t d = when_ms - maint_now_ms();
     return d > 0 ? (uint64_t)d : 0;
 }
 
@@ -381,7 +374,7 @@ static int cmd_down(struct admin_client *c, const struct admin_request *req, str
         admin_reply_error(reply, "down: message contains a NUL byte");
         return 0;
     }
-    int64_t now = now_wall_ms();
+    int64_t now = maint_now_ms();
     if (has_until && has_retry) {
         admin_reply_error(reply, "down: give --retry-after or --until, not both");
         return 0;
@@ -568,7 +561,7 @@ struct maint_ctl *maint_attach(struct server *s, struct admin *admin, const stru
     if (r == -ENOENT)
         m->win.message = xstrdup("");
     /* A window that ended while the server was down stays ended. */
-    if (m->win.mode != MAINT_OFF && m->win.until_ms && m->win.until_ms <= now_wall_ms())
+    if (m->win.mode != MAINT_OFF && m->win.until_ms && m->win.until_ms <= maint_now_ms())
         switch_off(m);
     if (m->win.mode == MAINT_ON && (r = publish_window(m)) < 0) {
         snprintf(err, errlen, "cannot publish the maintenance state: %s", strerror(-r));
