@@ -7,7 +7,7 @@ set -eu
 cd "$(dirname "$0")/.."
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-PKGS="build-essential meson ninja-build pkg-config libinih-dev libcurl4-openssl-dev libssl-dev libsystemd-dev procps"
+PKGS="build-essential meson ninja-build pkg-config libinih-dev libcurl4-openssl-dev libssl-dev libsystemd-dev libjansson-dev procps"
 TEST=0
 for arg in "$@"; do
     case "$arg" in
