@@ -1,27 +1,20 @@
 /* The control commands' common half: send one admin request, print the reply. */
 #include "cli/cli.h"
 
+#include "admin/admin.h"
 #include "common/buf.h"
 #include "common/conf.h"
-#include "maint/admin.h"
-#include "maint/json.h"
 
 #include <getopt.h>
 #include <stdio.h>
 #include <string.h>
 
-/* Print the JSON string member key of reply to stdout (if present). */
-static void print_text_member(const struct buf *reply, const char *key, FILE *out)
+/* Print the string member key of reply (if it is one) to out. */
+static void print_text_member(const json_t *reply, const char *key, FILE *out)
 {
-    const char *v;
-    size_t vlen;
-    if (json_find_member(reply->data, reply->len, key, &v, &vlen) < 0)
-        return;
-    struct buf t;
-    buf_init(&t, ADMIN_REPLY_MAX);
-    if (json_decode_string(v, vlen, &t) == 0 && t.data)
-        fputs(t.data, out);
-    buf_finish(&t);
+    const char *t = json_string_value(json_object_get(reply, key));
+    if (t)
+        fputs(t, out);
 }
 
 int cli_admin_run(const char *conf_path, const char *line, int timeout_ms, bool json,
@@ -33,45 +26,46 @@ int cli_admin_run(const char *conf_path, const char *line, int timeout_ms, bool 
         conf_finish(&conf);
         return r;
     }
-    struct buf reply;
-    buf_init(&reply, ADMIN_REPLY_MAX);
+    struct buf raw;
+    buf_init(&raw, ADMIN_REPLY_MAX);
     char err[512];
-    r = admin_call(conf.server.admin_socket, line, &reply, timeout_ms, err, sizeof(err));
+    r = admin_call(conf.server.admin_socket, line, &raw, timeout_ms, err, sizeof(err));
     conf_finish(&conf);
     if (r < 0) {
         fprintf(stderr, "ferry: %s\n", err);
-        buf_finish(&reply);
+        buf_finish(&raw);
         return EXIT_RUNTIME;
     }
-    const char *v;
-    size_t vlen;
     int rc = EXIT_OK;
-    if (json_find_member(reply.data, reply.len, "ok", &v, &vlen) < 0) {
-        fprintf(stderr, "ferry: unexpected reply from the server: %s\n", reply.data);
-        rc = EXIT_RUNTIME;
-    } else if (vlen != 4 || memcmp(v, "true", 4) != 0) {
+    json_t *reply = json_loadb(raw.data, raw.len, 0, NULL);
+    const json_t *ok = json_object_get(reply, "ok");
+    if (!json_is_object(reply) || !json_is_boolean(ok)) {
+        fprintf(stderr, "ferry: unexpected reply from the server: %s\n", raw.data);
+        json_decref(reply);
+        buf_finish(&raw);
+        return EXIT_RUNTIME;
+    }
+    if (!json_is_true(ok)) {
         rc = EXIT_RUNTIME;
         if (!json) {
             fputs("ferry: ", stderr);
-            print_text_member(&reply, "error", stderr);
+            print_text_member(reply, "error", stderr);
             fputs("\n", stderr);
         }
-    } else if (fail_member &&
-               json_find_member(reply.data, reply.len, fail_member, &v, &vlen) == 0) {
+    } else if (fail_member) {
         /* e.g. drain: {"drained":false,...} means the operator must not go on. */
-        const char *d;
-        size_t dlen;
-        if (json_find_member(v, vlen, "drained", &d, &dlen) == 0 && dlen == 5 &&
-            memcmp(d, "false", 5) == 0)
+        const json_t *d = json_object_get(json_object_get(reply, fail_member), "drained");
+        if (json_is_false(d))
             rc = EXIT_RUNTIME;
     }
     if (json) {
-        printf("%s\n", reply.data);
+        printf("%s\n", raw.data);
     } else if (rc == EXIT_OK || fail_member) {
-        print_text_member(&reply, "text", stdout);
-        print_text_member(&reply, "text_drain", rc == EXIT_OK ? stdout : stderr);
+        print_text_member(reply, "text", stdout);
+        print_text_member(reply, "text_drain", rc == EXIT_OK ? stdout : stderr);
     }
-    buf_finish(&reply);
+    json_decref(reply);
+    buf_finish(&raw);
     return rc;
 }
 

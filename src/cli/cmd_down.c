@@ -1,8 +1,8 @@
 #include "cli/cli.h"
 
+#include "admin/admin.h"
 #include "common/buf.h"
 #include "common/conf.h"
-#include "maint/admin.h"
 #include "maint/maint.h"
 
 #include <getopt.h>

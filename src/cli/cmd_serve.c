@@ -3,7 +3,7 @@
 #include "common/conf.h"
 #include "common/log.h"
 #include "http/server.h"
-#include "maint/admin.h"
+#include "admin/admin.h"
 #include "maint/maint.h"
 
 #include <getopt.h>

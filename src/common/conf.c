@@ -86,6 +86,8 @@ const struct conf_key conf_keys[] = {
      "HTTP worker threads; auto = one per CPU"},
     {"server", "admin_socket", CONF_PATH, 0, 0, NULL, "./run/ferry.sock", OFF(server.admin_socket), NULL,
      "unix socket for the control commands (mode 0600)"},
+    {"server", "admin_timeout", CONF_DURATION, 100, 600 * SEC, NULL, "5s", OFF(server.admin_timeout_ms), NULL,
+     "an admin client must send a complete command line within this, else it is closed"},
     {"server", "state_dir", CONF_PATH, 0, 0, NULL, "./run", OFF(server.state_dir), NULL,
      "directory for persistent state"},
     {"server", "access_log", CONF_STR, 0, 0, NULL, "-", OFF(server.access_log), NULL,

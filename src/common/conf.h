@@ -27,6 +27,7 @@ struct ferry_conf {
         char *root;
         long long workers; /* 0 = auto */
         char *admin_socket;
+        uint64_t admin_timeout_ms;
         char *state_dir;
         char *access_log;
         char *error_log;

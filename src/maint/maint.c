@@ -4,11 +4,11 @@
 #include "common/buf.h"
 #include "common/conf.h"
 #include "common/timeutil.h"
-#include "maint/json.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <jansson.h>
 #include <limits.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -291,18 +291,21 @@ int maint_render(struct buf *out, enum maint_format fmt, const char *tpl, size_t
 {
     int r;
     switch (fmt) {
-    case MAINT_JSON:
-        r = buf_append_str(out, "{\"status\":\"maintenance\",\"message\":");
+    case MAINT_JSON: {
+        /* Built once per switch into the snapshot, never per request. */
+        json_t *retry = retry_is_date ? json_string(retry_after)
+                                      : json_integer((json_int_t)strtoll(retry_after, NULL, 10));
+        json_t *body = json_pack("{s:s, s:s, s:o?}", "status", "maintenance", "message", message,
+                                 "retry_after", retry);
+        char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+        json_decref(body);
+        /* Only a message that is not UTF-8 fails here (`down` refuses those). */
+        r = text ? buf_append_str(out, text) : -EINVAL;
         if (r == 0)
-            r = json_append_string(out, message, strlen(message));
-        if (r == 0)
-            r = buf_append_str(out, ",\"retry_after\":");
-        if (r == 0)
-            r = retry_is_date ? json_append_string(out, retry_after, strlen(retry_after))
-                              : buf_append_str(out, retry_after);
-        if (r == 0)
-            r = buf_append_str(out, "}\n");
+            r = buf_append(out, "\n", 1);
+        free(text);
         return r;
+    }
     case MAINT_PLAIN:
         r = buf_append_str(out, message);
         if (r == 0)
@@ -461,9 +464,12 @@ int maint_state_save(const char *dir, const struct maint_window *w)
                        STATE_MAGIC "mode=%s\nsince=%" PRId64 "\nat=%" PRId64 "\nuntil=%" PRId64
                                    "\nretry_after=%" PRIu64 "\nmessage=",
                        mode_names[w->mode], w->since_ms, w->at_ms, w->until_ms, w->retry_after_s);
-    const char *msg = w->message ? w->message : "";
+    json_t *msg = json_string(w->message ? w->message : "");
+    char *msg_json = msg ? json_dumps(msg, JSON_ENCODE_ANY | JSON_COMPACT) : NULL;
+    json_decref(msg);
     if (r == 0)
-        r = json_append_string(&b, msg, strlen(msg));
+        r = msg_json ? buf_append_str(&b, msg_json) : -EINVAL; /* not UTF-8 */
+    free(msg_json);
     if (r == 0)
         r = buf_printf(&b, "\npage=%zd\n", w->page ? (ssize_t)w->page_len : (ssize_t)-1);
     if (r == 0 && w->page)
@@ -618,8 +624,7 @@ int maint_state_load(const char *dir, struct maint_window *w)
     const char *v;
     size_t vlen;
     int64_t since, at, until, retry, page_len;
-    struct buf msg;
-    buf_init(&msg, MAINT_MESSAGE_MAX * 6);
+    json_t *msg = NULL;
     r = -EINVAL;
     if (len < sizeof(STATE_MAGIC) - 1 || memcmp(p, STATE_MAGIC, sizeof(STATE_MAGIC) - 1) != 0)
         goto fail;
@@ -633,16 +638,18 @@ int maint_state_load(const char *dir, struct maint_window *w)
     if (mode < 0 || state_int(&p, end, "since", &since) < 0 || state_int(&p, end, "at", &at) < 0 ||
         state_int(&p, end, "until", &until) < 0 || state_int(&p, end, "retry_after", &retry) < 0 ||
         retry < 0 || state_field(&p, end, "message", &v, &vlen) < 0 ||
-        json_decode_string(v, vlen, &msg) < 0 || state_int(&p, end, "page", &page_len) < 0 ||
-        page_len < -1 || (page_len >= 0 && (int64_t)(end - p) != page_len) ||
-        (page_len < 0 && p != end))
+        !(msg = json_loadb(v, vlen, JSON_DECODE_ANY, NULL)) || !json_is_string(msg) ||
+        state_int(&p, end, "page", &page_len) < 0 || page_len < -1 ||
+        (page_len >= 0 && (int64_t)(end - p) != page_len) || (page_len < 0 && p != end))
         goto fail;
     w->mode = mode;
     w->since_ms = since;
     w->at_ms = at;
     w->until_ms = until;
     w->retry_after_s = (uint64_t)retry;
-    w->message = msg.data ? msg.data : xstrdup("");
+    /* jansson refuses \u0000 by default: the message has no NUL to cut it. */
+    w->message = xstrdup(json_string_value(msg));
+    json_decref(msg);
     w->page = NULL;
     w->page_len = 0;
     if (page_len >= 0) {
@@ -655,7 +662,7 @@ int maint_state_load(const char *dir, struct maint_window *w)
     free(data);
     return 0;
 fail:
-    buf_finish(&msg);
+    json_decref(msg);
     free(data);
     return r;
 }

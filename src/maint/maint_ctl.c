@@ -2,6 +2,7 @@
  * threads), and the `down`/`up` commands, timers and drain (supervisor thread). */
 #include "maint/maint.h"
 
+#include "admin/admin.h"
 #include "common/alloc.h"
 #include "common/buf.h"
 #include "common/conf.h"
@@ -10,8 +11,6 @@
 #include "http/parser.h"
 #include "http/response.h"
 #include "http/server.h"
-#include "maint/admin.h"
-#include "maint/json.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -32,7 +31,7 @@ struct maint_ctl {
     struct admin_client *drain_client;
     uint64_t drain_timer;
     uint64_t drain_started_ms;
-    struct buf drain_reply; /* the reply so far, without the closing brace */
+    json_t *drain_reply; /* the reply so far (owned here until sent) */
 };
 
 static void format_iso(int64_t ms, char *out, size_t outlen)
@@ -132,13 +131,11 @@ static uint64_t nonexempt_inflight(struct maint_ctl *m)
                : 0;
 }
 
-/* Append the drain outcome to a down reply (still open: no closing brace). */
-static void drain_append(struct maint_ctl *m, struct buf *b, bool drained, const char *why)
+/* Add the drain outcome to a down reply. Returns 0 or -EINVAL. */
+static int drain_append(struct maint_ctl *m, json_t *reply, bool drained, const char *why)
 {
     uint64_t left = nonexempt_inflight(m);
     uint64_t waited = time_mono_ms() - m->drain_started_ms;
-    buf_printf(b, ",\"drain\":{\"drained\":%s,\"waited_ms\":%" PRIu64 ",\"inflight\":%" PRIu64 "}",
-               drained ? "true" : "false", waited, drained ? 0 : left);
     char text[256];
     if (drained)
         snprintf(text, sizeof(text), "drained: no request in flight (waited %" PRIu64 " ms)\n",
@@ -147,9 +144,9 @@ static void drain_append(struct maint_ctl *m, struct buf *b, bool drained, const
         snprintf(text, sizeof(text),
                  "NOT drained: %" PRIu64 " request(s) still in flight after %" PRIu64 " ms (%s)\n",
                  left, waited, why);
-    buf_append_str(b, ",\"text_drain\":");
-    json_append_string(b, text, strlen(text));
-    buf_append_str(b, "}");
+    return admin_json_add(reply, json_pack("{s:{s:b, s:I, s:I}, s:s}", "drain", "drained", drained,
+                                           "waited_ms", (json_int_t)waited, "inflight",
+                                           (json_int_t)(drained ? 0 : left), "text_drain", text));
 }
 
 /* Answer a waiting `down --drain`. */
@@ -161,11 +158,13 @@ static void drain_finish(struct maint_ctl *m, bool drained, const char *why)
     if (m->drain_timer)
         server_cancel_timer(m->s, m->drain_timer);
     m->drain_timer = 0;
-    drain_append(m, &m->drain_reply, drained, why);
+    json_t *reply = m->drain_reply;
+    m->drain_reply = NULL;
+    if (drain_append(m, reply, drained, why) < 0)
+        admin_reply_error(reply, "down: the drain outcome could not be added to the reply");
     struct admin_client *c = m->drain_client;
     m->drain_client = NULL;
-    admin_client_reply(c, m->drain_reply.data, m->drain_reply.len);
-    buf_finish(&m->drain_reply);
+    admin_client_reply(c, reply);
 }
 
 static void drain_check(struct server *s, void *arg)
@@ -255,23 +254,23 @@ static void arm_timers(struct maint_ctl *m)
         m->until_timer = server_add_timer(m->s, delay_until(m->win.until_ms), on_until, m);
 }
 
-static void append_window_json(struct buf *b, const struct maint_window *w)
+/* Add the window's members to obj. Returns 0 or -EINVAL. */
+static int append_window_json(json_t *obj, const struct maint_window *w)
 {
     static const char *const modes[] = {"off", "on", "scheduled"};
-    buf_printf(b, "\"mode\":\"%s\"", modes[w->mode]);
-    if (w->mode == MAINT_OFF)
-        return;
+    int r = admin_json_add(obj, json_pack("{s:s}", "mode", modes[w->mode]));
+    if (r < 0 || w->mode == MAINT_OFF)
+        return r;
     if (w->mode == MAINT_ON)
-        buf_printf(b, ",\"since\":%" PRId64, w->since_ms);
+        r |= admin_json_add(obj, json_pack("{s:I}", "since", (json_int_t)w->since_ms));
     if (w->at_ms)
-        buf_printf(b, ",\"at\":%" PRId64, w->at_ms);
+        r |= admin_json_add(obj, json_pack("{s:I}", "at", (json_int_t)w->at_ms));
     if (w->until_ms)
-        buf_printf(b, ",\"until\":%" PRId64, w->until_ms);
+        r |= admin_json_add(obj, json_pack("{s:I}", "until", (json_int_t)w->until_ms));
     else
-        buf_printf(b, ",\"retry_after\":%" PRIu64, w->retry_after_s);
-    const char *msg = w->message ? w->message : "";
-    buf_append_str(b, ",\"message\":");
-    json_append_string(b, msg, strlen(msg));
+        r |= admin_json_add(obj, json_pack("{s:I}", "retry_after", (json_int_t)w->retry_after_s));
+    r |= admin_json_add(obj, json_pack("{s:s}", "message", w->message ? w->message : ""));
+    return r < 0 ? -EINVAL : 0;
 }
 
 static void append_window_text(struct buf *t, const struct maint_window *w)
@@ -297,18 +296,23 @@ static void append_window_text(struct buf *t, const struct maint_window *w)
     buf_printf(t, "message: %s\n", w->message && *w->message ? w->message : MAINT_DEFAULT_MESSAGE);
 }
 
-static void status_section(struct buf *json, struct buf *text, void *arg)
+static int status_section(json_t *section, struct buf *text, void *arg)
 {
     struct maint_ctl *m = arg;
     struct server_stats st;
     server_get_stats(m->s, &st);
-    append_window_json(json, &m->win);
-    buf_printf(json,
-               ",\"served\":%" PRIu64 ",\"bypassed\":%" PRIu64 ",\"requests_inflight\":%" PRIu64,
-               st.maint_served, st.maint_bypassed, st.requests_inflight);
+    int r = append_window_json(section, &m->win);
+    if (r == 0)
+        r = admin_json_add(section,
+                           json_pack("{s:I, s:I, s:I}", "served", (json_int_t)st.maint_served,
+                                     "bypassed", (json_int_t)st.maint_bypassed, "requests_inflight",
+                                     (json_int_t)st.requests_inflight));
     append_window_text(text, &m->win);
-    buf_printf(text, "maintenance responses served: %" PRIu64 "\nbypassed requests: %" PRIu64 "\n",
-               st.maint_served, st.maint_bypassed);
+    if (r == 0)
+        r = buf_printf(
+            text, "maintenance responses served: %" PRIu64 "\nbypassed requests: %" PRIu64 "\n",
+            st.maint_served, st.maint_bypassed);
+    return r;
 }
 
 /* Decode an integer argument; false when absent. */
@@ -333,7 +337,7 @@ static int arg_int(const struct admin_request *req, const char *key, int64_t *ou
     return 0;
 }
 
-static int cmd_down(struct admin_client *c, const struct admin_request *req, struct buf *reply,
+static int cmd_down(struct admin_client *c, const struct admin_request *req, json_t *reply,
                     void *arg)
 {
     struct maint_ctl *m = arg;
@@ -374,6 +378,13 @@ static int cmd_down(struct admin_client *c, const struct admin_request *req, str
         admin_reply_error(reply, "down: message contains a NUL byte");
         return 0;
     }
+    json_t *utf8 = json_stringn(message, (size_t)mlen);
+    if (!utf8) {
+        /* It goes into JSON replies, the state file and the JSON 503 body. */
+        admin_reply_error(reply, "down: message is not UTF-8");
+        return 0;
+    }
+    json_decref(utf8);
     int64_t now = maint_now_ms();
     if (has_until && has_retry) {
         admin_reply_error(reply, "down: give --retry-after or --until, not both");
@@ -444,14 +455,13 @@ static int cmd_down(struct admin_client *c, const struct admin_request *req, str
 
     struct buf text;
     buf_init(&text, 16384);
-    buf_append_str(reply, "{\"ok\":true,");
-    append_window_json(reply, &m->win);
-    if (w.mode == MAINT_ON)
-        buf_append_str(reply, ",\"acknowledged\":true");
+    r = append_window_json(reply, &m->win);
+    if (r == 0 && w.mode == MAINT_ON)
+        r = admin_json_add(reply, json_pack("{s:b}", "acknowledged", 1));
     append_window_text(&text, &m->win);
     if (w.mode == MAINT_ON)
         buf_append_str(&text, "every worker has switched: new requests get the 503 page\n");
-    if (m->policy.secret) {
+    if (r == 0 && m->policy.secret) {
         int64_t exp = now / 1000 + (int64_t)(conf->maintenance.bypass_ttl_ms / 1000);
         if (w.until_ms && exp > w.until_ms / 1000 + 1)
             exp = w.until_ms / 1000 + 1;
@@ -459,15 +469,20 @@ static int cmd_down(struct admin_client *c, const struct admin_request *req, str
         if (maint_cookie_sign(m->policy.secret, m->policy.secret_len, exp, cookie,
                               sizeof(cookie)) == 0) {
             format_iso(exp * 1000, iso, sizeof(iso));
-            buf_printf(reply, ",\"bypass_cookie\":\"%s=%s\",\"bypass_expires\":%" PRId64,
-                       MAINT_COOKIE_NAME, cookie, exp);
+            r = admin_json_add(reply, json_pack("{s:s++, s:I}", "bypass_cookie", MAINT_COOKIE_NAME,
+                                                "=", cookie, "bypass_expires", (json_int_t)exp));
             buf_printf(&text, "bypass cookie (valid until %s):\n  Cookie: %s=%s\n", iso,
                        MAINT_COOKIE_NAME, cookie);
         }
     }
-    buf_append_str(reply, ",\"text\":");
-    json_append_string(reply, text.data ? text.data : "", text.len);
+    if (r == 0)
+        r = admin_json_add(reply,
+                           json_pack("{s:s%}", "text", text.data ? text.data : "", text.len));
     buf_finish(&text);
+    /* Never a reply that hides the switch: name it in the error. */
+    if (r < 0)
+        return admin_reply_error(reply, "down: the switch took effect, but its reply could not "
+                                        "be built");
 
     if (has_drain && drain && w.mode == MAINT_ON) {
         m->drain_started_ms = time_mono_ms();
@@ -476,28 +491,25 @@ static int cmd_down(struct admin_client *c, const struct admin_request *req, str
         server_on_idle(m->s, drain_check, m);
         if (nonexempt_inflight(m) == 0) {
             server_on_idle(m->s, NULL, NULL);
-            drain_append(m, reply, true, NULL);
-            return 0;
+            return drain_append(m, reply, true, NULL);
         }
-        /* Answer later, from drain_check() or drain_timeout(). */
-        buf_finish(&m->drain_reply);
-        m->drain_reply = *reply;
-        buf_init(reply, reply->max);
+        /* Answer later, from drain_check() or drain_timeout(): keep a copy of
+         * the reply so far (reply itself is the admin module's). */
+        json_decref(m->drain_reply);
+        m->drain_reply = json_deep_copy(reply);
         m->drain_client = c;
         admin_client_hold(c);
         m->drain_timer =
             server_add_timer(m->s, conf->maintenance.drain_timeout_ms, drain_timeout, m);
         return ADMIN_REPLY_LATER;
     }
-    buf_append_str(reply, "}");
     return 0;
 bad_arg:
     admin_reply_error(reply, "down: bad numeric argument");
     return 0;
 }
 
-static int cmd_up(struct admin_client *c, const struct admin_request *req, struct buf *reply,
-                  void *arg)
+static int cmd_up(struct admin_client *c, const struct admin_request *req, json_t *reply, void *arg)
 {
     struct maint_ctl *m = arg;
     if (req->nargs) {
@@ -523,15 +535,12 @@ static int cmd_up(struct admin_client *c, const struct admin_request *req, struc
     drain_finish(m, false, "cancelled by `ferry up`");
     static const char *const was_names[] = {"off", "on", "scheduled"};
     static const char *const texts[] = {
-        "maintenance: off (it was not on)\\n",
-        "maintenance: off; every worker has switched\\n",
-        "maintenance: off (the scheduled window is cancelled)\\n",
+        "maintenance: off (it was not on)\n",
+        "maintenance: off; every worker has switched\n",
+        "maintenance: off (the scheduled window is cancelled)\n",
     };
-    buf_printf(
-        reply,
-        "{\"ok\":true,\"mode\":\"off\",\"acknowledged\":true,\"was\":\"%s\",\"text\":\"%s\"}",
-        was_names[was], texts[was]);
-    return 0;
+    return admin_json_add(reply, json_pack("{s:s, s:b, s:s, s:s}", "mode", "off", "acknowledged", 1,
+                                           "was", was_names[was], "text", texts[was]));
 }
 
 struct maint_ctl *maint_attach(struct server *s, struct admin *admin, const struct ferry_conf *conf,
@@ -541,7 +550,6 @@ struct maint_ctl *maint_attach(struct server *s, struct admin *admin, const stru
     m->s = s;
     m->admin = admin;
     m->conf = conf;
-    buf_init(&m->drain_reply, ADMIN_REPLY_MAX);
     if (maint_policy_init(&m->policy, conf, err, errlen) < 0) {
         free(m);
         return NULL;
@@ -591,7 +599,7 @@ void maint_detach(struct maint_ctl *m)
     cancel_timers(m);
     /* A `down --drain` still waiting is told why it will get no better answer. */
     drain_finish(m, false, "the server is stopping");
-    buf_finish(&m->drain_reply);
+    json_decref(m->drain_reply);
     maint_window_finish(&m->win);
     /* The server still holds the last published snapshot, which points at the
      * policy: the policy is freed here, so detach only after server_run(). */

@@ -1,15 +1,20 @@
-/* libFuzzer target for the admin socket's line protocol and the JSON helpers.
+/* libFuzzer target for the admin socket: the line parser and the dispatch.
  *
- * Beyond "no crash, no sanitizer report" it checks the contracts: the return
- * value in [-2, len], -2 exactly when no newline has arrived, every view inside
- * the line, the line rebuilt from its views (nothing skipped or invented), the
- * same result with or without the bytes after the line, -2 for every prefix,
- * argument lookup returning the first match, and round trips through
- * admin_decode_value/admin_encode_value and json_append_string/
- * json_find_member/json_decode_string. */
-#include "common/buf.h"
-#include "maint/admin.h"
-#include "maint/json.h"
+ * Parser: beyond "no crash, no sanitizer report" it checks the contracts: the
+ * return value in [-2, len], -2 exactly when no newline has arrived, every
+ * view inside the line, the line rebuilt from its views (nothing skipped or
+ * invented), the same result with or without the bytes after the line, -2 for
+ * every prefix, argument lookup returning the first match, and round trips
+ * through admin_decode_value/admin_encode_value.
+ *
+ * Dispatch: the input is fed as a client's bytes (through a socketpair) to the
+ * admin's own client_process(), with commands that echo their decoded
+ * arguments into the reply (failing on bytes that are not UTF-8), hold the
+ * client for a deferred reply, and a status section that does the same: every
+ * reply line must be one JSON object with a boolean "ok", at most one per
+ * request line, and a deferred reply must arrive once released. The module is
+ * included so that its static functions are reachable (the TESTABLE habit). */
+#include "../../src/admin/admin.c"
 
 #include "fuzz.h"
 
@@ -91,30 +96,24 @@ static void check_layout(const char *buf, size_t n, const struct admin_request *
     CHECK(pos == end);
 }
 
-/* A JSON string written by json_append_string is found again as a member and
- * decodes back to the same bytes. */
+/* A decoded value that is UTF-8 survives a reply line unchanged. */
 static void check_json_roundtrip(const char *p, size_t n)
 {
-    struct buf obj, dec;
-    buf_init(&obj, 16 * n + 64);
-    buf_init(&dec, n);
-    CHECK(buf_append_str(&obj, "{ \"a\" : [1,{\"}\":\"]\"}], \"k\":") == 0);
-    size_t vstart = obj.len;
-    CHECK(json_append_string(&obj, p, n) == 0);
-    size_t vend = obj.len;
-    CHECK(buf_append_str(&obj, ",\"k\":1}") == 0);
-    const char *val;
-    size_t vlen;
-    CHECK(json_find_member(obj.data, obj.len, "k", &val, &vlen) == 0);
-    CHECK(val == obj.data + vstart && vlen == vend - vstart);
-    CHECK(json_decode_string(val, vlen, &dec) == 0);
-    CHECK(dec.len == n && (n == 0 || memcmp(dec.data, p, n) == 0));
-    CHECK(json_find_member(obj.data, obj.len, "missing", &val, &vlen) == -ENOENT);
-    /* No byte beyond the object's end is needed. */
-    CHECK(json_find_member(obj.data, vend, "k", &val, &vlen) == 0);
-    CHECK(json_find_member(obj.data, vend - 1, "k", &val, &vlen) == -EINVAL);
-    buf_finish(&obj);
-    buf_finish(&dec);
+    json_t *v = json_stringn(p, n);
+    if (!v)
+        return; /* not UTF-8 (or has a NUL jansson takes): add would fail */
+    json_t *obj = json_object();
+    CHECK(admin_json_add(obj, json_pack("{s:o}", "k", v)) == 0);
+    struct buf line;
+    buf_init(&line, ADMIN_REPLY_MAX);
+    admin_reply_format(obj, &line);
+    CHECK(line.len > 0 && line.data[line.len - 1] == '\n');
+    CHECK(memchr(line.data, '\n', line.len) == line.data + line.len - 1);
+    json_t *back = json_loadb(line.data, line.len - 1, JSON_ALLOW_NUL, NULL);
+    CHECK(back && json_equal(back, obj));
+    json_decref(back);
+    json_decref(obj);
+    buf_finish(&line);
 }
 
 static void check_value(const struct admin_str *v)
@@ -166,25 +165,146 @@ static void check_args(const struct admin_request *req)
     CHECK(admin_request_arg(req, "KEY") == NULL); /* keys are lower case */
 }
 
-/* json_find_member on arbitrary text: any span it returns lies inside it. */
-static void check_json_raw(const char *buf, size_t size)
+/* ---- dispatch ---- */
+
+static struct admin_client *held;
+
+/* echo: every argument, decoded, as a string member. */
+static int fz_echo(struct admin_client *c, const struct admin_request *req, json_t *reply,
+                   void *arg)
 {
-    static const char *const keys[] = {"ok", "error", "", "text"};
-    for (size_t k = 0; k < sizeof(keys) / sizeof(keys[0]); k++) {
-        const char *val = NULL;
-        size_t vlen = 0;
-        int r = json_find_member(buf, size, keys[k], &val, &vlen);
-        CHECK(r == 0 || r == -ENOENT || r == -EINVAL);
-        if (r != 0)
-            continue;
-        CHECK(val >= buf && vlen > 0 && vlen <= size && (size_t)(val - buf) <= size - vlen);
-        struct buf dec;
-        buf_init(&dec, vlen);
-        int d = json_decode_string(val, vlen, &dec);
-        CHECK(d == 0 || d == -EINVAL);
-        CHECK(d != 0 || val[0] == '"');
-        buf_finish(&dec);
+    for (size_t i = 0; i < req->nargs; i++) {
+        char key[ADMIN_LINE_MAX], val[ADMIN_LINE_MAX];
+        memcpy(key, req->args[i].key.p, req->args[i].key.len);
+        key[req->args[i].key.len] = '\0';
+        int n = admin_decode_value(&req->args[i].value, val, sizeof(val));
+        CHECK(n >= 0);
+        int r = admin_json_add(reply, json_pack("{s:s%}", key, val, (size_t)n));
+        if (r < 0)
+            return r;
     }
+    return 0;
+}
+
+static int fz_hold(struct admin_client *c, const struct admin_request *req, json_t *reply,
+                   void *arg)
+{
+    if (held)
+        return admin_reply_error(reply, "already holding");
+    held = c;
+    admin_client_hold(c);
+    return ADMIN_REPLY_LATER;
+}
+
+static int fz_section(json_t *section, struct buf *text, void *arg)
+{
+    const char *last = arg;
+    int r = buf_append_str(text, "fuzz: ");
+    if (r == 0)
+        r = buf_append_str(text, last);
+    return r < 0 ? r : admin_json_add(section, json_pack("{s:s}", "last", last));
+}
+
+static struct evloop *fz_loop;
+static struct admin fz_admin;
+static char fz_last[64];
+
+static void fz_init(void)
+{
+    if (fz_loop)
+        return;
+    fz_loop = evloop_create();
+    CHECK(fz_loop);
+    fz_admin.loop = fz_loop;
+    fz_admin.fd = -1;
+    fz_admin.max_clients = ADMIN_MAX_CLIENTS;
+    fz_admin.timeout_ms = ADMIN_TIMEOUT_MS;
+    fz_admin.idle_ms = ADMIN_IDLE_MS;
+    CHECK(admin_register(&fz_admin, "echo", fz_echo, NULL) == 0);
+    CHECK(admin_register(&fz_admin, "hold", fz_hold, NULL) == 0);
+    CHECK(admin_register_status(&fz_admin, "fuzz", fz_section, fz_last) == 0);
+}
+
+/* Every line read from fd is a JSON object with a boolean "ok"; returns the
+ * number of lines. */
+static size_t check_replies(int fd, struct buf *acc)
+{
+    char tmp[65536];
+    ssize_t n;
+    while ((n = recv(fd, tmp, sizeof(tmp), 0)) > 0)
+        CHECK(buf_append(acc, tmp, (size_t)n) == 0);
+    size_t lines = 0;
+    const char *p = acc->data, *end = acc->data + acc->len;
+    while (p && p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        CHECK(nl); /* replies are whole lines */
+        /* \u0000 is valid JSON (a decoded %00): allow it. */
+        json_t *j = json_loadb(p, (size_t)(nl - p), JSON_ALLOW_NUL, NULL);
+        CHECK(json_is_object(j) && json_is_boolean(json_object_get(j, "ok")));
+        json_decref(j);
+        lines++;
+        p = nl + 1;
+    }
+    buf_reset(acc);
+    return lines;
+}
+
+static void check_dispatch(const char *buf, size_t size)
+{
+    fz_init();
+    int sv[2];
+    CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) == 0);
+    int big = 1 << 20;
+    setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &big, sizeof(big));
+    struct admin_client *c = xcalloc(1, sizeof(*c));
+    c->a = &fz_admin;
+    c->fd = sv[0];
+    c->refs = 1;
+    c->phase = PHASE_LINE;
+    c->events = EPOLLIN; /* as if watched: the loop is never run here */
+    evloop_timer_init(&c->timer, client_on_timer, c);
+    buf_init(&c->in, ADMIN_LINE_MAX);
+    buf_init(&c->out, 4 * ADMIN_REPLY_MAX);
+    list_append(c);
+    fz_admin.nclients++;
+    snprintf(fz_last, sizeof(fz_last), "%zu bytes\n", size);
+
+    size_t newlines = 0;
+    for (size_t i = 0; i < size; i++)
+        newlines += buf[i] == '\n';
+    size_t take = size < ADMIN_LINE_MAX ? size : ADMIN_LINE_MAX;
+    CHECK(buf_append(&c->in, buf, take) == 0);
+    c->refs++; /* as client_on_event does */
+    client_process(c);
+    struct buf acc;
+    buf_init(&acc, 64 * ADMIN_REPLY_MAX);
+    size_t replies = check_replies(sv[1], &acc);
+    if (held) {
+        /* The deferred reply arrives, then the lines that waited. */
+        struct admin_client *h = held;
+        held = NULL;
+        admin_client_reply(h, json_pack("{s:b}", "released", 1));
+        size_t more = check_replies(sv[1], &acc);
+        CHECK(more >= 1 || h->fd < 0);
+        replies += more;
+        if (held) {
+            h = held;
+            held = NULL;
+            admin_client_reply(h, NULL); /* NULL: still a valid (error) line */
+            replies += check_replies(sv[1], &acc);
+        }
+    }
+    /* One reply per request line, plus at most one for a line too long. */
+    CHECK(replies <= newlines + 1);
+    client_close(c);
+    client_unref(c);
+    while (held) { /* a third hold in one input: release without a client */
+        struct admin_client *h = held;
+        held = NULL;
+        admin_client_reply(h, NULL);
+    }
+    buf_finish(&acc);
+    close(sv[1]);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -222,7 +342,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         CHECK(admin_parse_line(buf, (size_t)(nl - buf) + 1, &again) == -1);
     }
 
-    check_json_raw(buf, size);
+    check_dispatch(buf, size);
     free(buf);
     return 0;
 }

@@ -14,10 +14,11 @@
  * back the same. */
 #include "common/buf.h"
 #include "common/net.h"
-#include "maint/json.h"
 #include "maint/maint.h"
 
 #include "fuzz.h"
+
+#include <jansson.h>
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -158,86 +159,6 @@ static void check_decide(const struct maint_policy *pol, const struct field *pat
 
 /* ---- rendering ---- */
 
-/* A tiny JSON checker: value := object | string | number | true | false | null. */
-static size_t json_ws(const char *s, size_t n, size_t i)
-{
-    while (i < n && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r'))
-        i++;
-    return i;
-}
-
-static size_t json_check_string(const char *s, size_t n, size_t i)
-{
-    if (i >= n || s[i] != '"')
-        return 0;
-    for (i++; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == '"')
-            return i + 1;
-        if (c < 0x20)
-            return 0;
-        if (c == '\\') {
-            if (++i >= n)
-                return 0;
-            if (s[i] == 'u') {
-                for (int k = 1; k <= 4; k++)
-                    if (i + (size_t)k >= n || !isxdigit((unsigned char)s[i + (size_t)k]))
-                        return 0;
-                i += 4;
-            } else if (!strchr("\"\\/bfnrt", s[i]) || s[i] == '\0') {
-                return 0;
-            }
-        }
-    }
-    return 0;
-}
-
-static size_t json_check_value(const char *s, size_t n, size_t i, int depth)
-{
-    i = json_ws(s, n, i);
-    if (i >= n || depth > 8)
-        return 0;
-    if (s[i] == '"')
-        return json_check_string(s, n, i);
-    if (s[i] == '{') {
-        i = json_ws(s, n, i + 1);
-        if (i < n && s[i] == '}')
-            return i + 1;
-        for (;;) {
-            i = json_check_string(s, n, json_ws(s, n, i));
-            if (!i)
-                return 0;
-            i = json_ws(s, n, i);
-            if (i >= n || s[i] != ':')
-                return 0;
-            i = json_check_value(s, n, i + 1, depth + 1);
-            if (!i)
-                return 0;
-            i = json_ws(s, n, i);
-            if (i < n && s[i] == '}')
-                return i + 1;
-            if (i >= n || s[i] != ',')
-                return 0;
-            i++;
-        }
-    }
-    size_t start = i;
-    if (s[i] == '-')
-        i++;
-    size_t digits = i;
-    while (i < n && s[i] >= '0' && s[i] <= '9')
-        i++;
-    if (i > digits)
-        return s[digits] == '0' && i - digits > 1 ? 0 : i; /* no leading zeros */
-    static const char *const words[] = {"true", "false", "null"};
-    for (size_t k = 0; k < 3; k++) {
-        size_t wl = strlen(words[k]);
-        if (n - start >= wl && memcmp(s + start, words[k], wl) == 0)
-            return start + wl;
-    }
-    return 0;
-}
-
 static size_t count_byte(const char *p, size_t n, char c)
 {
     size_t k = 0;
@@ -261,6 +182,22 @@ static void check_render_one(enum maint_format fmt, const struct field *tpl, con
     size_t tlen = tpl->present ? tpl->len : 0;
     /* Every tag is at least 11 bytes and becomes at most 6 bytes per character. */
     size_t big = 4096 + tlen + (tlen / 11 + 1) * 6 * (mlen > rlen ? mlen : rlen) + 16 * mlen;
+    if (fmt == MAINT_JSON) {
+        /* JSON carries UTF-8 only: anything else is refused, not mangled
+         * (`ferry down` refuses such a message before it gets here). */
+        json_t *m = json_string(msg), *d = json_string(retry);
+        bool utf8 = m && d;
+        json_decref(m);
+        json_decref(d);
+        if (!utf8) {
+            struct buf b;
+            buf_init(&b, big);
+            CHECK(maint_render(&b, fmt, t, tlen, msg, retry, is_date) == -EINVAL);
+            CHECK(b.len == 0);
+            buf_finish(&b);
+            return;
+        }
+    }
     struct buf full, part;
     buf_init(&full, big);
     buf_init(&part, small_max);
@@ -291,25 +228,20 @@ static void check_render_one(enum maint_format fmt, const struct field *tpl, con
         buf_finish(&tmp);
     } else if (fmt == MAINT_JSON) {
         CHECK(olen >= 2 && o[olen - 1] == '\n');
-        CHECK(json_check_value(o, olen, 0, 0) == olen - 1);
-        const char *v;
-        size_t vlen;
-        struct buf dec;
-        buf_init(&dec, mlen + rlen + 16);
-        CHECK(json_find_member(o, olen, "message", &v, &vlen) == 0);
-        CHECK(json_decode_string(v, vlen, &dec) == 0);
-        CHECK(dec.len == mlen && memcmp(dec.data ? dec.data : "", msg, mlen) == 0);
-        buf_reset(&dec);
-        CHECK(json_find_member(o, olen, "retry_after", &v, &vlen) == 0);
+        json_t *j = json_loadb(o, olen - 1, 0, NULL);
+        CHECK(json_is_object(j) && json_object_size(j) == 3);
+        CHECK(strcmp(json_string_value(json_object_get(j, "status")), "maintenance") == 0);
+        const char *m = json_string_value(json_object_get(j, "message"));
+        CHECK(m && strlen(m) == mlen && memcmp(m, msg, mlen) == 0);
+        const json_t *ra = json_object_get(j, "retry_after");
         if (is_date) {
-            CHECK(json_decode_string(v, vlen, &dec) == 0);
-            CHECK(dec.len == rlen && memcmp(dec.data ? dec.data : "", retry, rlen) == 0);
+            CHECK(json_is_string(ra) && strcmp(json_string_value(ra), retry) == 0);
         } else {
-            CHECK(vlen == rlen && memcmp(v, retry, rlen) == 0);
+            char num[24];
+            snprintf(num, sizeof(num), "%" JSON_INTEGER_FORMAT, json_integer_value(ra));
+            CHECK(json_is_integer(ra) && strcmp(num, retry) == 0);
         }
-        CHECK(json_find_member(o, olen, "status", &v, &vlen) == 0);
-        CHECK(vlen == 13 && memcmp(v, "\"maintenance\"", 13) == 0);
-        buf_finish(&dec);
+        json_decref(j);
     } else {
         CHECK(olen == mlen + 1 && memcmp(o, msg, mlen) == 0 && o[mlen] == '\n');
     }
@@ -320,7 +252,7 @@ static void check_render_one(enum maint_format fmt, const struct field *tpl, con
 static void check_render(const struct field *msgf, const struct field *tpl,
                          const struct field *tail)
 {
-    uint64_t secs = tail_u64(tail, 0);
+    uint64_t secs = tail_u64(tail, 0) & INT64_MAX; /* `down` takes int64 seconds */
     size_t small_max = (size_t)(tail_u64(tail, 8) % 1024);
     char num[24];
     snprintf(num, sizeof(num), "%" PRIu64, secs);

@@ -1,10 +1,8 @@
 /* Unit tests for src/maint: Accept negotiation, rendering and escaping, the
- * bypass cookie, exemptions, the state file, --at/--until parsing, the JSON
- * helpers and the admin protocol parser and socket setup. */
+ * bypass cookie, exemptions, the state file and --at/--until parsing. (The admin
+ * protocol's tests are in test_admin.c.) */
 #include "common/buf.h"
 #include "common/conf.h"
-#include "maint/admin.h"
-#include "maint/json.h"
 #include "maint/maint.h"
 
 #include "test.h"
@@ -321,134 +319,6 @@ static void test_parse_time(void)
     ASSERT_EQ(maint_parse_time("2026-11-25T13:30:00+02", now, &t), -EINVAL);
 }
 
-static void test_json(void)
-{
-    const char *j = "{\"ok\":true, \"n\": 12,\"o\":{\"drained\":false,\"x\":[1,\"]\"]},"
-                    "\"text\":\"a\\nb \\u00e9\\ud83d\\ude00\\\"\"}";
-    const char *v;
-    size_t n;
-    ASSERT_EQ(json_find_member(j, strlen(j), "ok", &v, &n), 0);
-    ASSERT_MEMEQ(v, n, "true");
-    ASSERT_EQ(json_find_member(j, strlen(j), "n", &v, &n), 0);
-    ASSERT_MEMEQ(v, n, "12");
-    ASSERT_EQ(json_find_member(j, strlen(j), "o", &v, &n), 0);
-    ASSERT_MEMEQ(v, n, "{\"drained\":false,\"x\":[1,\"]\"]}");
-    ASSERT_EQ(json_find_member(j, strlen(j), "drained", &v, &n), -ENOENT); /* not top level */
-    ASSERT_EQ(json_find_member(j, strlen(j), "text", &v, &n), 0);
-    struct buf b;
-    buf_init(&b, 1024);
-    ASSERT_EQ(json_decode_string(v, n, &b), 0);
-    ASSERT_STREQ(b.data, "a\nb \xc3\xa9\xf0\x9f\x98\x80\"");
-    buf_reset(&b);
-    ASSERT_EQ(json_decode_string("\"\\x\"", 4, &b), -EINVAL);
-    ASSERT_EQ(json_decode_string("\"\\ud83d\"", 8, &b), -EINVAL);
-    /* A raw quote or control character inside a string, or a lone low
-     * surrogate, is not JSON. */
-    ASSERT_EQ(json_decode_string("\"a\"b\"", 5, &b), -EINVAL);
-    ASSERT_EQ(json_decode_string("\"a\nb\"", 5, &b), -EINVAL);
-    ASSERT_EQ(json_decode_string("\"\\udc00\"", 8, &b), -EINVAL);
-    ASSERT_EQ(json_find_member("[1]", 3, "a", &v, &n), -EINVAL);
-    ASSERT_EQ(json_find_member("{\"a\" 1}", 7, "a", &v, &n), -EINVAL);
-    ASSERT_EQ(json_find_member("{}", 2, "a", &v, &n), -ENOENT);
-    buf_reset(&b);
-    ASSERT_EQ(json_append_string(&b, "t\tq\"\x7f", 5), 0);
-    ASSERT_STREQ(b.data, "\"t\\tq\\\"\\u007f\"");
-    buf_finish(&b);
-}
-
-static void test_admin_parse(void)
-{
-    struct admin_request req;
-    const char *l = "down retry_after=30 message=Back%20soon%25 drain=1\nup\n";
-    int n = admin_parse_line(l, strlen(l), &req);
-    ASSERT_EQ(n, (int)strlen("down retry_after=30 message=Back%20soon%25 drain=1\n"));
-    ASSERT_MEMEQ(req.command.p, req.command.len, "down");
-    ASSERT_EQ(req.nargs, 3);
-    const struct admin_str *m = admin_request_arg(&req, "message");
-    ASSERT_TRUE(m != NULL);
-    char out[64];
-    ASSERT_EQ(admin_decode_value(m, out, sizeof(out)), 10);
-    ASSERT_STREQ(out, "Back soon%");
-    ASSERT_EQ(admin_decode_value(m, out, 5), -1); /* does not fit */
-    ASSERT_TRUE(admin_request_arg(&req, "until") == NULL);
-    ASSERT_EQ(admin_parse_line(l + n, strlen(l + n), &req), 3);
-    ASSERT_EQ(req.nargs, 0);
-
-    ASSERT_EQ(admin_parse_line("status", 6, &req), -2);
-    ASSERT_EQ(admin_parse_line("status\r\n", 8, &req), 8);
-    ASSERT_EQ(admin_parse_line("  status  \n", 11, &req), 11);
-    ASSERT_MEMEQ(req.command.p, req.command.len, "status");
-    ASSERT_EQ(admin_parse_line("\n", 1, &req), -1);
-    ASSERT_EQ(admin_parse_line("DOWN\n", 5, &req), -1);
-    ASSERT_EQ(admin_parse_line("down x\n", 7, &req), -1);
-    ASSERT_EQ(admin_parse_line("down =1\n", 8, &req), -1);
-    ASSERT_EQ(admin_parse_line("down a=%zz\n", 11, &req), -1);
-    ASSERT_EQ(admin_parse_line("down a=%4\n", 10, &req), -1);
-    ASSERT_EQ(admin_parse_line("down a=\x01\n", 9, &req), -1);
-    ASSERT_EQ(admin_parse_line("\xff\xfe\n", 3, &req), -1);
-    ASSERT_EQ(admin_parse_line("GET / HTTP/1.1\r\n", 16, &req), -1);
-    char many[512] = "down";
-    for (int i = 0; i <= ADMIN_MAX_ARGS; i++)
-        strcat(many, " a=1");
-    strcat(many, "\n");
-    ASSERT_EQ(admin_parse_line(many, strlen(many), &req), -1);
-
-    struct buf b;
-    buf_init(&b, 256);
-    ASSERT_EQ(admin_encode_value(&b, "a b%\n\xc3\xa9=", 8), 0);
-    ASSERT_STREQ(b.data, "a%20b%25%0A%C3%A9=");
-    struct admin_str s = {b.data, b.len};
-    ASSERT_EQ(admin_decode_value(&s, out, sizeof(out)), 8);
-    ASSERT_TRUE(memcmp(out, "a b%\n\xc3\xa9=", 8) == 0);
-    buf_reset(&b);
-    admin_reply_error(&b, "bad '%s'", "x\"y");
-    ASSERT_STREQ(b.data, "{\"ok\":false,\"error\":\"bad 'x\\\"y'\"}");
-    buf_finish(&b);
-}
-
-static void test_admin_listen(void)
-{
-    char dir[] = "/tmp/ferry-test-admin-XXXXXX";
-    ASSERT_TRUE(mkdtemp(dir) != NULL);
-    char path[256], err[256];
-    snprintf(path, sizeof(path), "%s/sub/ferry.sock", dir);
-    int fd = admin_listen(path, err, sizeof(err));
-    ASSERT_TRUE(fd >= 0);
-    struct stat st;
-    ASSERT_EQ(lstat(path, &st), 0);
-    ASSERT_EQ(st.st_mode & 0777, 0600);
-    /* A live server: refused. */
-    ASSERT_EQ(admin_listen(path, err, sizeof(err)), -EADDRINUSE);
-    ASSERT_TRUE(strstr(err, "another ferry is running") != NULL);
-    /* A client: no reply within the timeout, reported as such. */
-    struct buf reply;
-    buf_init(&reply, 1024);
-    ASSERT_EQ(admin_call(path, "status", &reply, 50, err, sizeof(err)), -ETIMEDOUT);
-    /* A stale socket (nobody listening): replaced. */
-    close(fd);
-    ASSERT_EQ(admin_call(path, "status", &reply, 50, err, sizeof(err)), -ECONNREFUSED);
-    ASSERT_TRUE(strstr(err, "no server running") != NULL);
-    fd = admin_listen(path, err, sizeof(err));
-    ASSERT_TRUE(fd >= 0);
-    close(fd);
-    unlink(path);
-    ASSERT_EQ(admin_call(path, "status", &reply, 50, err, sizeof(err)), -ENOENT);
-    ASSERT_TRUE(strstr(err, "does not exist") != NULL);
-    /* Not a socket: left alone. */
-    FILE *f = fopen(path, "w");
-    fclose(f);
-    ASSERT_EQ(admin_listen(path, err, sizeof(err)), -EEXIST);
-    unlink(path);
-    char longp[200];
-    memset(longp, 'a', sizeof(longp) - 1);
-    longp[sizeof(longp) - 1] = '\0';
-    ASSERT_EQ(admin_listen(longp, err, sizeof(err)), -ENAMETOOLONG);
-    buf_finish(&reply);
-    snprintf(path, sizeof(path), "%s/sub", dir);
-    rmdir(path);
-    rmdir(dir);
-}
-
 /* Random short inputs from an alphabet of the syntax's special characters: the
  * parsers must stay inside their input (ASan) and keep their return contracts. */
 static void test_random_inputs(void)
@@ -466,23 +336,8 @@ static void test_random_inputs(void)
         /* Exact-size heap copies so ASan sees any overread. */
         char *p = malloc(n ? n : 1);
         memcpy(p, in, n);
-        struct admin_request req;
-        int r = admin_parse_line(p, n, &req);
-        ASSERT_TRUE(r == -1 || r == -2 || (r > 0 && (size_t)r <= n));
-        if (r > 0) {
-            char out[64];
-            for (size_t i = 0; i < req.nargs; i++)
-                ASSERT_TRUE(admin_decode_value(&req.args[i].value, out, sizeof(out)) >= 0);
-        }
         const char *v;
         size_t vlen;
-        if (json_find_member(p, n, "a", &v, &vlen) == 0) {
-            ASSERT_TRUE(v >= p && v + vlen <= p + n);
-            struct buf b;
-            buf_init(&b, 256);
-            json_decode_string(v, vlen, &b);
-            buf_finish(&b);
-        }
         int f = maint_negotiate(p, n);
         ASSERT_TRUE(f >= 0 && f < MAINT_FORMAT_COUNT);
         if (maint_cookie_find(p, n, &v, &vlen))
@@ -502,8 +357,5 @@ int main(void)
     test_decide();
     test_state();
     test_parse_time();
-    test_json();
-    test_admin_parse();
-    test_admin_listen();
     TEST_MAIN_END();
 }
