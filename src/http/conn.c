@@ -93,7 +93,7 @@ static const char *status_reason(int status)
 
 const char *worker_date(struct worker *w)
 {
-    time_t now = w->now_wall;
+    time_t now = evloop_wall(w->loop);
     if (now != w->date_time) {
         w->date_time = now;
         time_format_http(now, w->date);
@@ -101,41 +101,16 @@ const char *worker_date(struct worker *w)
     return w->date;
 }
 
-/* ---- timeout lists ---- */
+/* ---- timeouts ---- */
 
-static void timer_unlink(struct worker *w, struct conn *c)
+void worker_timer_set(struct worker *w, struct conn *c, uint64_t deadline)
 {
-    if (c->tlist == TL_NONE)
-        return;
-    struct conn **list = w->timers[c->tlist];
-    if (c->tprev)
-        c->tprev->tnext = c->tnext;
-    else
-        list[0] = c->tnext;
-    if (c->tnext)
-        c->tnext->tprev = c->tprev;
-    else
-        list[1] = c->tprev;
-    c->tprev = c->tnext = NULL;
-    c->tlist = TL_NONE;
+    evloop_timer_at(w->loop, &c->timer, deadline);
 }
 
-void worker_timer_set(struct worker *w, struct conn *c, int list, uint64_t deadline)
+static void conn_timer_fired(struct evloop *l, void *arg)
 {
-    timer_unlink(w, c);
-    if (list == TL_NONE)
-        return;
-    /* Every list has a single timeout length, so appending keeps it sorted. */
-    struct conn **l = w->timers[list];
-    c->tlist = list;
-    c->deadline = deadline;
-    c->tnext = NULL;
-    c->tprev = l[1];
-    if (l[1])
-        l[1]->tnext = c;
-    else
-        l[0] = c;
-    l[1] = c;
+    conn_on_timeout(arg);
 }
 
 /* ---- buffers ---- */
@@ -169,8 +144,12 @@ static void conn_in_ensure(struct conn *c)
  * level-triggered EPOLLRDHUP firing until the write completes. */
 static void set_events(struct conn *c, uint32_t ev)
 {
-    struct epoll_event e = {.events = ev, .data.ptr = c};
-    epoll_ctl(c->w->epfd, EPOLL_CTL_MOD, c->fd, &e);
+    evloop_fd_mod(c->w->loop, c->fd, ev);
+}
+
+static void conn_fd_event(struct evloop *l, int fd, uint32_t events, void *arg)
+{
+    conn_on_event(arg, events);
 }
 
 /* ---- lifecycle ---- */
@@ -180,13 +159,14 @@ struct conn *conn_create(struct worker *w, int fd, const struct sockaddr *peer, 
     struct conn *c = xcalloc(1, sizeof(*c));
     c->fd = fd;
     c->w = w;
-    c->tlist = TL_NONE;
     c->file_fd = -1;
     memcpy(&c->peer, peer, len < sizeof(c->peer) ? len : sizeof(c->peer));
     buf_init(&c->out, OUT_MAX);
-    c->state = CONN_IDLE;
-    struct epoll_event e = {.events = EPOLLIN | EPOLLRDHUP, .data.ptr = c};
-    if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &e) < 0) {
+    /* A new connection is reading its first head from the start: header_timeout
+     * counts from the accept, not from the first byte. */
+    c->state = CONN_HEAD;
+    evloop_timer_init(&c->timer, conn_timer_fired, c);
+    if (evloop_fd_add(w->loop, fd, EPOLLIN | EPOLLRDHUP, conn_fd_event, c) < 0) {
         buf_finish(&c->out);
         free(c);
         return NULL;
@@ -197,7 +177,7 @@ struct conn *conn_create(struct worker *w, int fd, const struct sockaddr *peer, 
     w->all = c;
     const struct ferry_conf *conf = w->srv->conf;
     /* A new connection must send its head within header_timeout. */
-    worker_timer_set(w, c, TL_HEAD, w->now_ms + conf->server.header_timeout_ms);
+    worker_timer_set(w, c, evloop_now(w->loop) + conf->server.header_timeout_ms);
     atomic_fetch_add_explicit(&w->stat_conns_open, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&w->stat_conns_total, 1, memory_order_relaxed);
     return c;
@@ -249,8 +229,8 @@ void conn_destroy(struct conn *c)
         access_log_write(c); /* a response cut short is logged with what was sent */
     request_end_counters(c);
     response_release(c);
-    timer_unlink(w, c);
-    epoll_ctl(w->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    evloop_timer_stop(w->loop, &c->timer);
+    evloop_fd_del(w->loop, c->fd);
     close(c->fd);
     if (c->all_prev)
         c->all_prev->all_next = c->all_next;
@@ -263,6 +243,9 @@ void conn_destroy(struct conn *c)
     atomic_fetch_sub_explicit(&w->stat_conns_open, 1, memory_order_relaxed);
     atomic_fetch_sub_explicit(&w->srv->conns_total_open, 1, memory_order_relaxed);
     free(c);
+    /* A stopping worker ends its loop with its last connection. */
+    if (w->stopping && !w->all)
+        evloop_stop(w->loop);
 }
 
 /* Stop reading, send what is queued, then discard input for a while before
@@ -273,7 +256,7 @@ static void conn_linger(struct conn *c)
     c->state = CONN_LINGER;
     c->linger_bytes = 0;
     set_events(c, EPOLLIN | EPOLLRDHUP);
-    worker_timer_set(c->w, c, TL_LINGER, c->w->now_ms + LINGER_MS);
+    worker_timer_set(c->w, c, evloop_now(c->w->loop) + LINGER_MS);
 }
 
 /* ---- access log ---- */
@@ -325,9 +308,9 @@ static void access_log_write(struct conn *c)
         return;
     char ip[64];
     net_format_ip((const struct sockaddr *)&c->peer, ip, sizeof(ip));
-    if (w->log_time != w->now_wall) {
+    if (w->log_time != evloop_wall(w->loop)) {
         struct tm tm;
-        w->log_time = w->now_wall;
+        w->log_time = evloop_wall(w->loop);
         gmtime_r(&w->log_time, &tm);
         strftime(w->log_when, sizeof(w->log_when), "%d/%b/%Y:%H:%M:%S +0000", &tm);
     }
@@ -516,7 +499,7 @@ void conn_respond_simple(struct conn *c, int status, const char *content_type, c
 static void conn_wait_writable(struct conn *c)
 {
     set_events(c, EPOLLOUT);
-    worker_timer_set(c->w, c, TL_WRITE, c->w->now_ms + c->w->srv->conf->server.send_timeout_ms);
+    worker_timer_set(c->w, c, evloop_now(c->w->loop) + c->w->srv->conf->server.send_timeout_ms);
 }
 
 /* An error before or instead of handling: answer and close (framing in doubt). */
@@ -564,14 +547,14 @@ static void request_done(struct conn *c)
     c->status = 0;
     if (c->in_len) {
         c->state = CONN_HEAD;
-        worker_timer_set(w, c, TL_HEAD, w->now_ms + w->srv->conf->server.header_timeout_ms);
+        worker_timer_set(w, c, evloop_now(w->loop) + w->srv->conf->server.header_timeout_ms);
     } else {
         c->state = CONN_IDLE;
         conn_in_release(c);
         /* 10,000 idle keep-alive connections should cost little memory. */
         if (c->out.cap > 1024)
             buf_finish(&c->out);
-        worker_timer_set(w, c, TL_IDLE, w->now_ms + w->srv->conf->server.keepalive_timeout_ms);
+        worker_timer_set(w, c, evloop_now(w->loop) + w->srv->conf->server.keepalive_timeout_ms);
     }
 }
 
@@ -708,7 +691,7 @@ static void conn_read(struct conn *c)
     c->in_len += (size_t)n;
     if (c->state == CONN_IDLE) {
         c->state = CONN_HEAD;
-        worker_timer_set(w, c, TL_HEAD, w->now_ms + w->srv->conf->server.header_timeout_ms);
+        worker_timer_set(w, c, evloop_now(w->loop) + w->srv->conf->server.header_timeout_ms);
     }
     conn_process(c);
 }
@@ -731,8 +714,8 @@ void conn_on_event(struct conn *c, uint32_t events)
         int r = conn_write(c);
         if (r <= 0) {
             if (r == 0)
-                worker_timer_set(c->w, c, TL_WRITE,
-                                 c->w->now_ms + c->w->srv->conf->server.send_timeout_ms);
+                worker_timer_set(c->w, c,
+                                 evloop_now(c->w->loop) + c->w->srv->conf->server.send_timeout_ms);
             return;
         }
         set_events(c, EPOLLIN | EPOLLRDHUP);

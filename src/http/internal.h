@@ -3,6 +3,7 @@
 #define FERRY_HTTP_INTERNAL_H
 
 #include "common/buf.h"
+#include "common/evloop.h"
 #include "http/parser.h"
 #include "http/server.h"
 
@@ -25,8 +26,6 @@ enum conn_state {
 
 #define IN_POOL_MAX 64
 
-enum timer_list { TL_NONE = -1, TL_IDLE = 0, TL_HEAD, TL_WRITE, TL_LINGER, TL_COUNT };
-
 /* A request's fields kept for the access log as offsets into conn->in. */
 struct log_span {
     uint32_t off, len;
@@ -38,10 +37,8 @@ struct conn {
     struct worker *w;
     struct sockaddr_storage peer;
 
-    /* Intrusive timeout list: each list's deadlines are in arrival order. */
-    struct conn *tprev, *tnext;
-    int tlist;
-    uint64_t deadline;
+    /* The deadline of the current state (head, idle, write, linger). */
+    struct evloop_timer timer;
     struct conn *all_prev, *all_next; /* every connection of the worker */
 
     char *in; /* request bytes; NULL while idle with nothing buffered */
@@ -74,18 +71,17 @@ struct conn {
 struct worker {
     struct server *srv;
     pthread_t thread;
-    bool joined;
-    int epfd;
-    int wake_fd; /* eventfd: state published or stop requested */
+    bool started; /* the thread was created and must be joined */
+    struct evloop *loop;
     const struct ferry_state *state;
-    struct conn *timers[TL_COUNT][2]; /* head, tail */
     struct conn *all;
     bool stopping;
-    uint64_t now_ms; /* monotonic time, refreshed once per event loop round */
-    time_t now_wall;
+    bool listening;
+    bool accept_paused;     /* out of fds: listeners off until accept_resume */
+    uint64_t accept_pauses; /* pauses since accepting last worked */
+    struct evloop_timer accept_resume;
     time_t log_time; /* second that log_when shows */
     char log_when[40];
-    bool listening;
     char date[32];
     time_t date_time;
     struct buf access;       /* access log lines not yet written */
@@ -95,6 +91,7 @@ struct worker {
     char **in_pool;          /* free input buffers for reuse */
     size_t in_pool_len;
 
+    _Atomic bool exited; /* the loop has ended: the worker starts no request any more */
     _Atomic uint64_t seen_generation;
     _Atomic uint64_t stat_conns_open;
     _Atomic uint64_t stat_conns_total;
@@ -110,6 +107,8 @@ struct handler_entry {
     void *arg;
 };
 
+struct retired_state;
+
 struct server {
     const struct ferry_conf *conf;
     int *listen_fds;
@@ -124,15 +123,19 @@ struct server {
 
     _Atomic(struct ferry_state *) state;
     _Atomic uint64_t generation;
-    _Atomic int conns_total_open; /* across workers, for max_connections */
-    _Atomic bool stop;
+    server_release_fn release[STATE_PARTS]; /* who frees each part's snapshots */
+    struct retired_state *retired;          /* replaced, maybe still read by a worker */
+    _Atomic int conns_total_open;           /* across workers, for max_connections */
     _Atomic bool idle_watch;
 
     /* Supervisor loop. */
-    int sup_epfd;
+    struct evloop *loop;
     int signal_fd;
-    int ack_fd;  /* eventfd workers write after switching state */
+    int ack_fd;  /* eventfd workers write after switching state or exiting */
     int idle_fd; /* eventfd workers write when in-flight drops to zero */
+    bool stopping;
+    bool aborting; /* shutdown_timeout passed: connections are being cut */
+    struct evloop_timer shutdown_timer;
     struct sup_watch *watches;
     struct sup_timer *timers;
     uint64_t next_timer_id;
@@ -147,7 +150,8 @@ void conn_on_event(struct conn *c, uint32_t events);
 void conn_on_timeout(struct conn *c);
 /** Graceful stop: close an idle connection now, let others finish. */
 void conn_on_stop(struct conn *c);
-void worker_timer_set(struct worker *w, struct conn *c, int list, uint64_t deadline);
+/** Arm c's timer for the current state, deadline in monotonic ms. */
+void worker_timer_set(struct worker *w, struct conn *c, uint64_t deadline);
 void worker_access_flush(struct worker *w);
 const char *worker_date(struct worker *w);
 
