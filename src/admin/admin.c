@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -624,65 +625,91 @@ static void client_process(struct admin_client *c)
     client_flush(c);
 }
 
+/* Read what c sent and handle the complete lines. c must hold a reference
+ * the caller drops (a close inside must not free it). */
+static void client_read(struct admin_client *c)
+{
+    bool got = false;
+    char tmp[4096];
+    for (;;) {
+        size_t room = ADMIN_LINE_MAX - c->in.len;
+        if (room == 0) {
+            /* Unread input would wake the loop forever: a client that
+             * floods while waiting for a deferred reply is dropped. */
+            if (c->phase == PHASE_HELD)
+                client_close(c);
+            break;
+        }
+        ssize_t n = recv(c->fd, tmp, room < sizeof(tmp) ? room : sizeof(tmp), 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            break;
+        if (n == 0) {
+            /* Half-closed (e.g. `socat` after stdin ends): still answer
+             * what was sent. */
+            c->eof = true;
+            break;
+        }
+        if (n < 0) {
+            client_close(c);
+            break;
+        }
+        /* room bounds n, and in's maximum is ADMIN_LINE_MAX. */
+        buf_append(&c->in, tmp, (size_t)n);
+        got = true;
+    }
+    if (c->fd < 0)
+        return;
+    if (got)
+        client_touch(c);
+    /* Bytes after an idle spell start a new command line. */
+    if (got && c->phase == PHASE_IDLE) {
+        c->phase = PHASE_LINE;
+        evloop_timer_start(c->a->loop, &c->timer, c->a->timeout_ms);
+    }
+    client_process(c);
+}
+
 static void client_on_event(struct evloop *l, int fd, uint32_t events, void *arg)
 {
     struct admin_client *c = arg;
     c->refs++; /* c must survive a close inside this callback */
-    if (events & EPOLLOUT) {
+    if (events & EPOLLOUT)
         client_flush(c);
-    } else {
-        bool got = false;
-        char tmp[4096];
-        for (;;) {
-            size_t room = ADMIN_LINE_MAX - c->in.len;
-            if (room == 0) {
-                /* Unread input would wake the loop forever: a client that
-                 * floods while waiting for a deferred reply is dropped. */
-                if (c->phase == PHASE_HELD)
-                    client_close(c);
-                break;
-            }
-            ssize_t n = recv(fd, tmp, room < sizeof(tmp) ? room : sizeof(tmp), 0);
-            if (n < 0 && errno == EINTR)
-                continue;
-            if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-                break;
-            if (n == 0) {
-                /* Half-closed (e.g. `socat` after stdin ends): still answer
-                 * what was sent. */
-                c->eof = true;
-                break;
-            }
-            if (n < 0) {
-                client_close(c);
-                break;
-            }
-            /* room bounds n, and in's maximum is ADMIN_LINE_MAX. */
-            buf_append(&c->in, tmp, (size_t)n);
-            got = true;
-        }
-        if (c->fd >= 0) {
-            if (got)
-                client_touch(c);
-            /* Bytes after an idle spell start a new command line. */
-            bool new_line = got && c->phase == PHASE_IDLE;
-            if (new_line) {
-                c->phase = PHASE_LINE;
-                evloop_timer_start(c->a->loop, &c->timer, c->a->timeout_ms);
-            }
-            client_process(c);
-        }
-    }
+    else
+        client_read(c);
     client_unref(c);
+}
+
+/* Whether c's socket holds bytes not read yet. */
+static bool client_has_input(const struct admin_client *c)
+{
+    int n = 0;
+    return !c->eof && ioctl(c->fd, FIONREAD, &n) == 0 && n > 0;
 }
 
 /* Drop the client idle longest to make room; false when every client has a
  * command in progress. */
 static bool evict_one(struct admin *a)
 {
-    for (struct admin_client *c = a->clients; c; c = c->next) {
+    struct admin_client *next;
+    for (struct admin_client *c = a->clients; c; c = next) {
+        next = c->next;
         if (c->phase == PHASE_HELD)
             continue;
+        if (client_has_input(c)) {
+            /* Its command arrived but the loop has not read it yet (a burst
+             * of connections is accepted in one round): serve it first, so
+             * that `ferry down` sent just before the burst is not dropped. */
+            c->refs++;
+            client_read(c);
+            bool gone = c->fd < 0;
+            client_unref(c);
+            if (gone)
+                return true;
+            continue; /* now the newest (or held); look further */
+        }
         a->stats.evicted++;
         client_drop(c, "the admin socket is full: this connection, idle longest, was dropped "
                        "to serve a new one");

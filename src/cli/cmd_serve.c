@@ -1,9 +1,10 @@
 #include "cli/cli.h"
 
+#include "admin/admin.h"
 #include "common/conf.h"
 #include "common/log.h"
 #include "http/server.h"
-#include "admin/admin.h"
+#include "http/server_admin.h"
 #include "maint/maint.h"
 
 #include <getopt.h>
@@ -48,7 +49,14 @@ int cmd_serve(int argc, char **argv)
         conf_finish(&conf);
         return EXIT_RUNTIME;
     }
-    struct admin *admin = admin_create(s, conf.server.admin_socket, err, sizeof(err));
+    struct admin *admin = admin_create(server_loop(s), conf.server.admin_socket, err, sizeof(err));
+    if (admin)
+        admin_set_limits(admin, conf.server.admin_timeout_ms, 0, 0);
+    if (admin && server_register_admin(s, admin) < 0) {
+        snprintf(err, sizeof(err), "the server's status section is already registered");
+        admin_destroy(admin);
+        admin = NULL;
+    }
     struct maint_ctl *maint = admin ? maint_attach(s, admin, &conf, err, sizeof(err)) : NULL;
     if (!maint) {
         log_error("cannot start: %s", err);

@@ -6,6 +6,7 @@
 #include "common/alloc.h"
 #include "common/buf.h"
 #include "common/conf.h"
+#include "common/evloop.h"
 #include "common/log.h"
 #include "common/timeutil.h"
 #include "http/parser.h"
@@ -25,11 +26,11 @@ struct maint_ctl {
     struct admin *admin;
     const struct ferry_conf *conf;
     struct maint_policy policy;
-    struct maint_window win; /* what is in force or scheduled */
-    uint64_t at_timer, until_timer;
+    struct maint_window win;                   /* what is in force or scheduled */
+    struct evloop_timer at_timer, until_timer; /* on the supervisor's loop */
     /* A `down --drain` waiting for in-flight requests to finish. */
     struct admin_client *drain_client;
-    uint64_t drain_timer;
+    struct evloop_timer drain_timer;
     uint64_t drain_started_ms;
     json_t *drain_reply; /* the reply so far (owned here until sent) */
 };
@@ -104,11 +105,8 @@ static void arm_timers(struct maint_ctl *m);
 
 static void cancel_timers(struct maint_ctl *m)
 {
-    if (m->at_timer)
-        server_cancel_timer(m->s, m->at_timer);
-    if (m->until_timer)
-        server_cancel_timer(m->s, m->until_timer);
-    m->at_timer = m->until_timer = 0;
+    evloop_timer_stop(server_loop(m->s), &m->at_timer);
+    evloop_timer_stop(server_loop(m->s), &m->until_timer);
 }
 
 /* Publish the snapshot for the current window (NULL when off); returns once
@@ -156,9 +154,7 @@ static void drain_finish(struct maint_ctl *m, bool drained, const char *why)
     if (!m->drain_client)
         return;
     server_on_idle(m->s, NULL, NULL);
-    if (m->drain_timer)
-        server_cancel_timer(m->s, m->drain_timer);
-    m->drain_timer = 0;
+    evloop_timer_stop(server_loop(m->s), &m->drain_timer);
     json_t *reply = m->drain_reply;
     m->drain_reply = NULL;
     if (drain_append(m, reply, drained, why) < 0)
@@ -175,10 +171,9 @@ static void drain_check(struct server *s, void *arg)
         drain_finish(m, true, NULL);
 }
 
-static void drain_timeout(struct server *s, void *arg)
+static void drain_timeout(struct evloop *l, void *arg)
 {
     struct maint_ctl *m = arg;
-    m->drain_timer = 0;
     /* The last request may have ended just now. */
     drain_finish(m, nonexempt_inflight(m) == 0, "drain_timeout reached");
 }
@@ -190,10 +185,9 @@ static void switch_off(struct maint_ctl *m)
     m->win.message = xstrdup("");
 }
 
-static void on_until(struct server *s, void *arg)
+static void on_until(struct evloop *l, void *arg)
 {
     struct maint_ctl *m = arg;
-    m->until_timer = 0;
     cancel_timers(m); /* a pending --at, should the clock have jumped */
     struct maint_window saved = m->win;
     memset(&m->win, 0, sizeof(m->win));
@@ -211,10 +205,9 @@ static void on_until(struct server *s, void *arg)
     maint_window_finish(&saved);
 }
 
-static void on_at(struct server *s, void *arg)
+static void on_at(struct evloop *l, void *arg)
 {
     struct maint_ctl *m = arg;
-    m->at_timer = 0;
     /* Re-read the page at the switch, as `ferry down` would; keep the copy that
      * was checked when the window was scheduled if it has gone missing since. */
     char *page;
@@ -249,10 +242,11 @@ static uint64_t delay_until(int64_t when_ms)
 
 static void arm_timers(struct maint_ctl *m)
 {
-    if (m->win.mode == MAINT_SCHEDULED && !m->at_timer)
-        m->at_timer = server_add_timer(m->s, delay_until(m->win.at_ms), on_at, m);
-    if (m->win.mode != MAINT_OFF && m->win.until_ms && !m->until_timer)
-        m->until_timer = server_add_timer(m->s, delay_until(m->win.until_ms), on_until, m);
+    struct evloop *l = server_loop(m->s);
+    if (m->win.mode == MAINT_SCHEDULED && !evloop_timer_active(&m->at_timer))
+        evloop_timer_start(l, &m->at_timer, delay_until(m->win.at_ms));
+    if (m->win.mode != MAINT_OFF && m->win.until_ms && !evloop_timer_active(&m->until_timer))
+        evloop_timer_start(l, &m->until_timer, delay_until(m->win.until_ms));
 }
 
 /* Add the window's members to obj. Returns 0 or -EINVAL. */
@@ -502,8 +496,7 @@ static int cmd_down(struct admin_client *c, const struct admin_request *req, jso
         m->drain_reply = json_deep_copy(reply);
         m->drain_client = c;
         admin_client_hold(c);
-        m->drain_timer =
-            server_add_timer(m->s, conf->maintenance.drain_timeout_ms, drain_timeout, m);
+        evloop_timer_start(server_loop(m->s), &m->drain_timer, conf->maintenance.drain_timeout_ms);
         return ADMIN_REPLY_LATER;
     }
     return 0;
@@ -553,6 +546,9 @@ struct maint_ctl *maint_attach(struct server *s, struct admin *admin, const stru
     m->s = s;
     m->admin = admin;
     m->conf = conf;
+    evloop_timer_init(&m->at_timer, on_at, m);
+    evloop_timer_init(&m->until_timer, on_until, m);
+    evloop_timer_init(&m->drain_timer, drain_timeout, m);
     if (maint_policy_init(&m->policy, conf, err, errlen) < 0) {
         free(m);
         return NULL;

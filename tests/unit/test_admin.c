@@ -84,6 +84,24 @@ static void test_admin_listen(void)
     struct buf reply;
     buf_init(&reply, 1024);
     ASSERT_EQ(admin_call(path, "status", &reply, 50, err, sizeof(err)), -ETIMEDOUT);
+    ASSERT_STREQ(err, "the server did not answer within 0.05 s");
+    /* A backlog that is full (nobody accepts): named as such, not EAGAIN. */
+    int fillers[128], nfill = 0;
+    for (; nfill < 128; nfill++) {
+        fillers[nfill] = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0);
+        struct sockaddr_un sun = {.sun_family = AF_UNIX};
+        strcpy(sun.sun_path, path);
+        if (connect(fillers[nfill], (struct sockaddr *)&sun, sizeof(sun)) < 0) {
+            close(fillers[nfill]);
+            break;
+        }
+    }
+    ASSERT_TRUE(nfill < 128);
+    ASSERT_EQ(admin_call(path, "status", &reply, 50, err, sizeof(err)), -EAGAIN);
+    ASSERT_STREQ(err, "the admin socket is full: the server did not accept the connection "
+                      "within 0.05 s");
+    while (nfill > 0)
+        close(fillers[--nfill]);
     /* A stale socket (nobody listening): replaced. */
     close(fd);
     ASSERT_EQ(admin_call(path, "status", &reply, 50, err, sizeof(err)), -ECONNREFUSED);
