@@ -295,11 +295,12 @@ int maint_render(struct buf *out, enum maint_format fmt, const char *tpl, size_t
         /* Built once per switch into the snapshot, never per request. */
         json_t *retry = retry_is_date ? json_string(retry_after)
                                       : json_integer((json_int_t)strtoll(retry_after, NULL, 10));
-        json_t *body = json_pack("{s:s, s:s, s:o?}", "status", "maintenance", "message", message,
+        /* "o" takes retry, NULL included (then the pack fails). */
+        json_t *body = json_pack("{s:s, s:s, s:o}", "status", "maintenance", "message", message,
                                  "retry_after", retry);
         char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
         json_decref(body);
-        /* Only a message that is not UTF-8 fails here (`down` refuses those). */
+        /* Only text that is not UTF-8 fails here (`down` refuses such a message). */
         r = text ? buf_append_str(out, text) : -EINVAL;
         if (r == 0)
             r = buf_append(out, "\n", 1);

@@ -177,3 +177,19 @@ def test_held_drain_is_never_evicted(ferry_factory):
     for s in others:
         s.close()
     drain.close()
+
+
+def test_message_must_be_utf8(ferry_factory):
+    """The message goes into JSON (replies, the state file, the 503 body):
+    bytes that are not UTF-8 are refused before anything switches."""
+    f = make(ferry_factory)
+    s = connect(f)
+    s.sendall(b"down message=caf%E9\n")
+    assert json.loads(s.recv(4096)) == {"ok": False, "error": "down: message is not UTF-8"}
+    s.sendall(b"down message=caf%C3%A9\n")
+    assert json.loads(s.recv(65536))["message"] == "caf\u00e9"
+    s.close()
+    r = request(f.port, path="/", headers={"Accept": "application/json"})
+    assert r.status == 503
+    assert json.loads(r.body) == {"status": "maintenance", "message": "caf\u00e9",
+                                  "retry_after": 300}
