@@ -378,8 +378,11 @@ static void client_drop(struct admin_client *c, const char *why)
     buf_init(&line, ADMIN_REPLY_MAX);
     admin_reply_format(reply, &line);
     json_decref(reply);
-    ssize_t ignored = send(c->fd, line.data, line.len, MSG_NOSIGNAL | MSG_DONTWAIT);
-    (void)ignored;
+    /* Not after part of an earlier reply: that would splice two lines. */
+    if (c->out.len == 0) {
+        ssize_t ignored = send(c->fd, line.data, line.len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        (void)ignored;
+    }
     buf_finish(&line);
     client_close(c);
 }
