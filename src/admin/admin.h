@@ -99,8 +99,9 @@ int admin_json_add(json_t *obj, json_t *members);
 
 /**
  * Serialise reply as one reply line (compact JSON and "\n") into out, which is
- * reset first. A reply that cannot be serialised or does not fit ADMIN_REPLY_MAX
- * becomes an error reply line instead. Does not take reply. Any thread.
+ * reset first and must have a maximum of at least ADMIN_REPLY_MAX. A reply that cannot be
+ * serialised or does not fit ADMIN_REPLY_MAX becomes an error reply line instead. Does not take
+ * reply. Any thread.
  */
 void admin_reply_format(const json_t *reply, struct buf *out);
 
