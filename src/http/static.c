@@ -277,13 +277,29 @@ static int serve_entry(struct conn *c, const struct http_request *req, struct fc
     return static_serve(c, req, &v);
 }
 
-static int redirect_to_slash(struct conn *c, const struct http_request *req)
+/* Bytes a path may carry unencoded in a Location (RFC 3986 pchar and '/'). */
+static bool location_char_plain(unsigned char ch)
 {
-    /* Redirect to the slash form so relative links in the index work. */
-    char *loc = xmalloc(req->path.len + req->query.len + 3);
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+           (ch != '\0' && strchr("/-._~!$&'()*+,;=:@", ch) != NULL);
+}
+
+/* Redirect to the slash form so relative links in the index work. The target
+ * is built from the decoded, slash-collapsed path (re-encoded), never from the
+ * raw request bytes: "//images" must not become the protocol-relative
+ * "//images/", which a browser reads as the host "images". */
+static int redirect_to_slash(struct conn *c, const struct http_request *req, const char *path,
+                             size_t path_len)
+{
+    char *loc = xmalloc(path_len * 3 + req->query.len + 3);
     size_t n = 0;
-    memcpy(loc, req->path.p, req->path.len);
-    n += req->path.len;
+    for (size_t i = 0; i < path_len; i++) {
+        unsigned char ch = (unsigned char)path[i];
+        if (location_char_plain(ch))
+            loc[n++] = (char)ch;
+        else
+            n += (size_t)sprintf(loc + n, "%%%02X", ch);
+    }
     loc[n++] = '/';
     if (req->query.p) {
         loc[n++] = '?';
@@ -351,7 +367,7 @@ int static_handle(struct conn *c, const struct http_request *req, void *arg)
     if (S_ISDIR(st.st_mode)) {
         if (w->path_buf[plen - 1] != '/') {
             close(fd);
-            return redirect_to_slash(c, req);
+            return redirect_to_slash(c, req, w->path_buf, (size_t)plen);
         }
         int ifd = *s->conf->server.index ? open_beneath(fd, s->conf->server.index) : -ENOENT;
         close(fd);

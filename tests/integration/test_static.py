@@ -27,7 +27,7 @@ def srv(tmp_path_factory):
     files = {
         "page.html": HTML, "style.css": CSS, "image.png": PNG, "data.bin": DATA,
         "noext": b"no extension\n", "file.unknownext": b"unknown extension\n",
-        "dir/index.html": INDEX, "dir/sub.txt": b"sub\n", "noindex/a.txt": b"a\n",
+        "dir/index.html": INDEX, "dir/sub.txt": b"sub\n", "dir/sub dir/x.txt": b"x\n", "noindex/a.txt": b"a\n",
         "ok.txt": b"inside root\n", "empty.txt": b"",
         "what?.txt": b"question\n", "a b.txt": b"space\n", "100%.txt": b"percent\n",
         "caf\u00e9.txt": b"utf8\n",
@@ -406,12 +406,39 @@ def test_directory_index(srv):
     ("/dir?a=1&b=2", "/dir/?a=1&b=2"),
     ("/noindex", "/noindex/"),
     ("/dirlink-in", "/dirlink-in/"),
+    # Built from the normalised path: never protocol-relative, re-encoded.
+    ("//dir", "/dir/"),
+    ("///dir?x=1", "/dir/?x=1"),
+    ("/%2Fdir", "/dir/"),
+    ("/dir//sub%20dir", "/dir/sub%20dir/"),
 ])
 def test_directory_redirect(srv, path, location):
     r = get(srv, path)
     assert r.status == 301, r
     assert r.header("Location") == location
     assert r.body == b"301 Moved Permanently\n"
+
+
+@pytest.mark.parametrize("target,location", [
+    (b"//dir", b"/dir/"),
+    (b"////dir", b"/dir/"),
+    (b"//dir//sub%20dir", b"/dir/sub%20dir/"),
+])
+def test_directory_redirect_never_protocol_relative(srv, target, location):
+    """`GET //images` used to answer `Location: //images/`, which a browser
+    reads as the host `images`. Check the exact header bytes on the wire."""
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+        s.sendall(b"GET " + target + b" HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    head = data.split(b"\r\n\r\n", 1)[0]
+    assert head.startswith(b"HTTP/1.1 301 "), data
+    lines = [ln for ln in head.split(b"\r\n") if ln.lower().startswith(b"location:")]
+    assert lines == [b"Location: " + location], head
 
 
 def test_directory_without_index_403_no_listing(srv):
