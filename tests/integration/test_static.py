@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from conftest import (FerryProcess, ResponseReader, connect_slow_reader, raw_exchange, request,
-                      wait_closed)
+from conftest import (FerryProcess, ResponseReader, connect_slow_reader, http_raw, raw_exchange,
+                      request, wait_closed)
 
 SECRET = b"TOPSECRET-7f3a9c-outside-root\n"
 HTML = b"<!doctype html><title>t</title><p>hello</p>\n"
@@ -428,13 +428,8 @@ def test_directory_redirect_never_protocol_relative(srv, target, location):
     """`GET //images` used to answer `Location: //images/`, which a browser
     reads as the host `images`. Check the exact header bytes on the wire."""
     with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
-        s.sendall(b"GET " + target + b" HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        data = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
+        data = http_raw(s, b"GET " + target +
+                        b" HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
     head = data.split(b"\r\n\r\n", 1)[0]
     assert head.startswith(b"HTTP/1.1 301 "), data
     lines = [ln for ln in head.split(b"\r\n") if ln.lower().startswith(b"location:")]
