@@ -9,6 +9,7 @@
 
 #include "common/alloc.h"
 #include "common/conf.h"
+#include "common/range.h"
 #include "common/timeutil.h"
 
 #include <errno.h>
@@ -110,64 +111,6 @@ static bool etag_list_matches(const char *p, size_t len, const char *etag)
     return false;
 }
 
-enum range_result { RANGE_NONE, RANGE_OK, RANGE_UNSATISFIABLE };
-
-/* Parse a single "bytes=a-b" / "bytes=a-" / "bytes=-n" range against size.
- * Several ranges or anything malformed are ignored (RANGE_NONE), which lets
- * the full representation be served as RFC 9110 14.2 allows. */
-static enum range_result parse_range(const char *p, size_t len, off_t size, off_t *start,
-                                     off_t *end)
-{
-    if (len < 7 || strncasecmp(p, "bytes=", 6) != 0)
-        return RANGE_NONE;
-    p += 6;
-    len -= 6;
-    while (len && (*p == ' ' || *p == '\t')) {
-        p++;
-        len--;
-    }
-    while (len && (p[len - 1] == ' ' || p[len - 1] == '\t'))
-        len--;
-    if (memchr(p, ',', len))
-        return RANGE_NONE;
-    const char *dash = memchr(p, '-', len);
-    if (!dash)
-        return RANGE_NONE;
-    unsigned long long a = 0, b = 0;
-    bool has_a = false, has_b = false;
-    for (const char *q = p; q < dash; q++) {
-        if (*q < '0' || *q > '9' || a > (1ULL << 62))
-            return RANGE_NONE;
-        a = a * 10 + (unsigned)(*q - '0');
-        has_a = true;
-    }
-    for (const char *q = dash + 1; q < p + len; q++) {
-        if (*q < '0' || *q > '9' || b > (1ULL << 62))
-            return RANGE_NONE;
-        b = b * 10 + (unsigned)(*q - '0');
-        has_b = true;
-    }
-    if (!has_a && !has_b)
-        return RANGE_NONE;
-    if (!has_a) {
-        /* suffix range: the last b bytes */
-        if (b == 0)
-            return RANGE_UNSATISFIABLE;
-        if (size == 0)
-            return RANGE_UNSATISFIABLE;
-        *start = (unsigned long long)size > b ? size - (off_t)b : 0;
-        *end = size - 1;
-        return RANGE_OK;
-    }
-    if (has_b && b < a)
-        return RANGE_NONE; /* invalid syntax: ignore */
-    if ((unsigned long long)size <= a)
-        return RANGE_UNSATISFIABLE;
-    *start = (off_t)a;
-    *end = has_b && b < (unsigned long long)size ? (off_t)b : size - 1;
-    return RANGE_OK;
-}
-
 static void respond_error(struct conn *c, int status, const char *body)
 {
     conn_respond_simple(c, status, "text/plain", body);
@@ -223,8 +166,8 @@ static int static_serve(struct conn *c, const struct http_request *req, struct f
         return HANDLER_DONE;
     }
 
-    off_t start = 0, end = v->size - 1;
-    enum range_result rr = RANGE_NONE;
+    uint64_t start = 0, len = (uint64_t)v->size;
+    enum range_outcome rr = RANGE_IGNORE;
     if (req->range.p) {
         bool range_applies = true;
         if (req->if_range.p) {
@@ -235,7 +178,7 @@ static int static_serve(struct conn *c, const struct http_request *req, struct f
                             memcmp(req->if_range.p, want, req->if_range.len) == 0;
         }
         if (range_applies)
-            rr = parse_range(req->range.p, req->range.len, v->size, &start, &end);
+            rr = range_parse(req->range.p, req->range.len, (uint64_t)v->size, &start, &len);
     }
     if (rr == RANGE_UNSATISFIABLE) {
         view_close(v);
@@ -247,7 +190,7 @@ static int static_serve(struct conn *c, const struct http_request *req, struct f
         conn_respond_body(c, "416 Range Not Satisfiable\n", 26, NULL, NULL);
         return HANDLER_DONE;
     }
-    conn_respond_start(c, rr == RANGE_OK ? 206 : 200);
+    conn_respond_start(c, rr == RANGE_SATISFIABLE ? 206 : 200);
     if (v->e) {
         conn_respond_headers_raw(c, v->e->headers, v->e->headers_len);
     } else {
@@ -256,13 +199,13 @@ static int static_serve(struct conn *c, const struct http_request *req, struct f
         conn_respond_header(c, "ETag", v->etag);
         conn_respond_header(c, "Accept-Ranges", "bytes");
     }
-    if (rr == RANGE_OK) {
+    if (rr == RANGE_SATISFIABLE) {
         char cr[96];
-        snprintf(cr, sizeof(cr), "bytes %lld-%lld/%lld", (long long)start, (long long)end,
-                 (long long)v->size);
+        snprintf(cr, sizeof(cr), "bytes %llu-%llu/%lld", (unsigned long long)start,
+                 (unsigned long long)(start + len - 1), (long long)v->size);
         conn_respond_header(c, "Content-Range", cr);
     }
-    view_body(c, v, start, end - start + 1);
+    view_body(c, v, (off_t)start, (off_t)len);
     return HANDLER_DONE;
 }
 

@@ -1,6 +1,7 @@
 #include "store/dir.h"
 
 #include "common/alloc.h"
+#include "common/range.h"
 #include "store/backend.h"
 
 #include <errno.h>
@@ -341,32 +342,6 @@ static int dir_verify(struct store *s, const char *key, const struct store_diges
     return r;
 }
 
-static int parse_range(const char *range, uint64_t size, uint64_t *start, uint64_t *len)
-{
-    unsigned long long a = 0, b = 0;
-    int n = 0;
-    if (sscanf(range, "bytes=%llu-%n", &a, &n) == 1 && range[n] == '\0') {
-        b = size ? size - 1 : 0;
-    } else if (sscanf(range, "bytes=-%llu%n", &b, &n) == 1 && range[n] == '\0') {
-        if (b == 0)
-            return -ERANGE;
-        a = b >= size ? 0 : size - b;
-        b = size ? size - 1 : 0;
-    } else if (sscanf(range, "bytes=%llu-%llu%n", &a, &b, &n) == 2 && range[n] == '\0') {
-        if (b < a)
-            return -EINVAL;
-        if (b >= size)
-            b = size ? size - 1 : 0;
-    } else {
-        return -EINVAL;
-    }
-    if (a >= size)
-        return -ERANGE;
-    *start = a;
-    *len = b - a + 1;
-    return 0;
-}
-
 static int dir_get(struct store *s, const char *key, const char *range, int out_fd,
                    struct store_error *err)
 {
@@ -383,9 +358,17 @@ static int dir_get(struct store *s, const char *key, const char *range, int out_
         return r;
     }
     struct stat st;
-    fstat(fd, &st);
+    if (fstat(fd, &st) < 0) {
+        r = -errno;
+        store_error_set(err, 0, "ReadFailed", "'%s': %s", key, strerror(-r));
+        close(fd);
+        return r;
+    }
     uint64_t start = 0, len = (uint64_t)st.st_size;
-    if (range && (r = parse_range(range, len, &start, &len)) < 0) {
+    /* The same parser and outcomes as static files: an invalid or multi-range
+     * header is ignored (the whole object), only a valid one that selects
+     * nothing is a 416. */
+    if (range && range_parse(range, strlen(range), len, &start, &len) == RANGE_UNSATISFIABLE) {
         store_error_set(err, 416, "InvalidRange", "range '%s' of '%s'", range, key);
         close(fd);
         return -ERANGE;

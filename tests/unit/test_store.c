@@ -3,6 +3,7 @@
  * and credential resolution order. */
 #include "common/alloc.h"
 #include "common/conf.h"
+#include "common/range.h"
 #include "store/creds.h"
 #include "store/dir.h"
 #include "store/s3.h"
@@ -78,6 +79,52 @@ static void read_back(struct store *s, const char *key, const char *range, const
     ASSERT_EQ(n, (ssize_t)strlen(want));
     ASSERT_STREQ(buf, want);
     close(fd);
+}
+
+/* The dir store answers a Range exactly as static files do (common/range.h):
+ * invalid or multi-range headers give the whole object, never a 416. */
+static void test_dir_store_ranges(void)
+{
+    struct store *s = dir_store(0);
+    struct store_error err;
+    int fd = make_file("r", "0123456789", 10);
+    struct store_digest d;
+    ASSERT_EQ(store_digest_fd(fd, 0, 0, &d), 0);
+    ASSERT_EQ(store_put_file(s, "r.txt", fd, &d, NULL, &err), 0);
+    close(fd);
+    static const struct {
+        const char *range;
+        const char *want; /* NULL: -ERANGE (416) */
+    } cases[] = {
+        {"bytes=2-4", "234"},
+        {"bytes=7-", "789"},
+        {"bytes=-2", "89"},
+        {"bytes=0-", "0123456789"},
+        {"bytes=8-100", "89"},
+        {"bytes=10-", NULL},
+        {"bytes=-0", NULL},
+        {"bytes= 1-2 ", "12"},
+        {"bytes=+1-2", "0123456789"},
+        {"bytes=-+2", "0123456789"},
+        {"bytes=1- 2", "0123456789"},
+        {"bytes=0-1,5-6", "0123456789"},
+        {"bytes=5-1", "0123456789"},
+        {"items=0-1", "0123456789"},
+        {"bytes=", "0123456789"},
+        {"", "0123456789"},
+        {"bytes=99999999999999999999-", "0123456789"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        uint64_t off, len;
+        enum range_outcome o = range_parse(cases[i].range, strlen(cases[i].range), 10, &off, &len);
+        ASSERT_EQ(o == RANGE_UNSATISFIABLE, cases[i].want == NULL);
+        if (cases[i].want) {
+            read_back(s, "r.txt", cases[i].range, cases[i].want);
+        } else if (store_get(s, "r.txt", cases[i].range, 1, &err) != -ERANGE) {
+            TEST_FAIL("store_get(range \"%s\") is not -ERANGE", cases[i].range);
+        }
+    }
+    store_destroy(s);
 }
 
 static void test_dir_store(void)
@@ -313,6 +360,7 @@ int main(void)
         return 1;
     test_digest_etag();
     test_dir_store();
+    test_dir_store_ranges();
     test_s3_helpers();
     test_s3_endpoint_scheme();
     test_creds_order();
