@@ -87,8 +87,12 @@ int maint_policy_init(struct maint_policy *p, const struct ferry_conf *conf, cha
 void maint_policy_finish(struct maint_policy *p);
 
 /**
- * Decide whether a request is exempt. path is the request path (no query),
+ * Decide whether a request is exempt. path is the raw request path (no query),
  * cookie the Cookie header value (p may be NULL), now_s the wall clock.
+ * allow_paths match whole decoded segments: "/healthz" exempts "/healthz",
+ * "/healthz/" and "/healthz/x" (also written "/%68ealthz/x"), never
+ * "/healthzX"; a path that is not normalised once decoded ("//", "." or ".."
+ * segments, a bad escape, a NUL) is never exempt by path.
  * Any thread; no allocation.
  */
 enum maint_verdict maint_decide(const struct maint_policy *p, const char *path, size_t path_len,

@@ -211,6 +211,29 @@ def test_exempt_paths_and_networks(ferry_factory):
     assert r.status == 200 and r.body == b"live site\n"
 
 
+def test_exempt_paths_match_decoded_segments(ferry_factory):
+    """allow_paths = /status exempts /status and what lies below it, matched on
+    whole decoded segments: not /statusX, not a path with dot segments."""
+    f = make(ferry_factory, maint="allow_paths = /status\n")
+    os.makedirs(os.path.join(f.root, "status"))
+    with open(os.path.join(f.root, "status", "index.html"), "w") as fh:
+        fh.write("status page\n")
+    with open(os.path.join(f.root, "statusX"), "w") as fh:
+        fh.write("not exempt\n")
+    cli(f, "down")
+    for path in ["/status/", "/%73tatus/", "/status%2Findex.html", "/status/index.html"]:
+        r = get(f, path)
+        assert r.status == 200 and r.body == b"status page\n", (path, r)
+        assert r.header("X-Maintenance-Mode") is None, path
+    for path in ["/statusX", "/status%58", "/status/../index.html", "/status/%2e%2e/index.html",
+                 "//status/", "/status//index.html"]:
+        r = get(f, path)
+        assert is_maint(r), (path, r)
+        assert r.body.startswith(b"<!DOCTYPE html>"), (path, r)
+    cli(f, "up")
+    assert get(f, "/statusX").body == b"not exempt\n"
+
+
 def sign(secret, expires):
     mac = hmac.new(secret.encode(), f"ferry-bypass:{expires}".encode(), hashlib.sha256)
     return f"{expires}.{mac.hexdigest()}"
@@ -492,12 +515,12 @@ def test_drain(ferry_factory):
     assert time.monotonic() >= finished_at
     s.close()
     s2.close()
-    # An exempt request in flight (allow_paths prefix /healthz) does not hold up
+    # An exempt request in flight (allow_paths /healthz) does not hold up
     # the drain, even one that started before maintenance was switched on.
     cli(f2, "up")
-    os.rename(os.path.join(f2.root, "big.bin"), os.path.join(f2.root, "healthz.big"))
+    os.rename(os.path.join(f2.root, "big.bin"), os.path.join(f2.root, "healthz"))
     s3 = f2.connect()
-    s3.sendall(b"GET /healthz.big HTTP/1.1\r\nHost: x\r\n\r\n")
+    s3.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
     assert s3.recv(100).startswith(b"HTTP/1.1 200 ")
     assert status(f2)["maintenance"]["requests_inflight"] == 1
     reply = json.loads(cli(f2, "down", "--drain", "--json").stdout)
