@@ -17,6 +17,9 @@
 #include <openssl/evp.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <stdbool.h>
+#include <time.h>
 #include <unistd.h>
 
 static char tmpdir[] = "/tmp/ferry-test-store-XXXXXX";
@@ -125,6 +128,73 @@ static void test_dir_store_ranges(void)
         }
     }
     store_destroy(s);
+}
+
+/* Create objects/<dir>/<name> with its mtime age_s seconds in the past. */
+static void make_temp(const char *dir, const char *name, long age_s)
+{
+    char path[600];
+    snprintf(path, sizeof(path), "%s/objects/%s/%s", tmpdir, dir, name);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    ASSERT_TRUE(fd >= 0);
+    close(fd);
+    struct timespec ts[2] = {{.tv_sec = time(NULL) - age_s}, {.tv_sec = time(NULL) - age_s}};
+    ASSERT_EQ(utimensat(AT_FDCWD, path, ts, 0), 0);
+}
+
+static bool temp_exists(const char *dir, const char *name)
+{
+    char path[600];
+    snprintf(path, sizeof(path), "%s/objects/%s/%s", tmpdir, dir, name);
+    return access(path, F_OK) == 0;
+}
+
+/* Temp files left by a crash are removed on the next put into their directory,
+ * those of a live writer (or too young to judge) are not; see dir.h's rule. */
+static void test_dir_store_stale_temps(void)
+{
+    struct store *s = dir_store(0);
+    struct store_error err;
+    int fd = make_file("t", "abc", 3);
+    struct store_digest d;
+    ASSERT_EQ(store_digest_fd(fd, 0, 0, &d), 0);
+    ASSERT_EQ(store_put_file(s, "sw/first", fd, &d, NULL, &err), 0);
+    store_destroy(s);
+
+    /* A pid that is surely gone: a child we started and reaped. */
+    pid_t dead = fork();
+    if (dead == 0)
+        _exit(0);
+    ASSERT_TRUE(dead > 0);
+    waitpid(dead, NULL, 0);
+    char stale[64], young[64], live[64], notours[64];
+    snprintf(stale, sizeof(stale), ".ferry-tmp.%d.aB3xYz", (int)dead);
+    snprintf(young, sizeof(young), ".ferry-tmp.%d.cD4xYz", (int)dead);
+    snprintf(live, sizeof(live), ".ferry-tmp.%d.eF5xYz", (int)getpid());
+    snprintf(notours, sizeof(notours), ".ferry-tmp.%d.toolong", (int)dead);
+    long old = DIR_STORE_TEMP_STALE_AGE_S + 60;
+    make_temp("sw", stale, old);
+    make_temp("sw", young, DIR_STORE_TEMP_STALE_AGE_S - 60);
+    make_temp("sw", live, old);
+    make_temp("sw", notours, old);
+    make_temp("sw", ".ferry-tmp.gH6xYz", DIR_STORE_TEMP_UNTAGGED_AGE_S + 60); /* untagged, old */
+    make_temp("sw", ".ferry-tmp.iJ7xYz", DIR_STORE_TEMP_UNTAGGED_AGE_S - 60); /* untagged, young */
+    make_temp("sw", "other.tmp", DIR_STORE_TEMP_UNTAGGED_AGE_S + 60);
+
+    /* A new store object (a restart after the crash) sweeps on its first put. */
+    s = dir_store(0);
+    ASSERT_EQ(store_put_file(s, "sw/second", fd, &d, NULL, &err), 0);
+    ASSERT_TRUE(!temp_exists("sw", stale));
+    ASSERT_TRUE(!temp_exists("sw", ".ferry-tmp.gH6xYz"));
+    ASSERT_TRUE(temp_exists("sw", young));
+    ASSERT_TRUE(temp_exists("sw", live));
+    ASSERT_TRUE(temp_exists("sw", notours));
+    ASSERT_TRUE(temp_exists("sw", ".ferry-tmp.iJ7xYz"));
+    ASSERT_TRUE(temp_exists("sw", "other.tmp"));
+    read_back(s, "sw/first", NULL, "abc");
+    read_back(s, "sw/second", NULL, "abc");
+    store_destroy(s);
+    close(fd);
 }
 
 static void test_dir_store(void)
@@ -361,6 +431,7 @@ int main(void)
     test_digest_etag();
     test_dir_store();
     test_dir_store_ranges();
+    test_dir_store_stale_temps();
     test_s3_helpers();
     test_s3_endpoint_scheme();
     test_creds_order();
