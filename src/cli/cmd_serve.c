@@ -42,7 +42,9 @@ int cmd_serve(int argc, char **argv)
         return EXIT_RUNTIME;
     }
     char err[512] = "";
-    struct server *s = server_create(&conf, err, sizeof(err));
+    struct server *s = maint_state_dir_prepare(conf.server.state_dir, err, sizeof(err)) < 0
+                           ? NULL
+                           : server_create(&conf, err, sizeof(err));
     if (!s) {
         log_error("cannot start: %s", err);
         conf_finish(&conf);

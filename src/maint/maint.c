@@ -3,6 +3,7 @@
 #include "common/alloc.h"
 #include "common/buf.h"
 #include "common/conf.h"
+#include "common/fsdir.h"
 #include "common/text.h"
 #include "common/timeutil.h"
 #include "maint/json.h"
@@ -518,6 +519,15 @@ void maint_window_finish(struct maint_window *w)
 }
 
 static const char *const mode_names[] = {"off", "on", "scheduled"};
+
+int maint_state_dir_prepare(const char *dir, char *err, size_t errlen)
+{
+    int r = fsdir_make(dir, 0700);
+    if (r < 0)
+        snprintf(err, errlen, "state_dir '%s': cannot create it: %s", dir,
+                 r == -ENOTDIR ? "a component is not a directory" : strerror(-r));
+    return r;
+}
 
 int maint_state_save(const char *dir, const struct maint_window *w)
 {

@@ -156,6 +156,15 @@ bool maint_cookie_find(const char *cookie, size_t len, const char **val, size_t 
 void maint_window_finish(struct maint_window *w);
 
 /**
+ * Make sure the state directory dir exists before the server starts, so that
+ * `ferry down` can save its state when it is needed: create it and any
+ * missing parents with mode 0700 (fsynced, see common/fsdir.h); an existing
+ * directory is left as it is. Returns 0, or -errno with a message naming dir
+ * in err. Supervisor thread, at startup.
+ */
+int maint_state_dir_prepare(const char *dir, char *err, size_t errlen);
+
+/**
  * Save w atomically as dir/maintenance.state (temporary file, fsync, rename,
  * fsync of the directory). Returns 0 or -errno. Supervisor thread.
  */

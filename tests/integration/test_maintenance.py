@@ -234,6 +234,33 @@ def test_exempt_paths_match_decoded_segments(ferry_factory):
     assert get(f, "/statusX").body == b"not exempt\n"
 
 
+def test_missing_state_dir_is_created_at_start(ferry_factory, tmp_path):
+    """A state_dir that does not exist used to let `ferry serve` start and made
+    `ferry down` fail when it was needed; serve now creates it (0700, parents
+    too) before it starts."""
+    state = tmp_path / "var" / "lib" / "ferry"
+    f = make(ferry_factory, server=f"state_dir = {state}\n")
+    assert oct(os.stat(state).st_mode & 0o777) == "0o700"
+    assert oct(os.stat(state.parent).st_mode & 0o777) == "0o700"
+    p = cli(f, "down", "--message", "back soon")
+    assert "maintenance: ON" in p.stdout, p.stdout
+    with open(state / "maintenance.state", "rb") as fh:
+        saved = fh.read()
+    assert saved.startswith(b"ferry-maintenance 1\nmode=on\n") and b"back soon" in saved, saved
+    r = get(f, "/")
+    assert is_maint(r) and b"back soon" in r.body, r
+
+
+def test_state_dir_that_cannot_be_created_refuses_to_start(ferry_factory, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory\n")
+    f = ferry_factory(conf=f"[server]\nstate_dir = {blocker}/state\n", start=False)
+    with pytest.raises(RuntimeError, match="exited with 1 before ready"):
+        f.start()
+    assert f"cannot start: state_dir '{blocker}/state': cannot create it: a component is not " \
+           "a directory" in f.log(), f.log()
+
+
 def sign(secret, expires):
     mac = hmac.new(secret.encode(), f"ferry-bypass:{expires}".encode(), hashlib.sha256)
     return f"{expires}.{mac.hexdigest()}"
