@@ -1,6 +1,8 @@
 /* Static files from root: percent-decoding, containment with openat2
  * RESOLVE_BENEATH, Content-Type, ETag/Last-Modified, conditional requests,
  * a single byte range, HEAD, index files; never a directory listing. */
+#include "http/static.h"
+
 #include "http/internal.h"
 #include "common/text.h"
 #include "http/filecache.h"
@@ -258,10 +260,8 @@ static int redirect_to_slash(struct conn *c, const struct http_request *req, con
     return HANDLER_DONE;
 }
 
-int static_handle(struct conn *c, const struct http_request *req, void *arg)
+int static_check_request(struct conn *c, const struct http_request *req)
 {
-    struct server *s = arg;
-    struct worker *w = c->w;
     if (req->method_id != HTTP_M_GET && req->method_id != HTTP_M_HEAD) {
         conn_respond_start(c, 405);
         conn_respond_header(c, "Allow", "GET, HEAD");
@@ -274,6 +274,37 @@ int static_handle(struct conn *c, const struct http_request *req, void *arg)
         respond_error(c, 413, "413 Content Too Large: no request body is accepted here\n");
         return HANDLER_DONE;
     }
+    return HANDLER_PASS;
+}
+
+int static_serve_fd(struct conn *c, const struct http_request *req, int fd, const struct stat *st,
+                    const char *content_type)
+{
+    if (!S_ISREG(st->st_mode)) {
+        close(fd);
+        respond_error(c, 403, "403 Forbidden\n");
+        return HANDLER_DONE;
+    }
+    char etag[48], lastmod[32];
+    fcache_format_validators(st, etag, sizeof(etag), lastmod);
+    struct file_view v = {.size = st->st_size,
+                          .mtime = st->st_mtime,
+                          .etag = etag,
+                          .lastmod = lastmod,
+                          .ctype = content_type,
+                          .fd = fd,
+                          .e = NULL};
+    return static_serve(c, req, &v);
+}
+
+/* Resolve the request path below root (file cache first), then answer for the
+ * file found through the cache or static_serve_fd(). */
+int static_handle(struct conn *c, const struct http_request *req, void *arg)
+{
+    struct server *s = arg;
+    struct worker *w = c->w;
+    if (static_check_request(c, req) == HANDLER_DONE)
+        return HANDLER_DONE;
     long plen = static_decode_path(req->path.p, req->path.len, w->path_buf,
                                    s->conf->server.max_uri_size + 1);
     if (plen < 0) {
@@ -344,14 +375,5 @@ int static_handle(struct conn *c, const struct http_request *req, void *arg)
             return serve_entry(c, req, e);
         }
     }
-    char etag[48], lastmod[32];
-    fcache_format_validators(&st, etag, sizeof(etag), lastmod);
-    struct file_view v = {.size = st.st_size,
-                          .mtime = st.st_mtime,
-                          .etag = etag,
-                          .lastmod = lastmod,
-                          .ctype = ctype,
-                          .fd = fd,
-                          .e = NULL};
-    return static_serve(c, req, &v);
+    return static_serve_fd(c, req, fd, &st, ctype);
 }
