@@ -101,16 +101,17 @@ static bool path_is_normalised(const char *path, size_t len)
     bool seg_dots = true; /* the segment so far is only dots */
     size_t i = 1;
     for (;;) {
-        int ch = i < len ? path_next_byte(path, len, &i) : '/';
+        bool at_end = i >= len; /* the end closes the last segment like a '/' */
+        int ch = at_end ? '/' : path_next_byte(path, len, &i);
         if (ch < 0)
             return false;
         if (ch == '/') {
             if (seg_dots && (seg_len == 1 || seg_len == 2))
                 return false; /* "." or ".." */
-            if (seg_len == 0 && i < len)
-                return false; /* "//" (a trailing slash is fine) */
-            if (i >= len)
-                return true;
+            if (seg_len == 0 && !at_end)
+                return false; /* "//" */
+            if (at_end || i >= len)
+                return true; /* a trailing slash is fine */
             seg_len = 0;
             seg_dots = true;
             continue;

@@ -210,6 +210,8 @@ static void test_decide(void)
     ASSERT_EQ(DECIDE("/healthz/.", o, NULL), MAINT_ANSWER);
     ASSERT_EQ(DECIDE("//healthz", o, NULL), MAINT_ANSWER);
     ASSERT_EQ(DECIDE("/healthz//x", o, NULL), MAINT_ANSWER);
+    ASSERT_EQ(DECIDE("/healthz//", o, NULL), MAINT_ANSWER);
+    ASSERT_EQ(DECIDE("/healthz%2F%2F", o, NULL), MAINT_ANSWER);
     ASSERT_EQ(DECIDE("/healthz/%00", o, NULL), MAINT_ANSWER);
     ASSERT_EQ(DECIDE("/healthz/%zz", o, NULL), MAINT_ANSWER);
     ASSERT_EQ(DECIDE("/healthz%", o, NULL), MAINT_ANSWER);

@@ -92,6 +92,9 @@ static void test_invalid(void)
 static void test_overflow(void)
 {
     expect("bytes=9223372036854775807-", 100, RANGE_UNSATISFIABLE, 0, 0);
+    /* leading zeros are not magnitude */
+    expect("bytes=00000000000000000000000001-0000000000000000000000000002", 100, RANGE_SATISFIABLE,
+           1, 2);
     expect("bytes=9223372036854775808-", 100, RANGE_IGNORE, 0, 0);
     /* wrapped to a small number by the old "a > 2^62" check */
     expect("bytes=46116860184273879040-", 100, RANGE_IGNORE, 0, 0);
