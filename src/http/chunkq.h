@@ -103,6 +103,12 @@ bool chunkq_is_empty(const struct chunkq *q);
  * reports drained. */
 bool chunkq_is_full(const struct chunkq *q);
 
+/** Copied bytes that may still be appended before max is reached. */
+static inline size_t chunkq_mem_room(const struct chunkq *q)
+{
+    return q->max - q->mem;
+}
+
 /** Most buffers one chunkq_write() sendv carries. */
 #define CHUNKQ_IOV_MAX 64
 
