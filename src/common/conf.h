@@ -33,11 +33,13 @@ struct ferry_conf {
         int log_level;
         uint64_t keepalive_timeout_ms;
         uint64_t header_timeout_ms;
+        uint64_t body_timeout_ms;
         uint64_t send_timeout_ms;
         uint64_t shutdown_timeout_ms;
         long long max_connections;
         uint64_t max_header_size;
         uint64_t max_uri_size;
+        uint64_t max_body_size;
         char *mime_types;
         char *index;
         uint64_t file_cache_valid_ms;

@@ -3,6 +3,10 @@
 #define FERRY_HTTP_INTERNAL_H
 
 #include "common/buf.h"
+#include "common/evloop.h"
+#include "http/body.h"
+#include "http/chunkq.h"
+#include "http/response.h"
 #include "http/parser.h"
 #include "http/server.h"
 
@@ -19,17 +23,29 @@ struct fcache;
 enum conn_state {
     CONN_IDLE,   /* keep-alive, waiting for the first byte of a request */
     CONN_HEAD,   /* reading a request head */
-    CONN_WRITE,  /* writing a response */
+    CONN_WAIT,   /* a deferred handler has not started its response yet */
+    CONN_WRITE,  /* writing a response; a streamed body may still be arriving */
     CONN_LINGER, /* response sent, write side shut, discarding input before close */
 };
 
 #define IN_POOL_MAX 64
 
-enum timer_list { TL_NONE = -1, TL_IDLE = 0, TL_HEAD, TL_WRITE, TL_LINGER, TL_COUNT };
-
-/* A request's fields kept for the access log as offsets into conn->in. */
+/* A request's fields kept for the access log as offsets into its head. */
 struct log_span {
     uint32_t off, len;
+};
+
+/* What a deferred request keeps (conn_defer()): its own copy of the head and
+ * of the parsed request, and the request body's reader. */
+struct conn_deferred {
+    struct http_request req; /* views rebased into head */
+    char *head;
+    size_t head_len;
+    struct http_body body;
+    const struct conn_body_sink *sink; /* NULL until conn_body_read() */
+    struct buf bodybuf;                /* decoded body bytes not yet taken by the sink */
+    bool body_paused;                  /* the sink took less than offered */
+    bool body_ended;                   /* sink->end() has run */
 };
 
 struct conn {
@@ -38,54 +54,61 @@ struct conn {
     struct worker *w;
     struct sockaddr_storage peer;
 
-    /* Intrusive timeout list: each list's deadlines are in arrival order. */
-    struct conn *tprev, *tnext;
-    int tlist;
-    uint64_t deadline;
+    struct evloop_timer timer;        /* the deadline of the current state */
+    struct evloop_timer wait_timer;   /* a deferred response's upstream deadline */
+    struct evloop_timer kick;         /* 0 ms: resume body reading outside a producer's call */
     struct conn *all_prev, *all_next; /* every connection of the worker */
 
     char *in; /* request bytes; NULL while idle with nothing buffered */
     size_t in_len;
     size_t in_cap;
-    size_t head_len; /* bytes of the current request head in `in` */
+    size_t head_len; /* bytes of the current request head at the start of `in` */
 
-    /* The response being written. */
-    struct buf out; /* status line and headers, small bodies */
-    size_t out_off;
-    const char *body; /* uncopied memory body */
-    size_t body_len, body_off;
-    void (*body_release)(void *);
-    void *body_arg;
-    int file_fd;
-    off_t file_off, file_rem;
-    bool head_only;  /* HEAD: no body bytes on the wire */
-    bool keep_alive; /* this response keeps the connection */
-    bool responding; /* conn_respond_start() was called for the current request */
-    bool in_request; /* a request was parsed and its response is not finished */
-    bool exempt;     /* conn_mark_exempt() for the current request */
+    /* The response being written: the head is built in out, then queued
+     * (by reference) in front of the body's chunks. */
+    struct buf out;
+    struct chunkq q;
+    uint64_t head_bytes; /* bytes of q that are not body (interim + head) */
+    bool head_only;      /* HEAD: no body bytes on the wire */
+    bool keep_alive;     /* this response keeps the connection */
+    bool responding;     /* conn_respond_start() was called for the current request */
+    bool head_done;      /* the head is finished and queued */
+    bool head_failed;    /* a head append failed: the response becomes a 500 */
+    bool in_request;     /* a request was parsed and its response is not finished */
+    bool exempt;         /* conn_mark_exempt() for the current request */
+    bool has_body;       /* the request announced a body */
     int status;
-    size_t head_end;  /* length of the head in `out`; body bytes may follow it */
-    off_t file_start; /* where the file chunk began, for bytes-sent accounting */
     int minor_version;
     struct log_span lg_method, lg_target, lg_referer, lg_ua;
     uint64_t linger_bytes;
+
+    /* Deferred responses (conn_defer()). */
+    const struct conn_producer *prod; /* NULL once the response is complete */
+    void *prod_arg;
+    uint64_t wait_ms;
+    struct conn_deferred *def;
+    const struct http_request *req; /* the request during dispatch */
+    bool streaming;                 /* conn_respond_stream() was called */
+    bool chunked_out;               /* the streamed body is sent chunked */
+    bool body_done;                 /* no more body bytes will be appended */
+    bool writing;                   /* inside conn_write(): appends only queue */
+    int64_t out_left;               /* declared Content-Length not yet appended; -1: unknown */
 };
 
 struct worker {
     struct server *srv;
     pthread_t thread;
-    bool joined;
-    int epfd;
-    int wake_fd; /* eventfd: state published or stop requested */
+    bool started; /* the thread was created and must be joined */
+    struct evloop *loop;
     const struct ferry_state *state;
-    struct conn *timers[TL_COUNT][2]; /* head, tail */
     struct conn *all;
     bool stopping;
-    uint64_t now_ms; /* monotonic time, refreshed once per event loop round */
-    time_t now_wall;
+    bool listening;
+    bool accept_paused;     /* out of fds: listeners off until accept_resume */
+    uint64_t accept_pauses; /* pauses since accepting last worked */
+    struct evloop_timer accept_resume;
     time_t log_time; /* second that log_when shows */
     char log_when[40];
-    bool listening;
     char date[32];
     time_t date_time;
     struct buf access;       /* access log lines not yet written */
@@ -95,6 +118,7 @@ struct worker {
     char **in_pool;          /* free input buffers for reuse */
     size_t in_pool_len;
 
+    _Atomic bool exited; /* the loop has ended: the worker starts no request any more */
     _Atomic uint64_t seen_generation;
     _Atomic uint64_t stat_conns_open;
     _Atomic uint64_t stat_conns_total;
@@ -110,6 +134,8 @@ struct handler_entry {
     void *arg;
 };
 
+struct retired_state;
+
 struct server {
     const struct ferry_conf *conf;
     int *listen_fds;
@@ -124,15 +150,19 @@ struct server {
 
     _Atomic(struct ferry_state *) state;
     _Atomic uint64_t generation;
-    _Atomic int conns_total_open; /* across workers, for max_connections */
-    _Atomic bool stop;
+    server_release_fn release[STATE_PARTS]; /* who frees each part's snapshots */
+    struct retired_state *retired;          /* replaced, maybe still read by a worker */
+    _Atomic int conns_total_open;           /* across workers, for max_connections */
     _Atomic bool idle_watch;
 
     /* Supervisor loop. */
-    int sup_epfd;
+    struct evloop *loop;
     int signal_fd;
-    int ack_fd;  /* eventfd workers write after switching state */
+    int ack_fd;  /* eventfd workers write after switching state or exiting */
     int idle_fd; /* eventfd workers write when in-flight drops to zero */
+    bool stopping;
+    bool aborting; /* shutdown_timeout passed: connections are being cut */
+    struct evloop_timer shutdown_timer;
     struct sup_watch *watches;
     struct sup_timer *timers;
     uint64_t next_timer_id;
@@ -147,7 +177,8 @@ void conn_on_event(struct conn *c, uint32_t events);
 void conn_on_timeout(struct conn *c);
 /** Graceful stop: close an idle connection now, let others finish. */
 void conn_on_stop(struct conn *c);
-void worker_timer_set(struct worker *w, struct conn *c, int list, uint64_t deadline);
+/** Arm c's timer for the current state, deadline in monotonic ms. */
+void worker_timer_set(struct worker *w, struct conn *c, uint64_t deadline);
 void worker_access_flush(struct worker *w);
 const char *worker_date(struct worker *w);
 

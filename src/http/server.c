@@ -32,11 +32,13 @@
 #endif
 
 #define ACCEPT_BATCH 64
-#define EVENTS_PER_WAIT 256
 #define PUBLISH_TIMEOUT_MS 10000
+/* Out of fds: stop accepting this long, then try again (nginx pauses too). */
+#define ACCEPT_PAUSE_MS 100
 
 struct sup_watch {
     struct sup_watch *next;
+    struct server *s;
     int fd;
     server_fd_cb cb;
     void *arg;
@@ -44,14 +46,20 @@ struct sup_watch {
 
 struct sup_timer {
     struct sup_timer *next;
+    struct server *s;
     uint64_t id;
-    uint64_t when;
+    struct evloop_timer t;
     server_timer_cb cb;
     void *arg;
 };
 
-/* Tags for the worker epoll's non-connection fds. */
-static char tag_wake;
+/* A state replaced by a newer one that some worker may still be reading. */
+struct retired_state {
+    struct retired_state *next;
+    uint64_t until;         /* freed once every live worker has seen this generation */
+    struct ferry_state *st; /* the replaced state struct */
+    int part;               /* the part whose snapshot was replaced */
+};
 
 static void notify_systemd(const char *msg)
 {
@@ -79,8 +87,53 @@ static void notify_systemd(const char *msg)
 
 /* ---- worker ---- */
 
-static void worker_accept(struct worker *w, int lfd)
+static void worker_on_accept(struct evloop *l, int lfd, uint32_t events, void *arg);
+
+static int worker_listen(struct worker *w)
 {
+    for (size_t i = 0; i < w->srv->nlisten; i++) {
+        int r = evloop_fd_add(w->loop, w->srv->listen_fds[i], EPOLLIN | EPOLLEXCLUSIVE,
+                              worker_on_accept, w);
+        if (r < 0 && r != -EEXIST)
+            return r;
+    }
+    w->listening = true;
+    return 0;
+}
+
+static void worker_stop_listening(struct worker *w)
+{
+    if (!w->listening)
+        return;
+    for (size_t i = 0; i < w->srv->nlisten; i++)
+        evloop_fd_del(w->loop, w->srv->listen_fds[i]);
+    w->listening = false;
+}
+
+static void worker_accept_resume(struct evloop *l, void *arg)
+{
+    struct worker *w = arg;
+    w->accept_paused = false;
+    if (!w->stopping && worker_listen(w) < 0)
+        log_error("worker: cannot watch the listening sockets again; this worker stops accepting");
+}
+
+/* Out of fds: every accept would fail at once and the listener would fire
+ * again straight away, spinning a core. Take the listeners out of the loop
+ * for a while instead; log once when it starts, once when it is over. */
+static void worker_accept_pause(struct worker *w, int err)
+{
+    if (!w->accept_pauses++)
+        log_warn("accept: %s; pausing new connections (%d ms at a time) until fds are free",
+                 strerror(err), ACCEPT_PAUSE_MS);
+    worker_stop_listening(w);
+    w->accept_paused = true;
+    evloop_timer_start(w->loop, &w->accept_resume, ACCEPT_PAUSE_MS);
+}
+
+static void worker_on_accept(struct evloop *l, int lfd, uint32_t events, void *arg)
+{
+    struct worker *w = arg;
     struct server *s = w->srv;
     for (int i = 0; i < ACCEPT_BATCH; i++) {
         struct sockaddr_storage ss;
@@ -89,9 +142,14 @@ static void worker_accept(struct worker *w, int lfd)
         if (fd < 0) {
             if (errno == EINTR || errno == ECONNABORTED)
                 continue;
-            if (errno == EMFILE || errno == ENFILE)
-                log_warn("accept: %s", strerror(errno));
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+                worker_accept_pause(w, errno);
             return;
+        }
+        if (w->accept_pauses) {
+            log_info("accept: accepting again after %llu pause%s",
+                     (unsigned long long)w->accept_pauses, w->accept_pauses == 1 ? "" : "s");
+            w->accept_pauses = 0;
         }
         int open_now = atomic_fetch_add_explicit(&s->conns_total_open, 1, memory_order_relaxed);
         if (open_now >= s->conf->server.max_connections) {
@@ -111,100 +169,77 @@ static void worker_accept(struct worker *w, int lfd)
     }
 }
 
-static void worker_stop_listening(struct worker *w)
+static void ack_supervisor(struct server *s)
 {
-    if (!w->listening)
-        return;
-    for (size_t i = 0; i < w->srv->nlisten; i++)
-        epoll_ctl(w->epfd, EPOLL_CTL_DEL, w->srv->listen_fds[i], NULL);
-    w->listening = false;
-}
-
-static void worker_on_wake(struct worker *w)
-{
-    uint64_t v;
-    ssize_t r = read(w->wake_fd, &v, sizeof(v));
+    uint64_t one = 1;
+    ssize_t r = write(s->ack_fd, &one, sizeof(one));
     (void)r;
-    struct server *s = w->srv;
-    struct ferry_state *st = atomic_load_explicit(&s->state, memory_order_acquire);
-    if (st != w->state) {
-        w->state = st;
-        atomic_store_explicit(&w->seen_generation, st->generation, memory_order_release);
-        uint64_t one = 1;
-        r = write(s->ack_fd, &one, sizeof(one));
-    }
-    if (atomic_load_explicit(&s->stop, memory_order_acquire) && !w->stopping) {
-        w->stopping = true;
-        worker_stop_listening(w);
-        struct conn *next;
-        for (struct conn *c = w->all; c; c = next) {
-            next = c->all_next;
-            conn_on_stop(c);
-        }
-    }
 }
 
-static int worker_timeout_ms(struct worker *w, uint64_t now)
+/* Posted by server_publish(): load the newest state and say so. */
+static void worker_on_publish(struct evloop *l, void *arg)
 {
-    uint64_t soonest = UINT64_MAX;
-    for (int i = 0; i < TL_COUNT; i++)
-        if (w->timers[i][0] && w->timers[i][0]->deadline < soonest)
-            soonest = w->timers[i][0]->deadline;
-    if (soonest == UINT64_MAX)
-        return 1000;
-    if (soonest <= now)
-        return 0;
-    uint64_t d = soonest - now;
-    return d > 1000 ? 1000 : (int)d;
+    struct worker *w = arg;
+    struct ferry_state *st = atomic_load_explicit(&w->srv->state, memory_order_acquire);
+    if (st == w->state)
+        return;
+    w->state = st;
+    atomic_store_explicit(&w->seen_generation, st->generation, memory_order_release);
+    ack_supervisor(w->srv);
 }
 
-static void worker_expire(struct worker *w, uint64_t now)
+/* Posted at SIGTERM/SIGINT: accept nothing more, close idle connections, let
+ * the responses in flight finish (conn_destroy ends the loop after the last). */
+static void worker_on_stop(struct evloop *l, void *arg)
 {
-    for (int i = 0; i < TL_COUNT; i++) {
-        while (w->timers[i][0] && w->timers[i][0]->deadline <= now)
-            conn_on_timeout(w->timers[i][0]);
+    struct worker *w = arg;
+    if (w->stopping)
+        return;
+    w->stopping = true;
+    worker_stop_listening(w);
+    evloop_timer_stop(l, &w->accept_resume);
+    struct conn *next;
+    for (struct conn *c = w->all; c; c = next) {
+        next = c->all_next;
+        conn_on_stop(c);
     }
+    if (!w->all)
+        evloop_stop(l);
+}
+
+/* Posted when shutdown_timeout has passed: end what is left now. */
+static void worker_on_abort(struct evloop *l, void *arg)
+{
+    struct worker *w = arg;
+    worker_on_stop(l, w);
+    while (w->all)
+        conn_destroy(w->all);
+    evloop_stop(l);
+}
+
+static void worker_before_wait(struct evloop *l, void *arg)
+{
+    worker_access_flush(arg);
 }
 
 static void *worker_main(void *arg)
 {
     struct worker *w = arg;
-    struct epoll_event events[EVENTS_PER_WAIT];
-    for (;;) {
-        uint64_t now = time_mono_ms();
-        if (w->stopping && !w->all)
-            break;
-        int n = epoll_wait(w->epfd, events, EVENTS_PER_WAIT, worker_timeout_ms(w, now));
-        if (n < 0 && errno != EINTR)
-            break;
-        w->now_ms = time_mono_ms();
-        w->now_wall = time(NULL);
-        for (int i = 0; i < n; i++) {
-            void *p = events[i].data.ptr;
-            if (p == &tag_wake) {
-                worker_on_wake(w);
-            } else if ((uintptr_t)p & 1) {
-                worker_accept(w, (int)((uintptr_t)p >> 1));
-            } else {
-                conn_on_event(p, events[i].events);
-            }
-        }
-        worker_expire(w, w->now_ms);
-        worker_access_flush(w);
-    }
+    int r = evloop_run(w->loop);
+    if (r < 0)
+        log_error("worker: epoll_wait: %s", strerror(-r));
+    /* Only an epoll failure ends the loop with connections left. */
+    while (w->all)
+        conn_destroy(w->all);
     worker_access_flush(w);
+    atomic_store_explicit(&w->exited, true, memory_order_release);
+    ack_supervisor(w->srv); /* a publish waiting for this worker need not */
     return NULL;
 }
 
 static int worker_init(struct server *s, struct worker *w)
 {
     w->srv = s;
-    w->epfd = epoll_create1(EPOLL_CLOEXEC);
-    w->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (w->epfd < 0 || w->wake_fd < 0)
-        return -errno;
-    for (int i = 0; i < TL_COUNT; i++)
-        w->timers[i][0] = w->timers[i][1] = NULL;
     buf_init(&w->access, 1 << 20);
     w->path_buf = xmalloc(s->conf->server.max_uri_size + 1);
     if (s->conf->server.file_cache_valid_ms > 0 && s->conf->server.file_cache_size > 0)
@@ -213,31 +248,23 @@ static int worker_init(struct server *s, struct worker *w)
                           s->conf->server.file_cache_valid_ms);
     w->in_pool = xcalloc(IN_POOL_MAX, sizeof(char *));
     w->state = atomic_load(&s->state);
-    w->now_ms = time_mono_ms();
-    w->now_wall = time(NULL);
     atomic_store(&w->seen_generation, w->state->generation);
-    struct epoll_event e = {.events = EPOLLIN, .data.ptr = &tag_wake};
-    if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->wake_fd, &e) < 0)
+    w->loop = evloop_create();
+    if (!w->loop)
         return -errno;
-    for (size_t i = 0; i < s->nlisten; i++) {
-        /* Odd pointers mark listening sockets: fds are small, conns aligned. */
-        struct epoll_event le = {.events = EPOLLIN | EPOLLEXCLUSIVE,
-                                 .data.ptr = (void *)(((uintptr_t)s->listen_fds[i] << 1) | 1)};
-        if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, s->listen_fds[i], &le) < 0)
-            return -errno;
-    }
-    w->listening = true;
-    return 0;
+    evloop_timer_init(&w->accept_resume, worker_accept_resume, w);
+    evloop_set_before_wait(w->loop, worker_before_wait, w);
+    return worker_listen(w);
 }
 
+/* Frees what worker_init() set up; the thread has been joined or never ran.
+ * Safe on a worker whose init failed half-way or never began. */
 static void worker_finish(struct worker *w)
 {
     while (w->all)
         conn_destroy(w->all);
-    if (w->epfd >= 0)
-        close(w->epfd);
-    if (w->wake_fd >= 0)
-        close(w->wake_fd);
+    evloop_destroy(w->loop);
+    w->loop = NULL;
     buf_finish(&w->access);
     free(w->path_buf);
     fcache_destroy(w->fcache);
@@ -246,18 +273,14 @@ static void worker_finish(struct worker *w)
     free(w->in_pool);
 }
 
-static void wake_workers(struct server *s)
+static void post_to_workers(struct server *s, evloop_fn fn)
 {
-    for (int i = 0; i < s->nworkers; i++) {
-        uint64_t one = 1;
-        ssize_t r = write(s->workers[i].wake_fd, &one, sizeof(one));
-        (void)r;
-    }
+    for (int i = 0; i < s->nworkers; i++)
+        if (s->workers[i].started && !atomic_load(&s->workers[i].exited))
+            evloop_post(s->workers[i].loop, fn, &s->workers[i]);
 }
 
 /* ---- server ---- */
-
-static struct ferry_state initial_state;
 
 struct server *server_create(const struct ferry_conf *conf, char *err, size_t errlen)
 {
@@ -265,13 +288,11 @@ struct server *server_create(const struct ferry_conf *conf, char *err, size_t er
     s->conf = conf;
     s->access_fd = -1;
     s->root_fd = -1;
-    s->sup_epfd = s->signal_fd = s->ack_fd = s->idle_fd = -1;
+    s->signal_fd = s->ack_fd = s->idle_fd = -1;
     s->limits.max_header_size = conf->server.max_header_size;
     s->limits.max_uri_size = conf->server.max_uri_size;
     s->next_timer_id = 1;
-    struct ferry_state *st = xcalloc(1, sizeof(*st));
-    *st = initial_state;
-    atomic_store(&s->state, st);
+    atomic_store(&s->state, xcalloc(1, sizeof(struct ferry_state)));
 
     int inherited = net_listen_fds();
     if (inherited > 0) {
@@ -319,10 +340,10 @@ struct server *server_create(const struct ferry_conf *conf, char *err, size_t er
 
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     s->nworkers = conf->server.workers ? (int)conf->server.workers : (int)(ncpu > 0 ? ncpu : 1);
-    s->sup_epfd = epoll_create1(EPOLL_CLOEXEC);
-    s->ack_fd = eventfd(0, EFD_CLOEXEC);
+    s->loop = evloop_create();
+    s->ack_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     s->idle_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (s->sup_epfd < 0 || s->ack_fd < 0 || s->idle_fd < 0) {
+    if (!s->loop || s->ack_fd < 0 || s->idle_fd < 0) {
         snprintf(err, errlen, "epoll/eventfd: %s", strerror(errno));
         goto fail;
     }
@@ -330,6 +351,38 @@ struct server *server_create(const struct ferry_conf *conf, char *err, size_t er
 fail:
     server_destroy(s);
     return NULL;
+}
+
+static void state_release_part(struct server *s, const struct ferry_state *st, int part)
+{
+    if (st->part[part] && s->release[part])
+        s->release[part](st->part[part]);
+}
+
+/* Release retired states that no live worker can still read: every worker has
+ * either loaded a state at least as new, or exited. */
+static void retire_collect(struct server *s, bool all)
+{
+    uint64_t seen = UINT64_MAX;
+    for (int i = 0; !all && i < s->nworkers && s->workers; i++) {
+        struct worker *w = &s->workers[i];
+        if (!w->started || atomic_load_explicit(&w->exited, memory_order_acquire))
+            continue;
+        uint64_t g = atomic_load_explicit(&w->seen_generation, memory_order_acquire);
+        if (g < seen)
+            seen = g;
+    }
+    for (struct retired_state **p = &s->retired; *p;) {
+        struct retired_state *r = *p;
+        if (!all && r->until > seen) {
+            p = &r->next;
+            continue;
+        }
+        *p = r->next;
+        state_release_part(s, r->st, r->part);
+        free(r->st);
+        free(r);
+    }
 }
 
 void server_destroy(struct server *s)
@@ -345,27 +398,21 @@ void server_destroy(struct server *s)
     if (s->access_fd >= 0)
         close(s->access_fd);
     mime_table_destroy(s->mime);
-    for (int fd_i = 0; fd_i < 4; fd_i++) {
-        int fd = fd_i == 0   ? s->sup_epfd
-                 : fd_i == 1 ? s->signal_fd
-                 : fd_i == 2 ? s->ack_fd
-                             : s->idle_fd;
-        if (fd >= 0)
-            close(fd);
-    }
-    while (s->watches) {
-        struct sup_watch *n = s->watches->next;
-        free(s->watches);
-        s->watches = n;
-    }
-    while (s->timers) {
-        struct sup_timer *n = s->timers->next;
-        free(s->timers);
-        s->timers = n;
-    }
+    while (s->watches)
+        server_unwatch_fd(s, s->watches->fd);
+    while (s->timers)
+        server_cancel_timer(s, s->timers->id);
+    evloop_destroy(s->loop);
+    if (s->signal_fd >= 0)
+        close(s->signal_fd);
+    if (s->ack_fd >= 0)
+        close(s->ack_fd);
+    if (s->idle_fd >= 0)
+        close(s->idle_fd);
+    retire_collect(s, true);
     struct ferry_state *st = atomic_load(&s->state);
-    if (st && st->maint_release && st->maint)
-        st->maint_release(st->maint);
+    for (int i = 0; i < STATE_PARTS; i++)
+        state_release_part(s, st, i);
     free(st);
     free(s);
 }
@@ -386,26 +433,28 @@ const struct ferry_state *server_state(const struct server *s)
     return atomic_load(&s->state);
 }
 
-void server_request_stop(struct server *s)
+struct evloop *server_loop(struct server *s)
 {
-    atomic_store(&s->stop, true);
+    return s->loop;
 }
 
-/* ---- supervisor services ---- */
+/* ---- supervisor services (wrappers over the loop) ---- */
+
+static void watch_trampoline(struct evloop *l, int fd, uint32_t events, void *arg)
+{
+    struct sup_watch *wt = arg;
+    wt->cb(wt->s, fd, events, wt->arg);
+}
 
 int server_watch_fd(struct server *s, int fd, uint32_t events, server_fd_cb cb, void *arg)
 {
     struct sup_watch *wt = xcalloc(1, sizeof(*wt));
-    wt->fd = fd;
-    wt->cb = cb;
-    wt->arg = arg;
-    struct epoll_event e = {.events = events, .data.ptr = wt};
-    if (epoll_ctl(s->sup_epfd, EPOLL_CTL_ADD, fd, &e) < 0) {
-        int r = -errno;
+    *wt = (struct sup_watch){.s = s, .fd = fd, .cb = cb, .arg = arg, .next = s->watches};
+    int r = evloop_fd_add(s->loop, fd, events, watch_trampoline, wt);
+    if (r < 0) {
         free(wt);
         return r;
     }
-    wt->next = s->watches;
     s->watches = wt;
     return 0;
 }
@@ -416,10 +465,8 @@ int server_unwatch_fd(struct server *s, int fd)
         if ((*p)->fd == fd) {
             struct sup_watch *wt = *p;
             *p = wt->next;
-            epoll_ctl(s->sup_epfd, EPOLL_CTL_DEL, fd, NULL);
-            /* Freed lazily: the loop may still hold it for this round. */
-            wt->cb = NULL;
-            wt->next = NULL;
+            /* The loop drops events already fetched for fd, so freeing is safe. */
+            evloop_fd_del(s->loop, fd);
             free(wt);
             return 0;
         }
@@ -427,27 +474,48 @@ int server_unwatch_fd(struct server *s, int fd)
     return -ENOENT;
 }
 
+static void sup_timer_unlink(struct server *s, struct sup_timer *t)
+{
+    for (struct sup_timer **p = &s->timers; *p; p = &(*p)->next) {
+        if (*p == t) {
+            *p = t->next;
+            return;
+        }
+    }
+}
+
+static void sup_timer_fire(struct evloop *l, void *arg)
+{
+    struct sup_timer *t = arg;
+    struct server *s = t->s;
+    server_timer_cb cb = t->cb;
+    void *cb_arg = t->arg;
+    sup_timer_unlink(s, t);
+    free(t);
+    cb(s, cb_arg);
+}
+
 uint64_t server_add_timer(struct server *s, uint64_t ms, server_timer_cb cb, void *arg)
 {
     struct sup_timer *t = xcalloc(1, sizeof(*t));
+    t->s = s;
     t->id = s->next_timer_id++;
-    t->when = time_mono_ms() + ms;
     t->cb = cb;
     t->arg = arg;
-    struct sup_timer **p = &s->timers;
-    while (*p && (*p)->when <= t->when)
-        p = &(*p)->next;
-    t->next = *p;
-    *p = t;
+    t->next = s->timers;
+    s->timers = t;
+    evloop_timer_init(&t->t, sup_timer_fire, t);
+    evloop_update_time(s->loop); /* callers run long after the round began */
+    evloop_timer_start(s->loop, &t->t, ms);
     return t->id;
 }
 
 void server_cancel_timer(struct server *s, uint64_t id)
 {
-    for (struct sup_timer **p = &s->timers; *p; p = &(*p)->next) {
-        if ((*p)->id == id) {
-            struct sup_timer *t = *p;
-            *p = t->next;
+    for (struct sup_timer *t = s->timers; t; t = t->next) {
+        if (t->id == id) {
+            evloop_timer_stop(s->loop, &t->t);
+            sup_timer_unlink(s, t);
             free(t);
             return;
         }
@@ -479,49 +547,77 @@ void server_get_stats(const struct server *s, struct server_stats *out)
     }
 }
 
-int server_publish(struct server *s, const struct ferry_state *st)
+/* ---- state publication ---- */
+
+void server_set_release(struct server *s, enum server_state_part part, server_release_fn release)
 {
-    struct ferry_state *next = xmalloc(sizeof(*next));
-    *next = *st;
-    next->generation = atomic_fetch_add(&s->generation, 1) + 1;
-    struct ferry_state *old = atomic_exchange_explicit(&s->state, next, memory_order_acq_rel);
-    if (!s->workers) {
-        /* Not running yet: each worker loads the current state when it starts. */
-        if (old->maint && old->maint_release)
-            old->maint_release(old->maint);
-        free(old);
-        return 0;
-    }
-    wake_workers(s);
-    /* Wait until every worker has loaded the new pointer: only then can no
-     * request that starts from now on see the old state. */
-    uint64_t deadline = time_mono_ms() + PUBLISH_TIMEOUT_MS;
-    for (;;) {
-        bool all = true;
-        for (int i = 0; i < s->nworkers; i++)
-            if (atomic_load_explicit(&s->workers[i].seen_generation, memory_order_acquire) <
-                next->generation)
-                all = false;
-        if (all)
-            break;
-        uint64_t now = time_mono_ms();
-        if (now >= deadline)
-            return -ETIMEDOUT; /* old stays referenced; leaking it is the safe choice */
-        struct pollfd pfd = {.fd = s->ack_fd, .events = POLLIN};
-        if (poll(&pfd, 1, (int)(deadline - now)) > 0) {
-            uint64_t v;
-            ssize_t r = read(s->ack_fd, &v, sizeof(v));
-            (void)r;
-        }
-    }
-    if (old->maint && old->maint_release)
-        old->maint_release(old->maint);
-    free(old);
-    return 0;
+    s->release[part] = release;
 }
 
-static void supervisor_signal(struct server *s)
+static bool workers_switched(struct server *s, uint64_t generation)
 {
+    for (int i = 0; i < s->nworkers; i++) {
+        struct worker *w = &s->workers[i];
+        if (!w->started || atomic_load_explicit(&w->exited, memory_order_acquire))
+            continue;
+        if (atomic_load_explicit(&w->seen_generation, memory_order_acquire) < generation)
+            return false;
+    }
+    return true;
+}
+
+static void drain_ack_fd(struct server *s)
+{
+    uint64_t v;
+    ssize_t r = read(s->ack_fd, &v, sizeof(v));
+    (void)r;
+}
+
+int server_publish(struct server *s, enum server_state_part part, const void *snapshot)
+{
+    struct ferry_state *cur = atomic_load(&s->state);
+    struct ferry_state *next = xmalloc(sizeof(*next));
+    *next = *cur;
+    next->part[part] = snapshot;
+    next->generation = atomic_fetch_add(&s->generation, 1) + 1;
+    struct retired_state *r = xmalloc(sizeof(*r));
+    *r = (struct retired_state){
+        .next = s->retired, .until = next->generation, .st = cur, .part = part};
+    s->retired = r;
+    atomic_store_explicit(&s->state, next, memory_order_release);
+    if (!s->workers) {
+        /* Not running: each worker loads the current state when it starts. */
+        retire_collect(s, true);
+        return 0;
+    }
+    post_to_workers(s, worker_on_publish);
+    /* Wait until every live worker has loaded the new pointer: only then can
+     * no request that starts from now on see the old state. The supervisor
+     * blocks here; workers never wait for it, so this is bounded by their
+     * rounds. */
+    uint64_t deadline = time_mono_ms() + PUBLISH_TIMEOUT_MS;
+    int ret = 0;
+    while (!workers_switched(s, next->generation)) {
+        uint64_t now = time_mono_ms();
+        if (now >= deadline) {
+            ret = -ETIMEDOUT;
+            break;
+        }
+        struct pollfd pfd = {.fd = s->ack_fd, .events = POLLIN};
+        if (poll(&pfd, 1, (int)(deadline - now)) > 0)
+            drain_ack_fd(s);
+    }
+    retire_collect(s, false);
+    return ret;
+}
+
+/* ---- supervisor ---- */
+
+static void supervisor_stop(struct server *s);
+
+static void on_signal(struct evloop *l, int fd, uint32_t events, void *arg)
+{
+    struct server *s = arg;
     struct signalfd_siginfo si;
     while (read(s->signal_fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
         if (si.ssi_signo == SIGHUP) {
@@ -536,40 +632,92 @@ static void supervisor_signal(struct server *s)
             }
             log_info("SIGHUP: logs reopened");
         } else if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) {
-            if (!atomic_load(&s->stop))
+            if (!s->stopping)
                 log_info("%s: stopping gracefully (up to %llums)",
                          si.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT",
                          (unsigned long long)s->conf->server.shutdown_timeout_ms);
-            atomic_store(&s->stop, true);
+            supervisor_stop(s);
         }
     }
 }
 
-static void run_timers(struct server *s)
+/* Acknowledgements that arrive outside server_publish() (a worker that was
+ * late, or exited): late retirements, and the end of the stop. */
+static void on_ack(struct evloop *l, int fd, uint32_t events, void *arg)
 {
-    uint64_t now = time_mono_ms();
-    while (s->timers && s->timers->when <= now) {
-        struct sup_timer *t = s->timers;
-        s->timers = t->next;
-        server_timer_cb cb = t->cb;
-        void *arg = t->arg;
-        free(t);
-        cb(s, arg);
+    struct server *s = arg;
+    drain_ack_fd(s);
+    retire_collect(s, false);
+    if (!s->stopping)
+        return;
+    int running = 0;
+    for (int i = 0; i < s->nworkers; i++)
+        if (s->workers[i].started && !atomic_load(&s->workers[i].exited))
+            running++;
+    if (!running)
+        evloop_stop(l);
+}
+
+static void on_idle(struct evloop *l, int fd, uint32_t events, void *arg)
+{
+    struct server *s = arg;
+    uint64_t v;
+    ssize_t r = read(s->idle_fd, &v, sizeof(v));
+    (void)r;
+    /* Requests cut by shutdown_timeout did not finish: they drain nothing. */
+    if (s->idle_cb && !s->aborting)
+        s->idle_cb(s, s->idle_arg);
+}
+
+static void on_shutdown_timeout(struct evloop *l, void *arg)
+{
+    struct server *s = arg;
+    log_warn("shutdown_timeout reached with responses in flight; closing them");
+    s->aborting = true;
+    post_to_workers(s, worker_on_abort);
+}
+
+static void supervisor_stop(struct server *s)
+{
+    if (s->stopping)
+        return;
+    s->stopping = true;
+    notify_systemd("STOPPING=1");
+    post_to_workers(s, worker_on_stop);
+    evloop_timer_start(s->loop, &s->shutdown_timer, s->conf->server.shutdown_timeout_ms);
+    on_ack(s->loop, s->ack_fd, 0, s); /* no worker running: done now */
+}
+
+/* Stop and join every started worker (startup failure and the end of a run). */
+static void workers_join(struct server *s)
+{
+    for (int i = 0; i < s->nworkers; i++) {
+        struct worker *w = &s->workers[i];
+        if (!w->started)
+            continue;
+        pthread_join(w->thread, NULL);
+        w->started = false;
     }
 }
 
-static int sup_timeout(struct server *s)
+static int workers_start(struct server *s)
 {
-    if (!s->timers)
-        return 1000;
-    uint64_t now = time_mono_ms();
-    if (s->timers->when <= now)
-        return 0;
-    uint64_t d = s->timers->when - now;
-    return d > 1000 ? 1000 : (int)d;
+    for (int i = 0; i < s->nworkers; i++) {
+        struct worker *w = &s->workers[i];
+        int r = worker_init(s, w);
+        if (r < 0) {
+            log_error("cannot start worker %d of %d: %s", i + 1, s->nworkers, strerror(-r));
+            return r;
+        }
+        r = -pthread_create(&w->thread, NULL, worker_main, w);
+        if (r < 0) {
+            log_error("cannot start worker %d of %d: %s", i + 1, s->nworkers, strerror(-r));
+            return r;
+        }
+        w->started = true;
+    }
+    return 0;
 }
-
-static char sup_tag_signal, sup_tag_idle;
 
 int server_run(struct server *s)
 {
@@ -578,28 +726,24 @@ int server_run(struct server *s)
     sigaddset(&mask, SIGTERM);
     sigaddset(&mask, SIGINT);
     sigaddset(&mask, SIGHUP);
-    /* Block before creating threads so only the signalfd sees them. */
+    /* Block before creating threads so only the signalfd sees them. Children
+     * spawned later must restore the mask and SIGPIPE before exec. */
     pthread_sigmask(SIG_BLOCK, &mask, NULL);
     signal(SIGPIPE, SIG_IGN);
     s->signal_fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
     if (s->signal_fd < 0)
         return -errno;
-    struct epoll_event e = {.events = EPOLLIN, .data.ptr = &sup_tag_signal};
-    epoll_ctl(s->sup_epfd, EPOLL_CTL_ADD, s->signal_fd, &e);
-    struct epoll_event ie = {.events = EPOLLIN, .data.ptr = &sup_tag_idle};
-    epoll_ctl(s->sup_epfd, EPOLL_CTL_ADD, s->idle_fd, &ie);
+    int r = evloop_fd_add(s->loop, s->signal_fd, EPOLLIN, on_signal, s);
+    if (r == 0)
+        r = evloop_fd_add(s->loop, s->idle_fd, EPOLLIN, on_idle, s);
+    if (r == 0)
+        r = evloop_fd_add(s->loop, s->ack_fd, EPOLLIN, on_ack, s);
+    if (r < 0)
+        return r;
+    evloop_timer_init(&s->shutdown_timer, on_shutdown_timeout, s);
 
     s->workers = xcalloc((size_t)s->nworkers, sizeof(struct worker));
-    int started = 0, r = 0;
-    for (int i = 0; i < s->nworkers; i++) {
-        s->workers[i].epfd = s->workers[i].wake_fd = -1;
-        r = worker_init(s, &s->workers[i]);
-        if (r < 0)
-            break;
-        if ((r = -pthread_create(&s->workers[i].thread, NULL, worker_main, &s->workers[i])) < 0)
-            break;
-        started++;
-    }
+    r = workers_start(s);
     if (r == 0) {
         char addr[80] = "";
         if (s->nlisten) {
@@ -612,67 +756,25 @@ int server_run(struct server *s)
                  s->conf->server.root, addr, s->nlisten > 1 ? " and more" : "", s->nworkers,
                  s->nworkers == 1 ? "" : "s");
         notify_systemd("READY=1");
-    }
-
-    uint64_t stop_deadline = 0;
-    while (r == 0) {
-        if (atomic_load(&s->stop)) {
-            if (!stop_deadline) {
-                notify_systemd("STOPPING=1");
-                stop_deadline = time_mono_ms() + s->conf->server.shutdown_timeout_ms;
-                wake_workers(s);
-            }
-            bool running = false;
-            for (int i = 0; i < started; i++) {
-                if (s->workers[i].joined)
-                    continue;
-                if (pthread_tryjoin_np(s->workers[i].thread, NULL) == 0)
-                    s->workers[i].joined = true;
-                else
-                    running = true;
-            }
-            if (!running)
-                break;
-            if (time_mono_ms() >= stop_deadline) {
-                log_warn("shutdown_timeout reached with responses in flight; exiting");
-                /* Workers may be mid-write; exiting the process ends them. */
-                worker_access_flush(&s->workers[0]);
-                return 0;
-            }
+        int lr = evloop_run(s->loop);
+        if (lr < 0) {
+            log_error("supervisor: epoll_wait: %s", strerror(-lr));
+            post_to_workers(s, worker_on_abort);
         }
-        struct epoll_event evs[32];
-        int timeout = stop_deadline ? 20 : sup_timeout(s);
-        int n = epoll_wait(s->sup_epfd, evs, 32, timeout);
-        for (int i = 0; i < n; i++) {
-            void *p = evs[i].data.ptr;
-            if (p == &sup_tag_signal) {
-                supervisor_signal(s);
-            } else if (p == &sup_tag_idle) {
-                uint64_t v;
-                ssize_t rr = read(s->idle_fd, &v, sizeof(v));
-                (void)rr;
-                if (s->idle_cb)
-                    s->idle_cb(s, s->idle_arg);
-            } else {
-                struct sup_watch *wt = p;
-                bool live = false;
-                for (struct sup_watch *x = s->watches; x; x = x->next)
-                    if (x == wt)
-                        live = true;
-                if (live && wt->cb)
-                    wt->cb(s, wt->fd, evs[i].events, wt->arg);
-            }
-        }
-        run_timers(s);
+    } else {
+        /* Some workers run: stop them at once, they have served nothing. */
+        post_to_workers(s, worker_on_abort);
     }
-    /* Threads that never started or already joined are skipped. */
-    for (int i = 0; i < started; i++)
-        if (!s->workers[i].joined)
-            pthread_join(s->workers[i].thread, NULL);
+    evloop_timer_stop(s->loop, &s->shutdown_timer);
+    workers_join(s);
+    retire_collect(s, true);
     for (int i = 0; i < s->nworkers; i++)
         worker_finish(&s->workers[i]);
     free(s->workers);
     s->workers = NULL;
     s->nworkers = 0;
+    evloop_fd_del(s->loop, s->signal_fd);
+    evloop_fd_del(s->loop, s->idle_fd);
+    evloop_fd_del(s->loop, s->ack_fd);
     return r;
 }

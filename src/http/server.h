@@ -9,18 +9,32 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+struct evloop;
+
 struct server;
 struct conn;
 struct ferry_conf;
 struct http_request;
 
 /* Shared state that requests read: an immutable snapshot behind an atomic
- * pointer. A switch publishes a new one with server_publish(), which returns
- * once every worker has seen it. */
+ * pointer, with one part per component. Each part has one owner (the
+ * component that publishes it) and one release function; a snapshot passed to
+ * server_publish() belongs to the server from then on and is released only
+ * once no worker can still be reading it (every worker has loaded a newer
+ * state, or has exited), at the latest in server_destroy(). */
+enum server_state_part {
+    STATE_MAINT = 0, /* struct maint_snapshot (src/maint); NULL when maintenance is off */
+    STATE_BACKEND,   /* the backend generation (src/fcgi), not published yet */
+    STATE_PARTS,
+};
+
+/** Frees one part's snapshot. Runs on the supervisor thread (or the thread
+ * calling server_destroy()), never while a worker may read the snapshot. */
+typedef void (*server_release_fn)(const void *snapshot);
+
 struct ferry_state {
-    uint64_t generation;                      /* set by server_publish() */
-    const void *maint;                        /* maintenance snapshot (src/maint), NULL when off */
-    void (*maint_release)(const void *maint); /* frees maint once no worker can see it */
+    uint64_t generation;           /* set by server_publish() */
+    const void *part[STATE_PARTS]; /* read-only for workers; owned by the server */
 };
 
 /* The request handler chain (DESIGN.md "Request path"). Parsing and limits come
@@ -33,10 +47,12 @@ enum handler_slot {
     HANDLER_SLOT_STATIC,
     HANDLER_SLOT_COUNT,
 };
-enum handler_result { HANDLER_PASS = 0, HANDLER_DONE = 1 };
+enum handler_result { HANDLER_PASS = 0, HANDLER_DONE = 1, HANDLER_LATER = 2 };
 
-/** A request handler, called on a worker thread. It may answer with the
- * conn_respond_* functions (response.h) and return HANDLER_DONE. */
+/** A request handler, called on a worker thread. It answers with the
+ * conn_respond_* functions (response.h) and returns HANDLER_DONE, or defers
+ * with conn_defer() and returns its result (HANDLER_LATER), or passes. req is
+ * valid during the call only (use conn_request() after conn_defer()). */
 typedef int (*http_handler_fn)(struct conn *c, const struct http_request *req, void *arg);
 
 /** Create a server from the configuration (copied as needed; conf must outlive
@@ -51,15 +67,22 @@ void server_destroy(struct server *s);
 /** Install the handler for a slot (before server_run()). */
 void server_set_handler(struct server *s, enum handler_slot slot, http_handler_fn fn, void *arg);
 
-/** Run until SIGTERM/SIGINT (graceful stop, bounded by shutdown_timeout).
- * SIGHUP reopens the logs. Sends READY=1 to NOTIFY_SOCKET once serving.
- * Returns 0 or -errno. Supervisor thread. */
+/** Run until SIGTERM/SIGINT (graceful stop; at shutdown_timeout the
+ * remaining connections are closed). SIGHUP reopens the logs. Sends READY=1 to
+ * NOTIFY_SOCKET once serving. Every worker thread has been joined when it
+ * returns. Returns 0, or -errno when the workers could not be started (the
+ * reason is logged; the ones that started have been stopped). Supervisor
+ * thread. */
 int server_run(struct server *s);
 
-/** Ask a running server to stop gracefully (async-signal-safe). */
-void server_request_stop(struct server *s);
+/** The supervisor's event loop (signals, admin socket, timers). It runs
+ * inside server_run(); watches and timers may be added before. Supervisor
+ * thread. */
+struct evloop *server_loop(struct server *s);
 
-/* ---- supervisor loop services (supervisor thread only) ---- */
+/* ---- supervisor loop services (supervisor thread only) ----
+ * Thin wrappers over server_loop() kept for the admin module until it moves
+ * onto the loop itself. */
 
 typedef void (*server_fd_cb)(struct server *s, int fd, uint32_t events, void *arg);
 typedef void (*server_timer_cb)(struct server *s, void *arg);
@@ -67,18 +90,29 @@ typedef void (*server_timer_cb)(struct server *s, void *arg);
 /** Watch fd (EPOLLIN etc.) in the supervisor loop; cb runs on the supervisor
  * thread. Does not take ownership of fd. Returns 0 or -errno. */
 int server_watch_fd(struct server *s, int fd, uint32_t events, server_fd_cb cb, void *arg);
-/** Stop watching fd. Returns 0 or -errno. */
+/** Stop watching fd; an event already fetched for it is dropped. Returns 0 or -errno. */
 int server_unwatch_fd(struct server *s, int fd);
 /** Run cb once, ms milliseconds from now. Returns a timer id (> 0). */
 uint64_t server_add_timer(struct server *s, uint64_t ms, server_timer_cb cb, void *arg);
 /** Cancel a timer that has not fired; unknown ids are ignored. */
 void server_cancel_timer(struct server *s, uint64_t id);
 
-/** Publish a new state and return only after every worker has switched to it:
- * each request a worker starts after this returns sees st. The previous
- * state's maint_release runs when no worker can still be reading it.
- * Copies st. Returns 0 or -errno. Supervisor thread. */
-int server_publish(struct server *s, const struct ferry_state *st);
+/** Say who releases the snapshots of part (before the first publish of it). */
+void server_set_release(struct server *s, enum server_state_part part, server_release_fn release);
+
+/**
+ * Publish snapshot (may be NULL) as part's new value and return once every
+ * worker has switched: each request a worker starts after this returns sees
+ * it. Ownership of snapshot passes to the server at the call, whatever the
+ * result; the part's previous snapshot is released (with the part's release
+ * function) once no worker can still read it. A worker that has exited starts
+ * no request and counts as switched.
+ * Returns 0, or -ETIMEDOUT when a running worker did not acknowledge within
+ * 10 s: the new state IS installed (that worker sees it at its next round),
+ * so the caller must treat the switch as made, not roll it back.
+ * Supervisor thread.
+ */
+int server_publish(struct server *s, enum server_state_part part, const void *snapshot);
 
 /** The state most recently published (supervisor's view). */
 const struct ferry_state *server_state(const struct server *s);

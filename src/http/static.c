@@ -314,7 +314,7 @@ int static_handle(struct conn *c, const struct http_request *req, void *arg)
             respond_error(c, 400, "400 Bad Request: invalid path\n");
         return HANDLER_DONE;
     }
-    uint64_t now = w->now_ms;
+    uint64_t now = evloop_now(w->loop);
     struct fcache_entry *stale = NULL;
     if (w->fcache) {
         struct fcache_entry *e = fcache_get(w->fcache, w->path_buf, (size_t)plen, now, &stale);

@@ -50,6 +50,11 @@ static void release_snapshot(void *arg)
     maint_snapshot_unref(arg);
 }
 
+/* server_publish() timed out: the state is installed, a worker is late. */
+#define UNCONFIRMED_SWITCH                                                                         \
+    "the switch is made, but a worker did not confirm it within 10 s; requests it is "             \
+    "already handling may still see the previous state"
+
 static void release_state(const void *maint)
 {
     maint_snapshot_unref((struct maint_snapshot *)(uintptr_t)maint);
@@ -59,7 +64,7 @@ static int maint_handle_request(struct conn *c, const struct http_request *req, 
 {
     struct maint_ctl *m = arg;
     const struct ferry_state *st = conn_state(c);
-    if (!st || !st->maint) {
+    if (!st || !st->part[STATE_MAINT]) {
         /* Mark exempt paths and networks even while up, so that a `down --drain`
          * that follows does not wait for health checks already in flight. */
         if (m->policy.n_paths + m->policy.n_cidrs &&
@@ -69,7 +74,7 @@ static int maint_handle_request(struct conn *c, const struct http_request *req, 
         return HANDLER_PASS;
     }
     /* Workers only read the snapshot; the reference count is its one mutable field. */
-    struct maint_snapshot *snap = (struct maint_snapshot *)(uintptr_t)st->maint;
+    struct maint_snapshot *snap = (struct maint_snapshot *)(uintptr_t)st->part[STATE_MAINT];
     int64_t now_s = req->cookie.p ? (int64_t)time(NULL) : 0;
     enum maint_verdict v = maint_decide(snap->policy, req->path.p, req->path.len, conn_peer(c),
                                         req->cookie.p, req->cookie.len, now_s);
@@ -108,18 +113,14 @@ static void cancel_timers(struct maint_ctl *m)
 }
 
 /* Publish the snapshot for the current window (NULL when off); returns once
- * every worker has switched. */
+ * every worker has switched. The snapshot belongs to the server from the call
+ * on; -ETIMEDOUT means it is installed but a worker has not confirmed it. */
 static int publish_window(struct maint_ctl *m)
 {
-    struct ferry_state st = *server_state(m->s);
-    st.maint = NULL;
-    st.maint_release = release_state;
+    const struct maint_snapshot *snap = NULL;
     if (m->win.mode == MAINT_ON)
-        st.maint = maint_snapshot_create(&m->policy, &m->win);
-    int r = server_publish(m->s, &st);
-    if (r < 0)
-        maint_snapshot_unref((struct maint_snapshot *)(uintptr_t)st.maint);
-    return r;
+        snap = maint_snapshot_create(&m->policy, &m->win);
+    return server_publish(m->s, STATE_MAINT, snap);
 }
 
 /* Requests in flight that are not exempt from maintenance, across workers. */
@@ -431,10 +432,12 @@ static int cmd_down(struct admin_client *c, const struct admin_request *req, str
         /* ON publishes the new page; SCHEDULED after ON switches off until --at. */
         r = publish_window(m);
         if (r < 0) {
-            m->win = old;
-            maint_state_save(conf->server.state_dir, &old);
-            maint_window_finish(&w);
-            admin_reply_error(reply, "cannot switch the workers: %s", strerror(-r));
+            /* Installed but unconfirmed: the new window stands (saved above);
+             * say exactly that rather than "failed". */
+            maint_window_finish(&old);
+            cancel_timers(m);
+            arm_timers(m);
+            admin_reply_error(reply, UNCONFIRMED_SWITCH);
             return 0;
         }
     }
@@ -516,11 +519,11 @@ static int cmd_up(struct admin_client *c, const struct admin_request *req, struc
     int was = m->win.mode;
     switch_off(m);
     r = publish_window(m);
+    drain_finish(m, false, "cancelled by `ferry up`");
     if (r < 0) {
-        admin_reply_error(reply, "cannot switch the workers: %s", strerror(-r));
+        admin_reply_error(reply, UNCONFIRMED_SWITCH);
         return 0;
     }
-    drain_finish(m, false, "cancelled by `ferry up`");
     static const char *const was_names[] = {"off", "on", "scheduled"};
     static const char *const texts[] = {
         "maintenance: off (it was not on)\\n",
@@ -563,6 +566,7 @@ struct maint_ctl *maint_attach(struct server *s, struct admin *admin, const stru
     /* A window that ended while the server was down stays ended. */
     if (m->win.mode != MAINT_OFF && m->win.until_ms && m->win.until_ms <= maint_now_ms())
         switch_off(m);
+    server_set_release(s, STATE_MAINT, release_state);
     if (m->win.mode == MAINT_ON && (r = publish_window(m)) < 0) {
         snprintf(err, errlen, "cannot publish the maintenance state: %s", strerror(-r));
         goto fail;

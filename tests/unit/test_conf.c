@@ -67,6 +67,8 @@ static void test_defaults(void)
     ASSERT_EQ(c.server.keepalive_timeout_ms, 15000);
     ASSERT_EQ(c.server.header_timeout_ms, 10000);
     ASSERT_EQ(c.server.max_header_size, 16384);
+    ASSERT_EQ(c.server.body_timeout_ms, 60000);
+    ASSERT_EQ(c.server.max_body_size, 64 * 1024 * 1024);
     ASSERT_EQ(c.server.max_connections, 10000);
     ASSERT_EQ(c.maintenance.retry_after_ms, 300000);
     ASSERT_EQ(c.store.type, STORE_DIR);
@@ -102,6 +104,11 @@ static void test_errors(void)
     expect_error("[server]\nheader_timeout = 10q\n", "2: key 'header_timeout': cannot parse '10q'");
     expect_error("[server]\nmax_header_size = 10\n",
                  "2: key 'max_header_size': '10' is out of range 1KiB..1MiB");
+    /* nginx's "0 = unlimited" would silently mean something else here: refuse it. */
+    expect_error("[server]\nmax_body_size = 0\n",
+                 "2: key 'max_body_size': '0' is out of range 1..1024GiB");
+    expect_error("[server]\nbody_timeout = 0\n",
+                 "2: key 'body_timeout': '0' is out of range 100ms..1h");
     expect_error("[server]\nroot = a\nroot = b\n", "3: key 'root': set twice (first on line 2)");
     expect_error("[server]\nthis line has no equals sign\n", "2: syntax error");
     expect_error("[store]\ntype = s4\n", "2: key 'type': cannot parse 's4' (want one of dir,s3)");
@@ -130,6 +137,7 @@ static void test_good_file(void)
     conf_dump(&c, &dump);
     ASSERT_TRUE(strstr(dump.data, "keepalive_timeout = 500ms\n") != NULL);
     ASSERT_TRUE(strstr(dump.data, "max_header_size = 16KiB\n") != NULL);
+    ASSERT_TRUE(strstr(dump.data, "max_body_size = 64MiB\n") != NULL);
     buf_finish(&dump);
     buf_finish(&err);
     conf_finish(&c);
