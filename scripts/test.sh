@@ -40,19 +40,22 @@ if [ "${FERRY_TEST_QUICK:-0}" != 1 ]; then
     FERRY_BIN="$PWD/build-asan/ferry" $PY -m pytest -q -p no:cacheprovider \
         --junitxml=build-asan/pytest.xml tests/integration
 
-    step "fuzz: request parser 60 s, admin protocol 20 s, maintenance 20 s"
+    step "fuzz: request parser 60 s, admin protocol 20 s, maintenance 20 s, Range 10 s"
     fuzz() { # NAME SECONDS: run one target on its seeds plus a corpus kept in build-asan/
         if [ ! -x "build-asan/tests/fuzz/fuzz_$1" ]; then
             echo "build-asan has no fuzz_$1: reconfigure it with -Dfuzz=true" >&2
             exit 1
         fi
         mkdir -p "build-asan/fuzz-corpus/$1"
-        "build-asan/tests/fuzz/fuzz_$1" -max_total_time="$2" -timeout=5 \
-            -dict="tests/fuzz/$1.dict" "build-asan/fuzz-corpus/$1" "tests/fuzz/corpus/$1"
+        dict=""
+        [ -f "tests/fuzz/$1.dict" ] && dict="-dict=tests/fuzz/$1.dict"
+        "build-asan/tests/fuzz/fuzz_$1" -max_total_time="$2" -timeout=5 $dict \
+            "build-asan/fuzz-corpus/$1" "tests/fuzz/corpus/$1"
     }
     fuzz parser 60
     fuzz admin 20
     fuzz maint 20
+    fuzz range 10
 fi
 
 # One closing line over every suite that ran (set -e: reaching here means none failed).

@@ -38,6 +38,14 @@ int cli_admin_run(const char *conf_path, const char *line, int timeout_ms, bool 
 /** A control command with only -c FILE and --json: parse them and send command. */
 int cli_admin_simple(int argc, char **argv, const char *command);
 
+struct server;
+
+/** Extra setup for `serve` in a test build: when set, it runs after the
+ * server and its modules are created and before server_run() (it may install
+ * handlers); a non-zero return stops the start. NULL in ferry itself: the
+ * test-only handlers live in tests/tools/ and are never linked into it. */
+extern int (*cli_serve_setup)(struct server *s);
+
 int cmd_serve(int argc, char **argv);
 int cmd_down(int argc, char **argv);
 int cmd_up(int argc, char **argv);

@@ -2,10 +2,30 @@
 
 #include "common/buf.h"
 #include "common/conf.h"
+#include "common/fsdir.h"
+
+#include <errno.h>
+#include <limits.h>
 
 #include <getopt.h>
 #include <stdio.h>
 #include <string.h>
+
+/* `ferry serve` creates a missing state_dir (mode 0700); say so, and refuse a
+ * configuration whose state_dir cannot be created, before it is needed. */
+static int check_state_dir(const char *dir)
+{
+    char blocker[PATH_MAX] = "";
+    int r = fsdir_probe(dir, blocker, sizeof(blocker));
+    if (r == 1)
+        printf("ferry: state_dir '%s' does not exist; ferry serve will create it (mode 0700)\n",
+               dir);
+    if (r >= 0)
+        return 0;
+    fprintf(stderr, "ferry: state_dir '%s' does not exist and cannot be created: '%s': %s\n", dir,
+            blocker, r == -ENOTDIR ? "not a directory" : strerror(-r));
+    return EXIT_USAGE;
+}
 
 /* ferry check [-c FILE] [--print]: validate the configuration; exit 0 or 2. */
 int cmd_check(int argc, char **argv)
@@ -44,8 +64,10 @@ int cmd_check(int argc, char **argv)
             fputs(b.data ? b.data : "", stdout);
             buf_finish(&b);
         } else {
-            printf("ferry: configuration %s is valid\n",
-                   conf.path ? conf.path : "(built-in defaults)");
+            r = check_state_dir(conf.server.state_dir);
+            if (r == 0)
+                printf("ferry: configuration %s is valid\n",
+                       conf.path ? conf.path : "(built-in defaults)");
         }
     }
     conf_finish(&conf);

@@ -11,6 +11,8 @@
 #include <stdio.h>
 #include <string.h>
 
+int (*cli_serve_setup)(struct server *s);
+
 /* ferry serve [-c FILE]: run the origin until SIGTERM/SIGINT. */
 int cmd_serve(int argc, char **argv)
 {
@@ -43,7 +45,9 @@ int cmd_serve(int argc, char **argv)
         return EXIT_RUNTIME;
     }
     char err[512] = "";
-    struct server *s = server_create(&conf, err, sizeof(err));
+    struct server *s = maint_state_dir_prepare(conf.server.state_dir, err, sizeof(err)) < 0
+                           ? NULL
+                           : server_create(&conf, err, sizeof(err));
     if (!s) {
         log_error("cannot start: %s", err);
         conf_finish(&conf);
@@ -60,6 +64,14 @@ int cmd_serve(int argc, char **argv)
     struct maint_ctl *maint = admin ? maint_attach(s, admin, &conf, err, sizeof(err)) : NULL;
     if (!maint) {
         log_error("cannot start: %s", err);
+        admin_destroy(admin);
+        server_destroy(s);
+        conf_finish(&conf);
+        return EXIT_RUNTIME;
+    }
+    if (cli_serve_setup && cli_serve_setup(s) != 0) {
+        log_error("cannot start: the test setup failed");
+        maint_detach(maint);
         admin_destroy(admin);
         server_destroy(s);
         conf_finish(&conf);

@@ -130,7 +130,7 @@ const struct conf_key conf_keys[] = {
     {"maintenance", "retry_after", CONF_DURATION, 0, 365 * DAY, NULL, "300", OFF(maintenance.retry_after_ms), NULL,
      "default Retry-After for `ferry down` (bare number = seconds)"},
     {"maintenance", "allow_paths", CONF_LIST, 0, 0, NULL, "/healthz", OFF(maintenance.allow_paths), check_prefixes,
-     "path prefixes that keep working during maintenance"},
+     "path prefixes that keep working during maintenance, matched on whole decoded segments"},
     {"maintenance", "allow_from", CONF_LIST, 0, 0, NULL, "", OFF(maintenance.allow_from), check_cidrs,
      "client networks (CIDR, IPv4 and IPv6) exempt from maintenance"},
     {"maintenance", "bypass_secret", CONF_SECRET, 0, 0, NULL, "", OFF(maintenance.bypass_secret), NULL,

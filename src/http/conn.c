@@ -1,8 +1,10 @@
 /* One HTTP connection: read a request head, run the handler chain, write the
- * response (writev for memory, sendfile for files), keep-alive and pipelining,
- * timeouts, lingering close after errors, and the access log line. */
+ * response (a chunk queue: writev for memory, sendfile for files), deferred
+ * responses and streamed bodies with backpressure both ways, request bodies,
+ * keep-alive and pipelining, timeouts, lingering close after errors, and the
+ * access log line. The socket is read and written only through io_plain
+ * (http/io.h), the seam where TLS would go. */
 #include "http/internal.h"
-#include "http/response.h"
 
 #include "common/alloc.h"
 #include "common/conf.h"
@@ -15,19 +17,31 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/sendfile.h>
 #include <sys/socket.h>
-#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
 #define LINGER_MAX_BYTES (256 * 1024)
 #define LINGER_MS 2000
 #define OUT_MAX (1024 * 1024)
+/* The response queue: copied bytes it may hold, and the watermarks between
+ * which a streaming producer is paused and resumed. */
+#define QUEUE_MAX (4 * 1024 * 1024)
+#define QUEUE_LOW (64 * 1024)
+#define QUEUE_HIGH (256 * 1024)
+/* Decoded request body bytes held for a sink that is not taking them. */
+#define BODYBUF_MAX (64 * 1024)
+/* Body reads per readiness event, so one fast uploader cannot starve the rest. */
+#define BODY_READS_PER_EVENT 16
+
+static const struct io_ops *const conn_io = &io_plain;
 
 static int conn_write(struct conn *c);
+static int conn_flush(struct conn *c);
 static void request_done(struct conn *c);
 static void access_log_write(struct conn *c);
+static void conn_update_events(struct conn *c);
+static void body_pump(struct conn *c);
 
 static const char *status_reason(int status)
 {
@@ -108,9 +122,29 @@ void worker_timer_set(struct worker *w, struct conn *c, uint64_t deadline)
     evloop_timer_at(w->loop, &c->timer, deadline);
 }
 
+static const struct ferry_conf *conn_conf(const struct conn *c)
+{
+    return c->w->srv->conf;
+}
+
+static uint64_t conn_now(const struct conn *c)
+{
+    return evloop_now(c->w->loop);
+}
+
 static void conn_timer_fired(struct evloop *l, void *arg)
 {
     conn_on_timeout(arg);
+}
+
+static void wait_timer_fired(struct evloop *l, void *arg);
+static void kick_fired(struct evloop *l, void *arg);
+
+/* Inside the handler chain: the caller writes right after, so nothing needs
+ * to be scheduled (and no epoll_ctl is spent on the fast path). */
+static bool in_dispatch(const struct conn *c)
+{
+    return c->req != NULL;
 }
 
 /* ---- buffers ---- */
@@ -139,9 +173,6 @@ static void conn_in_ensure(struct conn *c)
     c->in_len = 0;
 }
 
-/* While a response waits for EPOLLOUT the connection is registered for
- * EPOLLOUT alone: a client that half-closed would otherwise keep a
- * level-triggered EPOLLRDHUP firing until the write completes. */
 static void set_events(struct conn *c, uint32_t ev)
 {
     evloop_fd_mod(c->w->loop, c->fd, ev);
@@ -159,13 +190,15 @@ struct conn *conn_create(struct worker *w, int fd, const struct sockaddr *peer, 
     struct conn *c = xcalloc(1, sizeof(*c));
     c->fd = fd;
     c->w = w;
-    c->file_fd = -1;
     memcpy(&c->peer, peer, len < sizeof(c->peer) ? len : sizeof(c->peer));
     buf_init(&c->out, OUT_MAX);
+    chunkq_init(&c->q, QUEUE_MAX, QUEUE_LOW, QUEUE_HIGH);
     /* A new connection is reading its first head from the start: header_timeout
      * counts from the accept, not from the first byte. */
     c->state = CONN_HEAD;
     evloop_timer_init(&c->timer, conn_timer_fired, c);
+    evloop_timer_init(&c->wait_timer, wait_timer_fired, c);
+    evloop_timer_init(&c->kick, kick_fired, c);
     if (evloop_fd_add(w->loop, fd, EPOLLIN | EPOLLRDHUP, conn_fd_event, c) < 0) {
         buf_finish(&c->out);
         free(c);
@@ -175,30 +208,49 @@ struct conn *conn_create(struct worker *w, int fd, const struct sockaddr *peer, 
     if (w->all)
         w->all->all_prev = c;
     w->all = c;
-    const struct ferry_conf *conf = w->srv->conf;
-    /* A new connection must send its head within header_timeout. */
-    worker_timer_set(w, c, evloop_now(w->loop) + conf->server.header_timeout_ms);
+    worker_timer_set(w, c, evloop_now(w->loop) + conn_conf(c)->server.header_timeout_ms);
     atomic_fetch_add_explicit(&w->stat_conns_open, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&w->stat_conns_total, 1, memory_order_relaxed);
     return c;
 }
 
+static void deferred_free(struct conn *c)
+{
+    struct conn_deferred *d = c->def;
+    if (!d)
+        return;
+    free(d->head);
+    buf_finish(&d->bodybuf);
+    free(d);
+    c->def = NULL;
+}
+
+/* The response is complete (or abandoned): the producer gets no more calls. */
+static void producer_detach(struct conn *c)
+{
+    c->prod = NULL;
+    c->prod_arg = NULL;
+    evloop_timer_stop(c->w->loop, &c->wait_timer);
+}
+
+/* Tell the producer its client is gone. It must not call back into c. */
+static void producer_stop(struct conn *c)
+{
+    const struct conn_producer *p = c->prod;
+    void *arg = c->prod_arg;
+    producer_detach(c);
+    if (p && p->stop)
+        p->stop(c, arg);
+}
+
 static void response_release(struct conn *c)
 {
-    if (c->body_release) {
-        c->body_release(c->body_arg);
-        c->body_release = NULL;
-    }
-    c->body = NULL;
-    c->body_len = c->body_off = 0;
-    if (c->file_fd >= 0) {
-        close(c->file_fd);
-        c->file_fd = -1;
-    }
-    c->file_rem = 0;
-    c->head_end = 0;
+    chunkq_clear(&c->q);
     buf_reset(&c->out);
-    c->out_off = 0;
+    c->head_bytes = 0;
+    c->head_done = c->head_failed = false;
+    c->streaming = c->chunked_out = c->body_done = false;
+    c->out_left = -1;
 }
 
 static void request_end_counters(struct conn *c)
@@ -225,11 +277,15 @@ static void request_end_counters(struct conn *c)
 void conn_destroy(struct conn *c)
 {
     struct worker *w = c->w;
+    producer_stop(c);
     if (c->in_request && c->responding)
         access_log_write(c); /* a response cut short is logged with what was sent */
     request_end_counters(c);
     response_release(c);
+    chunkq_finish(&c->q);
+    deferred_free(c);
     evloop_timer_stop(w->loop, &c->timer);
+    evloop_timer_stop(w->loop, &c->kick);
     evloop_fd_del(w->loop, c->fd);
     close(c->fd);
     if (c->all_prev)
@@ -256,7 +312,7 @@ static void conn_linger(struct conn *c)
     c->state = CONN_LINGER;
     c->linger_bytes = 0;
     set_events(c, EPOLLIN | EPOLLRDHUP);
-    worker_timer_set(c->w, c, evloop_now(c->w->loop) + LINGER_MS);
+    worker_timer_set(c->w, c, conn_now(c) + LINGER_MS);
 }
 
 /* ---- access log ---- */
@@ -272,18 +328,26 @@ static void log_escaped(struct buf *b, const char *p, size_t len)
     }
 }
 
+/* The head the log spans point into: the deferred copy, or the input buffer
+ * (which holds the head until the request is done). */
+static const char *log_base(const struct conn *c)
+{
+    return c->def ? c->def->head : c->in;
+}
+
 static void log_span_write(struct buf *b, const struct conn *c, struct log_span s)
 {
-    if (!s.len || !c->in)
+    const char *base = log_base(c);
+    if (!s.len || !base)
         buf_append(b, "-", 1);
     else
-        log_escaped(b, c->in + s.off, s.len);
+        log_escaped(b, base + s.off, s.len);
 }
 
 static struct log_span span_of(const struct conn *c, struct http_str s)
 {
     struct log_span sp = {0, 0};
-    if (s.p && c->in && s.p >= c->in && s.p + s.len <= c->in + c->in_len) {
+    if (s.p && c->in && s.p >= c->in && s.p + s.len <= c->in + c->head_len) {
         sp.off = (uint32_t)(s.p - c->in);
         sp.len = (uint32_t)s.len;
     }
@@ -294,11 +358,8 @@ static struct log_span span_of(const struct conn *c, struct http_str s)
  * the client cut short logs what it got. */
 static uint64_t body_bytes_sent(const struct conn *c)
 {
-    uint64_t n = c->out_off > c->head_end ? c->out_off - c->head_end : 0;
-    n += c->body_off;
-    if (c->file_fd >= 0) /* open until the response is released */
-        n += (uint64_t)(c->file_off - c->file_start);
-    return n;
+    uint64_t n = chunkq_written(&c->q);
+    return n > c->head_bytes ? n - c->head_bytes : 0;
 }
 
 static void access_log_write(struct conn *c)
@@ -355,6 +416,16 @@ const struct sockaddr *conn_peer(const struct conn *c)
     return (const struct sockaddr *)&c->peer;
 }
 
+struct evloop *conn_loop(const struct conn *c)
+{
+    return c->w->loop;
+}
+
+const struct http_request *conn_request(const struct conn *c)
+{
+    return c->def ? &c->def->req : c->req;
+}
+
 void conn_set_close(struct conn *c)
 {
     c->keep_alive = false;
@@ -378,22 +449,23 @@ void conn_count_maint_bypassed(struct conn *c)
     atomic_fetch_add_explicit(&c->w->stat_maint_bypassed, 1, memory_order_relaxed);
 }
 
-static void out_str(struct conn *c, const char *s, size_t len)
+static int out_str(struct conn *c, const char *s, size_t len)
 {
-    /* The head is bounded by OUT_MAX; a handler exceeding it is a bug that
-     * would truncate, so fail loudly rather than send a broken response. */
-    if (buf_append(&c->out, s, len) < 0)
-        abort();
+    /* The head is bounded by OUT_MAX: past it the response becomes a 500
+     * (finish_head) instead of a truncated head or an abort. */
+    if (c->head_failed)
+        return -ENOBUFS;
+    if (buf_append(&c->out, s, len) < 0) {
+        c->head_failed = true;
+        return -ENOBUFS;
+    }
+    return 0;
 }
 
 #define OUT_LIT(c, lit) out_str((c), (lit), sizeof(lit) - 1)
 
-void conn_respond_start(struct conn *c, int status)
+static void status_line(struct conn *c, int status)
 {
-    buf_reset(&c->out);
-    c->out_off = 0;
-    c->status = status;
-    c->responding = true;
     /* Built by hand: snprintf was a measurable share of the user time. */
     char line[64];
     const char *reason = status_reason(status);
@@ -411,41 +483,42 @@ void conn_respond_start(struct conn *c, int status)
     OUT_LIT(c, "\r\n");
 }
 
-void conn_respond_header(struct conn *c, const char *name, const char *value)
+int conn_respond_start(struct conn *c, int status)
 {
-    out_str(c, name, strlen(name));
-    OUT_LIT(c, ": ");
-    out_str(c, value, strlen(value));
-    OUT_LIT(c, "\r\n");
+    buf_reset(&c->out);
+    c->head_failed = false;
+    c->status = status;
+    c->responding = true;
+    status_line(c, status);
+    return 0;
 }
 
-void conn_respond_headers_raw(struct conn *c, const char *p, size_t len)
+int conn_respond_header(struct conn *c, const char *name, const char *value)
 {
-    out_str(c, p, len);
+    int r = out_str(c, name, strlen(name));
+    if (r == 0)
+        r = OUT_LIT(c, ": ");
+    if (r == 0)
+        r = out_str(c, value, strlen(value));
+    if (r == 0)
+        r = OUT_LIT(c, "\r\n");
+    return r;
 }
 
-static void finish_head(struct conn *c, uint64_t content_length, bool has_length)
+int conn_respond_headers_raw(struct conn *c, const char *p, size_t len)
 {
-    if (c->w->stopping)
-        c->keep_alive = false;
-    if (has_length) {
-        char num[24];
-        size_t i = sizeof(num);
-        uint64_t v = content_length;
-        do {
-            num[--i] = (char)('0' + v % 10);
-            v /= 10;
-        } while (v);
-        OUT_LIT(c, "Content-Length: ");
-        out_str(c, num + i, sizeof(num) - i);
-        OUT_LIT(c, "\r\n");
-    }
-    if (!c->keep_alive)
-        OUT_LIT(c, "Connection: close\r\n");
-    else if (c->minor_version == 0)
-        OUT_LIT(c, "Connection: keep-alive\r\n");
-    OUT_LIT(c, "\r\n");
-    c->head_end = c->out.len;
+    return out_str(c, p, len);
+}
+
+static void out_number(struct conn *c, uint64_t v)
+{
+    char num[24];
+    size_t i = sizeof(num);
+    do {
+        num[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    out_str(c, num + i, sizeof(num) - i);
 }
 
 static bool status_has_body(int status)
@@ -453,38 +526,100 @@ static bool status_has_body(int status)
     return !(status == 304 || status == 204 || (status >= 100 && status < 200));
 }
 
+static const char head_too_large[] = "500 Internal Server Error: response head too large\n";
+
+/* The framing lines and the blank line that end a head. Returns false when
+ * the head passed OUT_MAX somewhere on the way. */
+static bool head_close(struct conn *c, int64_t length)
+{
+    if (c->w->stopping)
+        c->keep_alive = false;
+    /* A request body not read to its end leaves the framing in doubt. */
+    if (c->has_body && !(c->def && c->def->body.result == HTTP_BODY_DONE))
+        c->keep_alive = false;
+    if (length >= 0) {
+        OUT_LIT(c, "Content-Length: ");
+        out_number(c, (uint64_t)length);
+        OUT_LIT(c, "\r\n");
+    } else if (length == -1) {
+        if (c->minor_version >= 1 && !c->head_only) {
+            OUT_LIT(c, "Transfer-Encoding: chunked\r\n");
+            c->chunked_out = true;
+        } else if (!c->head_only) {
+            c->keep_alive = false; /* the end of the body is the end of the connection */
+        }
+    }
+    if (!c->keep_alive)
+        OUT_LIT(c, "Connection: close\r\n");
+    else if (c->minor_version == 0)
+        OUT_LIT(c, "Connection: keep-alive\r\n");
+    OUT_LIT(c, "\r\n");
+    return !c->head_failed;
+}
+
+/* Finish the head and queue it. length >= 0: Content-Length; -1: unknown
+ * (chunked for HTTP/1.1, close-delimited for 1.0); -2: no body framing at all
+ * (204/304). Returns false when the head passed OUT_MAX and a 500 went out
+ * instead: the caller then drops its body. */
+static bool finish_head(struct conn *c, int64_t length)
+{
+    bool ok = head_close(c, length);
+    if (!ok) {
+        buf_reset(&c->out);
+        c->head_failed = false;
+        c->status = 500;
+        c->keep_alive = false;
+        c->chunked_out = false;
+        c->body_done = true;
+        status_line(c, 500);
+        OUT_LIT(c, "Content-Type: text/plain\r\n");
+        head_close(c, (int64_t)sizeof(head_too_large) - 1);
+    }
+    c->head_done = true;
+    c->head_bytes += c->out.len;
+    chunkq_append_ref(&c->q, c->out.data, c->out.len, NULL, NULL);
+    if (!ok && !c->head_only)
+        chunkq_append_ref(&c->q, head_too_large, sizeof(head_too_large) - 1, NULL, NULL);
+    return ok;
+}
+
+/* A complete response was queued by a deferred producer: it is detached and
+ * the connection writes on its next round. */
+static void response_complete(struct conn *c)
+{
+    c->body_done = true;
+    if (c->prod)
+        producer_detach(c);
+    if (c->state == CONN_WAIT)
+        c->state = CONN_WRITE;
+    if (!c->writing && !in_dispatch(c))
+        conn_update_events(c);
+}
+
 void conn_respond_body(struct conn *c, const void *p, size_t len, void (*release)(void *),
                        void *arg)
 {
     bool body = status_has_body(c->status);
-    finish_head(c, len, body);
-    if (!body || c->head_only || len == 0) {
+    if (!finish_head(c, body ? (int64_t)len : -2) || !body || c->head_only || len == 0) {
         if (release)
             release(arg);
-        return;
+    } else if (release) {
+        chunkq_append_ref(&c->q, p, len, release, arg);
+    } else if (chunkq_append_mem(&c->q, p, len) < 0) {
+        /* Over QUEUE_MAX: the head promised len bytes that cannot follow;
+         * the client sees a short body and the connection closes. */
+        c->keep_alive = false;
     }
-    if (release) {
-        c->body = p;
-        c->body_len = len;
-        c->body_off = 0;
-        c->body_release = release;
-        c->body_arg = arg;
-    } else {
-        out_str(c, p, len);
-    }
+    response_complete(c);
 }
 
 void conn_respond_file(struct conn *c, int fd, off_t offset, off_t len)
 {
-    finish_head(c, (uint64_t)len, true);
-    if (c->head_only || len == 0) {
+    if (!finish_head(c, (int64_t)len) || c->head_only || len == 0)
         close(fd);
-        return;
-    }
-    c->file_fd = fd;
-    c->file_off = offset;
-    c->file_start = offset;
-    c->file_rem = len;
+    else
+        chunkq_append_file(&c->q, fd, offset, len);
+    response_complete(c);
 }
 
 void conn_respond_simple(struct conn *c, int status, const char *content_type, const char *body)
@@ -495,11 +630,352 @@ void conn_respond_simple(struct conn *c, int status, const char *content_type, c
     conn_respond_body(c, body, strlen(body), NULL, NULL);
 }
 
-/* The socket is full: wait for EPOLLOUT, at most send_timeout. */
-static void conn_wait_writable(struct conn *c)
+/* ---- streamed bodies ---- */
+
+int conn_respond_stream(struct conn *c, int64_t content_length)
 {
-    set_events(c, EPOLLOUT);
-    worker_timer_set(c->w, c, evloop_now(c->w->loop) + c->w->srv->conf->server.send_timeout_ms);
+    bool body = status_has_body(c->status);
+    c->streaming = true;
+    c->out_left = body ? content_length : 0;
+    if (!finish_head(c, body ? content_length : -2))
+        c->body_done = true;
+    if (c->state == CONN_WAIT)
+        c->state = CONN_WRITE;
+    if (!c->writing && !in_dispatch(c))
+        conn_update_events(c);
+    return 0;
+}
+
+/* Checks shared by the appends; 1 means "accepted, but nothing to send". */
+static int append_check(struct conn *c, size_t len)
+{
+    if (!c->streaming || c->body_done)
+        return -EINVAL;
+    if (c->out_left >= 0 && (uint64_t)c->out_left < len)
+        return -EINVAL;
+    if (c->head_only || len == 0)
+        return 1;
+    return 0;
+}
+
+static int chunk_frame_open(struct conn *c, size_t len)
+{
+    if (!c->chunked_out)
+        return 0;
+    char line[24];
+    int n = snprintf(line, sizeof(line), "%zx\r\n", len);
+    return chunkq_append_mem(&c->q, line, (size_t)n);
+}
+
+static void appended(struct conn *c, size_t len)
+{
+    if (c->chunked_out)
+        chunkq_append_ref(&c->q, "\r\n", 2, NULL, NULL);
+    if (c->out_left >= 0)
+        c->out_left -= (int64_t)len;
+    if (c->prod)
+        evloop_timer_start(c->w->loop, &c->wait_timer, c->wait_ms);
+    if (!c->writing && !in_dispatch(c))
+        conn_update_events(c);
+}
+
+int conn_body_append(struct conn *c, const void *p, size_t len)
+{
+    int r = append_check(c, len);
+    if (r != 0)
+        return r < 0 ? r : 0;
+    /* The frame line and the data are appended together or not at all. */
+    if (chunkq_mem_room(&c->q) < len + 24)
+        return -ENOBUFS;
+    if ((r = chunk_frame_open(c, len)) < 0 || (r = chunkq_append_mem(&c->q, p, len)) < 0)
+        return r;
+    appended(c, len);
+    return 0;
+}
+
+int conn_body_append_ref(struct conn *c, const void *p, size_t len, void (*release)(void *),
+                         void *arg)
+{
+    int r = append_check(c, len);
+    if (r == 0)
+        r = chunk_frame_open(c, len);
+    if (r != 0) {
+        if (r > 0 && release)
+            release(arg);
+        return r < 0 ? r : 0;
+    }
+    chunkq_append_ref(&c->q, p, len, release, arg);
+    appended(c, len);
+    return 0;
+}
+
+int conn_body_append_file(struct conn *c, int fd, off_t offset, off_t len)
+{
+    int r = len < 0 ? -EINVAL : append_check(c, (size_t)len);
+    if (r == 0)
+        r = chunk_frame_open(c, (size_t)len);
+    if (r != 0) {
+        close(fd);
+        return r < 0 ? r : 0;
+    }
+    if ((r = chunkq_append_file(&c->q, fd, offset, len)) < 0)
+        return r;
+    appended(c, (size_t)len);
+    return 0;
+}
+
+bool conn_body_wants_more(const struct conn *c)
+{
+    return !chunkq_is_full(&c->q);
+}
+
+int conn_body_end(struct conn *c)
+{
+    if (!c->streaming || c->body_done)
+        return -EINVAL;
+    if (c->out_left > 0)
+        c->keep_alive = false; /* the client will see a short body */
+    else if (c->chunked_out)
+        chunkq_append_ref(&c->q, "0\r\n\r\n", 5, NULL, NULL);
+    response_complete(c);
+    return 0;
+}
+
+void conn_respond_abort(struct conn *c)
+{
+    c->keep_alive = false;
+    if (!c->responding) {
+        /* Nothing was sent: a plain 502 is still possible. */
+        producer_detach(c);
+        conn_respond_simple(c, 502, "text/plain", "502 Bad Gateway\n");
+        return;
+    }
+    if (!c->head_done)
+        finish_head(c, 0);
+    c->body_done = true; /* no terminating chunk: the client sees the failure */
+    c->out_left = 0;
+    response_complete(c);
+}
+
+/* ---- deferring ---- */
+
+/* Point a view that lies inside [from, from + len) into to instead. */
+static void rebase(struct http_str *s, const char *from, size_t len, char *to)
+{
+    if (s->p && s->p >= from && s->p < from + len)
+        s->p = to + (s->p - from);
+}
+
+int conn_defer(struct conn *c, const struct conn_producer *p, void *arg, uint64_t timeout_ms)
+{
+    struct conn_deferred *d = xcalloc(1, sizeof(*d));
+    /* The request's views point into c->in, which the body and the next
+     * request will reuse: keep a copy of the head and rebase them. */
+    d->head_len = c->head_len;
+    d->head = xmalloc(c->head_len + 1);
+    memcpy(d->head, c->in, c->head_len);
+    d->req = *c->req;
+    struct http_request *r = &d->req;
+    struct http_str *views[] = {&r->method,    &r->target, &r->path,          &r->query,
+                                &r->authority, &r->host,   &r->if_none_match, &r->if_modified_since,
+                                &r->if_range,  &r->range,  &r->user_agent,    &r->referer,
+                                &r->accept,    &r->cookie};
+    for (size_t i = 0; i < sizeof(views) / sizeof(views[0]); i++)
+        rebase(views[i], c->in, c->head_len, d->head);
+    for (size_t i = 0; i < r->num_headers; i++) {
+        rebase(&r->headers[i].name, c->in, c->head_len, d->head);
+        rebase(&r->headers[i].value, c->in, c->head_len, d->head);
+    }
+    buf_init(&d->bodybuf, BODYBUF_MAX);
+    http_body_init(&d->body, r, conn_conf(c)->server.max_body_size);
+    /* What follows the head (body, pipelined requests) moves to the front. */
+    memmove(c->in, c->in + c->head_len, c->in_len - c->head_len);
+    c->in_len -= c->head_len;
+    c->head_len = 0;
+    c->def = d;
+    c->prod = p;
+    c->prod_arg = arg;
+    c->wait_ms = timeout_ms;
+    c->state = CONN_WAIT;
+    evloop_timer_stop(c->w->loop, &c->timer);
+    evloop_timer_start(c->w->loop, &c->wait_timer, timeout_ms);
+    return HANDLER_LATER;
+}
+
+/* No response in time (CONN_WAIT: 504), or no body bytes from the producer
+ * in time (streaming: cut the response). */
+static void wait_timer_fired(struct evloop *l, void *arg)
+{
+    struct conn *c = arg;
+    producer_stop(c);
+    if (c->state == CONN_WAIT) {
+        c->keep_alive = false;
+        conn_respond_simple(c, 504, "text/plain", "504 Gateway Timeout\n");
+    } else {
+        conn_respond_abort(c);
+    }
+    conn_update_events(c);
+}
+
+/* ---- request bodies ---- */
+
+int conn_body_read(struct conn *c, const struct conn_body_sink *sink)
+{
+    struct conn_deferred *d = c->def;
+    if (!d || d->sink)
+        return -EINVAL;
+    d->sink = sink;
+    if (d->body.result == HTTP_BODY_DONE && !c->has_body) {
+        d->body_ended = true;
+        sink->end(c, c->prod_arg);
+        return -EINVAL;
+    }
+    if (http_body_continue_due(&d->body)) {
+        static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+        http_body_mark_continue_sent(&d->body);
+        chunkq_append_ref(&c->q, cont, sizeof(cont) - 1, NULL, NULL);
+        c->head_bytes += sizeof(cont) - 1;
+    }
+    worker_timer_set(c->w, c, conn_now(c) + conn_conf(c)->server.body_timeout_ms);
+    /* Bytes that came with the head are decoded after the caller returns: a
+     * producer's call never sees its own sink (or stop) run inside it. The
+     * handler chain's caller pumps them itself. */
+    if (!in_dispatch(c))
+        evloop_timer_start(c->w->loop, &c->kick, 0);
+    return 0;
+}
+
+void conn_body_resume(struct conn *c)
+{
+    struct conn_deferred *d = c->def;
+    if (!d || !d->body_paused)
+        return;
+    d->body_paused = false;
+    evloop_timer_start(c->w->loop, &c->kick, 0);
+}
+
+static void kick_fired(struct evloop *l, void *arg)
+{
+    struct conn *c = arg;
+    if (c->def && c->def->sink && c->prod)
+        body_pump(c);
+}
+
+static bool body_reading(const struct conn *c)
+{
+    const struct conn_deferred *d = c->def;
+    return d && d->sink && c->prod && d->body.result == HTTP_BODY_MORE && !d->body_paused &&
+           d->bodybuf.len < d->bodybuf.max;
+}
+
+/* The body failed (malformed, too large, too slow, client gone half-way). */
+static void body_fail(struct conn *c, int status)
+{
+    producer_stop(c);
+    c->keep_alive = false;
+    if (!c->responding) {
+        char text[64];
+        snprintf(text, sizeof(text), "%d %s\n", status, status_reason(status));
+        conn_respond_simple(c, status, "text/plain", text);
+    } else {
+        conn_respond_abort(c);
+    }
+    c->def->sink = NULL;
+    conn_update_events(c);
+}
+
+/* Move body bytes along: decoded bytes to the sink, raw input through the
+ * decoder, and the socket into the input buffer, until the sink pauses, the
+ * body ends, or the socket has nothing more. */
+static void body_pump(struct conn *c)
+{
+    struct conn_deferred *d = c->def;
+    for (int reads = 0;;) {
+        while (d->bodybuf.len && !d->body_paused && c->prod && d->sink) {
+            size_t n = d->sink->data(c, c->prod_arg, d->bodybuf.data, d->bodybuf.len);
+            if (n > d->bodybuf.len)
+                n = d->bodybuf.len;
+            buf_consume(&d->bodybuf, n);
+            if (d->bodybuf.len)
+                d->body_paused = true;
+        }
+        if (!c->prod || !d->sink || d->body_paused)
+            break; /* answered early, or the sink is full */
+        if (d->body.result == HTTP_BODY_DONE) {
+            if (!d->body_ended) {
+                d->body_ended = true;
+                evloop_timer_stop(c->w->loop, &c->timer);
+                d->sink->end(c, c->prod_arg);
+            }
+            break;
+        }
+        if (c->in_len) {
+            size_t piece = d->bodybuf.max - d->bodybuf.len;
+            if (piece > c->in_len)
+                piece = c->in_len;
+            size_t n = piece;
+            int r = http_body_feed(&d->body, c->in, &n);
+            if (r == HTTP_BODY_ERROR) {
+                body_fail(c, d->body.error_status);
+                return;
+            }
+            buf_append(&d->bodybuf, c->in, n);
+            size_t used = d->body.consumed;
+            memmove(c->in, c->in + used, c->in_len - used);
+            c->in_len -= used;
+            continue;
+        }
+        if (reads++ == BODY_READS_PER_EVENT)
+            break;
+        conn_in_ensure(c);
+        ssize_t n = conn_io->recv(&c->fd, c->in, c->in_cap);
+        if (n == -EAGAIN)
+            break;
+        if (n <= 0) {
+            /* The client closed before the end of its body. */
+            conn_destroy(c);
+            return;
+        }
+        c->in_len = (size_t)n;
+        worker_timer_set(c->w, c, conn_now(c) + conn_conf(c)->server.body_timeout_ms);
+    }
+    conn_update_events(c);
+}
+
+/* ---- writing ---- */
+
+/* Which events the connection waits for, from its state. */
+static void conn_update_events(struct conn *c)
+{
+    uint32_t ev;
+    switch (c->state) {
+    case CONN_WAIT:
+    case CONN_WRITE: {
+        bool queued = !chunkq_is_empty(&c->q);
+        bool complete = c->head_done && c->body_done;
+        bool reading = body_reading(c);
+        ev = 0;
+        /* A complete response with nothing left to write still needs one
+         * writable event to be finished (request_done). */
+        if (queued || complete)
+            ev |= EPOLLOUT;
+        if (reading)
+            ev |= EPOLLIN;
+        /* Waiting on an upstream: a client that hangs up cancels it (as nginx
+         * does). A response being written to a half-closed client is not
+         * cut: EPOLLRDHUP would fire level-triggered until it is out. */
+        if (c->prod && !queued)
+            ev |= EPOLLRDHUP;
+        if (queued)
+            worker_timer_set(c->w, c, conn_now(c) + conn_conf(c)->server.send_timeout_ms);
+        else if (!reading)
+            evloop_timer_stop(c->w->loop, &c->timer);
+        break;
+    }
+    default:
+        ev = EPOLLIN | EPOLLRDHUP;
+    }
+    set_events(c, ev);
 }
 
 /* An error before or instead of handling: answer and close (framing in doubt). */
@@ -512,13 +988,9 @@ static void conn_error(struct conn *c, int status)
         c->in_request = true;
         atomic_fetch_add_explicit(&c->w->stat_inflight, 1, memory_order_relaxed);
     }
-    conn_respond_simple(c, status, "text/plain", body);
     c->state = CONN_WRITE;
-    int r = conn_write(c);
-    if (r == 0)
-        conn_wait_writable(c);
-    else if (r == 1)
-        request_done(c);
+    conn_respond_simple(c, status, "text/plain", body);
+    conn_flush(c);
 }
 
 /* ---- the request cycle ---- */
@@ -530,7 +1002,9 @@ static void request_done(struct conn *c)
     atomic_fetch_add_explicit(&w->stat_requests, 1, memory_order_relaxed);
     request_end_counters(c);
     response_release(c);
+    deferred_free(c);
     c->responding = false;
+    c->has_body = false;
     c->lg_method.len = c->lg_target.len = c->lg_referer.len = c->lg_ua.len = 0;
     if (!c->keep_alive || w->stopping) {
         c->in_len = 0;
@@ -547,69 +1021,62 @@ static void request_done(struct conn *c)
     c->status = 0;
     if (c->in_len) {
         c->state = CONN_HEAD;
-        worker_timer_set(w, c, evloop_now(w->loop) + w->srv->conf->server.header_timeout_ms);
+        worker_timer_set(w, c, conn_now(c) + conn_conf(c)->server.header_timeout_ms);
     } else {
         c->state = CONN_IDLE;
         conn_in_release(c);
         /* 10,000 idle keep-alive connections should cost little memory. */
         if (c->out.cap > 1024)
             buf_finish(&c->out);
-        worker_timer_set(w, c, evloop_now(w->loop) + w->srv->conf->server.keepalive_timeout_ms);
+        worker_timer_set(w, c, conn_now(c) + conn_conf(c)->server.keepalive_timeout_ms);
     }
+    set_events(c, EPOLLIN | EPOLLRDHUP);
 }
 
-/* Returns 1 when the response is fully written, 0 when the socket is full, -1
- * when the connection was destroyed. */
+/* Write what is queued. Returns 1 when the response is complete, 0 when
+ * waiting (the socket is full, or a producer has more to give), -1 when the
+ * connection was destroyed. */
 static int conn_write(struct conn *c)
 {
     for (;;) {
-        size_t head_left = c->out.len - c->out_off;
-        size_t body_left = c->body ? c->body_len - c->body_off : 0;
-        if (head_left || body_left) {
-            struct iovec iov[2];
-            int cnt = 0;
-            if (head_left) {
-                iov[cnt].iov_base = c->out.data + c->out_off;
-                iov[cnt++].iov_len = head_left;
-            }
-            if (body_left) {
-                iov[cnt].iov_base = (void *)(uintptr_t)(c->body + c->body_off);
-                iov[cnt++].iov_len = body_left;
-            }
-            struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)cnt};
-            ssize_t n = sendmsg(c->fd, &msg, MSG_NOSIGNAL | (c->file_rem ? MSG_MORE : 0));
-            if (n < 0) {
-                if (errno == EAGAIN || errno == EINTR)
-                    return 0;
-                conn_destroy(c);
-                return -1;
-            }
-            size_t k = (size_t)n;
-            size_t h = k < head_left ? k : head_left;
-            c->out_off += h;
-            c->body_off += k - h;
-            continue;
+        bool drained = false;
+        c->writing = true;
+        /* Never "more follows": a producer's next bytes may be a while away,
+         * and MSG_MORE would hold a partial packet back until then. */
+        ssize_t n = chunkq_write(&c->q, conn_io, &c->fd, false, &drained);
+        c->writing = false;
+        if (n == -EAGAIN)
+            return 0;
+        if (n < 0) {
+            /* The client is gone, or a file shrank under its promised length. */
+            conn_destroy(c);
+            return -1;
         }
-        if (c->file_rem > 0) {
-            size_t want = c->file_rem > (1 << 30) ? (1 << 30) : (size_t)c->file_rem;
-            ssize_t n = sendfile(c->fd, c->file_fd, &c->file_off, want);
-            if (n < 0) {
-                if (errno == EAGAIN || errno == EINTR)
-                    return 0;
-                conn_destroy(c);
-                return -1;
-            }
-            if (n == 0) {
-                /* The file shrank under us: the promised length cannot be
-                 * delivered, so the connection must end. */
-                conn_destroy(c);
-                return -1;
-            }
-            c->file_rem -= n;
-            continue;
+        if (drained && c->prod && !c->body_done && c->prod->proceed) {
+            c->writing = true;
+            c->prod->proceed(c, c->prod_arg);
+            c->writing = false;
+            if (!chunkq_is_empty(&c->q))
+                continue;
         }
-        return 1;
+        if (!chunkq_is_empty(&c->q))
+            return 0;
+        return c->body_done && c->head_done ? 1 : 0;
     }
+}
+
+/* Write, then finish the request or wait for the socket or the producer.
+ * Returns -1 when the connection was destroyed. */
+static int conn_flush(struct conn *c)
+{
+    int r = conn_write(c);
+    if (r < 0)
+        return -1;
+    if (r == 1)
+        request_done(c);
+    else
+        conn_update_events(c);
+    return 0;
 }
 
 static void dispatch(struct conn *c, struct http_request *req)
@@ -621,20 +1088,31 @@ static void dispatch(struct conn *c, struct http_request *req)
     c->minor_version = req->minor_version;
     c->head_only = req->method_id == HTTP_M_HEAD;
     c->keep_alive = req->keep_alive && s->conf->server.keepalive_timeout_ms > 0;
-    /* No handler reads request bodies yet: close afterwards instead of
-     * guessing where the next request starts. */
-    if (req->content_length > 0 || req->chunked)
-        c->keep_alive = false;
+    c->has_body = req->content_length > 0 || req->chunked;
+    c->out_left = -1;
     c->lg_method = span_of(c, req->method);
     c->lg_target = span_of(c, req->target);
     c->lg_referer = span_of(c, req->referer);
     c->lg_ua = span_of(c, req->user_agent);
     c->responding = false;
+    c->req = req;
+    /* A body announced larger than max_body_size is refused before a byte of
+     * it is read, whoever would have handled it. */
+    if (req->content_length > 0 && (uint64_t)req->content_length > s->conf->server.max_body_size) {
+        c->keep_alive = false;
+        conn_respond_simple(c, 413, "text/plain", "413 Content Too Large\n");
+        c->req = NULL;
+        return;
+    }
+    int r = HANDLER_PASS;
     for (int i = 0; i < HANDLER_SLOT_COUNT; i++) {
         struct handler_entry *h = &s->handlers[i];
-        if (h->fn && h->fn(c, req, h->arg) == HANDLER_DONE)
+        if (h->fn && (r = h->fn(c, req, h->arg)) != HANDLER_PASS)
             break;
     }
+    c->req = NULL;
+    if (r == HANDLER_LATER)
+        return;
     if (!c->responding)
         conn_respond_simple(c, 500, "text/plain", "500 Internal Server Error\n");
 }
@@ -658,11 +1136,20 @@ static void conn_process(struct conn *c)
         c->head_len = (size_t)r;
         c->state = CONN_WRITE;
         dispatch(c, req);
+        if (c->state == CONN_WAIT) {
+            /* Deferred: body bytes that came with the head are read once the
+             * handler asks for them (conn_body_read()). */
+            if (c->def && c->def->sink && c->in_len && c->prod)
+                body_pump(c);
+            else
+                conn_update_events(c);
+            return;
+        }
         int wr = conn_write(c);
         if (wr < 0)
             return;
         if (wr == 0) {
-            conn_wait_writable(c);
+            conn_update_events(c);
             return;
         }
         request_done(c);
@@ -677,21 +1164,17 @@ static void conn_read(struct conn *c)
         conn_process(c);
         return;
     }
-    ssize_t n = recv(c->fd, c->in + c->in_len, c->in_cap - c->in_len, 0);
-    if (n < 0) {
-        if (errno == EAGAIN || errno == EINTR)
-            return;
-        conn_destroy(c);
+    ssize_t n = conn_io->recv(&c->fd, c->in + c->in_len, c->in_cap - c->in_len);
+    if (n == -EAGAIN)
         return;
-    }
-    if (n == 0) {
+    if (n <= 0) {
         conn_destroy(c);
         return;
     }
     c->in_len += (size_t)n;
     if (c->state == CONN_IDLE) {
         c->state = CONN_HEAD;
-        worker_timer_set(w, c, evloop_now(w->loop) + w->srv->conf->server.header_timeout_ms);
+        worker_timer_set(w, c, conn_now(c) + conn_conf(c)->server.header_timeout_ms);
     }
     conn_process(c);
 }
@@ -704,30 +1187,32 @@ void conn_on_event(struct conn *c, uint32_t events)
         if (events & (EPOLLIN | EPOLLERR | EPOLLHUP | EPOLLRDHUP))
             conn_read(c);
         return;
-    case CONN_WRITE: {
-        if (events & (EPOLLERR | EPOLLHUP)) {
+    case CONN_WAIT:
+    case CONN_WRITE:
+        if (events & EPOLLERR) {
             conn_destroy(c);
             return;
         }
-        if (!(events & EPOLLOUT))
-            return; /* pipelined input waits until this response is out */
-        int r = conn_write(c);
-        if (r <= 0) {
-            if (r == 0)
-                worker_timer_set(c->w, c,
-                                 evloop_now(c->w->loop) + c->w->srv->conf->server.send_timeout_ms);
+        if ((events & EPOLLIN) && body_reading(c)) {
+            body_pump(c); /* may destroy c, or change the state */
             return;
         }
-        set_events(c, EPOLLIN | EPOLLRDHUP);
-        request_done(c);
-        if (c->state == CONN_HEAD)
+        if (events & (EPOLLHUP | EPOLLRDHUP)) {
+            if (c->prod || (events & EPOLLHUP)) {
+                /* The client hung up while its answer was being produced. */
+                conn_destroy(c);
+                return;
+            }
+        }
+        if (!(events & EPOLLOUT))
+            return; /* pipelined input waits until this response is out */
+        if (conn_flush(c) == 0 && c->state == CONN_HEAD)
             conn_process(c);
         return;
-    }
     case CONN_LINGER: {
         char sink[4096];
         for (;;) {
-            ssize_t n = recv(c->fd, sink, sizeof(sink), 0);
+            ssize_t n = conn_io->recv(&c->fd, sink, sizeof(sink));
             if (n > 0) {
                 c->linger_bytes += (uint64_t)n;
                 if (c->linger_bytes > LINGER_MAX_BYTES) {
@@ -736,7 +1221,7 @@ void conn_on_event(struct conn *c, uint32_t events)
                 }
                 continue;
             }
-            if (n < 0 && (errno == EAGAIN || errno == EINTR))
+            if (n == -EAGAIN)
                 return;
             conn_destroy(c);
             return;
@@ -755,8 +1240,16 @@ void conn_on_timeout(struct conn *c)
         }
         conn_destroy(c);
         return;
-    case CONN_IDLE:
+    case CONN_WAIT:
     case CONN_WRITE:
+        if (body_reading(c) && chunkq_is_empty(&c->q)) {
+            /* The client stopped sending its body. */
+            body_fail(c, 408);
+            return;
+        }
+        conn_destroy(c); /* send_timeout */
+        return;
+    case CONN_IDLE:
     case CONN_LINGER:
         conn_destroy(c);
         return;

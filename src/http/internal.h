@@ -4,6 +4,9 @@
 
 #include "common/buf.h"
 #include "common/evloop.h"
+#include "http/body.h"
+#include "http/chunkq.h"
+#include "http/response.h"
 #include "http/parser.h"
 #include "http/server.h"
 
@@ -20,15 +23,29 @@ struct fcache;
 enum conn_state {
     CONN_IDLE,   /* keep-alive, waiting for the first byte of a request */
     CONN_HEAD,   /* reading a request head */
-    CONN_WRITE,  /* writing a response */
+    CONN_WAIT,   /* a deferred handler has not started its response yet */
+    CONN_WRITE,  /* writing a response; a streamed body may still be arriving */
     CONN_LINGER, /* response sent, write side shut, discarding input before close */
 };
 
 #define IN_POOL_MAX 64
 
-/* A request's fields kept for the access log as offsets into conn->in. */
+/* A request's fields kept for the access log as offsets into its head. */
 struct log_span {
     uint32_t off, len;
+};
+
+/* What a deferred request keeps (conn_defer()): its own copy of the head and
+ * of the parsed request, and the request body's reader. */
+struct conn_deferred {
+    struct http_request req; /* views rebased into head */
+    char *head;
+    size_t head_len;
+    struct http_body body;
+    const struct conn_body_sink *sink; /* NULL until conn_body_read() */
+    struct buf bodybuf;                /* decoded body bytes not yet taken by the sink */
+    bool body_paused;                  /* the sink took less than offered */
+    bool body_ended;                   /* sink->end() has run */
 };
 
 struct conn {
@@ -37,35 +54,45 @@ struct conn {
     struct worker *w;
     struct sockaddr_storage peer;
 
-    /* The deadline of the current state (head, idle, write, linger). */
-    struct evloop_timer timer;
+    struct evloop_timer timer;        /* the deadline of the current state */
+    struct evloop_timer wait_timer;   /* a deferred response's upstream deadline */
+    struct evloop_timer kick;         /* 0 ms: resume body reading outside a producer's call */
     struct conn *all_prev, *all_next; /* every connection of the worker */
 
     char *in; /* request bytes; NULL while idle with nothing buffered */
     size_t in_len;
     size_t in_cap;
-    size_t head_len; /* bytes of the current request head in `in` */
+    size_t head_len; /* bytes of the current request head at the start of `in` */
 
-    /* The response being written. */
-    struct buf out; /* status line and headers, small bodies */
-    size_t out_off;
-    const char *body; /* uncopied memory body */
-    size_t body_len, body_off;
-    void (*body_release)(void *);
-    void *body_arg;
-    int file_fd;
-    off_t file_off, file_rem;
-    bool head_only;  /* HEAD: no body bytes on the wire */
-    bool keep_alive; /* this response keeps the connection */
-    bool responding; /* conn_respond_start() was called for the current request */
-    bool in_request; /* a request was parsed and its response is not finished */
-    bool exempt;     /* conn_mark_exempt() for the current request */
+    /* The response being written: the head is built in out, then queued
+     * (by reference) in front of the body's chunks. */
+    struct buf out;
+    struct chunkq q;
+    uint64_t head_bytes; /* bytes of q that are not body (interim + head) */
+    bool head_only;      /* HEAD: no body bytes on the wire */
+    bool keep_alive;     /* this response keeps the connection */
+    bool responding;     /* conn_respond_start() was called for the current request */
+    bool head_done;      /* the head is finished and queued */
+    bool head_failed;    /* a head append failed: the response becomes a 500 */
+    bool in_request;     /* a request was parsed and its response is not finished */
+    bool exempt;         /* conn_mark_exempt() for the current request */
+    bool has_body;       /* the request announced a body */
     int status;
-    size_t head_end;  /* length of the head in `out`; body bytes may follow it */
-    off_t file_start; /* where the file chunk began, for bytes-sent accounting */
     int minor_version;
     struct log_span lg_method, lg_target, lg_referer, lg_ua;
     uint64_t linger_bytes;
+
+    /* Deferred responses (conn_defer()). */
+    const struct conn_producer *prod; /* NULL once the response is complete */
+    void *prod_arg;
+    uint64_t wait_ms;
+    struct conn_deferred *def;
+    const struct http_request *req; /* the request during dispatch */
+    bool streaming;                 /* conn_respond_stream() was called */
+    bool chunked_out;               /* the streamed body is sent chunked */
+    bool body_done;                 /* no more body bytes will be appended */
+    bool writing;                   /* inside conn_write(): appends only queue */
+    int64_t out_left;               /* declared Content-Length not yet appended; -1: unknown */
 };
 
 struct worker {

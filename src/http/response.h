@@ -1,5 +1,13 @@
-/* Answering a request from a handler (worker thread). A response is a queue of
- * memory chunks and file chunks written with writev and sendfile. */
+/* Answering a request from a handler (worker thread). A response is a head
+ * (status line and headers, built here) followed by a queue of chunks (memory
+ * and file ranges, http/chunkq.h) written with writev and sendfile.
+ *
+ * A handler answers at once (HANDLER_DONE after conn_respond_*) or later: it
+ * calls conn_defer() with a producer and returns its result (HANDLER_LATER).
+ * The connection then keeps its own copy of the request (conn_request()), and
+ * the producer answers from callbacks on the same worker thread, with the
+ * same conn_respond_* functions, or streams a body of unknown length with
+ * conn_respond_stream() / conn_body_append*() / conn_body_end(). */
 #ifndef FERRY_HTTP_RESPONSE_H
 #define FERRY_HTTP_RESPONSE_H
 
@@ -10,7 +18,9 @@
 #include <sys/types.h>
 
 struct conn;
+struct evloop;
 struct ferry_state;
+struct http_request;
 
 /** The state snapshot this connection's worker sees now. Worker thread. */
 const struct ferry_state *conn_state(const struct conn *c);
@@ -18,15 +28,23 @@ const struct ferry_state *conn_state(const struct conn *c);
 /** The client's address. */
 const struct sockaddr *conn_peer(const struct conn *c);
 
-/** Start a response: status line, Date, Server. Worker thread. */
-void conn_respond_start(struct conn *c, int status);
+/** The loop of the connection's worker, for a producer's own fds and timers. */
+struct evloop *conn_loop(const struct conn *c);
+
+/** Start a response: status line, Date, Server. Worker thread. Returns 0 (an
+ * earlier failed head append is remembered and turns the response into a 500
+ * when the head is finished). */
+int conn_respond_start(struct conn *c, int status);
 
 /** Add a header line; value is copied. The server adds Date, Server,
- * Content-Length and Connection itself. */
-void conn_respond_header(struct conn *c, const char *name, const char *value);
+ * Content-Length/Transfer-Encoding and Connection itself. Returns 0, or
+ * -ENOBUFS when the head would pass 1 MiB: the response then becomes a 500
+ * and the connection closes after it (nothing aborts). */
+int conn_respond_header(struct conn *c, const char *name, const char *value);
 
-/** Add pre-formatted header lines ("Name: value\r\n"...), copied. */
-void conn_respond_headers_raw(struct conn *c, const char *p, size_t len);
+/** Add pre-formatted header lines ("Name: value\r\n"...), copied. Same
+ * returns as conn_respond_header(). */
+int conn_respond_headers_raw(struct conn *c, const char *p, size_t len);
 
 /** Finish the head and send (p, len) as the body (omitted for HEAD but counted in
  * Content-Length). If release is non-NULL the memory is not copied and
@@ -52,5 +70,99 @@ void conn_mark_exempt(struct conn *c);
 /** Count a maintenance response or a bypass in the worker's counters. */
 void conn_count_maint_served(struct conn *c);
 void conn_count_maint_bypassed(struct conn *c);
+
+/* ---- answering later (h2o's generator) ---- */
+
+/** A producer: the upstream side of a deferred response. arg is the pointer
+ * given to conn_defer(); the producer owns it. Callbacks run on the worker
+ * thread. */
+struct conn_producer {
+    /** The response queue drained to its low-water mark after the producer had
+     * filled it (conn_body_wants_more() was false): produce more. May be NULL
+     * for producers that answer with one complete response. */
+    void (*proceed)(struct conn *c, void *arg);
+    /** The client went away, a timeout passed (wait or request body), the
+     * request body was malformed, or the server is closing connections at
+     * shutdown_timeout: abort the upstream and release what belongs to arg.
+     * Called at most once, and never after the response is complete
+     * (conn_body_end() or a conn_respond_body/file/simple). The connection
+     * may be answering or freed right after: do not use c after stop returns,
+     * and do not call conn_* functions from inside stop. */
+    void (*stop)(struct conn *c, void *arg);
+};
+
+/** Reading a request body (conn_body_read()). */
+struct conn_body_sink {
+    /** Body data (decoded: no chunk framing). Return how many bytes were
+     * taken (<= len); taking fewer pauses reading until conn_body_resume(),
+     * and the rest is offered again then. p is valid during the call only. */
+    size_t (*data)(struct conn *c, void *arg, const char *p, size_t len);
+    /** The whole body has been delivered. */
+    void (*end)(struct conn *c, void *arg);
+};
+
+/**
+ * Answer later: the connection copies the request (conn_request() stays valid
+ * until the response is complete), stops reading from the client (a client
+ * that hangs up calls p->stop), and arms timeout_ms: if no response has
+ * started by then, p->stop runs and the client gets 504. While a streamed
+ * body is being produced, the same timeout applies between appends. p and
+ * arg must stay valid until the response is complete or stop has run.
+ * Returns HANDLER_LATER, for the handler to return. Worker thread, from a
+ * handler only.
+ */
+int conn_defer(struct conn *c, const struct conn_producer *p, void *arg, uint64_t timeout_ms);
+
+/** The request being answered: the handler's argument during the handler
+ * call, the connection's own copy after conn_defer(). Worker thread. */
+const struct http_request *conn_request(const struct conn *c);
+
+/**
+ * Deliver the request body to sink (Content-Length or chunked, limited by
+ * max_body_size and body_timeout between reads). Sends "100 Continue" first
+ * when the client asked for it. A deferred handler calls it at most once,
+ * after conn_defer(). A malformed body (400), one over max_body_size (413)
+ * or a client that stops sending (408) ends in p->stop and that error
+ * response if no response was started, else in closing the connection.
+ * Returns 0, or -EINVAL when the request has no body (sink->end runs at once
+ * in that case too, so callers need no special case). Worker thread.
+ */
+int conn_body_read(struct conn *c, const struct conn_body_sink *sink);
+
+/** Resume a body read paused by a short sink->data. Worker thread. */
+void conn_body_resume(struct conn *c);
+
+/** Finish the head for a streamed body: content_length >= 0 sends that
+ * Content-Length and the appends must add up to it exactly; -1 (unknown)
+ * sends Transfer-Encoding: chunked to HTTP/1.1 clients and a close-delimited
+ * body to HTTP/1.0 ones. Call after conn_respond_start() and the headers.
+ * Returns 0. */
+int conn_respond_stream(struct conn *c, int64_t content_length);
+
+/** Append body bytes to a streamed response: copied (conn_body_append),
+ * referenced until release(arg) (conn_body_append_ref), or a file range whose
+ * fd the queue takes in every case (conn_body_append_file). HEAD responses
+ * discard the bytes. Return 0, -ENOBUFS when the queue's memory limit is
+ * reached (nothing appended: wait for proceed()), -EINVAL past a declared
+ * Content-Length or after conn_body_end(). */
+int conn_body_append(struct conn *c, const void *p, size_t len);
+int conn_body_append_ref(struct conn *c, const void *p, size_t len, void (*release)(void *),
+                         void *arg);
+int conn_body_append_file(struct conn *c, int fd, off_t offset, off_t len);
+
+/** Whether the producer may append more now (the queue is below its
+ * high-water mark). When false, wait for proceed(). */
+bool conn_body_wants_more(const struct conn *c);
+
+/** The streamed body is complete. The producer is detached: no callback runs
+ * any more. A declared Content-Length not reached closes the connection
+ * after what was queued (the client sees a short body). Returns 0. */
+int conn_body_end(struct conn *c);
+
+/** The upstream failed after the response started: no way to tell the
+ * client but to close the connection once what is queued is out (chunked
+ * bodies are left unterminated, so the client sees the failure). Detaches
+ * the producer. */
+void conn_respond_abort(struct conn *c);
 
 #endif

@@ -47,10 +47,12 @@ enum handler_slot {
     HANDLER_SLOT_STATIC,
     HANDLER_SLOT_COUNT,
 };
-enum handler_result { HANDLER_PASS = 0, HANDLER_DONE = 1 };
+enum handler_result { HANDLER_PASS = 0, HANDLER_DONE = 1, HANDLER_LATER = 2 };
 
-/** A request handler, called on a worker thread. It may answer with the
- * conn_respond_* functions (response.h) and return HANDLER_DONE. */
+/** A request handler, called on a worker thread. It answers with the
+ * conn_respond_* functions (response.h) and returns HANDLER_DONE, or defers
+ * with conn_defer() and returns its result (HANDLER_LATER), or passes. req is
+ * valid during the call only (use conn_request() after conn_defer()). */
 typedef int (*http_handler_fn)(struct conn *c, const struct http_request *req, void *arg);
 
 /** Create a server from the configuration (copied as needed; conf must outlive

@@ -1,6 +1,8 @@
 /* Static files from root: percent-decoding, containment with openat2
  * RESOLVE_BENEATH, Content-Type, ETag/Last-Modified, conditional requests,
  * a single byte range, HEAD, index files; never a directory listing. */
+#include "http/static.h"
+
 #include "http/internal.h"
 #include "common/text.h"
 #include "http/filecache.h"
@@ -9,6 +11,7 @@
 
 #include "common/alloc.h"
 #include "common/conf.h"
+#include "common/range.h"
 #include "common/timeutil.h"
 
 #include <errno.h>
@@ -110,64 +113,6 @@ static bool etag_list_matches(const char *p, size_t len, const char *etag)
     return false;
 }
 
-enum range_result { RANGE_NONE, RANGE_OK, RANGE_UNSATISFIABLE };
-
-/* Parse a single "bytes=a-b" / "bytes=a-" / "bytes=-n" range against size.
- * Several ranges or anything malformed are ignored (RANGE_NONE), which lets
- * the full representation be served as RFC 9110 14.2 allows. */
-static enum range_result parse_range(const char *p, size_t len, off_t size, off_t *start,
-                                     off_t *end)
-{
-    if (len < 7 || strncasecmp(p, "bytes=", 6) != 0)
-        return RANGE_NONE;
-    p += 6;
-    len -= 6;
-    while (len && (*p == ' ' || *p == '\t')) {
-        p++;
-        len--;
-    }
-    while (len && (p[len - 1] == ' ' || p[len - 1] == '\t'))
-        len--;
-    if (memchr(p, ',', len))
-        return RANGE_NONE;
-    const char *dash = memchr(p, '-', len);
-    if (!dash)
-        return RANGE_NONE;
-    unsigned long long a = 0, b = 0;
-    bool has_a = false, has_b = false;
-    for (const char *q = p; q < dash; q++) {
-        if (*q < '0' || *q > '9' || a > (1ULL << 62))
-            return RANGE_NONE;
-        a = a * 10 + (unsigned)(*q - '0');
-        has_a = true;
-    }
-    for (const char *q = dash + 1; q < p + len; q++) {
-        if (*q < '0' || *q > '9' || b > (1ULL << 62))
-            return RANGE_NONE;
-        b = b * 10 + (unsigned)(*q - '0');
-        has_b = true;
-    }
-    if (!has_a && !has_b)
-        return RANGE_NONE;
-    if (!has_a) {
-        /* suffix range: the last b bytes */
-        if (b == 0)
-            return RANGE_UNSATISFIABLE;
-        if (size == 0)
-            return RANGE_UNSATISFIABLE;
-        *start = (unsigned long long)size > b ? size - (off_t)b : 0;
-        *end = size - 1;
-        return RANGE_OK;
-    }
-    if (has_b && b < a)
-        return RANGE_NONE; /* invalid syntax: ignore */
-    if ((unsigned long long)size <= a)
-        return RANGE_UNSATISFIABLE;
-    *start = (off_t)a;
-    *end = has_b && b < (unsigned long long)size ? (off_t)b : size - 1;
-    return RANGE_OK;
-}
-
 static void respond_error(struct conn *c, int status, const char *body)
 {
     conn_respond_simple(c, status, "text/plain", body);
@@ -223,8 +168,8 @@ static int static_serve(struct conn *c, const struct http_request *req, struct f
         return HANDLER_DONE;
     }
 
-    off_t start = 0, end = v->size - 1;
-    enum range_result rr = RANGE_NONE;
+    uint64_t start = 0, len = (uint64_t)v->size;
+    enum range_outcome rr = RANGE_IGNORE;
     if (req->range.p) {
         bool range_applies = true;
         if (req->if_range.p) {
@@ -235,7 +180,7 @@ static int static_serve(struct conn *c, const struct http_request *req, struct f
                             memcmp(req->if_range.p, want, req->if_range.len) == 0;
         }
         if (range_applies)
-            rr = parse_range(req->range.p, req->range.len, v->size, &start, &end);
+            rr = range_parse(req->range.p, req->range.len, (uint64_t)v->size, &start, &len);
     }
     if (rr == RANGE_UNSATISFIABLE) {
         view_close(v);
@@ -247,7 +192,7 @@ static int static_serve(struct conn *c, const struct http_request *req, struct f
         conn_respond_body(c, "416 Range Not Satisfiable\n", 26, NULL, NULL);
         return HANDLER_DONE;
     }
-    conn_respond_start(c, rr == RANGE_OK ? 206 : 200);
+    conn_respond_start(c, rr == RANGE_SATISFIABLE ? 206 : 200);
     if (v->e) {
         conn_respond_headers_raw(c, v->e->headers, v->e->headers_len);
     } else {
@@ -256,13 +201,13 @@ static int static_serve(struct conn *c, const struct http_request *req, struct f
         conn_respond_header(c, "ETag", v->etag);
         conn_respond_header(c, "Accept-Ranges", "bytes");
     }
-    if (rr == RANGE_OK) {
+    if (rr == RANGE_SATISFIABLE) {
         char cr[96];
-        snprintf(cr, sizeof(cr), "bytes %lld-%lld/%lld", (long long)start, (long long)end,
-                 (long long)v->size);
+        snprintf(cr, sizeof(cr), "bytes %llu-%llu/%lld", (unsigned long long)start,
+                 (unsigned long long)(start + len - 1), (long long)v->size);
         conn_respond_header(c, "Content-Range", cr);
     }
-    view_body(c, v, start, end - start + 1);
+    view_body(c, v, (off_t)start, (off_t)len);
     return HANDLER_DONE;
 }
 
@@ -277,13 +222,29 @@ static int serve_entry(struct conn *c, const struct http_request *req, struct fc
     return static_serve(c, req, &v);
 }
 
-static int redirect_to_slash(struct conn *c, const struct http_request *req)
+/* Bytes a path may carry unencoded in a Location (RFC 3986 pchar and '/'). */
+static bool location_char_plain(unsigned char ch)
 {
-    /* Redirect to the slash form so relative links in the index work. */
-    char *loc = xmalloc(req->path.len + req->query.len + 3);
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+           (ch != '\0' && strchr("/-._~!$&'()*+,;=:@", ch) != NULL);
+}
+
+/* Redirect to the slash form so relative links in the index work. The target
+ * is built from the decoded, slash-collapsed path (re-encoded), never from the
+ * raw request bytes: "//images" must not become the protocol-relative
+ * "//images/", which a browser reads as the host "images". */
+static int redirect_to_slash(struct conn *c, const struct http_request *req, const char *path,
+                             size_t path_len)
+{
+    char *loc = xmalloc(path_len * 3 + req->query.len + 3);
     size_t n = 0;
-    memcpy(loc, req->path.p, req->path.len);
-    n += req->path.len;
+    for (size_t i = 0; i < path_len; i++) {
+        unsigned char ch = (unsigned char)path[i];
+        if (location_char_plain(ch))
+            loc[n++] = (char)ch;
+        else
+            n += (size_t)sprintf(loc + n, "%%%02X", ch);
+    }
     loc[n++] = '/';
     if (req->query.p) {
         loc[n++] = '?';
@@ -299,10 +260,8 @@ static int redirect_to_slash(struct conn *c, const struct http_request *req)
     return HANDLER_DONE;
 }
 
-int static_handle(struct conn *c, const struct http_request *req, void *arg)
+int static_check_request(struct conn *c, const struct http_request *req)
 {
-    struct server *s = arg;
-    struct worker *w = c->w;
     if (req->method_id != HTTP_M_GET && req->method_id != HTTP_M_HEAD) {
         conn_respond_start(c, 405);
         conn_respond_header(c, "Allow", "GET, HEAD");
@@ -315,6 +274,37 @@ int static_handle(struct conn *c, const struct http_request *req, void *arg)
         respond_error(c, 413, "413 Content Too Large: no request body is accepted here\n");
         return HANDLER_DONE;
     }
+    return HANDLER_PASS;
+}
+
+int static_serve_fd(struct conn *c, const struct http_request *req, int fd, const struct stat *st,
+                    const char *content_type)
+{
+    if (!S_ISREG(st->st_mode)) {
+        close(fd);
+        respond_error(c, 403, "403 Forbidden\n");
+        return HANDLER_DONE;
+    }
+    char etag[48], lastmod[32];
+    fcache_format_validators(st, etag, sizeof(etag), lastmod);
+    struct file_view v = {.size = st->st_size,
+                          .mtime = st->st_mtime,
+                          .etag = etag,
+                          .lastmod = lastmod,
+                          .ctype = content_type,
+                          .fd = fd,
+                          .e = NULL};
+    return static_serve(c, req, &v);
+}
+
+/* Resolve the request path below root (file cache first), then answer for the
+ * file found through the cache or static_serve_fd(). */
+int static_handle(struct conn *c, const struct http_request *req, void *arg)
+{
+    struct server *s = arg;
+    struct worker *w = c->w;
+    if (static_check_request(c, req) == HANDLER_DONE)
+        return HANDLER_DONE;
     long plen = static_decode_path(req->path.p, req->path.len, w->path_buf,
                                    s->conf->server.max_uri_size + 1);
     if (plen < 0) {
@@ -351,7 +341,7 @@ int static_handle(struct conn *c, const struct http_request *req, void *arg)
     if (S_ISDIR(st.st_mode)) {
         if (w->path_buf[plen - 1] != '/') {
             close(fd);
-            return redirect_to_slash(c, req);
+            return redirect_to_slash(c, req, w->path_buf, (size_t)plen);
         }
         int ifd = *s->conf->server.index ? open_beneath(fd, s->conf->server.index) : -ENOENT;
         close(fd);
@@ -385,14 +375,5 @@ int static_handle(struct conn *c, const struct http_request *req, void *arg)
             return serve_entry(c, req, e);
         }
     }
-    char etag[48], lastmod[32];
-    fcache_format_validators(&st, etag, sizeof(etag), lastmod);
-    struct file_view v = {.size = st.st_size,
-                          .mtime = st.st_mtime,
-                          .etag = etag,
-                          .lastmod = lastmod,
-                          .ctype = ctype,
-                          .fd = fd,
-                          .e = NULL};
-    return static_serve(c, req, &v);
+    return static_serve_fd(c, req, fd, &st, ctype);
 }

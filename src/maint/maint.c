@@ -3,6 +3,8 @@
 #include "common/alloc.h"
 #include "common/buf.h"
 #include "common/conf.h"
+#include "common/fsdir.h"
+#include "common/text.h"
 #include "common/timeutil.h"
 
 #include <errno.h>
@@ -69,14 +71,80 @@ void maint_policy_finish(struct maint_policy *p)
     memset(p, 0, sizeof(*p));
 }
 
+/* Percent-decode the byte at path[*i] (advancing *i past it); -1 for a
+ * malformed escape or a NUL, which no exempt path may contain. */
+static int path_next_byte(const char *path, size_t len, size_t *i)
+{
+    unsigned char ch = (unsigned char)path[*i];
+    if (ch == '%') {
+        if (len - *i < 3)
+            return -1;
+        int hi = text_hex_value(path[*i + 1]), lo = text_hex_value(path[*i + 2]);
+        if (hi < 0 || lo < 0)
+            return -1;
+        ch = (unsigned char)(hi << 4 | lo);
+        *i += 2;
+    }
+    (*i)++;
+    return ch == '\0' ? -1 : ch;
+}
+
+/* Is the raw request path normalised once decoded: it starts with '/', has
+ * valid escapes and no NUL, no empty segment inside ("//") and no "." or ".."
+ * segment? Only such a path names what it seems to, so only such a path may be
+ * exempt. No allocation. */
+static bool path_is_normalised(const char *path, size_t len)
+{
+    if (len == 0 || path[0] != '/')
+        return false;
+    size_t seg_len = 0;
+    bool seg_dots = true; /* the segment so far is only dots */
+    size_t i = 1;
+    for (;;) {
+        bool at_end = i >= len; /* the end closes the last segment like a '/' */
+        int ch = at_end ? '/' : path_next_byte(path, len, &i);
+        if (ch < 0)
+            return false;
+        if (ch == '/') {
+            if (seg_dots && (seg_len == 1 || seg_len == 2))
+                return false; /* "." or ".." */
+            if (seg_len == 0 && !at_end)
+                return false; /* "//" */
+            if (at_end || i >= len)
+                return true; /* a trailing slash is fine */
+            seg_len = 0;
+            seg_dots = true;
+            continue;
+        }
+        seg_len++;
+        seg_dots = seg_dots && ch == '.';
+    }
+}
+
+/* Does the decoded path equal prefix, or continue it at a segment boundary?
+ * "/healthz" covers "/healthz" and "/healthz/..." but not "/healthzX"; a
+ * prefix ending in '/' covers what lies below it. */
+static bool path_under_prefix(const char *path, size_t len, const char *prefix)
+{
+    size_t i = 0, k = 0, plen = strlen(prefix);
+    while (k < plen) {
+        if (i >= len || path_next_byte(path, len, &i) != (unsigned char)prefix[k])
+            return false;
+        k++;
+    }
+    if (i >= len || prefix[plen - 1] == '/')
+        return true;
+    return path_next_byte(path, len, &i) == '/';
+}
+
 enum maint_verdict maint_decide(const struct maint_policy *p, const char *path, size_t path_len,
                                 const struct sockaddr *peer, const char *cookie, size_t cookie_len,
                                 int64_t now_s)
 {
-    for (size_t i = 0; i < p->n_paths; i++) {
-        size_t n = strlen(p->allow_paths[i]);
-        if (path_len >= n && memcmp(path, p->allow_paths[i], n) == 0)
-            return MAINT_EXEMPT_PATH;
+    if (p->n_paths && path_is_normalised(path, path_len)) {
+        for (size_t i = 0; i < p->n_paths; i++)
+            if (path_under_prefix(path, path_len, p->allow_paths[i]))
+                return MAINT_EXEMPT_PATH;
     }
     if (peer) {
         for (size_t i = 0; i < p->n_cidrs; i++)
@@ -456,6 +524,15 @@ void maint_window_finish(struct maint_window *w)
 }
 
 static const char *const mode_names[] = {"off", "on", "scheduled"};
+
+int maint_state_dir_prepare(const char *dir, char *err, size_t errlen)
+{
+    int r = fsdir_make(dir, 0700);
+    if (r < 0)
+        snprintf(err, errlen, "state_dir '%s': cannot create it: %s", dir,
+                 r == -ENOTDIR ? "a component is not a directory" : strerror(-r));
+    return r;
+}
 
 int maint_state_save(const char *dir, const struct maint_window *w)
 {

@@ -87,8 +87,12 @@ int maint_policy_init(struct maint_policy *p, const struct ferry_conf *conf, cha
 void maint_policy_finish(struct maint_policy *p);
 
 /**
- * Decide whether a request is exempt. path is the request path (no query),
+ * Decide whether a request is exempt. path is the raw request path (no query),
  * cookie the Cookie header value (p may be NULL), now_s the wall clock.
+ * allow_paths match whole decoded segments: "/healthz" exempts "/healthz",
+ * "/healthz/" and "/healthz/x" (also written "/%68ealthz/x"), never
+ * "/healthzX"; a path that is not normalised once decoded ("//", "." or ".."
+ * segments, a bad escape, a NUL) is never exempt by path.
  * Any thread; no allocation.
  */
 enum maint_verdict maint_decide(const struct maint_policy *p, const char *path, size_t path_len,
@@ -150,6 +154,15 @@ bool maint_cookie_find(const char *cookie, size_t len, const char **val, size_t 
 
 /** Free what a window owns and zero it. NULL-safe. */
 void maint_window_finish(struct maint_window *w);
+
+/**
+ * Make sure the state directory dir exists before the server starts, so that
+ * `ferry down` can save its state when it is needed: create it and any
+ * missing parents with mode 0700 (fsynced, see common/fsdir.h); an existing
+ * directory is left as it is. Returns 0, or -errno with a message naming dir
+ * in err. Supervisor thread, at startup.
+ */
+int maint_state_dir_prepare(const char *dir, char *err, size_t errlen);
 
 /**
  * Save w atomically as dir/maintenance.state (temporary file, fsync, rename,

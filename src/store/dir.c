@@ -1,24 +1,35 @@
 #include "store/dir.h"
 
 #include "common/alloc.h"
+#include "common/fsdir.h"
+#include "common/range.h"
 #include "store/backend.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <openssl/evp.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/sendfile.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define TMP_PREFIX ".ferry-tmp."
 
+#define DIR_SWEPT_SLOTS 1024
+
 struct dir_store {
     struct store base;
     char *root;
+    pthread_mutex_t lock;            /* guards swept */
+    uint64_t swept[DIR_SWEPT_SLOTS]; /* hashes of directories swept for stale temps */
 };
 
 static struct dir_store *dir_of(struct store *s)
@@ -60,36 +71,89 @@ static int dir_path(struct store *s, const char *key, char **out, struct store_e
     return 0;
 }
 
-static int fsync_parent(const char *path)
+/* mkdir -p for the directories above path; each one created is fsynced into
+ * its parent, so that an object renamed into it later survives a crash. */
+static int make_parents(const char *path)
 {
     char *dir = xstrdup(path);
     char *slash = strrchr(dir, '/');
-    if (slash)
+    int r = 0;
+    if (slash && slash != dir) {
         *slash = '\0';
-    int fd = open(slash ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        r = fsdir_make(dir, 0755);
+    }
     free(dir);
-    if (fd < 0)
-        return -errno;
-    int r = fsync(fd) < 0 ? -errno : 0;
-    close(fd);
     return r;
 }
 
-/* mkdir -p for the directories above path. */
-static int make_parents(const char *path)
+/* Is the temp file `name` (in the directory open as dirfd) left over by a
+ * crash? The rule is in dir.h. */
+static bool temp_is_stale(int dirfd, const char *name, time_t now)
 {
-    char *p = xstrdup(path);
-    int r = 0;
-    for (char *slash = strchr(p + 1, '/'); slash; slash = strchr(slash + 1, '/')) {
-        *slash = '\0';
-        if (mkdir(p, 0755) < 0 && errno != EEXIST) {
-            r = -errno;
-            break;
-        }
-        *slash = '/';
+    const char *rest = name + strlen(TMP_PREFIX);
+    time_t min_age;
+    if (strlen(rest) == 6) {
+        min_age = DIR_STORE_TEMP_UNTAGGED_AGE_S; /* written before temps carried a pid */
+    } else {
+        char *end;
+        errno = 0;
+        long pid = strtol(rest, &end, 10);
+        if (errno || end == rest || pid <= 0 || pid > INT32_MAX || *end != '.' ||
+            strlen(end + 1) != 6)
+            return false; /* not a name we make */
+        if (kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+            return false; /* its writer (or some process with that pid) still runs */
+        min_age = DIR_STORE_TEMP_STALE_AGE_S;
     }
-    free(p);
-    return r;
+    struct stat st;
+    return fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) &&
+           st.st_mtime + min_age <= now;
+}
+
+/* Remove the stale temp files in dir. Best effort: a file that cannot be
+ * read or removed stays for the next sweep. */
+static void sweep_stale_temps(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    DIR *d = fd < 0 ? NULL : fdopendir(fd);
+    if (!d) {
+        if (fd >= 0)
+            close(fd);
+        return;
+    }
+    time_t now = time(NULL);
+    bool removed = false;
+    for (struct dirent *e; (e = readdir(d));) {
+        if (strncmp(e->d_name, TMP_PREFIX, strlen(TMP_PREFIX)) == 0 &&
+            temp_is_stale(fd, e->d_name, now) && unlinkat(fd, e->d_name, 0) == 0)
+            removed = true;
+    }
+    if (removed)
+        fsync(fd);
+    closedir(d);
+}
+
+/* Sweep the directory of path for stale temps on the first put into it (per
+ * store, as far as a small direct-mapped table of directory hashes remembers:
+ * a collision only costs another sweep). */
+static void sweep_once(struct dir_store *ds, const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    size_t n = slash ? (size_t)(slash - path) : 0;
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)path[i]) * 1099511628211ULL;
+    h |= 1; /* 0 marks an empty slot */
+    size_t slot = (size_t)(h % DIR_SWEPT_SLOTS);
+    pthread_mutex_lock(&ds->lock);
+    bool seen = ds->swept[slot] == h;
+    ds->swept[slot] = h;
+    pthread_mutex_unlock(&ds->lock);
+    if (!seen) {
+        char *dir = n ? xstrndup(path, n) : xstrdup(".");
+        sweep_stale_temps(dir);
+        free(dir);
+    }
 }
 
 static int write_all(int fd, const void *p, size_t n)
@@ -113,7 +177,7 @@ static int temp_beside(const char *path, char **tmp_out)
     char *dir = xstrdup(path);
     char *slash = strrchr(dir, '/');
     *slash = '\0';
-    char *tmp = xasprintf("%s/" TMP_PREFIX "XXXXXX", dir);
+    char *tmp = xasprintf("%s/" TMP_PREFIX "%ld.XXXXXX", dir, (long)getpid());
     free(dir);
     int fd = mkostemp(tmp, O_CLOEXEC);
     if (fd < 0) {
@@ -259,6 +323,8 @@ static int dir_put_file(struct store *s, const char *key, int fd, const struct s
     if (r < 0)
         return r;
     r = make_parents(path);
+    if (r == 0)
+        sweep_once(dir_of(s), path);
     int out = r < 0 ? r : temp_beside(path, &tmp);
     if (out < 0) {
         r = out;
@@ -311,7 +377,7 @@ static int dir_put_file(struct store *s, const char *key, int fd, const struct s
     }
     if (r < 0)
         goto fail;
-    r = fsync_parent(path);
+    r = fsdir_sync_parent(path);
 fail:
     if (tmp) {
         unlink(tmp);
@@ -341,32 +407,6 @@ static int dir_verify(struct store *s, const char *key, const struct store_diges
     return r;
 }
 
-static int parse_range(const char *range, uint64_t size, uint64_t *start, uint64_t *len)
-{
-    unsigned long long a = 0, b = 0;
-    int n = 0;
-    if (sscanf(range, "bytes=%llu-%n", &a, &n) == 1 && range[n] == '\0') {
-        b = size ? size - 1 : 0;
-    } else if (sscanf(range, "bytes=-%llu%n", &b, &n) == 1 && range[n] == '\0') {
-        if (b == 0)
-            return -ERANGE;
-        a = b >= size ? 0 : size - b;
-        b = size ? size - 1 : 0;
-    } else if (sscanf(range, "bytes=%llu-%llu%n", &a, &b, &n) == 2 && range[n] == '\0') {
-        if (b < a)
-            return -EINVAL;
-        if (b >= size)
-            b = size ? size - 1 : 0;
-    } else {
-        return -EINVAL;
-    }
-    if (a >= size)
-        return -ERANGE;
-    *start = a;
-    *len = b - a + 1;
-    return 0;
-}
-
 static int dir_get(struct store *s, const char *key, const char *range, int out_fd,
                    struct store_error *err)
 {
@@ -383,9 +423,17 @@ static int dir_get(struct store *s, const char *key, const char *range, int out_
         return r;
     }
     struct stat st;
-    fstat(fd, &st);
+    if (fstat(fd, &st) < 0) {
+        r = -errno;
+        store_error_set(err, 0, "ReadFailed", "'%s': %s", key, strerror(-r));
+        close(fd);
+        return r;
+    }
     uint64_t start = 0, len = (uint64_t)st.st_size;
-    if (range && (r = parse_range(range, len, &start, &len)) < 0) {
+    /* The same parser and outcomes as static files: an invalid or multi-range
+     * header is ignored (the whole object), only a valid one that selects
+     * nothing is a 416. */
+    if (range && range_parse(range, strlen(range), len, &start, &len) == RANGE_UNSATISFIABLE) {
         store_error_set(err, 416, "InvalidRange", "range '%s' of '%s'", range, key);
         close(fd);
         return -ERANGE;
@@ -418,7 +466,7 @@ static int dir_del(struct store *s, const char *key, struct store_error *err)
     if (unlink(side) < 0 && errno != ENOENT && r == 0)
         r = -errno;
     if (r == 0)
-        r = fsync_parent(path);
+        r = fsdir_sync_parent(path);
     else
         store_error_set(err, 0, "DeleteFailed", "'%s': %s", key, strerror(-r));
     if (r == -ENOENT)
@@ -430,6 +478,7 @@ static int dir_del(struct store *s, const char *key, struct store_error *err)
 
 static void dir_destroy(struct store *s)
 {
+    pthread_mutex_destroy(&dir_of(s)->lock);
     free(dir_of(s)->root);
     free(s);
 }
@@ -452,6 +501,7 @@ int dir_store_create(const char *path, struct store **out, struct store_error *e
     struct dir_store *d = xcalloc(1, sizeof(*d));
     d->base.ops = &dir_ops;
     d->root = xstrdup(path);
+    pthread_mutex_init(&d->lock, NULL);
     size_t n = strlen(d->root);
     while (n > 1 && d->root[n - 1] == '/')
         d->root[--n] = '\0';

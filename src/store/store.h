@@ -113,7 +113,10 @@ int store_head(struct store *s, const char *key, struct store_info *out, struct 
 
 /** Write the object (or the single range "bytes=A-B" when range is not NULL) to
  * out_fd, a file or a blocking socket; blocking writes give backpressure. Returns 0,
- * -ENOENT, -ERANGE (416), or -errno. Retries only while nothing was written. */
+ * -ENOENT, -ERANGE (416), or -errno. Retries only while nothing was written.
+ * range follows common/range.h as an HTTP server does: a range that is invalid
+ * or names several ranges is ignored and the whole object is written (so pass
+ * ranges you built, or check them with range_parse() first). */
 int store_get(struct store *s, const char *key, const char *range, int out_fd,
               struct store_error *err);
 

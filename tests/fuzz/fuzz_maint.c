@@ -116,6 +116,40 @@ static void check_cookie(const struct field *c, int64_t now_s, uint64_t delta)
 
 /* ---- exemptions ---- */
 
+/* The reference for allow_paths: decode the whole path (NULL for a bad escape
+ * or a NUL), then refuse it unless it is normalised: starts with '/', no "//",
+ * no "." or ".." segment. maint_decide() does this in one pass, without
+ * allocating. */
+static char *decode_normalised(const char *p, size_t len)
+{
+    char *out = malloc(len + 2);
+    size_t o = 0;
+    CHECK(out != NULL);
+    for (size_t i = 0; i < len; i++) {
+        int ch = (unsigned char)p[i];
+        if (ch == '%') {
+            if (len - i < 3 || !isxdigit((unsigned char)p[i + 1]) ||
+                !isxdigit((unsigned char)p[i + 2]))
+                goto bad;
+            char hex[3] = {p[i + 1], p[i + 2], 0};
+            ch = (int)strtol(hex, NULL, 16);
+            i += 2;
+        }
+        if (ch == 0)
+            goto bad;
+        out[o++] = (char)ch;
+    }
+    out[o] = '\0';
+    if (o == 0 || out[0] != '/' || strstr(out, "//") || strstr(out, "/./") || strstr(out, "/../"))
+        goto bad;
+    if ((o >= 2 && strcmp(out + o - 2, "/.") == 0) || (o >= 3 && strcmp(out + o - 3, "/..") == 0))
+        goto bad;
+    return out;
+bad:
+    free(out);
+    return NULL;
+}
+
 static void check_decide(const struct maint_policy *pol, const struct field *path,
                          const struct field *cookie, const struct field *tail, int64_t now_s)
 {
@@ -137,10 +171,14 @@ static void check_decide(const struct maint_policy *pol, const struct field *pat
     enum maint_verdict v = maint_decide(pol, path->p, path->len, peer, ck, cookie->len, now_s);
 
     bool by_path = false, by_from = false, by_cookie = false;
-    for (size_t i = 0; i < pol->n_paths; i++) {
-        size_t n = strlen(pol->allow_paths[i]);
-        by_path |= path->len >= n && memcmp(path->p, pol->allow_paths[i], n) == 0;
+    char *decoded = decode_normalised(path->p, path->len);
+    for (size_t i = 0; decoded && i < pol->n_paths; i++) {
+        const char *pre = pol->allow_paths[i];
+        size_t n = strlen(pre);
+        by_path |= strncmp(decoded, pre, n) == 0 &&
+                   (decoded[n] == '\0' || decoded[n] == '/' || pre[n - 1] == '/');
     }
+    free(decoded);
     for (size_t i = 0; peer && i < pol->n_cidrs; i++)
         by_from |= net_cidr_match(&pol->allow_from[i], peer);
     const char *cv;

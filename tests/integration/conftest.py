@@ -21,7 +21,8 @@ FERRY_BIN = os.environ.get("FERRY_BIN", os.path.join(ROOT, "build", "ferry"))
 class FerryProcess:
     """One running `ferry serve` with its own config, root and sockets."""
 
-    def __init__(self, workdir, conf="", workers=2, env=None, listen=True, args=None):
+    def __init__(self, workdir, conf="", workers=2, env=None, listen=True, args=None,
+                 preexec_fn=None):
         self.workdir = str(workdir)
         self.conf_path = os.path.join(self.workdir, "ferry.conf")
         self.log_path = os.path.join(self.workdir, "ferry.log")
@@ -52,6 +53,8 @@ class FerryProcess:
         self.env.update(env or {})
         self.listen = listen
         self.args = args or []
+        # Run in the child before exec (e.g. to lower RLIMIT_NOFILE).
+        self.preexec_fn = preexec_fn
         self.proc = None
         self.sock = None
         self.port = None
@@ -87,7 +90,7 @@ class FerryProcess:
         self.logf = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, cwd=self.workdir, env=env, pass_fds=pass_fds,
                                      stdout=self.logf, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL)
+                                     stdin=subprocess.DEVNULL, preexec_fn=self.preexec_fn)
         try:
             deadline = time.monotonic() + timeout
             while True:

@@ -20,7 +20,7 @@ def write(tmp_path, text, name="ferry.conf"):
 
 
 def test_check_valid(tmp_path):
-    path = write(tmp_path, "[server]\nlisten = 127.0.0.1:9999 [::1]:9999\n"
+    path = write(tmp_path, f"[server]\nstate_dir = {tmp_path}\nlisten = 127.0.0.1:9999 [::1]:9999\n"
                            "keepalive_timeout = 500ms\nmax_header_size = 64KiB\n"
                            "workers = 3\n; a comment\n[store]\ntype = dir\n")
     r = run("check", "-c", path)
@@ -147,7 +147,8 @@ def test_no_config_means_builtin_defaults(tmp_path):
         pytest.skip("/etc/ferry/ferry.conf exists on this machine and would be used")
     r = run("check", cwd=str(tmp_path))
     assert r.returncode == 0
-    assert r.stdout == "ferry: configuration (built-in defaults) is valid\n"
+    assert r.stdout == ("ferry: state_dir './run' does not exist; ferry serve will create it "
+                        "(mode 0700)\nferry: configuration (built-in defaults) is valid\n")
     printed = parse_print(run("check", "--print", cwd=str(tmp_path)).stdout)
     assert printed[("server", "listen")] == "127.0.0.1:8080"
     assert printed[("server", "root")] == "./public"
@@ -156,6 +157,24 @@ def test_no_config_means_builtin_defaults(tmp_path):
     assert printed[("server", "max_connections")] == "10000"
     assert printed[("server", "max_header_size")] == "16KiB"
     assert printed[("store", "type")] == "dir"
+
+
+def test_check_state_dir(tmp_path):
+    """check says a missing state_dir will be created, and refuses one that
+    cannot be (a file in the way), naming what is in the way."""
+    path = write(tmp_path, f"[server]\nstate_dir = {tmp_path}/new/state\n")
+    r = run("check", "-c", path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == (f"ferry: state_dir '{tmp_path}/new/state' does not exist; ferry serve "
+                        f"will create it (mode 0700)\nferry: configuration {path} is valid\n")
+    assert not os.path.exists(tmp_path / "new")  # check creates nothing
+    (tmp_path / "file").write_text("x\n")
+    path = write(tmp_path, f"[server]\nstate_dir = {tmp_path}/file/state\n")
+    r = run("check", "-c", path)
+    assert r.returncode == 2
+    assert r.stdout == ""
+    assert r.stderr == (f"ferry: state_dir '{tmp_path}/file/state' does not exist and cannot be "
+                        f"created: '{tmp_path}/file': not a directory\n")
 
 
 def test_config_in_cwd_is_used(tmp_path):

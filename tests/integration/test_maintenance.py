@@ -211,6 +211,56 @@ def test_exempt_paths_and_networks(ferry_factory):
     assert r.status == 200 and r.body == b"live site\n"
 
 
+def test_exempt_paths_match_decoded_segments(ferry_factory):
+    """allow_paths = /status exempts /status and what lies below it, matched on
+    whole decoded segments: not /statusX, not a path with dot segments."""
+    f = make(ferry_factory, maint="allow_paths = /status\n")
+    os.makedirs(os.path.join(f.root, "status"))
+    with open(os.path.join(f.root, "status", "index.html"), "w") as fh:
+        fh.write("status page\n")
+    with open(os.path.join(f.root, "statusX"), "w") as fh:
+        fh.write("not exempt\n")
+    cli(f, "down")
+    for path in ["/status/", "/%73tatus/", "/status%2Findex.html", "/status/index.html"]:
+        r = get(f, path)
+        assert r.status == 200 and r.body == b"status page\n", (path, r)
+        assert r.header("X-Maintenance-Mode") is None, path
+    for path in ["/statusX", "/status%58", "/status/../index.html", "/status/%2e%2e/index.html",
+                 "//status/", "/status//index.html"]:
+        r = get(f, path)
+        assert is_maint(r), (path, r)
+        assert r.body.startswith(b"<!DOCTYPE html>"), (path, r)
+    cli(f, "up")
+    assert get(f, "/statusX").body == b"not exempt\n"
+
+
+def test_missing_state_dir_is_created_at_start(ferry_factory, tmp_path):
+    """A state_dir that does not exist used to let `ferry serve` start and made
+    `ferry down` fail when it was needed; serve now creates it (0700, parents
+    too) before it starts."""
+    state = tmp_path / "var" / "lib" / "ferry"
+    f = make(ferry_factory, server=f"state_dir = {state}\n")
+    assert oct(os.stat(state).st_mode & 0o777) == "0o700"
+    assert oct(os.stat(state.parent).st_mode & 0o777) == "0o700"
+    p = cli(f, "down", "--message", "back soon")
+    assert "maintenance: ON" in p.stdout, p.stdout
+    with open(state / "maintenance.state", "rb") as fh:
+        saved = fh.read()
+    assert saved.startswith(b"ferry-maintenance 1\nmode=on\n") and b"back soon" in saved, saved
+    r = get(f, "/")
+    assert is_maint(r) and b"back soon" in r.body, r
+
+
+def test_state_dir_that_cannot_be_created_refuses_to_start(ferry_factory, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory\n")
+    f = ferry_factory(conf=f"[server]\nstate_dir = {blocker}/state\n", start=False)
+    with pytest.raises(RuntimeError, match="exited with 1 before ready"):
+        f.start()
+    assert f"cannot start: state_dir '{blocker}/state': cannot create it: a component is not " \
+           "a directory" in f.log(), f.log()
+
+
 def sign(secret, expires):
     mac = hmac.new(secret.encode(), f"ferry-bypass:{expires}".encode(), hashlib.sha256)
     return f"{expires}.{mac.hexdigest()}"
@@ -487,12 +537,12 @@ def test_drain(ferry_factory):
     assert time.monotonic() >= finished_at
     s.close()
     s2.close()
-    # An exempt request in flight (allow_paths prefix /healthz) does not hold up
+    # An exempt request in flight (allow_paths /healthz) does not hold up
     # the drain, even one that started before maintenance was switched on.
     cli(f2, "up")
-    os.rename(os.path.join(f2.root, "big.bin"), os.path.join(f2.root, "healthz.big"))
+    os.rename(os.path.join(f2.root, "big.bin"), os.path.join(f2.root, "healthz"))
     s3 = f2.connect()
-    s3.sendall(b"GET /healthz.big HTTP/1.1\r\nHost: x\r\n\r\n")
+    s3.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
     assert s3.recv(100).startswith(b"HTTP/1.1 200 ")
     assert status(f2)["maintenance"]["requests_inflight"] == 1
     reply = json.loads(cli(f2, "down", "--drain", "--json").stdout)

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from conftest import (FerryProcess, ResponseReader, connect_slow_reader, raw_exchange, request,
-                      wait_closed)
+from conftest import (FerryProcess, ResponseReader, connect_slow_reader, http_raw, raw_exchange,
+                      request, wait_closed)
 
 SECRET = b"TOPSECRET-7f3a9c-outside-root\n"
 HTML = b"<!doctype html><title>t</title><p>hello</p>\n"
@@ -27,7 +27,7 @@ def srv(tmp_path_factory):
     files = {
         "page.html": HTML, "style.css": CSS, "image.png": PNG, "data.bin": DATA,
         "noext": b"no extension\n", "file.unknownext": b"unknown extension\n",
-        "dir/index.html": INDEX, "dir/sub.txt": b"sub\n", "noindex/a.txt": b"a\n",
+        "dir/index.html": INDEX, "dir/sub.txt": b"sub\n", "dir/sub dir/x.txt": b"x\n", "noindex/a.txt": b"a\n",
         "ok.txt": b"inside root\n", "empty.txt": b"",
         "what?.txt": b"question\n", "a b.txt": b"space\n", "100%.txt": b"percent\n",
         "caf\u00e9.txt": b"utf8\n",
@@ -378,6 +378,61 @@ def test_head_matches_get(srv, path, headers):
     assert h.body == b""
 
 
+@pytest.fixture(scope="module")
+def srv_nocache(tmp_path_factory):
+    """The same files with the file cache off: every answer then comes from
+    static_serve_fd(), the function static.h exports for the offload prefix."""
+    wd = tmp_path_factory.mktemp("static-nocache")
+    f = FerryProcess(wd, "file_cache_size = 0\n")
+    for name, content in {"data.bin": DATA, "page.html": HTML, "dir/index.html": INDEX,
+                          "empty.txt": b""}.items():
+        path = os.path.join(f.root, name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as fh:
+            fh.write(content)
+        os.utime(path, (1700000000, 1700000000))
+    f.start()
+    yield f
+    f.stop_checked()
+
+
+LM = "Tue, 14 Nov 2023 22:13:20 GMT"  # Last-Modified of mtime 1700000000
+
+
+@pytest.mark.parametrize("method,path,headers,want", [
+    ("GET", "/data.bin", {}, 200),
+    ("HEAD", "/data.bin", {}, 200),
+    ("GET", "/page.html", {}, 200),
+    ("GET", "/dir/", {}, 200),
+    ("GET", "/data.bin", {"Range": "bytes=10-19"}, 206),
+    ("HEAD", "/data.bin", {"Range": "bytes=10-19"}, 206),
+    ("GET", "/data.bin", {"Range": "bytes=-7"}, 206),
+    ("GET", "/data.bin", {"Range": "bytes=990-"}, 206),
+    ("GET", "/data.bin", {"Range": "bytes=0-1,4-5"}, 200),
+    ("GET", "/data.bin", {"Range": "bytes=+1-2"}, 200),
+    ("GET", "/data.bin", {"Range": "bytes=1000-"}, 416),
+    ("GET", "/empty.txt", {"Range": "bytes=0-"}, 416),
+    ("GET", "/data.bin", {"If-None-Match": '"6553f100-3e8"'}, 304),
+    ("GET", "/data.bin", {"If-None-Match": '"other"'}, 200),
+    ("GET", "/data.bin", {"If-Modified-Since": LM}, 304),
+    ("GET", "/data.bin", {"Range": "bytes=0-3", "If-Range": '"6553f100-3e8"'}, 206),
+    ("GET", "/data.bin", {"Range": "bytes=0-3", "If-Range": '"stale"'}, 200),
+    ("GET", "/data.bin", {"Range": "bytes=0-3", "If-Range": LM}, 206),
+])
+def test_serve_fd_answers_like_the_cache(srv, srv_nocache, method, path, headers, want):
+    """static_serve_fd() (cache off) and the cached path give the same status,
+    headers and bytes for validators, conditional requests, Range and HEAD."""
+    a = get(srv, path, method=method, headers=headers)
+    b = get(srv_nocache, path, method=method, headers=headers)
+    assert a.status == b.status == want, (a, b)
+    assert sorted((k.lower(), v) for k, v in a.headers if k.lower() not in VOLATILE) == \
+        sorted((k.lower(), v) for k, v in b.headers if k.lower() not in VOLATILE)
+    assert a.body == b.body
+    if path == "/data.bin" and method == "GET" and a.status == 206:
+        lo, hi = a.header("Content-Range").split()[1].split("/")[0].split("-")
+        assert b.body == DATA[int(lo):int(hi) + 1]
+
+
 def test_head_has_no_body_on_the_wire(srv):
     with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
         s.sendall(b"HEAD /data.bin HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -406,12 +461,34 @@ def test_directory_index(srv):
     ("/dir?a=1&b=2", "/dir/?a=1&b=2"),
     ("/noindex", "/noindex/"),
     ("/dirlink-in", "/dirlink-in/"),
+    # Built from the normalised path: never protocol-relative, re-encoded.
+    ("//dir", "/dir/"),
+    ("///dir?x=1", "/dir/?x=1"),
+    ("/%2Fdir", "/dir/"),
+    ("/dir//sub%20dir", "/dir/sub%20dir/"),
 ])
 def test_directory_redirect(srv, path, location):
     r = get(srv, path)
     assert r.status == 301, r
     assert r.header("Location") == location
     assert r.body == b"301 Moved Permanently\n"
+
+
+@pytest.mark.parametrize("target,location", [
+    (b"//dir", b"/dir/"),
+    (b"////dir", b"/dir/"),
+    (b"//dir//sub%20dir", b"/dir/sub%20dir/"),
+])
+def test_directory_redirect_never_protocol_relative(srv, target, location):
+    """`GET //images` used to answer `Location: //images/`, which a browser
+    reads as the host `images`. Check the exact header bytes on the wire."""
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+        data = http_raw(s, b"GET " + target +
+                        b" HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+    head = data.split(b"\r\n\r\n", 1)[0]
+    assert head.startswith(b"HTTP/1.1 301 "), data
+    lines = [ln for ln in head.split(b"\r\n") if ln.lower().startswith(b"location:")]
+    assert lines == [b"Location: " + location], head
 
 
 def test_directory_without_index_403_no_listing(srv):

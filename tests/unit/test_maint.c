@@ -161,7 +161,7 @@ static void test_decide(void)
     /* Build the policy by hand through a config file, the way the server does. */
     char path[] = "/tmp/ferry-test-maint-XXXXXX";
     int fd = mkstemp(path);
-    const char *text = "[maintenance]\nallow_paths = /healthz /api/status\n"
+    const char *text = "[maintenance]\nallow_paths = /healthz /api/status /dir/\n"
                        "allow_from = 10.0.0.0/8 2001:db8::/32\nbypass_secret = sec\n";
     ASSERT_EQ(write(fd, text, strlen(text)), (ssize_t)strlen(text));
     close(fd);
@@ -190,6 +190,34 @@ static void test_decide(void)
     ASSERT_EQ(DECIDE("/healthz/deep", o, NULL), MAINT_EXEMPT_PATH);
     ASSERT_EQ(DECIDE("/health", o, NULL), MAINT_ANSWER);
     ASSERT_EQ(DECIDE("/api/status", o, NULL), MAINT_EXEMPT_PATH);
+    /* Whole decoded segments, not raw byte prefixes. */
+    ASSERT_EQ(DECIDE("/healthz/", o, NULL), MAINT_EXEMPT_PATH);
+    ASSERT_EQ(DECIDE("/healthzX", o, NULL), MAINT_ANSWER);
+    ASSERT_EQ(DECIDE("/healthz.big", o, NULL), MAINT_ANSWER);
+    ASSERT_EQ(DECIDE("/api/statusfoo", o, NULL), MAINT_ANSWER);
+    ASSERT_EQ(DECIDE("/api/status/v2", o, NULL), MAINT_EXEMPT_PATH);
+    ASSERT_EQ(DECIDE("/%68ealthz", o, NULL), MAINT_EXEMPT_PATH);
+    ASSERT_EQ(DECIDE("/healthz%2Fdeep", o, NULL), MAINT_EXEMPT_PATH);
+    ASSERT_EQ(DECIDE("/api%2fstatus", o, NULL), MAINT_EXEMPT_PATH);
+    ASSERT_EQ(DECIDE("/healthz%58", o, NULL), MAINT_ANSWER);
+    /* Not normalised: never exempt by path. */
+    ASSERT_EQ(DECIDE("/healthz/../app", o, NULL), MAINT_ANSWER);
+    ASSERT_EQ(DECIDE("/healthz/%2e%2e/app", o, NULL), MAINT_ANSWER);
+    ASSERT_EQ(DECIDE("/healthz/./x", o, NULL), MAINT_ANSWER);
+    ASSERT_EQ(DECIDE("/healthz/..", o, NULL), MAINT_ANSWER);
+    ASSERT_EQ(DECIDE("/healthz/.", o, NULL), MAINT_ANSWER);
+    ASSERT_EQ(DECIDE("//healthz", o, NULL), MAINT_ANSWER);
+    ASSERT_EQ(DECIDE("/healthz//x", o, NULL), MAINT_ANSWER);
+    ASSERT_EQ(DECIDE("/healthz//", o, NULL), MAINT_ANSWER);
+    ASSERT_EQ(DECIDE("/healthz%2F%2F", o, NULL), MAINT_ANSWER);
+    ASSERT_EQ(DECIDE("/healthz/%00", o, NULL), MAINT_ANSWER);
+    ASSERT_EQ(DECIDE("/healthz/%zz", o, NULL), MAINT_ANSWER);
+    ASSERT_EQ(DECIDE("/healthz%", o, NULL), MAINT_ANSWER);
+    ASSERT_EQ(DECIDE("healthz", o, NULL), MAINT_ANSWER);
+    ASSERT_EQ(DECIDE("", o, NULL), MAINT_ANSWER);
+    /* Dots inside a name are just a name. */
+    ASSERT_EQ(DECIDE("/healthz/...", o, NULL), MAINT_EXEMPT_PATH);
+    ASSERT_EQ(DECIDE("/healthz/.well", o, NULL), MAINT_EXEMPT_PATH);
     ASSERT_EQ(DECIDE("/", (const struct sockaddr *)&in4, NULL), MAINT_EXEMPT_FROM);
     ASSERT_EQ(DECIDE("/", (const struct sockaddr *)&in6, NULL), MAINT_EXEMPT_FROM);
     ASSERT_EQ(DECIDE("/", (const struct sockaddr *)&mapped, NULL), MAINT_EXEMPT_FROM);
@@ -203,6 +231,11 @@ static void test_decide(void)
     maint_cookie_sign("sec", 3, 999, v, sizeof(v)); /* expired at now=1000 */
     snprintf(cookie, sizeof(cookie), "ferry_bypass=%s", v);
     ASSERT_EQ(DECIDE("/", o, cookie), MAINT_ANSWER);
+    /* A prefix ending in '/' covers what lies below it. */
+    ASSERT_EQ(DECIDE("/dir/x", o, NULL), MAINT_EXEMPT_PATH);
+    ASSERT_EQ(DECIDE("/dir/", o, NULL), MAINT_EXEMPT_PATH);
+    ASSERT_EQ(DECIDE("/dir", o, NULL), MAINT_ANSWER);
+    ASSERT_EQ(DECIDE("/dirx", o, NULL), MAINT_ANSWER);
 #undef DECIDE
     maint_policy_finish(&pol);
     maint_policy_finish(NULL);

@@ -44,32 +44,6 @@ static void test_decode(void)
     expect_path(longp, -414, NULL);
 }
 
-static void expect_range(const char *h, off_t size, enum range_result want, off_t ws, off_t we)
-{
-    off_t s = -1, e = -1;
-    enum range_result r = parse_range(h, strlen(h), size, &s, &e);
-    if (r != want || (want == RANGE_OK && (s != ws || e != we)))
-        TEST_FAIL("range(%s, %lld) = %d [%lld-%lld], want %d [%lld-%lld]", h, (long long)size, r,
-                  (long long)s, (long long)e, want, (long long)ws, (long long)we);
-}
-
-static void test_ranges(void)
-{
-    expect_range("bytes=0-9", 100, RANGE_OK, 0, 9);
-    expect_range("bytes=10-", 100, RANGE_OK, 10, 99);
-    expect_range("bytes=-5", 100, RANGE_OK, 95, 99);
-    expect_range("bytes=-500", 100, RANGE_OK, 0, 99);
-    expect_range("bytes=90-500", 100, RANGE_OK, 90, 99);
-    expect_range("bytes=100-", 100, RANGE_UNSATISFIABLE, 0, 0);
-    expect_range("bytes=-0", 100, RANGE_UNSATISFIABLE, 0, 0);
-    expect_range("bytes=0-1,5-6", 100, RANGE_NONE, 0, 0);
-    expect_range("bytes=5-1", 100, RANGE_NONE, 0, 0);
-    expect_range("bytes=a-b", 100, RANGE_NONE, 0, 0);
-    expect_range("items=0-1", 100, RANGE_NONE, 0, 0);
-    expect_range("bytes=-", 100, RANGE_NONE, 0, 0);
-    expect_range("bytes=4831838208-4831838209", 5368709120LL, RANGE_OK, 4831838208LL, 4831838209LL);
-}
-
 static void test_etags(void)
 {
     const char *etag = "\"5f-10\"";
@@ -85,7 +59,6 @@ static void test_etags(void)
 int main(void)
 {
     test_decode();
-    test_ranges();
     test_etags();
     TEST_MAIN_END();
 }

@@ -1,0 +1,42 @@
+/* Static files: the handler for paths under root, and what it exports so that
+ * other handlers (the offload prefix) answer for a local file exactly as it
+ * does: validators, conditional requests, a single Range, HEAD. */
+#ifndef FERRY_HTTP_STATIC_H
+#define FERRY_HTTP_STATIC_H
+
+#include "http/parser.h"
+#include "http/server.h"
+
+#include <sys/stat.h>
+
+struct conn;
+
+/**
+ * Refuse what no file can answer: methods other than GET and HEAD (405 with
+ * Allow: GET, HEAD) and requests with a body (413; the connection is closed).
+ * Returns HANDLER_DONE when it answered, HANDLER_PASS when the request may be
+ * served from a file. Call it before resolving the path, so that a 405 does
+ * not depend on whether the file exists. Worker thread of c.
+ */
+int static_check_request(struct conn *c, const struct http_request *req);
+
+/**
+ * Answer req (already passed by static_check_request()) with the file open as
+ * fd, whose fstat() is *st: ETag and Last-Modified from st, If-None-Match /
+ * If-Modified-Since (304), If-Range and a single Range through common/range.h
+ * (206, or 416 with "Content-Range: bytes * /size"; invalid or multi-range
+ * headers give 200), Content-Type content_type (copied), Accept-Ranges, and
+ * for HEAD the same head without the body. The body is sent from fd with
+ * sendfile, so fd must be open for reading at offset-independent positions
+ * (pread semantics); st must describe what fd holds now.
+ *
+ * Takes ownership of fd in every case: it is closed here (304, 416, errors) or
+ * handed to the response, which closes it once sent or aborted. A fd that is
+ * not a regular file gets 403. st and content_type are not kept.
+ * Returns HANDLER_DONE. Worker thread of c. static_handle() uses it for every
+ * file not served from the file cache.
+ */
+int static_serve_fd(struct conn *c, const struct http_request *req, int fd, const struct stat *st,
+                    const char *content_type);
+
+#endif
