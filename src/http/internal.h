@@ -163,10 +163,7 @@ struct server {
     bool stopping;
     bool aborting; /* shutdown_timeout passed: connections are being cut */
     struct evloop_timer shutdown_timer;
-    struct sup_watch *watches;
-    struct sup_timer *timers;
-    uint64_t next_timer_id;
-    server_timer_cb idle_cb;
+    server_idle_cb idle_cb;
     void *idle_arg;
 };
 

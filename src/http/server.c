@@ -36,23 +36,6 @@
 /* Out of fds: stop accepting this long, then try again (nginx pauses too). */
 #define ACCEPT_PAUSE_MS 100
 
-struct sup_watch {
-    struct sup_watch *next;
-    struct server *s;
-    int fd;
-    server_fd_cb cb;
-    void *arg;
-};
-
-struct sup_timer {
-    struct sup_timer *next;
-    struct server *s;
-    uint64_t id;
-    struct evloop_timer t;
-    server_timer_cb cb;
-    void *arg;
-};
-
 /* A state replaced by a newer one that some worker may still be reading. */
 struct retired_state {
     struct retired_state *next;
@@ -291,7 +274,6 @@ struct server *server_create(const struct ferry_conf *conf, char *err, size_t er
     s->signal_fd = s->ack_fd = s->idle_fd = -1;
     s->limits.max_header_size = conf->server.max_header_size;
     s->limits.max_uri_size = conf->server.max_uri_size;
-    s->next_timer_id = 1;
     atomic_store(&s->state, xcalloc(1, sizeof(struct ferry_state)));
 
     int inherited = net_listen_fds();
@@ -398,10 +380,6 @@ void server_destroy(struct server *s)
     if (s->access_fd >= 0)
         close(s->access_fd);
     mime_table_destroy(s->mime);
-    while (s->watches)
-        server_unwatch_fd(s, s->watches->fd);
-    while (s->timers)
-        server_cancel_timer(s, s->timers->id);
     evloop_destroy(s->loop);
     if (s->signal_fd >= 0)
         close(s->signal_fd);
@@ -438,91 +416,7 @@ struct evloop *server_loop(struct server *s)
     return s->loop;
 }
 
-/* ---- supervisor services (wrappers over the loop) ---- */
-
-static void watch_trampoline(struct evloop *l, int fd, uint32_t events, void *arg)
-{
-    struct sup_watch *wt = arg;
-    wt->cb(wt->s, fd, events, wt->arg);
-}
-
-int server_watch_fd(struct server *s, int fd, uint32_t events, server_fd_cb cb, void *arg)
-{
-    struct sup_watch *wt = xcalloc(1, sizeof(*wt));
-    *wt = (struct sup_watch){.s = s, .fd = fd, .cb = cb, .arg = arg, .next = s->watches};
-    int r = evloop_fd_add(s->loop, fd, events, watch_trampoline, wt);
-    if (r < 0) {
-        free(wt);
-        return r;
-    }
-    s->watches = wt;
-    return 0;
-}
-
-int server_unwatch_fd(struct server *s, int fd)
-{
-    for (struct sup_watch **p = &s->watches; *p; p = &(*p)->next) {
-        if ((*p)->fd == fd) {
-            struct sup_watch *wt = *p;
-            *p = wt->next;
-            /* The loop drops events already fetched for fd, so freeing is safe. */
-            evloop_fd_del(s->loop, fd);
-            free(wt);
-            return 0;
-        }
-    }
-    return -ENOENT;
-}
-
-static void sup_timer_unlink(struct server *s, struct sup_timer *t)
-{
-    for (struct sup_timer **p = &s->timers; *p; p = &(*p)->next) {
-        if (*p == t) {
-            *p = t->next;
-            return;
-        }
-    }
-}
-
-static void sup_timer_fire(struct evloop *l, void *arg)
-{
-    struct sup_timer *t = arg;
-    struct server *s = t->s;
-    server_timer_cb cb = t->cb;
-    void *cb_arg = t->arg;
-    sup_timer_unlink(s, t);
-    free(t);
-    cb(s, cb_arg);
-}
-
-uint64_t server_add_timer(struct server *s, uint64_t ms, server_timer_cb cb, void *arg)
-{
-    struct sup_timer *t = xcalloc(1, sizeof(*t));
-    t->s = s;
-    t->id = s->next_timer_id++;
-    t->cb = cb;
-    t->arg = arg;
-    t->next = s->timers;
-    s->timers = t;
-    evloop_timer_init(&t->t, sup_timer_fire, t);
-    evloop_update_time(s->loop); /* callers run long after the round began */
-    evloop_timer_start(s->loop, &t->t, ms);
-    return t->id;
-}
-
-void server_cancel_timer(struct server *s, uint64_t id)
-{
-    for (struct sup_timer *t = s->timers; t; t = t->next) {
-        if (t->id == id) {
-            evloop_timer_stop(s->loop, &t->t);
-            sup_timer_unlink(s, t);
-            free(t);
-            return;
-        }
-    }
-}
-
-void server_on_idle(struct server *s, server_timer_cb cb, void *arg)
+void server_on_idle(struct server *s, server_idle_cb cb, void *arg)
 {
     s->idle_cb = cb;
     s->idle_arg = arg;

@@ -80,23 +80,6 @@ int server_run(struct server *s);
  * thread. */
 struct evloop *server_loop(struct server *s);
 
-/* ---- supervisor loop services (supervisor thread only) ----
- * Thin wrappers over server_loop() kept for the admin module until it moves
- * onto the loop itself. */
-
-typedef void (*server_fd_cb)(struct server *s, int fd, uint32_t events, void *arg);
-typedef void (*server_timer_cb)(struct server *s, void *arg);
-
-/** Watch fd (EPOLLIN etc.) in the supervisor loop; cb runs on the supervisor
- * thread. Does not take ownership of fd. Returns 0 or -errno. */
-int server_watch_fd(struct server *s, int fd, uint32_t events, server_fd_cb cb, void *arg);
-/** Stop watching fd; an event already fetched for it is dropped. Returns 0 or -errno. */
-int server_unwatch_fd(struct server *s, int fd);
-/** Run cb once, ms milliseconds from now. Returns a timer id (> 0). */
-uint64_t server_add_timer(struct server *s, uint64_t ms, server_timer_cb cb, void *arg);
-/** Cancel a timer that has not fired; unknown ids are ignored. */
-void server_cancel_timer(struct server *s, uint64_t id);
-
 /** Say who releases the snapshots of part (before the first publish of it). */
 void server_set_release(struct server *s, enum server_state_part part, server_release_fn release);
 
@@ -132,7 +115,8 @@ void server_get_stats(const struct server *s, struct server_stats *out);
 /** Called by the supervisor after a worker's in-flight count drops to zero:
  * cb runs on the supervisor thread (used by `ferry down --drain`). Only one
  * callback at a time; NULL clears it. */
-void server_on_idle(struct server *s, server_timer_cb cb, void *arg);
+typedef void (*server_idle_cb)(struct server *s, void *arg);
+void server_on_idle(struct server *s, server_idle_cb cb, void *arg);
 
 /** The configuration the server runs with. */
 const struct ferry_conf *server_conf(const struct server *s);
