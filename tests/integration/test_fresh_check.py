@@ -171,3 +171,23 @@ def test_no_mirror_host_is_built_in():
             text = f.read()
         assert not re.search(r"deb\.debian\.org|ftp\.[a-z.]*debian|https?://[a-z.]*debian\.org",
                              text), name
+
+
+def test_a_run_without_mirror_stops_before_doing_anything(tmp_path):
+    # No pristine chroot yet, so debootstrap would need a mirror: the run stops at
+    # once (before the root check, the lock and the logs), root or not. A stub
+    # debootstrap first on PATH records a call and fails, should that ever change.
+    (tmp_path / "apt").mkdir()
+    stub = tmp_path / "bin" / "debootstrap"
+    write(tmp_path, "bin/debootstrap", f"#!/bin/sh\ntouch {tmp_path}/called\nexit 1\n")
+    os.chmod(stub, 0o755)
+    env = {**os.environ, "FRESH_CHECK_APT_DIR": str(tmp_path / "apt"),
+           "FRESH_CHECK_DIR": str(tmp_path / "state"),
+           "PATH": f"{tmp_path}/bin:{os.environ.get('PATH', '/usr/bin:/bin')}"}
+    out = subprocess.run(["bash", SCRIPT, "--only", "1"], env=env, capture_output=True,
+                         text=True, timeout=30)
+    assert out.returncode == 2, out
+    assert "pass one with --mirror URL" in out.stderr
+    assert "must run as root" not in out.stderr
+    assert not (tmp_path / "state").exists()
+    assert not (tmp_path / "called").exists()
