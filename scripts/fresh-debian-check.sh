@@ -18,6 +18,12 @@
 #     --timeout1 SEC     limit for command 1 up to ferry starting (default 1800)
 #     --timeout2 SEC     limit for command 2 (default 4800; CI's limit is 5400)
 #     --rebuild-pristine  (re)create the pristine chroot with debootstrap, then exit
+#     --mirror URL       Debian archive for debootstrap when it builds the pristine
+#                        chroot (the URL a `deb` line names); the chroot then keeps
+#                        debootstrap's sources.list, not the host's. Default: the
+#                        first `deb` entry for bookworm main (not -security, -updates)
+#                        in the host's apt sources, one-line or deb822; none -> exit 2
+#     --print-mirror     print the mirror debootstrap would use and exit (needs no root)
 #     --no-host-ca       do not copy the host's /usr/local/share/ca-certificates/*.crt
 #                        (this workplace's egress-proxy CA) into the chroot; without it
 #                        npm cannot reach its registry from here
@@ -28,12 +34,15 @@
 #   deb12-pristine.tar         the pristine chroot (made on first use if missing)
 #   fresh-check-logs/<UTC>/    setup.log, cmd1.log, cmd2.log, ferry-response.*,
 #                              summary.txt; fresh-check-logs/latest -> newest
+# Apt sources are read from $FRESH_CHECK_APT_DIR (default /etc/apt): sources.list,
+# then sources.list.d/*.list and *.sources in name order, as apt reads them.
 # The chroot shares the host's network namespace: port 8080 must be free on the host.
 # Needs: root, debootstrap (apt-get install debootstrap), curl and ss on the host.
 set -u
 
 DIR=${FRESH_CHECK_DIR:-/var/tmp/ferry-fresh-check}
-mkdir -p "$DIR"
+APT_DIR=${FRESH_CHECK_APT_DIR:-/etc/apt}
+SUITE=bookworm
 ROOT=$DIR/deb12
 PRISTINE=$DIR/deb12-pristine.tar
 LOGBASE=$DIR/fresh-check-logs
@@ -47,6 +56,9 @@ T2=4800
 REBUILD=0
 PORT=8080
 HOST_CA=1
+MIRROR=""
+MIRROR_GIVEN=0
+PRINT_MIRROR=0
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -59,12 +71,112 @@ while [ $# -gt 0 ]; do
     --timeout2) T2=$2; shift 2 ;;
     --rebuild-pristine) REBUILD=1; shift ;;
     --no-host-ca) HOST_CA=0; shift ;;
+    --mirror)
+        [ $# -ge 2 ] || { echo "fresh-check: --mirror needs a URL" >&2; exit 2; }
+        MIRROR=$2; MIRROR_GIVEN=1; shift 2 ;;
+    --print-mirror) PRINT_MIRROR=1; shift ;;
     -h|--help) sed -n '2,/^set -u/{/^#/p}' "$0"; exit 0 ;;
     *) echo "fresh-check: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done
 
+# ---- package mirror ------------------------------------------------------------
+# Print the first `deb` URI in the apt sources under directory $1 that serves suite $2
+# with component main: sources.list (one-line format), then sources.list.d/*.list
+# (one-line) and *.sources (deb822) in name order. Skipped: deb-src, other suites
+# (so $2-security and $2-updates), Enabled: no, URIs debootstrap cannot fetch
+# (cdrom:, mirror+...), and entries whose Signed-By names a keyring other than
+# Debian's archive keyring, which debootstrap would not accept anyway.
+# Returns 1, printing nothing, when no entry qualifies.
+apt_debian_mirror() {
+    local dir=$1 suite=$2 f files=() LC_ALL=C # byte order of names, as apt sorts them
+    [ -f "$dir/sources.list" ] && [ -r "$dir/sources.list" ] && files+=("$dir/sources.list")
+    for f in "$dir"/sources.list.d/*; do
+        case $f in
+        *.list | *.sources) [ -f "$f" ] && [ -r "$f" ] && files+=("$f") ;;
+        esac
+    done
+    [ ${#files[@]} -gt 0 ] || return 1
+    awk -v suite="$suite" '
+        function has(list, word,    n, i, w) {
+            n = split(list, w, /[ \t]+/)
+            for (i = 1; i <= n; i++) if (w[i] == word) return 1
+            return 0
+        }
+        function usable(uri) { return uri ~ /^(https?:\/\/|file:\/)/ }
+        # Signed-By may hold keyring paths or an embedded key; only Debian'"'"'s will do.
+        function debian_signed(sb) { return sb == "" || sb ~ /debian-archive-/ }
+        function pick(uri) { if (!found) { print uri; found = 1 } }
+        function stanza_end(    n, i, u) {
+            if (insz && has(f["types"], "deb") && has(f["suites"], suite) &&
+                has(f["components"], "main") && debian_signed(f["signed-by"]) &&
+                tolower(f["enabled"]) !~ /^(no|false|off|0|disable|without)$/) {
+                n = split(f["uris"], u, /[ \t]+/)
+                for (i = 1; i <= n && !found; i++) if (usable(u[i])) pick(u[i])
+            }
+            insz = 0; key = ""
+            split("", f)
+        }
+        FNR == 1 { stanza_end(); deb822 = FILENAME ~ /\.sources$/ }
+        found { exit }
+        deb822 && /^#/ { next }
+        deb822 && /^[ \t]*$/ { stanza_end(); next }
+        deb822 && /^[ \t]/ { if (key != "") f[key] = f[key] " " $0; next }
+        deb822 {
+            c = index($0, ":")
+            if (c == 0) next
+            key = tolower(substr($0, 1, c - 1)); sub(/[ \t]+$/, "", key)
+            f[key] = substr($0, c + 1); insz = 1
+            gsub(/^[ \t]+|[ \t]+$/, "", f[key])
+            next
+        }
+        {
+            sub(/#.*/, "")
+            if ($1 != "deb") next
+            # deb [ options ] uri suite component...; options may be split on spaces
+            i = 2; opts = ""
+            if ($2 ~ /^\[/) {
+                for (; i <= NF; i++) { opts = opts " " $i; if ($i ~ /\]$/) break }
+                i++
+            }
+            sb = ""
+            opts = tolower(opts)
+            if (match(opts, /signed-by=[^ \]]*/)) sb = substr(opts, RSTART, RLENGTH)
+            if ($(i + 1) != suite || !debian_signed(sb) || !usable($i)) next
+            for (c = i + 2; c <= NF; c++) if ($c == "main") { pick($i); exit }
+        }
+        END { if (!found) stanza_end(); exit !found }' "${files[@]}"
+}
+
+# Set MIRROR from --mirror or the host's apt sources, or say how to pass one.
+find_mirror() {
+    if [ "$MIRROR_GIVEN" = 1 ]; then
+        case $MIRROR in
+        http://?* | https://?* | file:/?*) return 0 ;;
+        esac
+        echo "fresh-check: --mirror '$MIRROR' is not an http://, https:// or file:/ URL" >&2
+        return 1
+    fi
+    MIRROR=$(apt_debian_mirror "$APT_DIR" "$SUITE") && [ -n "$MIRROR" ] && return 0
+    MIRROR=""
+    echo "fresh-check: no Debian $SUITE main archive in the apt sources ($APT_DIR/sources.list," \
+        "$APT_DIR/sources.list.d/*.list, *.sources); pass one with --mirror URL, the URL a" \
+        "'deb URL $SUITE main' line of your sources would name" >&2
+    return 1
+}
+
+if [ "$PRINT_MIRROR" = 1 ]; then
+    find_mirror || exit 2
+    echo "$MIRROR"
+    exit 0
+fi
+
+# Building the pristine chroot needs a mirror: find it before anything else is done.
+if [ "$REBUILD" = 1 ] || [ ! -f "$PRISTINE" ]; then
+    find_mirror || exit 2
+fi
 [ "$(id -u)" -eq 0 ] || { echo "fresh-check: must run as root" >&2; exit 2; }
+mkdir -p "$DIR"
 
 # One run at a time.
 exec 9>"$DIR/.lock"
@@ -126,23 +238,20 @@ trap 'teardown; exit 2' INT TERM
 
 # ---- pristine chroot ---------------------------------------------------------
 make_pristine() {
-    local mirror
     command -v debootstrap >/dev/null || die "debootstrap missing: apt-get install -y debootstrap"
-    mirror=$(sed -n 's/^URIs: *\(\S*\/debian\)$/\1/p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -1)
-    [ -n "$mirror" ] || mirror=$(awk '$1=="deb" && $3=="bookworm" {print $2; exit}' /etc/apt/sources.list 2>/dev/null)
-    [ -n "$mirror" ] || mirror=http://deb.debian.org/debian
+    [ -n "$MIRROR" ] || find_mirror || die "no package mirror: pass --mirror URL"
     [ -z "$(mounts_under_root)" ] || die "mounts still under $ROOT"
     rm -rf --one-file-system "$ROOT"
-    say "debootstrap --variant=minbase bookworm $ROOT $mirror"
-    debootstrap --variant=minbase bookworm "$ROOT" "$mirror" >>"$SETUP" 2>&1 || die "debootstrap failed"
-    # network and apt config as on this machine
+    say "debootstrap --variant=minbase $SUITE $ROOT $MIRROR"
+    debootstrap --variant=minbase "$SUITE" "$ROOT" "$MIRROR" >>"$SETUP" 2>&1 || die "debootstrap failed"
+    # network and apt config as on this machine (an explicit --mirror replaces its sources)
     cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
-    if [ -f /etc/apt/sources.list.d/debian.sources ]; then
-        cp /etc/apt/sources.list.d/debian.sources "$ROOT/etc/apt/sources.list.d/"
+    if [ "$MIRROR_GIVEN" = 0 ] && [ -f "$APT_DIR/sources.list.d/debian.sources" ]; then
+        cp "$APT_DIR/sources.list.d/debian.sources" "$ROOT/etc/apt/sources.list.d/"
         rm -f "$ROOT/etc/apt/sources.list"
     fi
     local f
-    for f in /etc/apt/apt.conf.d/*; do
+    for f in "$APT_DIR"/apt.conf.d/*; do
         grep -qiE 'proxy|Check-Valid-Until|Check-Date' "$f" 2>/dev/null && cp "$f" "$ROOT/etc/apt/apt.conf.d/"
     done
     # what any installed Debian has and minbase lacks
