@@ -96,6 +96,22 @@ static bool wait_report(struct ctx *c, const char *rel)
     return run(c, until_reported, WAIT);
 }
 
+static uint64_t want_pending;
+
+static bool until_pending(struct ctx *c)
+{
+    struct spool_stats ss;
+    spool_get_stats(c->s, &ss);
+    return ss.pending == want_pending;
+}
+
+/* Run until the backlog holds n files. */
+static bool wait_pending(struct ctx *c, uint64_t n)
+{
+    want_pending = n;
+    return run(c, until_pending, WAIT);
+}
+
 static bool until_quiet(struct ctx *c)
 {
     return spool_quiet(c->s);
@@ -295,6 +311,19 @@ static void test_rename_link_subdirs(void)
     spool_done(c.s, "tree/sub/b", false);
     spool_get_stats(c.s, &ss);
     ASSERT_EQ(ss.pending, 3);
+
+    /* A directory renamed within the spool while its file settles: the file
+     * is reported under its new name only, and the watch follows. */
+    ASSERT_EQ(mkdir(sp("old"), 0755), 0);
+    write_file(sp("old/x"), "x");
+    ASSERT_TRUE(wait_pending(&c, 4));
+    ASSERT_EQ(rename(sp("old"), sp("new")), 0);
+    ASSERT_TRUE(wait_report(&c, "new/x"));
+    write_file(sp("new/y"), "y");
+    ASSERT_TRUE(wait_report(&c, "new/y"));
+    ASSERT_EQ(count_reports(&c, "old/x"), 0);
+    spool_get_stats(c.s, &ss);
+    ASSERT_EQ(ss.watches, w0 + 3);
     stop(&c);
 }
 
@@ -339,13 +368,6 @@ static bool until_kept_zero(struct ctx *c)
     return ss.kept == 0;
 }
 
-static bool until_pending_zero(struct ctx *c)
-{
-    struct spool_stats ss;
-    spool_get_stats(c->s, &ss);
-    return ss.pending == 0;
-}
-
 static int want_count;
 
 static bool until_count(struct ctx *c)
@@ -359,13 +381,6 @@ static bool wait_count(struct ctx *c, const char *rel, int k)
     c->want = rel;
     want_count = k;
     return run(c, until_count, WAIT);
-}
-
-static bool until_pending_one(struct ctx *c)
-{
-    struct spool_stats ss;
-    spool_get_stats(c->s, &ss);
-    return ss.pending == 1;
 }
 
 static void test_keep_rewrite_delete(void)
@@ -400,9 +415,9 @@ static void test_keep_rewrite_delete(void)
     ASSERT_TRUE(run(&c, until_kept_zero, WAIT));
     /* A file deleted while it settles is forgotten and never reported. */
     write_file(sp("brief"), "x");
-    ASSERT_TRUE(run(&c, until_pending_one, WAIT));
+    ASSERT_TRUE(wait_pending(&c, 1));
     ASSERT_EQ(unlink(sp("brief")), 0);
-    ASSERT_TRUE(run(&c, until_pending_zero, WAIT));
+    ASSERT_TRUE(wait_pending(&c, 0));
     run(&c, NULL, 2 * SETTLE);
     ASSERT_EQ(count_reports(&c, "brief"), 0);
     ASSERT_TRUE(spool_quiet(c.s));
