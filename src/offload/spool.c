@@ -634,7 +634,9 @@ void spool_done(struct spool *s, const char *rel, bool keep)
     if (!f)
         return;
     if (keep) {
-        f->state = SFILE_KEPT;
+        f->state = SFILE_KEPT; /* also when it was still settling: the caller decided */
+        f->busy = false;
+        evloop_timer_stop(s->loop, &f->timer);
     } else {
         file_forget(s, f);
     }

@@ -421,6 +421,12 @@ static void test_keep_rewrite_delete(void)
     run(&c, NULL, 2 * SETTLE);
     ASSERT_EQ(count_reports(&c, "brief"), 0);
     ASSERT_TRUE(spool_quiet(c.s));
+    /* Kept while still settling (before any report): never reported. */
+    write_file(sp("early-kept"), "x");
+    ASSERT_TRUE(wait_pending(&c, 1));
+    spool_done(c.s, "early-kept", true);
+    run(&c, NULL, 3 * SETTLE);
+    ASSERT_EQ(count_reports(&c, "early-kept"), 0);
     stop(&c);
 }
 
