@@ -423,29 +423,32 @@ static int journal_replay(struct journal *j, char *err, size_t errlen)
     while ((n = getline(&line, &cap, f)) > 0) {
         struct journal_entry e;
         const char *why = NULL;
-        bool last, torn = line[n - 1] != '\n';
 
         lineno++;
-        if (!torn)
-            line[--n] = '\0';
-        if (n > JOURNAL_LINE_MAX)
-            r = -EINVAL, why = "line too long";
-        else if (strlen(line) != (size_t)n)
-            r = -EINVAL, why = "NUL byte in line";
-        else
+        /* A crash can only tear the line being appended, the last one: without its
+         * newline (even if the rest is whole, its record never returned) or with a bad
+         * checksum. Drop it; compaction then removes it from the file. */
+        if (line[n - 1] != '\n')
+            break;
+        line[--n] = '\0';
+        if (n > JOURNAL_LINE_MAX) {
+            r = -EINVAL;
+            why = "line too long";
+        } else if (strlen(line) != (size_t)n) {
+            r = -EINVAL;
+            why = "NUL byte in line";
+        } else {
             r = line_parse(line, &e, &why);
+        }
         if (r == 0) {
             table_apply(j, &e);
             continue;
         }
-        /* A crash can only tear the line being appended: the last one. */
-        last = torn || getc(f) == EOF;
-        if (last && (torn || r == -EILSEQ)) {
+        if (r == -EILSEQ && getc(f) == EOF) {
             r = 0;
             break;
         }
-        set_err(err, errlen, "%s:%" PRIu64 ": %s", j->path, lineno,
-                torn ? "line without newline" : why);
+        set_err(err, errlen, "%s:%" PRIu64 ": %s", j->path, lineno, why);
         r = -EBADMSG;
         break;
     }

@@ -222,6 +222,16 @@ static void test_torn_last_line(void)
     ASSERT_EQ(journal_count(j), 1);
     journal_close(j);
 
+    /* A whole last line that only lacks its newline: its record never returned, so it
+     * is dropped too. */
+    data = slurp(&len, NULL);
+    ASSERT_EQ(len > 0 && data[len - 1] == '\n', 1);
+    spit(data, len - 1);
+    free(data);
+    j = open_ok();
+    ASSERT_EQ(journal_count(j), 0);
+    journal_close(j);
+
     /* A lone partial line in an otherwise empty journal. */
     spit("j1 0123", 7);
     j = open_ok();
