@@ -26,8 +26,8 @@ step "unit tests"
 meson test -C build --suite unit --print-errorlogs
 
 step "integration tests"
-FERRY_BIN="$PWD/build/ferry" $PY -m pytest -q -p no:cacheprovider --junitxml=build/pytest.xml \
-    tests/integration
+FERRY_BIN="$PWD/build/ferry" FERRY_TEST_BIN="$PWD/build/tests/tools/ferry-test" \
+    $PY -m pytest -q -p no:cacheprovider --junitxml=build/pytest.xml tests/integration
 
 if [ "${FERRY_TEST_QUICK:-0}" != 1 ]; then
     step "sanitizer build (ASan+UBSan)"
@@ -37,7 +37,8 @@ if [ "${FERRY_TEST_QUICK:-0}" != 1 ]; then
     export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:halt_on_error=1
     export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
     meson test -C build-asan --suite unit --print-errorlogs
-    FERRY_BIN="$PWD/build-asan/ferry" $PY -m pytest -q -p no:cacheprovider \
+    FERRY_BIN="$PWD/build-asan/ferry" FERRY_TEST_BIN="$PWD/build-asan/tests/tools/ferry-test" \
+        $PY -m pytest -q -p no:cacheprovider \
         --junitxml=build-asan/pytest.xml tests/integration
 
     step "fuzz: request parser 60 s, admin protocol 20 s, maintenance 20 s, Range 10 s"

@@ -5,6 +5,7 @@ The fixture binds 127.0.0.1:0 itself and hands the socket to ferry as fd 3
 created: no sleeps, no port races. If ferry dies before it is ready the test
 fails at once with ferry's log; every test that fails prints the log.
 """
+import hashlib
 import os
 import select
 import signal
@@ -16,13 +17,17 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FERRY_BIN = os.environ.get("FERRY_BIN", os.path.join(ROOT, "build", "ferry"))
+# ferry-test: ferry plus the test-only /_test/ relay handler (tests/tools/).
+FERRY_TEST_BIN = os.environ.get("FERRY_TEST_BIN",
+                                os.path.join(ROOT, "build", "tests", "tools", "ferry-test"))
 
 
 class FerryProcess:
     """One running `ferry serve` with its own config, root and sockets."""
 
     def __init__(self, workdir, conf="", workers=2, env=None, listen=True, args=None,
-                 preexec_fn=None):
+                 preexec_fn=None, binary=None):
+        self.binary = binary or FERRY_BIN
         self.workdir = str(workdir)
         self.conf_path = os.path.join(self.workdir, "ferry.conf")
         self.log_path = os.path.join(self.workdir, "ferry.log")
@@ -78,7 +83,7 @@ class FerryProcess:
         notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         notify.bind(notify_path)
         env["NOTIFY_SOCKET"] = notify_path
-        cmd = [FERRY_BIN, "serve", "-c", self.conf_path] + self.args
+        cmd = [self.binary, "serve", "-c", self.conf_path] + self.args
         if self.listen:
             # LISTEN_PID must be ferry's own pid: the shell execs ferry in place.
             # bash, not sh: dash cannot redirect from fds above 9, and under
@@ -151,7 +156,7 @@ class FerryProcess:
 
     def run_cli(self, *args, timeout=30.0):
         """Run `ferry ARGS -c conf` and return the CompletedProcess."""
-        argv = [FERRY_BIN, args[0], "-c", self.conf_path] + list(args[1:])
+        argv = [self.binary, args[0], "-c", self.conf_path] + list(args[1:])
         return subprocess.run(argv, cwd=self.workdir, env=self.env, capture_output=True,
                               text=True, timeout=timeout)
 
@@ -274,17 +279,36 @@ def parse_head(head):
     return Response(int(status), reason[0] if reason else "", headers, b"", version)
 
 
-def read_response(sock, head_request=False, timeout=5.0):
-    """Read exactly one response from sock (Content-Length or close framing)."""
-    sock.settimeout(timeout)
-    buf = b""
+def read_head(sock, buf=b""):
+    """Read one response head (buf: bytes already received); returns
+    (Response without body, the bytes that followed the head)."""
     while b"\r\n\r\n" not in buf:
         b = sock.recv(65536)
         if not b:
             raise EOFError(f"connection closed mid-head: {buf!r}")
         buf += b
     head, rest = buf.split(b"\r\n\r\n", 1)
-    resp = parse_head(head)
+    return parse_head(head), rest
+
+
+def read_hashed(sock, size, first=b""):
+    """Read a body of size bytes (first: its bytes already received) without
+    keeping it; returns its SHA-256 digest. Fails if the peer closes early."""
+    h = hashlib.sha256(first)
+    n = len(first)
+    while n < size:
+        chunk = sock.recv(1 << 20)
+        assert chunk, f"response cut at {n} of {size} bytes"
+        h.update(chunk)
+        n += len(chunk)
+    assert n == size, f"{n} bytes instead of {size}"
+    return h.digest()
+
+
+def read_response(sock, head_request=False, timeout=5.0):
+    """Read exactly one response from sock (Content-Length or close framing)."""
+    sock.settimeout(timeout)
+    resp, rest = read_head(sock)
     cl = resp.header("Content-Length")
     if head_request or resp.status in (204, 304) or 100 <= resp.status < 200:
         resp.body = b""
@@ -421,3 +445,93 @@ def connect_slow_reader(port, rcvbuf=4096, timeout=5.0):
     s.settimeout(timeout)
     s.connect(("127.0.0.1", port))
     return s
+
+
+class Upstream:
+    """tests/integration/upstream.py on a unix socket the fixture binds (so it
+    accepts from the start), with its event log."""
+
+    def __init__(self, sockdir):
+        self.path = os.path.join(sockdir, "up.sock")
+        self.log_path = os.path.join(sockdir, "up.log")
+        open(self.log_path, "w").close()
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(self.path)
+        self.sock.listen(128)
+        script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "upstream.py")
+        fd = self.sock.fileno()
+        move = "" if fd == 3 else f"exec 3<&{fd} {fd}<&-; "
+        self.proc = subprocess.Popen(["/bin/bash", "-c", move + 'exec "$@"', "bash",
+                                      "/usr/bin/python3", script, self.log_path],
+                                     pass_fds=[fd], stdin=subprocess.DEVNULL)
+
+    def events(self):
+        """[(ms, conn id, event)] logged so far."""
+        out = []
+        with open(self.log_path) as f:
+            for line in f:
+                if line.endswith("\n"):
+                    ms, cid, event = line.rstrip("\n").split(" ", 2)
+                    out.append((int(ms), int(cid), event))
+        return out
+
+    def conn_events(self, cid):
+        return [(ms, e) for ms, c, e in self.events() if c == cid]
+
+    def conn_for(self, path):
+        """The id of the last connection that carried a request for path."""
+        ids = [c for _, c, e in self.events() if e.split(" ", 2)[2:] == [path]]
+        return ids[-1] if ids else None
+
+    def wait_event(self, path, event, timeout=5.0):
+        """Wait until the connection for path logged event; returns its ms."""
+        found = []
+
+        def pred():
+            cid = self.conn_for(path)
+            if cid is None:
+                return False
+            found[:] = [ms for ms, e in self.conn_events(cid) if e == event]
+            return bool(found)
+        wait_for(pred, timeout, f"upstream event {event!r} for {path}: {self.events()[-20:]}")
+        return found[0]
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self.sock.close()
+
+
+@pytest.fixture
+def relay_factory(ferry_factory, tmp_path, request):
+    """Start upstream.py and a ferry-test relaying /_test/ to it; returns
+    (FerryProcess, Upstream). Fails when ferry-test was not built."""
+    import shutil
+    import tempfile
+    assert os.access(FERRY_TEST_BIN, os.X_OK), (
+        f"{FERRY_TEST_BIN} missing: build it (ninja -C build) or set FERRY_TEST_BIN")
+    # sun_path is 108 bytes: keep the socket out of pytest's long tmp paths.
+    sockdir = tempfile.mkdtemp(prefix="ferry-up-", dir="/tmp")
+    ups = []
+
+    def make(conf="", **kw):
+        up = Upstream(sockdir if not ups else tempfile.mkdtemp(prefix="ferry-up-", dir="/tmp"))
+        ups.append(up)
+        env = {"FERRY_TEST_UPSTREAM": up.path}
+        # ASan's quarantine would hold every freed chunk (256 MiB by default)
+        # and hide whether ferry's own memory stays bounded.
+        if "ASAN_OPTIONS" in os.environ:
+            env["ASAN_OPTIONS"] = os.environ["ASAN_OPTIONS"] + ":quarantine_size_mb=8"
+        env.update(kw.pop("env", {}))
+        f = ferry_factory(conf, binary=FERRY_TEST_BIN, env=env, **kw)
+        return f, up
+
+    yield make
+    failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
+    for up in ups:
+        up.stop()
+        if failed:
+            with open(up.log_path) as lf:
+                print(f"---- upstream log ({up.log_path}) ----\n{lf.read()}")
+        shutil.rmtree(os.path.dirname(up.path), ignore_errors=True)

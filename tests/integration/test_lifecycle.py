@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from conftest import (ResponseReader, connect_slow_reader, free_port, request, wait_closed,
-                      wait_for)
+from conftest import (ResponseReader, connect_slow_reader, free_port, read_hashed, request,
+                      wait_closed, wait_for)
 
 PAGE = b"lifecycle page\n"
 
@@ -69,15 +69,7 @@ def test_sigterm_finishes_inflight_response(ferry_factory):
             data = b""
         assert data == b"", f"a connection made after SIGTERM was served: {data!r}"
     # The in-flight response completes with all its bytes.
-    h = hashlib.sha256(body)
-    n = len(body)
-    while n < size:
-        chunk = slow.recv(1 << 20)
-        assert chunk, f"response cut at {n} of {size} bytes"
-        h.update(chunk)
-        n += len(chunk)
-    assert n == size
-    assert h.digest() == hashlib.sha256(content).digest()
+    assert read_hashed(slow, size, body) == hashlib.sha256(content).digest()
     closed, extra = wait_closed(slow, timeout=5)
     assert closed and extra == b"", "connection not closed after the last response"
     slow.close()

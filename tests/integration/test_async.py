@@ -1,0 +1,396 @@
+"""Deferred handlers, streamed responses and request bodies through the real
+server: ferry-test relays /_test/ to upstream.py (see conftest.relay_factory)."""
+import hashlib
+import os
+import socket
+import threading
+import time
+
+import pytest
+
+from conftest import (ResponseReader, connect_slow_reader, raw_exchange, read_hashed, read_head,
+                      read_response, wait_closed, wait_for)
+
+LIMITS = "max_body_size = 64KiB\nbody_timeout = 500ms\n"
+
+
+@pytest.fixture
+def relay(relay_factory):
+    f, up = relay_factory()
+    with open(os.path.join(f.root, "ok.txt"), "wb") as fh:
+        fh.write(b"static file\n")
+    return f, up
+
+
+@pytest.fixture
+def limited(relay_factory):
+    return relay_factory(LIMITS)
+
+
+def get(path, version="HTTP/1.1", method="GET", extra=""):
+    return f"{method} {path} {version}\r\nHost: x\r\n{extra}\r\n".encode()
+
+
+def read_chunked(sock, buf, on_chunk=None):
+    """De-chunk strictly (no extensions from ferry, no trailers); returns
+    (body, bytes after the final CRLF)."""
+    body = b""
+
+    def need(n):
+        nonlocal buf
+        while len(buf) < n:
+            b = sock.recv(65536)
+            if not b:
+                raise EOFError(f"closed inside chunked body after {len(body)} bytes")
+            buf += b
+
+    while True:
+        while b"\r\n" not in buf:
+            need(len(buf) + 1)
+        line, buf = buf.split(b"\r\n", 1)
+        assert line and all(c in b"0123456789abcdef" for c in line), line
+        size = int(line, 16)
+        need(size + 2)
+        data, crlf, buf = buf[:size], buf[size:size + 2], buf[size + 2:]
+        assert crlf == b"\r\n", (line, crlf)
+        if size == 0:
+            return body, buf
+        body += data
+        if on_chunk:
+            on_chunk(data)
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+# ---- deferred answers ----
+
+def test_deferred_answer_keepalive(relay):
+    f, up = relay
+    with f.connect() as s:
+        rd = ResponseReader(s)
+        for _ in range(2):
+            s.sendall(get("/_test/hello"))
+            r = rd.next()
+            assert r.status == 200, r
+            assert r.body == b"hello\n"
+            assert r.header("Content-Length") == "6"
+            assert r.header("Content-Type") == "application/octet-stream"
+            assert r.header("Transfer-Encoding") is None
+            assert r.header("Connection") is None
+    assert up.wait_event("/_test/hello", "done") >= 0
+
+
+def test_pipelined_behind_deferred_in_order(relay):
+    f, up = relay
+    with f.connect() as s:
+        s.sendall(get("/_test/delay/300") + get("/ok.txt") + get("/_test/hello") + get("/ok.txt"))
+        rd = ResponseReader(s)
+        bodies = [rd.next().body for _ in range(4)]
+    assert bodies == [b"delayed\n", b"static file\n", b"hello\n", b"static file\n"]
+
+
+def test_not_test_paths_pass_to_static(relay):
+    f, up = relay
+    resp, closed, _ = raw_exchange(f.port, get("/ok.txt", extra="Connection: close\r\n"))
+    assert resp.body == b"static file\n"
+    assert up.events() == []
+
+
+# ---- streamed responses ----
+
+def test_stream_chunked_http11(relay):
+    f, up = relay
+    with f.connect() as s:
+        s.sendall(get("/_test/chunks"))
+        r, rest = read_head(s)
+        assert r.status == 200, r
+        assert r.header("Transfer-Encoding") == "chunked"
+        assert r.header("Content-Length") is None
+        seen = []
+
+        def on_chunk(data):
+            # The first piece reaches the client before the upstream wrote the last.
+            if not seen:
+                seen.append(any(e == "wrote " + str(7 + 8 * 5) for _, _, e in up.events()))
+        body, rest = read_chunked(s, rest, on_chunk)
+        assert body == b"".join(f"piece-{i}\n".encode() for i in range(5))
+        assert seen == [False], "the body was not streamed: it arrived after the last write"
+        # The connection stays usable after the terminating chunk.
+        s.sendall(get("/_test/hello"))
+        r2 = ResponseReader(s, buffered=rest).next()
+        assert r2.body == b"hello\n"
+
+
+def test_stream_http10_close_delimited(relay):
+    f, up = relay
+    with f.connect() as s:
+        s.sendall(get("/_test/chunks", version="HTTP/1.0"))
+        r, rest = read_head(s)
+        closed, body = wait_closed(s, 5.0, rest)
+    assert r.status == 200 and r.version == "HTTP/1.1", r
+    assert r.header("Transfer-Encoding") is None and r.header("Content-Length") is None
+    assert r.header("Connection") == "close"
+    assert closed
+    assert body == b"".join(f"piece-{i}\n".encode() for i in range(5))
+
+
+@pytest.mark.parametrize("path,length", [("/_test/chunks", None), ("/_test/hello", "6")])
+def test_head_on_streamed_response_has_no_body(relay, path, length):
+    f, up = relay
+    with f.connect() as s:
+        s.sendall(get(path, method="HEAD"))
+        r, rest = read_head(s)
+        assert r.status == 200, r
+        assert r.header("Content-Length") == length
+        assert r.header("Transfer-Encoding") is None
+        up.wait_event(path, "done")
+        # No body bytes follow; the next request's answer comes next.
+        s.sendall(get("/ok.txt"))
+        r2 = ResponseReader(s, buffered=rest).next()
+        assert r2.status == 200 and r2.body == b"static file\n", r2
+
+
+# ---- timeouts and clients that go away ----
+
+def test_timeout_504_and_upstream_stopped(relay):
+    f, up = relay
+    t0 = time.monotonic()
+    with f.connect() as s:
+        s.sendall(get("/_test/hang", extra="X-Test-Timeout-Ms: 300\r\n"))
+        r, _ = read_response(s)
+        elapsed = time.monotonic() - t0
+    assert r.status == 504, r
+    assert r.body == b"504 Gateway Timeout\n"
+    assert r.header("Connection") == "close"
+    assert 0.25 <= elapsed <= 1.0, elapsed
+    up.wait_event("/_test/hang", "closed by ferry", timeout=2.0)
+
+
+def test_client_hangup_stops_upstream(relay):
+    f, up = relay
+    s = f.connect()
+    s.sendall(get("/_test/delay/2000"))
+    up.wait_event("/_test/delay/2000", "eof from ferry")
+    time.sleep(0.1)
+    s.close()
+    cid = up.conn_for("/_test/delay/2000")
+    t_closed = up.wait_event("/_test/delay/2000", "closed by ferry", timeout=1.5)
+    t_accepted = [ms for ms, e in up.conn_events(cid) if e == "accepted"][0]
+    assert t_closed - t_accepted < 1000, up.conn_events(cid)
+    # ferry stays healthy.
+    resp, _, _ = raw_exchange(f.port, get("/_test/hello", extra="Connection: close\r\n"))
+    assert resp.body == b"hello\n"
+    wait_for(lambda: "/_test/hello" in f.access_log(), 5, "the access log line")
+    assert "GET /_test/delay/2000 HTTP/1.1" in f.access_log(), f.access_log()
+
+
+# ---- backpressure ----
+
+def test_backpressure_big_response(relay):
+    f, up = relay
+    n = 256 * 1024 * 1024
+    base = rss_kib(f.proc.pid)
+    s = connect_slow_reader(f.port, rcvbuf=65536, timeout=30)
+    try:
+        s.sendall(get(f"/_test/big/{n}"))
+        path = f"/_test/big/{n}"
+        up.wait_event(path, "wrote " + str(len(f"200 {n}\n")))
+        time.sleep(1.0)  # the client reads nothing for a second
+
+        def written():
+            return max(int(e.split()[1]) for _, c, e in up.events()
+                       if c == up.conn_for(path) and e.startswith("wrote "))
+        w1 = written()
+        grown = rss_kib(f.proc.pid) - base
+        assert w1 < 16 * 1024 * 1024, f"upstream wrote {w1} bytes to a client reading nothing"
+        assert grown < 64 * 1024, f"ferry's RSS grew by {grown} KiB"
+        # Now read everything and check the bytes.
+        r, rest = read_head(s)
+        assert r.header("Content-Length") == str(n), r
+        got = read_hashed(s, n, rest)
+    finally:
+        s.close()
+    block = bytes(range(256)) * 4096
+    want = hashlib.sha256()
+    for _ in range(n // len(block)):
+        want.update(block)
+    assert got == want.digest()
+
+
+# ---- request bodies ----
+
+def post(path, body, extra=""):
+    return get(path, method="POST", extra=f"Content-Length: {len(body)}\r\n{extra}") + body
+
+
+def test_echo_content_length_small_keepalive(relay):
+    f, up = relay
+    with f.connect() as s:
+        s.sendall(post("/_test/echo", b"hello world"))
+        r, rest = read_head(s)
+        assert r.status == 200 and r.header("Transfer-Encoding") == "chunked", r
+        body, rest = read_chunked(s, rest)
+        assert body == b"hello world"
+        assert r.header("Connection") is None
+        # A pipelined request right after a body on the same connection.
+        s.sendall(post("/_test/echo", b"abc") + get("/_test/hello"))
+        r2, rest = read_head(s, rest)
+        body2, rest = read_chunked(s, rest)
+        assert body2 == b"abc"
+        assert ResponseReader(s, buffered=rest).next().body == b"hello\n"
+    assert ("body 11 bytes" in [e for _, _, e in up.events()])
+
+
+def test_echo_8mib(relay):
+    f, up = relay
+    data = os.urandom(8 * 1024 * 1024)
+    with f.connect(timeout=30) as s:
+        s.sendall(post("/_test/echo", data))
+        r, rest = read_head(s)
+        body, _ = read_chunked(s, rest)
+    assert r.status == 200
+    assert len(body) == len(data) and hashlib.sha256(body).digest() == hashlib.sha256(data).digest()
+
+
+def test_echo_chunked_with_extensions_and_trailers(relay):
+    f, up = relay
+    raw = (b"POST /_test/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+           b"5;ext=1\r\nhello\r\n6;a=b;c=\"d e\"\r\n world\r\n"
+           b"0\r\nX-Trailer: yes\r\nX-Other: 2\r\n\r\n")
+    with f.connect() as s:
+        s.sendall(raw + get("/_test/hello"))
+        r, rest = read_head(s)
+        body, rest = read_chunked(s, rest)
+        assert body == b"hello world"
+        assert r.header("Connection") is None
+        assert ResponseReader(s, buffered=rest).next().body == b"hello\n"
+
+
+def test_expect_100_continue(relay):
+    f, up = relay
+    with f.connect() as s:
+        s.sendall(get("/_test/echo", method="POST",
+                      extra="Content-Length: 5\r\nExpect: 100-continue\r\n"))
+        want = b"HTTP/1.1 100 Continue\r\n\r\n"
+        got = b""
+        while len(got) < len(want):
+            b = s.recv(len(want) - len(got))
+            assert b, got
+            got += b
+        assert got == want
+        s.sendall(b"12345")
+        r, rest = read_head(s)
+        assert r.status == 200, r
+        body, _ = read_chunked(s, rest)
+        assert body == b"12345"
+
+
+def test_content_length_over_max_413_at_once(limited):
+    f, up = limited
+    with f.connect() as s:
+        s.sendall(get("/_test/echo", method="POST",
+                      extra="Content-Length: 100000\r\nExpect: 100-continue\r\n"))
+        s.settimeout(5)
+        first = s.recv(65536)
+        # No 100 Continue: the refusal is the first thing on the wire.
+        assert first.startswith(b"HTTP/1.1 413 "), first
+        r, rest = read_head(s, first)
+        assert r.header("Connection") == "close"
+        closed, extra = wait_closed(s, 5, rest)
+    assert extra == b"413 Content Too Large\n" and closed
+    assert up.events() == [], "the upstream was contacted for a refused body"
+
+
+def chunked_request(path, chunks, tail=b"0\r\n\r\n"):
+    body = b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in chunks) + tail
+    return (f"POST {path} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
+            + body)
+
+
+@pytest.mark.parametrize("raw,status", [
+    # chunked data summing past max_body_size (64 KiB)
+    (chunked_request("/_test/echo", [b"x" * 40000, b"y" * 40000]), 413),
+    # a chunk size that is not hex
+    (chunked_request("/_test/echo", [b"hello"], tail=b"zz\r\n"), 400),
+])
+def test_bad_chunked_body_answered_and_upstream_stopped(limited, raw, status):
+    f, up = limited
+    resp, closed, extra = raw_exchange(f.port, raw)
+    assert resp.status == status, resp
+    assert resp.body == f"{status} {resp.reason}\n".encode()
+    assert resp.reason in ("Content Too Large", "Bad Request")
+    assert resp.header("Connection") == "close" and closed
+    up.wait_event("/_test/echo", "closed by ferry")
+
+
+def test_client_stops_sending_body_408(limited):
+    f, up = limited
+    t0 = time.monotonic()
+    with f.connect() as s:
+        s.sendall(get("/_test/echo", method="POST", extra="Content-Length: 100\r\n") + b"x" * 10)
+        r, rest = read_response(s)
+    elapsed = time.monotonic() - t0
+    assert r.status == 408, r
+    assert r.body == b"408 Request Timeout\n"
+    assert r.header("Connection") == "close"
+    assert 0.4 <= elapsed < 3, elapsed
+    up.wait_event("/_test/echo", "closed by ferry")
+
+
+def test_large_body_to_slow_upstream_is_paused(relay_factory):
+    f, up = relay_factory("max_body_size = 256MiB\n")
+    n = 64 * 1024 * 1024
+    block = os.urandom(1 << 20)
+    want = hashlib.sha256(block * 64).hexdigest()
+    base = rss_kib(f.proc.pid)
+    s = f.connect(timeout=30)
+    sent = [0]
+    err = []
+
+    def sender():
+        try:
+            s.sendall(get("/_test/stall/1500", method="POST", extra=f"Content-Length: {n}\r\n"))
+            for _ in range(64):
+                s.sendall(block)
+                sent[0] += len(block)
+        except OSError as e:
+            err.append(e)
+    t = threading.Thread(target=sender)
+    t.start()
+    try:
+        up.wait_event("/_test/stall/1500", "accepted")
+        time.sleep(1.0)  # the upstream reads nothing for 1.5 s
+        grown = rss_kib(f.proc.pid) - base
+        assert sent[0] < 48 * 1024 * 1024, f"client sent {sent[0]} bytes to a stalled upstream"
+        assert grown < 32 * 1024, f"ferry's RSS grew by {grown} KiB: the body was buffered"
+        t.join(30)
+        assert not err, err
+        r, rest = read_head(s)
+        body, _ = read_chunked(s, rest)
+    finally:
+        s.close()
+        t.join(30)
+    assert r.status == 200, r
+    assert body == f"{n} {want}\n".encode()
+
+
+# ---- static paths are unchanged ----
+
+def test_static_still_refuses_bodies(relay):
+    f, up = relay
+    resp, closed, extra = raw_exchange(
+        f.port, b"POST /ok.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nabcd")
+    assert resp.status == 405 and resp.header("Allow") == "GET, HEAD"
+    assert resp.header("Connection") == "close" and closed and extra == b""
+    resp, closed, extra = raw_exchange(
+        f.port, b"GET /ok.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
+    assert resp.status == 413, resp
+    assert resp.body == b"413 Content Too Large: no request body is accepted here\n"
+    assert resp.header("Connection") == "close" and closed and extra == b""
+    assert up.events() == []
