@@ -646,6 +646,16 @@ int conn_respond_stream(struct conn *c, int64_t content_length)
     return 0;
 }
 
+/* Body bytes the producer gave: they count towards a declared length and
+ * show the producer is alive, whether or not they go on the wire. */
+static void body_counted(struct conn *c, size_t len)
+{
+    if (c->out_left >= 0)
+        c->out_left -= (int64_t)len;
+    if (c->prod)
+        evloop_timer_start(c->w->loop, &c->wait_timer, c->wait_ms);
+}
+
 /* Checks shared by the appends; 1 means "accepted, but nothing to send". */
 static int append_check(struct conn *c, size_t len)
 {
@@ -653,8 +663,12 @@ static int append_check(struct conn *c, size_t len)
         return -EINVAL;
     if (c->out_left >= 0 && (uint64_t)c->out_left < len)
         return -EINVAL;
-    if (c->head_only || len == 0)
+    if (c->head_only || len == 0) {
+        /* HEAD: the bytes are dropped but still counted, or conn_body_end()
+         * would take the body for a short one and close the connection. */
+        body_counted(c, len);
         return 1;
+    }
     return 0;
 }
 
@@ -671,10 +685,7 @@ static void appended(struct conn *c, size_t len)
 {
     if (c->chunked_out)
         chunkq_append_ref(&c->q, "\r\n", 2, NULL, NULL);
-    if (c->out_left >= 0)
-        c->out_left -= (int64_t)len;
-    if (c->prod)
-        evloop_timer_start(c->w->loop, &c->wait_timer, c->wait_ms);
+    body_counted(c, len);
     if (!c->writing && !in_dispatch(c))
         conn_update_events(c);
 }
