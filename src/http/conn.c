@@ -278,8 +278,13 @@ void conn_destroy(struct conn *c)
 {
     struct worker *w = c->w;
     producer_stop(c);
-    if (c->in_request && c->responding)
-        access_log_write(c); /* a response cut short is logged with what was sent */
+    /* A response cut short is logged with what was sent; a deferred request
+     * whose client left before any answer started, as 499 (nginx's "client
+     * closed request"), so that it does not vanish from the log. */
+    if (c->in_request && !c->responding && c->def)
+        c->status = 499;
+    if (c->in_request && (c->responding || c->def))
+        access_log_write(c);
     request_end_counters(c);
     response_release(c);
     chunkq_finish(&c->q);

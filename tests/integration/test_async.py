@@ -187,7 +187,7 @@ def test_client_hangup_stops_upstream(relay):
     resp, _, _ = raw_exchange(f.port, get("/_test/hello", extra="Connection: close\r\n"))
     assert resp.body == b"hello\n"
     wait_for(lambda: "/_test/hello" in f.access_log(), 5, "the access log line")
-    assert "GET /_test/delay/2000 HTTP/1.1" in f.access_log(), f.access_log()
+    assert '"GET /_test/delay/2000 HTTP/1.1" 499 0 ' in f.access_log(), f.access_log()
 
 
 # ---- backpressure ----
@@ -394,3 +394,13 @@ def test_static_still_refuses_bodies(relay):
     assert resp.body == b"413 Content Too Large: no request body is accepted here\n"
     assert resp.header("Connection") == "close" and closed and extra == b""
     assert up.events() == []
+
+
+def test_client_gone_half_way_through_body(relay):
+    f, up = relay
+    with f.connect() as s:
+        s.sendall(get("/_test/echo", method="POST", extra="Content-Length: 100\r\n") + b"x" * 10)
+        up.wait_event("/_test/echo", "accepted")
+    up.wait_event("/_test/echo", "closed by ferry")
+    wait_for(lambda: "/_test/echo" in f.access_log(), 5, "the access log line")
+    assert '"POST /_test/echo HTTP/1.1" 499 0 ' in f.access_log(), f.access_log()
