@@ -835,6 +835,13 @@ static void wait_timer_fired(struct evloop *l, void *arg)
 
 /* ---- request bodies ---- */
 
+/* The client has body_timeout from now to send more of its body. */
+static void body_timer_restart(struct conn *c)
+{
+    c->def->body_deadline = conn_now(c) + conn_conf(c)->server.body_timeout_ms;
+    worker_timer_set(c->w, c, c->def->body_deadline);
+}
+
 int conn_body_read(struct conn *c, const struct conn_body_sink *sink)
 {
     struct conn_deferred *d = c->def;
@@ -852,7 +859,7 @@ int conn_body_read(struct conn *c, const struct conn_body_sink *sink)
         chunkq_append_ref(&c->q, cont, sizeof(cont) - 1, NULL, NULL);
         c->head_bytes += sizeof(cont) - 1;
     }
-    worker_timer_set(c->w, c, conn_now(c) + conn_conf(c)->server.body_timeout_ms);
+    body_timer_restart(c);
     /* Bytes that came with the head are decoded after the caller returns: a
      * producer's call never sees its own sink (or stop) run inside it. The
      * handler chain's caller pumps them itself. */
@@ -867,6 +874,8 @@ void conn_body_resume(struct conn *c)
     if (!d || !d->body_paused)
         return;
     d->body_paused = false;
+    /* The client was not asked for more while paused: its time starts now. */
+    body_timer_restart(c);
     evloop_timer_start(c->w->loop, &c->kick, 0);
 }
 
@@ -953,7 +962,7 @@ static void body_pump(struct conn *c)
             return;
         }
         c->in_len = (size_t)n;
-        worker_timer_set(c->w, c, conn_now(c) + conn_conf(c)->server.body_timeout_ms);
+        body_timer_restart(c);
     }
     conn_update_events(c);
 }
@@ -982,9 +991,13 @@ static void conn_update_events(struct conn *c)
          * cut: EPOLLRDHUP would fire level-triggered until it is out. */
         if (c->prod && !queued)
             ev |= EPOLLRDHUP;
+        /* Once the queue (say a 100 Continue) is out, the body's own
+         * deadline applies again, not what is left of send_timeout. */
         if (queued)
             worker_timer_set(c->w, c, conn_now(c) + conn_conf(c)->server.send_timeout_ms);
-        else if (!reading)
+        else if (reading)
+            worker_timer_set(c->w, c, c->def->body_deadline);
+        else
             evloop_timer_stop(c->w->loop, &c->timer);
         break;
     }

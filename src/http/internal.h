@@ -46,6 +46,7 @@ struct conn_deferred {
     struct buf bodybuf;                /* decoded body bytes not yet taken by the sink */
     bool body_paused;                  /* the sink took less than offered */
     bool body_ended;                   /* sink->end() has run */
+    uint64_t body_deadline;            /* body_timeout: the client must send by then (ms) */
 };
 
 struct conn {

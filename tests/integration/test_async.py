@@ -31,6 +31,18 @@ def get(path, version="HTTP/1.1", method="GET", extra=""):
     return f"{method} {path} {version}\r\nHost: x\r\n{extra}\r\n".encode()
 
 
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+def read_exact(sock, n):
+    got = b""
+    while len(got) < n:
+        b = sock.recv(n - len(got))
+        assert b, f"closed after {got!r}"
+        got += b
+    return got
+
+
 def read_chunked(sock, buf, on_chunk=None):
     """De-chunk strictly (no extensions from ferry, no trailers); returns
     (body, bytes after the final CRLF)."""
@@ -277,13 +289,7 @@ def test_expect_100_continue(relay):
     with f.connect() as s:
         s.sendall(get("/_test/echo", method="POST",
                       extra="Content-Length: 5\r\nExpect: 100-continue\r\n"))
-        want = b"HTTP/1.1 100 Continue\r\n\r\n"
-        got = b""
-        while len(got) < len(want):
-            b = s.recv(len(want) - len(got))
-            assert b, got
-            got += b
-        assert got == want
+        assert read_exact(s, len(CONTINUE)) == CONTINUE
         s.sendall(b"12345")
         r, rest = read_head(s)
         assert r.status == 200, r
@@ -340,6 +346,21 @@ def test_client_stops_sending_body_408(limited):
     assert r.body == b"408 Request Timeout\n"
     assert r.header("Connection") == "close"
     assert 0.4 <= elapsed < 3, elapsed
+    up.wait_event("/_test/echo", "closed by ferry")
+
+
+def test_body_timeout_after_100_continue(relay_factory):
+    # send_timeout is longer than body_timeout: the 408 must come from the latter.
+    f, up = relay_factory(LIMITS + "send_timeout = 3s\n")
+    with f.connect(timeout=10) as s:
+        t0 = time.monotonic()
+        s.sendall(get("/_test/echo", method="POST",
+                      extra="Content-Length: 5\r\nExpect: 100-continue\r\n"))
+        assert read_exact(s, len(CONTINUE)) == CONTINUE
+        r, _ = read_response(s, timeout=10)
+        elapsed = time.monotonic() - t0
+    assert r.status == 408 and r.body == b"408 Request Timeout\n", r
+    assert 0.4 <= elapsed < 1.5, f"408 after {elapsed:.2f} s with body_timeout = 500ms"
     up.wait_event("/_test/echo", "closed by ferry")
 
 
