@@ -2,6 +2,7 @@
 server: ferry-test relays /_test/ to upstream.py (see conftest.relay_factory)."""
 import hashlib
 import os
+import signal
 import socket
 import threading
 import time
@@ -29,6 +30,10 @@ def limited(relay_factory):
 
 def get(path, version="HTTP/1.1", method="GET", extra=""):
     return f"{method} {path} {version}\r\nHost: x\r\n{extra}\r\n".encode()
+
+
+def post(path, body, extra=""):
+    return get(path, method="POST", extra=f"Content-Length: {len(body)}\r\n{extra}") + body
 
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -168,6 +173,38 @@ def test_head_on_streamed_response_has_no_body(relay, path, length):
         assert r2.status == 200 and r2.body == b"static file\n", r2
 
 
+# ---- upstream failures ----
+
+def test_upstream_short_body_closes(relay):
+    f, up = relay
+    with f.connect() as s:
+        s.sendall(get("/_test/short"))
+        r, rest = read_head(s)
+        closed, body = wait_closed(s, 5, rest)
+    assert r.status == 200 and r.header("Content-Length") == "100", r
+    # The head promised keep-alive; only closing can tell the client.
+    assert body == b"only ten b\n" and closed
+
+
+def test_upstream_bad_head_502(relay):
+    f, up = relay
+    resp, closed, _ = raw_exchange(f.port, get("/_test/badhead"))
+    assert resp.status == 502 and resp.body == b"502 Bad Gateway\n", resp
+    assert resp.header("Connection") == "close" and closed
+
+
+def test_upstream_error_mid_stream_leaves_chunked_unterminated(relay):
+    f, up = relay
+    with f.connect() as s:
+        s.sendall(post("/_test/reset", b"z" * 100000))
+        r, rest = read_head(s)
+        closed, raw = wait_closed(s, 5, rest)
+    assert r.status == 200 and r.header("Transfer-Encoding") == "chunked", r
+    assert closed
+    assert raw == b"8\r\npartial\n\r\n", raw  # no terminating 0 chunk
+    up.wait_event("/_test/reset", "reset")
+
+
 # ---- timeouts and clients that go away ----
 
 def test_timeout_504_and_upstream_stopped(relay):
@@ -200,6 +237,32 @@ def test_client_hangup_stops_upstream(relay):
     assert resp.body == b"hello\n"
     wait_for(lambda: "/_test/hello" in f.access_log(), 5, "the access log line")
     assert '"GET /_test/delay/2000 HTTP/1.1" 499 0 ' in f.access_log(), f.access_log()
+
+
+def test_sigterm_lets_a_deferred_answer_finish(relay):
+    f, up = relay
+    with f.connect() as s:
+        s.sendall(get("/_test/delay/300"))
+        up.wait_event("/_test/delay/300", "eof from ferry")
+        f.proc.send_signal(signal.SIGTERM)
+        r, _ = read_response(s)
+        assert r.status == 200 and r.body == b"delayed\n", r
+        assert r.header("Connection") == "close"
+    assert f.proc.wait(5) == 0
+
+
+def test_shutdown_timeout_stops_waiting_upstreams(relay_factory):
+    f, up = relay_factory("shutdown_timeout = 500ms\n")
+    with f.connect() as s:
+        s.sendall(get("/_test/hang"))
+        up.wait_event("/_test/hang", "eof from ferry")
+        t0 = time.monotonic()
+        f.proc.send_signal(signal.SIGTERM)
+        closed, data = wait_closed(s, 5)
+        assert closed and data == b"", data
+        assert f.proc.wait(5) == 0
+        assert time.monotonic() - t0 < 3
+    up.wait_event("/_test/hang", "closed by ferry")
 
 
 # ---- backpressure ----
@@ -236,10 +299,6 @@ def test_backpressure_big_response(relay):
 
 
 # ---- request bodies ----
-
-def post(path, body, extra=""):
-    return get(path, method="POST", extra=f"Content-Length: {len(body)}\r\n{extra}") + body
-
 
 def test_echo_content_length_small_keepalive(relay):
     f, up = relay

@@ -17,6 +17,10 @@ Behaviours by path:
     /_test/hang         never replies
     /_test/big/N        N bytes of pattern() with known length, as fast as
                         the socket takes them
+    /_test/short        "200 100" then 10 bytes and EOF (a short body)
+    /_test/badhead      a malformed reply head
+    /_test/reset        "200 -1" and "partial\n", then closes with the
+                        request body unread (a read error in ferry)
     /_test/chunks       5 pieces "piece-I\\n", 150 ms apart, unknown length
     /_test/stall/MS     reads nothing for MS ms, then the body; replies
                         "N SHA256HEX\\n" (unknown length)
@@ -86,6 +90,9 @@ class Conn:
         self.log("eof from ferry")
         return n
 
+    def wait_readable(self):
+        select.select([self.sock], [], [], 5.0)
+
     def wait(self, seconds):
         """Sleep, but notice ferry closing meanwhile."""
         if self.hup(seconds):
@@ -121,6 +128,14 @@ class Conn:
             n = self.read_body(h.update)
             self.send(f"200 -1\n{n} {h.hexdigest()}\n".encode())
             return
+        if what == "reset":
+            # Reply, then close with the request body unread: ferry's next
+            # read of this socket fails (ECONNRESET) after the reply bytes.
+            self.wait_readable()
+            self.send(b"200 -1\npartial\n")
+            self.sock.close()
+            self.log("reset")
+            return
         body = []
         self.read_body(body.append)
         body = b"".join(body)
@@ -142,6 +157,10 @@ class Conn:
                 piece = block[:min(256 * 1024, n - sent)]
                 total = self.send(piece, total)
                 sent += len(piece)
+        elif what == "short":
+            self.send(b"200 100\nonly ten b\n")
+        elif what == "badhead":
+            self.send(b"no status here\n")
         elif what == "chunks":
             total = self.send(b"200 -1\n")
             for i in range(5):
