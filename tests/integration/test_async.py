@@ -221,6 +221,19 @@ def test_timeout_504_and_upstream_stopped(relay):
     up.wait_event("/_test/hang", "closed by ferry", timeout=2.0)
 
 
+def test_timeout_between_streamed_pieces_cuts_the_body(relay):
+    f, up = relay
+    # The pieces come 150 ms apart; 100 ms without an append is too long.
+    with f.connect() as s:
+        s.sendall(get("/_test/chunks", extra="X-Test-Timeout-Ms: 100\r\n"))
+        r, rest = read_head(s)
+        closed, raw = wait_closed(s, 5, rest)
+    assert r.status == 200 and r.header("Transfer-Encoding") == "chunked", r
+    assert closed
+    assert raw == b"8\r\npiece-0\n\r\n", raw  # cut, with no terminating chunk
+    up.wait_event("/_test/chunks", "closed by ferry")
+
+
 def test_client_hangup_stops_upstream(relay):
     f, up = relay
     s = f.connect()
@@ -316,6 +329,32 @@ def test_echo_content_length_small_keepalive(relay):
         assert body2 == b"abc"
         assert ResponseReader(s, buffered=rest).next().body == b"hello\n"
     assert ("body 11 bytes" in [e for _, _, e in up.events()])
+
+
+def test_empty_body_ends_at_once(relay):
+    f, up = relay
+    with f.connect() as s:
+        s.sendall(post("/_test/echo", b"") + get("/_test/hello"))
+        r, rest = read_head(s)
+        body, rest = read_chunked(s, rest)
+        assert r.status == 200 and body == b""
+        assert ResponseReader(s, buffered=rest).next().body == b"hello\n"
+    assert "body 0 bytes" in [e for _, _, e in up.events()]
+
+
+def test_answer_before_the_body_closes_the_connection(relay):
+    f, up = relay
+    with f.connect() as s:
+        s.sendall(get("/_test/early", method="POST", extra="Content-Length: 1000000\r\n")
+                  + b"a" * 10)
+        r, rest = read_head(s)
+        assert r.status == 200 and r.header("Content-Length") == "6", r
+        # The rest of the body was never read: the framing is in doubt.
+        assert r.header("Connection") == "close"
+        body = read_exact(s, 6 - len(rest)) if len(rest) < 6 else b""
+        assert rest + body == b"early\n"
+        closed, extra = wait_closed(s, 5)
+        assert closed and extra == b""
 
 
 def test_echo_8mib(relay):

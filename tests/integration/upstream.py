@@ -19,6 +19,7 @@ Behaviours by path:
                         the socket takes them
     /_test/short        "200 100" then 10 bytes and EOF (a short body)
     /_test/badhead      a malformed reply head
+    /_test/early        200 "early\n" before reading the request body
     /_test/reset        "200 -1" and "partial\n", then closes with the
                         request body unread (a read error in ferry)
     /_test/chunks       5 pieces "piece-I\\n", 150 ms apart, unknown length
@@ -127,6 +128,11 @@ class Conn:
             h = hashlib.sha256()
             n = self.read_body(h.update)
             self.send(f"200 -1\n{n} {h.hexdigest()}\n".encode())
+            return
+        if what == "early":
+            # Answer before reading the request body, then drain it.
+            self.send(b"200 6\nearly\n")
+            self.read_body(lambda b: None)
             return
         if what == "reset":
             # Reply, then close with the request body unread: ferry's next

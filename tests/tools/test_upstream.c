@@ -35,6 +35,7 @@ struct up {
     bool body_blocked; /* the sink took less: wait for EPOLLOUT, then resume */
     bool paused;       /* the response queue is full: wait for proceed() */
     bool head_parsed;  /* "STATUS LENGTH\n" was read and the response started */
+    int64_t left;      /* declared body bytes still to come; -1: until EOF */
     char head[UP_HEAD_MAX];
     size_t head_len;
 };
@@ -129,6 +130,7 @@ static ssize_t up_head(struct up *u, const char *p, size_t n)
         length < -1)
         return -1;
     u->head_parsed = true;
+    u->left = length;
     conn_respond_start(u->c, status);
     conn_respond_header(u->c, "Content-Type", "application/octet-stream");
     conn_respond_stream(u->c, length);
@@ -171,6 +173,15 @@ static void up_read(struct up *u)
         if (len && conn_body_append(u->c, p, len) < 0) {
             up_finish(u, false); /* more than the declared length */
             return;
+        }
+        if (u->head_parsed && u->left >= 0) {
+            /* A declared length ends the response without waiting for EOF
+             * (the upstream may still be reading the request body). */
+            u->left -= (int64_t)len;
+            if (u->left == 0) {
+                up_finish(u, true);
+                return;
+            }
         }
         if (u->head_parsed && !conn_body_wants_more(u->c)) {
             u->paused = true;
