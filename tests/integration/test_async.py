@@ -144,10 +144,11 @@ def test_stream_chunked_http11(relay):
         assert r2.body == b"hello\n"
 
 
-def test_stream_http10_close_delimited(relay):
+@pytest.mark.parametrize("extra", ["", "Connection: keep-alive\r\n"])
+def test_stream_http10_close_delimited(relay, extra):
     f, up = relay
     with f.connect() as s:
-        s.sendall(get("/_test/chunks", version="HTTP/1.0"))
+        s.sendall(get("/_test/chunks", version="HTTP/1.0", extra=extra))
         r, rest = read_head(s)
         closed, body = wait_closed(s, 5.0, rest)
     assert r.status == 200 and r.version == "HTTP/1.1", r
@@ -366,6 +367,37 @@ def test_echo_8mib(relay):
         body, _ = read_chunked(s, rest)
     assert r.status == 200
     assert len(body) == len(data) and hashlib.sha256(body).digest() == hashlib.sha256(data).digest()
+
+
+def test_duplex_body_streamed_back_while_uploading(relay_factory):
+    # The response is being written (CONN_WRITE) while the body is still read.
+    f, up = relay_factory("max_body_size = 64MiB\n")
+    data = os.urandom(16 * 1024 * 1024)
+    s = f.connect(timeout=30)
+    err = []
+
+    def sender():
+        try:
+            s.sendall(post("/_test/duplex", data))
+        except OSError as e:
+            err.append(e)
+    t = threading.Thread(target=sender)
+    t.start()
+    try:
+        r, rest = read_head(s)
+        body, rest = read_chunked(s, rest)
+        t.join(30)
+        assert not err, err
+        assert r.status == 200 and r.header("Transfer-Encoding") == "chunked", r
+        assert len(body) == len(data) and body == data
+        # The head went out before the body's end, when ferry could not know
+        # it would read it all: it says close, and closes.
+        assert r.header("Connection") == "close"
+        closed, extra = wait_closed(s, 5, rest)
+        assert closed and extra == b""
+    finally:
+        s.close()
+        t.join(30)
 
 
 def test_echo_chunked_with_extensions_and_trailers(relay):

@@ -19,6 +19,7 @@ Behaviours by path:
                         the socket takes them
     /_test/short        "200 100" then 10 bytes and EOF (a short body)
     /_test/badhead      a malformed reply head
+    /_test/duplex       200, then each piece of the body as it arrives
     /_test/early        200 "early\n" before reading the request body
     /_test/reset        "200 -1" and "partial\n", then closes with the
                         request body unread (a read error in ferry)
@@ -128,6 +129,14 @@ class Conn:
             h = hashlib.sha256()
             n = self.read_body(h.update)
             self.send(f"200 -1\n{n} {h.hexdigest()}\n".encode())
+            return
+        if what == "duplex":
+            # Stream the body back while it is still arriving.
+            total = [self.send(b"200 -1\n")]
+
+            def back(b):
+                total[0] = self.send(b, total[0])
+            self.read_body(back)
             return
         if what == "early":
             # Answer before reading the request body, then drain it.
