@@ -457,7 +457,7 @@ class Upstream:
         open(self.log_path, "w").close()
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.bind(self.path)
-        self.sock.listen(128)
+        self.sock.listen(1024)
         script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "upstream.py")
         fd = self.sock.fileno()
         move = "" if fd == 3 else f"exec 3<&{fd} {fd}<&-; "

@@ -312,6 +312,36 @@ def test_backpressure_big_response(relay):
     assert got == want.digest()
 
 
+def test_client_gone_mid_stream_stops_upstream(relay):
+    f, up = relay
+    n = 256 * 1024 * 1024
+    path = f"/_test/big/{n}"
+    s = f.connect()
+    s.sendall(get(path))
+    r, rest = read_head(s)
+    read_exact(s, 1 << 20)
+    s.close()
+    up.wait_event(path, "closed by ferry")
+    resp, _, _ = raw_exchange(f.port, get("/_test/hello", extra="Connection: close\r\n"))
+    assert resp.body == b"hello\n"
+
+
+def test_many_concurrent_deferred_requests(relay):
+    f, up = relay
+    socks = []
+    for i in range(200):
+        s = f.connect()
+        s.sendall(get(f"/_test/delay/{200 + i % 7}", extra="Connection: close\r\n"))
+        socks.append(s)
+    t0 = time.monotonic()
+    for s in socks:
+        r, _ = read_response(s)
+        assert r.status == 200 and r.body == b"delayed\n", r
+        s.close()
+    assert time.monotonic() - t0 < 5
+    wait_for(lambda: f.access_log().count(" 200 8 ") == 200, 5, "200 access log lines")
+
+
 # ---- request bodies ----
 
 def test_echo_content_length_small_keepalive(relay):
