@@ -524,6 +524,25 @@ def test_body_timeout_after_100_continue(relay_factory):
     up.wait_event("/_test/echo", "closed by ferry")
 
 
+@pytest.mark.xfail(strict=True, reason="conn_defer's timeout runs while the client uploads: "
+                   "a steady upload longer than it gets a 504 half-way (lead to decide)")
+def test_steady_upload_longer_than_the_upstream_timeout(relay):
+    f, up = relay
+    with f.connect() as s:
+        s.sendall(get("/_test/echo", method="POST",
+                      extra="Content-Length: 10000\r\nX-Test-Timeout-Ms: 500\r\n"))
+        try:
+            for _ in range(10):  # 1 s of upload, a piece every 100 ms
+                s.sendall(b"x" * 1000)
+                time.sleep(0.1)
+        except OSError:
+            pass
+        r, rest = read_head(s)
+        assert r.status == 200, r
+        body, _ = read_chunked(s, rest)
+        assert body == b"x" * 10000
+
+
 def test_large_body_to_slow_upstream_is_paused(relay_factory):
     f, up = relay_factory("max_body_size = 256MiB\n")
     n = 64 * 1024 * 1024
