@@ -19,6 +19,7 @@ Behaviours by path:
                         the socket takes them
     /_test/short        "200 100" then 10 bytes and EOF (a short body)
     /_test/badhead      a malformed reply head
+    /_test/badlength    a good status with a malformed length
     /_test/duplex       200, then each piece of the body as it arrives
     /_test/early        200 "early\n" before reading the request body
     /_test/reset        "200 -1" and "partial\n", then closes with the
@@ -176,6 +177,8 @@ class Conn:
             self.send(b"200 100\nonly ten b\n")
         elif what == "badhead":
             self.send(b"no status here\n")
+        elif what == "badlength":
+            self.send(b"200 many\n")
         elif what == "chunks":
             total = self.send(b"200 -1\n")
             for i in range(5):

@@ -124,15 +124,20 @@ static ssize_t up_head(struct up *u, const char *p, size_t n)
     if (!nl)
         return (ssize_t)take;
     u->head[u->head_len] = '\0';
-    int status;
-    long long length;
-    if (sscanf(u->head, "%d %lld", &status, &length) != 2 || status < 100 || status > 999 ||
-        length < -1)
+    char *end;
+    long status = strtol(u->head, &end, 10);
+    if (end == u->head || *end != ' ' || status < 100 || status > 999)
+        return -1;
+    /* The response starts with a valid status, before the length is
+     * checked: a bad length then aborts a response that has started (as a
+     * handler copying upstream headers one by one would). */
+    conn_respond_start(u->c, (int)status);
+    conn_respond_header(u->c, "Content-Type", "application/octet-stream");
+    long long length = strtoll(end + 1, &end, 10);
+    if (*end != '\n' || length < -1)
         return -1;
     u->head_parsed = true;
     u->left = length;
-    conn_respond_start(u->c, status);
-    conn_respond_header(u->c, "Content-Type", "application/octet-stream");
     conn_respond_stream(u->c, length);
     return (ssize_t)take;
 }
