@@ -281,7 +281,7 @@ void conn_destroy(struct conn *c)
     /* A response cut short is logged with what was sent; a deferred request
      * whose client left before any answer started, as 499 (nginx's "client
      * closed request"), so that it does not vanish from the log. */
-    if (c->in_request && !c->responding && c->def)
+    if (c->in_request && !c->head_done && c->def)
         c->status = 499;
     if (c->in_request && (c->responding || c->def))
         access_log_write(c);
@@ -760,14 +760,13 @@ int conn_body_end(struct conn *c)
 void conn_respond_abort(struct conn *c)
 {
     c->keep_alive = false;
-    if (!c->responding) {
-        /* Nothing was sent: a plain 502 is still possible. */
+    if (!c->head_done) {
+        /* Nothing was sent (a head started with conn_respond_start() is
+         * only being built in c->out): a plain 502 is still possible. */
         producer_detach(c);
         conn_respond_simple(c, 502, "text/plain", "502 Bad Gateway\n");
         return;
     }
-    if (!c->head_done)
-        finish_head(c, 0);
     c->body_done = true; /* no terminating chunk: the client sees the failure */
     c->out_left = 0;
     response_complete(c);
@@ -898,7 +897,7 @@ static void body_fail(struct conn *c, int status)
 {
     producer_stop(c);
     c->keep_alive = false;
-    if (!c->responding) {
+    if (!c->head_done) {
         char text[64];
         snprintf(text, sizeof(text), "%d %s\n", status, status_reason(status));
         conn_respond_simple(c, status, "text/plain", text);

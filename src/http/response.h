@@ -159,10 +159,12 @@ bool conn_body_wants_more(const struct conn *c);
  * after what was queued (the client sees a short body). Returns 0. */
 int conn_body_end(struct conn *c);
 
-/** The upstream failed after the response started: no way to tell the
- * client but to close the connection once what is queued is out (chunked
- * bodies are left unterminated, so the client sees the failure). Detaches
- * the producer. */
+/** The upstream failed. Before the head is finished (nothing sent yet, even
+ * after conn_respond_start()) the client gets a 502; after it, there is no
+ * way to tell the client but to close the connection once what is queued is
+ * out (chunked bodies are left unterminated, so the client sees the
+ * failure). Either way the connection closes after it. Detaches the
+ * producer. */
 void conn_respond_abort(struct conn *c);
 
 #endif
