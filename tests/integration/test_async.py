@@ -345,6 +345,24 @@ def test_many_concurrent_deferred_requests(relay):
     wait_for(lambda: f.access_log().count(" 200 8 ") == 200, 5, "200 access log lines")
 
 
+def test_slow_client_does_not_trip_the_upstream_timeout(relay):
+    # The producer is paused by the client's backpressure, not late: the
+    # 300 ms upstream timeout must not cut the response while it waits.
+    f, up = relay
+    n = 64 * 1024 * 1024
+    s = connect_slow_reader(f.port, rcvbuf=65536, timeout=30)
+    try:
+        s.sendall(get(f"/_test/big/{n}", extra="X-Test-Timeout-Ms: 300\r\n"))
+        time.sleep(1.0)  # the client reads nothing for a second
+        r, rest = read_head(s)
+        assert r.status == 200 and r.header("Content-Length") == str(n), r
+        got = read_hashed(s, n, rest)
+    finally:
+        s.close()
+    block = bytes(range(256)) * 4096
+    assert got == hashlib.sha256(block * 64).digest()
+
+
 # ---- request bodies ----
 
 def test_echo_content_length_small_keepalive(relay):
