@@ -652,12 +652,19 @@ int conn_respond_stream(struct conn *c, int64_t content_length)
 }
 
 /* Body bytes the producer gave: they count towards a declared length and
- * show the producer is alive, whether or not they go on the wire. */
+ * show the producer is alive, whether or not they go on the wire. Once the
+ * queue is full the producer waits for the client (proceed()), not the
+ * other way round: its timeout stops until then, send_timeout covers the
+ * client. */
 static void body_counted(struct conn *c, size_t len)
 {
     if (c->out_left >= 0)
         c->out_left -= (int64_t)len;
-    if (c->prod)
+    if (!c->prod)
+        return;
+    if (chunkq_is_full(&c->q))
+        evloop_timer_stop(c->w->loop, &c->wait_timer);
+    else
         evloop_timer_start(c->w->loop, &c->wait_timer, c->wait_ms);
 }
 
@@ -1080,6 +1087,9 @@ static int conn_write(struct conn *c)
             conn_destroy(c);
             return -1;
         }
+        /* The producer's turn again: its timeout runs from now. */
+        if (drained && c->prod && !c->body_done)
+            evloop_timer_start(c->w->loop, &c->wait_timer, c->wait_ms);
         if (drained && c->prod && !c->body_done && c->prod->proceed) {
             c->writing = true;
             c->prod->proceed(c, c->prod_arg);

@@ -106,7 +106,9 @@ struct conn_body_sink {
  * until the response is complete), stops reading from the client (a client
  * that hangs up calls p->stop), and arms timeout_ms: if no response has
  * started by then, p->stop runs and the client gets 504. While a streamed
- * body is being produced, the same timeout applies between appends. p and
+ * body is being produced, the same timeout applies between appends, except
+ * while the queue is full (the producer then waits for proceed(), and the
+ * client has send_timeout). p and
  * arg must stay valid until the response is complete or stop has run.
  * Returns HANDLER_LATER, for the handler to return. Worker thread, from a
  * handler only.
