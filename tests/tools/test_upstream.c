@@ -222,7 +222,8 @@ static uint64_t up_timeout(const struct http_request *req)
     return *end ? UP_TIMEOUT_MS : (uint64_t)ms;
 }
 
-/* A connected non-blocking socket to the upstream, or -errno. */
+/* A connected non-blocking socket to the upstream (the caller owns it), or
+ * -errno. A full backlog is an error (EAGAIN), not a wait. */
 static int up_connect(void)
 {
     const char *path = getenv("FERRY_TEST_UPSTREAM");
@@ -260,6 +261,7 @@ static int up_handle(struct conn *c, const struct http_request *req, void *arg)
         conn_respond_simple(c, 502, "text/plain", "502 Bad Gateway: no test upstream\n");
         return HANDLER_DONE;
     }
+    /* u owns fd from here; the connection's producer owns u (up_stop, up_finish). */
     struct up *u = xcalloc(1, sizeof(*u));
     u->c = c;
     u->loop = conn_loop(c);
