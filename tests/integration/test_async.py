@@ -48,30 +48,55 @@ def read_exact(sock, n):
     return got
 
 
+class Sender(threading.Thread):
+    """Send pieces on sock from a thread (while the test reads), counting the
+    bytes sent; an OSError is kept in .error."""
+
+    def __init__(self, sock, *pieces):
+        super().__init__()
+        self.sock, self.pieces, self.sent, self.error = sock, pieces, 0, None
+        self.start()
+
+    def run(self):
+        try:
+            for p in self.pieces:
+                self.sock.sendall(p)
+                self.sent += len(p)
+        except OSError as e:
+            self.error = e
+
+
 def read_chunked(sock, buf, on_chunk=None):
     """De-chunk strictly (no extensions from ferry, no trailers); returns
-    (body, bytes after the final CRLF)."""
-    body = b""
+    (body, bytes after the final CRLF). Linear in the body's size."""
+    buf = bytearray(buf)
+    pos = 0  # parse position in buf
+    body = bytearray()
 
-    def need(n):
-        nonlocal buf
-        while len(buf) < n:
-            b = sock.recv(65536)
+    def need(n):  # at least n unparsed bytes
+        nonlocal buf, pos
+        if pos > 1 << 20:
+            del buf[:pos]
+            pos = 0
+        while len(buf) - pos < n:
+            b = sock.recv(1 << 20)
             if not b:
                 raise EOFError(f"closed inside chunked body after {len(body)} bytes")
             buf += b
 
     while True:
-        while b"\r\n" not in buf:
-            need(len(buf) + 1)
-        line, buf = buf.split(b"\r\n", 1)
+        while (end := buf.find(b"\r\n", pos)) < 0:
+            need(len(buf) - pos + 1)
+        line = bytes(buf[pos:end])
         assert line and all(c in b"0123456789abcdef" for c in line), line
         size = int(line, 16)
+        pos = end + 2
         need(size + 2)
-        data, crlf, buf = buf[:size], buf[size:size + 2], buf[size + 2:]
+        data, crlf = bytes(buf[pos:pos + size]), bytes(buf[pos + size:pos + size + 2])
         assert crlf == b"\r\n", (line, crlf)
+        pos += size + 2
         if size == 0:
-            return body, buf
+            return bytes(body), bytes(buf[pos:])
         body += data
         if on_chunk:
             on_chunk(data)
@@ -425,20 +450,12 @@ def test_duplex_body_streamed_back_while_uploading(relay_factory):
     f, up = relay_factory("max_body_size = 64MiB\n")
     data = os.urandom(16 * 1024 * 1024)
     s = f.connect(timeout=30)
-    err = []
-
-    def sender():
-        try:
-            s.sendall(post("/_test/duplex", data))
-        except OSError as e:
-            err.append(e)
-    t = threading.Thread(target=sender)
-    t.start()
+    t = Sender(s, post("/_test/duplex", data))
     try:
         r, rest = read_head(s)
         body, rest = read_chunked(s, rest)
         t.join(30)
-        assert not err, err
+        assert t.error is None, t.error
         assert r.status == 200 and r.header("Transfer-Encoding") == "chunked", r
         assert len(body) == len(data) and body == data
         # The head went out before the body's end, when ferry could not know
@@ -564,6 +581,24 @@ def test_steady_upload_longer_than_the_upstream_timeout(relay):
         assert body == b"x" * 10000
 
 
+def test_body_timeout_does_not_run_while_the_upstream_is_paused(relay_factory):
+    # The upstream reads nothing for 1.2 s, longer than body_timeout: the
+    # client is not late, ferry stopped reading from it, so no 408.
+    f, up = relay_factory("body_timeout = 500ms\nmax_body_size = 64MiB\n")
+    data = os.urandom(8 * 1024 * 1024)
+    s = f.connect(timeout=30)
+    t = Sender(s, post("/_test/stall/1200", data))
+    try:
+        r, rest = read_head(s)
+        body, _ = read_chunked(s, rest)
+    finally:
+        t.join(30)
+        s.close()
+    assert t.error is None, t.error
+    assert r.status == 200, r
+    assert body == f"{len(data)} {hashlib.sha256(data).hexdigest()}\n".encode()
+
+
 def test_large_body_to_slow_upstream_is_paused(relay_factory):
     f, up = relay_factory("max_body_size = 256MiB\n")
     n = 64 * 1024 * 1024
@@ -571,27 +606,16 @@ def test_large_body_to_slow_upstream_is_paused(relay_factory):
     want = hashlib.sha256(block * 64).hexdigest()
     base = rss_kib(f.proc.pid)
     s = f.connect(timeout=30)
-    sent = [0]
-    err = []
-
-    def sender():
-        try:
-            s.sendall(get("/_test/stall/1500", method="POST", extra=f"Content-Length: {n}\r\n"))
-            for _ in range(64):
-                s.sendall(block)
-                sent[0] += len(block)
-        except OSError as e:
-            err.append(e)
-    t = threading.Thread(target=sender)
-    t.start()
+    t = Sender(s, get("/_test/stall/1500", method="POST", extra=f"Content-Length: {n}\r\n"),
+               *([block] * 64))
     try:
         up.wait_event("/_test/stall/1500", "accepted")
         time.sleep(1.0)  # the upstream reads nothing for 1.5 s
         grown = rss_kib(f.proc.pid) - base
-        assert sent[0] < 48 * 1024 * 1024, f"client sent {sent[0]} bytes to a stalled upstream"
+        assert t.sent < 48 * 1024 * 1024, f"client sent {t.sent} bytes to a stalled upstream"
         assert grown < 32 * 1024, f"ferry's RSS grew by {grown} KiB: the body was buffered"
         t.join(30)
-        assert not err, err
+        assert t.error is None, t.error
         r, rest = read_head(s)
         body, _ = read_chunked(s, rest)
     finally:
