@@ -880,8 +880,10 @@ void conn_body_resume(struct conn *c)
     if (!d || !d->body_paused)
         return;
     d->body_paused = false;
-    /* The client was not asked for more while paused: its time starts now. */
-    body_timer_restart(c);
+    /* The client was not asked for more while paused: its time starts now.
+     * Only the deadline: the pump's conn_update_events() arms the timer
+     * with it unless a queued response's send_timeout applies. */
+    d->body_deadline = conn_now(c) + conn_conf(c)->server.body_timeout_ms;
     evloop_timer_start(c->w->loop, &c->kick, 0);
 }
 
