@@ -866,6 +866,10 @@ int conn_body_read(struct conn *c, const struct conn_body_sink *sink)
         c->head_bytes += sizeof(cont) - 1;
     }
     body_timer_restart(c);
+    /* While the client sends its body, the time is the client's (body_timeout
+     * between reads); the producer's timeout runs again when the producer is
+     * the one being waited for: its sink is full, or the body is complete. */
+    evloop_timer_stop(c->w->loop, &c->wait_timer);
     /* Bytes that came with the head are decoded after the caller returns: a
      * producer's call never sees its own sink (or stop) run inside it. The
      * handler chain's caller pumps them itself. */
@@ -880,6 +884,7 @@ void conn_body_resume(struct conn *c)
     if (!d || !d->body_paused)
         return;
     d->body_paused = false;
+    evloop_timer_stop(c->w->loop, &c->wait_timer);
     /* The client was not asked for more while paused: its time starts now.
      * Only the deadline: the pump's conn_update_events() arms the timer
      * with it unless a queued response's send_timeout applies. */
@@ -929,8 +934,10 @@ static void body_pump(struct conn *c)
             if (n > d->bodybuf.len)
                 n = d->bodybuf.len;
             buf_consume(&d->bodybuf, n);
-            if (d->bodybuf.len)
+            if (d->bodybuf.len && c->prod) {
                 d->body_paused = true;
+                evloop_timer_start(c->w->loop, &c->wait_timer, c->wait_ms);
+            }
         }
         if (!c->prod || !d->sink || d->body_paused)
             break; /* answered early, or the sink is full */
@@ -938,6 +945,8 @@ static void body_pump(struct conn *c)
             if (!d->body_ended) {
                 d->body_ended = true;
                 evloop_timer_stop(c->w->loop, &c->timer);
+                if (!c->streaming)
+                    evloop_timer_start(c->w->loop, &c->wait_timer, c->wait_ms);
                 d->sink->end(c, c->prod_arg);
             }
             break;

@@ -108,8 +108,11 @@ struct conn_body_sink {
  * started by then, p->stop runs and the client gets 504. While a streamed
  * body is being produced, the same timeout applies between appends, except
  * while the queue is full (the producer then waits for proceed(), and the
- * client has send_timeout). p and
- * arg must stay valid until the response is complete or stop has run.
+ * client has send_timeout). While the client sends its request body
+ * (conn_body_read()) the timeout is paused too (the client has
+ * body_timeout between reads); it runs while the sink is full and again
+ * from the body's end. p and arg must stay valid until the response is
+ * complete or stop has run.
  * Returns HANDLER_LATER, for the handler to return. Worker thread, from a
  * handler only.
  */
