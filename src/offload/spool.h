@@ -31,10 +31,10 @@ struct spool_opts {
     uint64_t rescan_ms;        /* full rescan interval (0: never, tests) */
 };
 
-/** rel is '/'-separated below dir (NUL-terminated, valid only during the call);
- *  id the identity seen when it settled. Runs on the loop's thread; it may call
- *  spool_done() but not spool_destroy(). The spool does not report rel again
- *  until spool_done(rel) (or until it changes after spool_done(keep=true)). */
+/** rel is '/'-separated below dir (NUL-terminated); id the identity seen when it
+ *  settled; both valid only during the call. Runs on the loop's thread; it may call
+ *  spool_done() but not spool_destroy(). The spool does not report rel again until
+ *  spool_done(rel) (or until it changes after spool_done(keep=true)). */
 typedef void (*spool_ready_fn)(void *arg, const char *rel, const struct offload_ident *id);
 
 /** Watch o->dir recursively (inotify: IN_CLOSE_WRITE, IN_MOVED_TO, IN_CREATE (dirs and
@@ -58,11 +58,12 @@ void spool_destroy(struct spool *s);
 void spool_done(struct spool *s, const char *rel, bool keep);
 
 /** Backlog: pending = files seen and not yet done (waiting to settle, or reported and
- *  not yet passed to spool_done; kept ones excluded), pending_bytes their sizes,
- *  oldest_ms the age of the oldest since it was first seen; scans = full scans
- *  completed, overflows = inotify queue overflows, watches = directories watched. */
+ *  not yet passed to spool_done), pending_bytes their sizes, oldest_ms the age of the
+ *  oldest since it was first seen; scans = full scans completed, overflows = inotify
+ *  queue overflows, watches = directories watched, kept = files kept after
+ *  spool_done(keep=true) and still present (not in pending). */
 struct spool_stats {
-    uint64_t pending, pending_bytes, oldest_ms, scans, overflows, watches;
+    uint64_t pending, pending_bytes, oldest_ms, scans, overflows, watches, kept;
 };
 
 /** Fill *out. Loop thread. */
