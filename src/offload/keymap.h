@@ -26,7 +26,7 @@ int offload_key_from_rel(const char *prefix, const char *rel, size_t rel_len, ch
                          size_t outlen);
 
 /** For the serving side (issue 9): given url_prefix ("/static/") and a decoded URL path,
- *  return 1 and set *rel/*rel_len to the part below the prefix when path is under it,
+ *  return 1 and set *rel and *rel_len to the part below the prefix when path is under it,
  *  0 when it is not, -EINVAL when the remainder is not a valid rel (same rules).
  *  path[0..len) need not be NUL-terminated; *rel points into path (borrowed, no copy).
  *  A url_prefix without a trailing '/' ("/static") matches "/static/..." only, never
