@@ -75,6 +75,8 @@ int journal_open(const char *state_dir, struct journal **out, char *err, size_t 
  *  matter: uploading with an upload id, stored, archived, and before any unlink).
  *  DELETED removes the entry (at the next compaction); returns 0 or -errno (disk full:
  *  the caller must not go on to delete anything).
+ *  A DELETED entry is gone from journal_get/foreach/count at once; its line leaves the
+ *  file at the next compaction.
  *  e->rel must be non-empty and at most 4095 bytes (-EINVAL / -ENAMETOOLONG), upload_id
  *  and error NUL-terminated, stage a valid enum offload_stage (-EINVAL). On failure the
  *  in-memory state is unchanged and no partial line is left in the file; when a partial
