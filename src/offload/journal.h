@@ -34,6 +34,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "offload/ident.h"
+
 enum offload_stage {
     OFFLOAD_QUEUED = 0,
     OFFLOAD_UPLOADING,
@@ -41,12 +43,6 @@ enum offload_stage {
     OFFLOAD_ARCHIVED,
     OFFLOAD_DELETED,
     OFFLOAD_FAILED
-};
-
-/* The identity of a local file: if any of these changed, it is not the file we hashed. */
-struct offload_ident {
-    uint64_t dev, ino, size;
-    int64_t mtime_ns, ctime_ns;
 };
 
 struct journal_entry {

@@ -1,0 +1,102 @@
+/* The offloader (issue 8): ships the files the application drops in the spool to the
+ * object store, verifies them, archives them, and only then deletes them locally.
+ *
+ * Per file, a crash-safe state machine recorded in the journal (offload/journal.h):
+ *
+ *     ready (spool) -> open O_RDONLY, fstat == the settled identity -> hash (SHA-256,
+ *     MD5, ETag) -> journal UPLOADING -> store_put_many() upload -> verify (store_verify:
+ *     size plus a checksum the store recomputed; or verify=readback: download and hash)
+ *     -> journal STORED (fsync) -> archive (hard link, else copy; fsync file and dir)
+ *     -> journal ARCHIVED (fsync) -> the path still names the file that was hashed
+ *     (lstat and fstat == the hashed identity) -> unlink, fsync dir -> journal DELETED
+ *     -> spool_done().
+ *
+ * Nothing is unlinked unless STORED (and ARCHIVED when [offload] archive is set) is
+ * fsynced in the journal and the identity re-check passed. Any failure leaves the file
+ * where it is; transient failures are retried with full-jitter backoff, permanent ones
+ * (or, with `once`, any failure after OFFLOAD_ONCE_ATTEMPTS tries) mark it FAILED and
+ * the spool keeps it known but does not report it again until it changes.
+ *
+ * Threads and ownership:
+ *   - the caller's thread: offload_create(), offload_start(), offload_register_admin()
+ *     (on the admin's loop thread), offload_stop(), offload_destroy(), offload_result();
+ *   - the watcher thread: its own evloop running the spool (offload/spool.h); ready
+ *     files go into a queue (mutex) for the uploader; spool_done() is posted back to it;
+ *   - the uploader thread: owns the store, the journal, the open fds and everything
+ *     per file; runs store_put_many() with [offload] concurrency while there is work
+ *     and sleeps on a condition variable otherwise;
+ *   - the admin status callback runs on the admin's loop thread and reads counters
+ *     under the mutex only: the offloader never blocks an HTTP worker or the admin loop.
+ * Both threads are created with every signal blocked: signals belong to the caller. */
+#ifndef FERRY_OFFLOAD_OFFLOAD_H
+#define FERRY_OFFLOAD_OFFLOAD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+struct admin;
+struct ferry_conf;
+struct offload;
+
+#define OFFLOAD_LAST_ERRORS 10  /* errors kept for `ferry status` */
+#define OFFLOAD_ONCE_ATTEMPTS 3 /* --once: tries per file before it counts as failed */
+
+struct offload_opts {
+    bool once; /* stop by itself once the spool is drained (a full scan done, every
+                  ready file stored or failed) */
+    /* Called once, on the uploader thread, when the offloader stopped by itself (once
+       mode drained, or a fatal error such as a journal write failure). It should only
+       wake the caller (evloop_post()); it must not call offload_stop(). May be NULL. */
+    void (*finished)(void *arg);
+    void *finished_arg;
+};
+
+/** Counters, as `ferry status` shows them. */
+struct offload_stats {
+    uint64_t backlog_files, backlog_bytes, oldest_pending_ms; /* from the spool */
+    uint64_t in_flight, queued;
+    uint64_t uploaded, verified, archived, deleted, failed, retried, skipped, rejected;
+    uint64_t bytes_uploaded;
+};
+
+/** Check conf's [offload] and [store] sections, create the store, open (and replay)
+ * the journal in [server] state_dir, and prepare the archive directory. Nothing runs
+ * yet. conf must outlive the offloader. Returns 0 and *out (the caller's: free with
+ * offload_destroy()), or -errno with a message for the operator in err. The journal's
+ * lock makes a second offloader on the same state_dir fail here with -EBUSY. */
+int offload_create(const struct ferry_conf *conf, const struct offload_opts *opts,
+                   struct offload **out, char *err, size_t errlen);
+
+/** Start the watcher and the uploader threads. Returns 0 or -errno with err. Caller's
+ * thread, once. */
+int offload_start(struct offload *o, char *err, size_t errlen);
+
+/** Register the "offload" status section on a (the admin's loop thread). The
+ * offloader must be destroyed after the admin (or the admin must not run any more).
+ * Returns 0 or -EEXIST. */
+int offload_register_admin(struct offload *o, struct admin *a);
+
+/** Ask both threads to stop and join them: uploads in flight finish (or fail) and are
+ * then verified and deleted as usual or left for the next start; nothing unverified is
+ * deleted. Idempotent. Caller's thread. */
+void offload_stop(struct offload *o);
+
+/** 0 when every file the offloader was given ended stored (and deleted), 1 when some
+ * failed or were rejected, or a fatal error stopped it. After offload_stop(). */
+int offload_result(const struct offload *o);
+
+/** Copy the counters (any thread). */
+void offload_get_stats(struct offload *o, struct offload_stats *out);
+
+/** offload_stop() if needed, then close the journal and the store and free o.
+ * NULL-safe. Caller's thread. */
+void offload_destroy(struct offload *o);
+
+/** List what would be uploaded now (every regular file below spool not ignored by
+ * name: "rel -> key (size bytes)", or "rel: not a valid key, stays local") to out.
+ * Returns the number of files that can be uploaded, or -errno with err. Any thread. */
+int offload_dry_run(const struct ferry_conf *conf, FILE *out, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,324 @@
+"""The offloader (issue 8): files dropped in the spool end up in the store with
+identical bytes (read back independently: the dir store's files, or boto3 against
+s3rver directly), in the archive, and no longer local; nothing is deleted that was
+not stored; failures leave files where they are.
+
+`ferry offload --once` and `ferry offload` run alone here; `ferry serve` runs the
+same offloader on its own threads when [offload] spool is set.
+"""
+import hashlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import FERRY_BIN, sanitizer_reports, wait_for
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "s3"))
+from s3fixtures import (ACCESS_KEY, BUCKET, SECRET_KEY, clean_env, direct,  # noqa: E402,F401
+                        s3proxy, s3proxy_module, s3rver)
+
+IGNORED = [".hidden", "upload.tmp", "movie.part"]
+
+
+def sha(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+class Offloader:
+    """A working directory with a spool, an archive and a config for `ferry offload`."""
+
+    def __init__(self, workdir, store="dir", extra="", s3port=None):
+        self.wd = str(workdir)
+        self.spool = os.path.join(self.wd, "spool")
+        self.archive = os.path.join(self.wd, "archive")
+        self.store = os.path.join(self.wd, "store")
+        os.makedirs(self.spool, exist_ok=True)
+        self.conf = os.path.join(self.wd, "ferry.conf")
+        self.log = os.path.join(self.wd, "offload.log")
+        text = (f"[server]\nadmin_socket = {self.wd}/run/ferry.sock\nstate_dir = {self.wd}/run\n"
+                f"error_log = {self.log}\n\n")
+        if store == "dir":
+            text += f"[store]\ntype = dir\npath = {self.store}\n\n"
+        else:
+            text += (f"[store]\ntype = s3\nendpoint = http://127.0.0.1:{s3port}\n"
+                     f"bucket = {BUCKET}\nregion = us-east-1\nconnect_timeout = 2s\n"
+                     f"low_speed_time = 2s\naccess_key = {ACCESS_KEY}\n"
+                     f"secret_key = {SECRET_KEY}\n"
+                     + ("" if "retries" in extra else "retries = 2\n") + "\n")
+        offload = (f"[offload]\nspool = {self.spool}\narchive = {self.archive}\n"
+                   "settle = 100ms\nrescan_interval = 0\n")
+        # Keys given in extra replace the section's defaults above.
+        sections = {"store": "", "offload": ""}
+        cur = None
+        for line in extra.splitlines():
+            if line.startswith("["):
+                cur = line.strip("[] ")
+            elif cur and line.strip():
+                sections[cur] += line + "\n"
+        for line in sections["offload"].splitlines():
+            key = line.split("=")[0].strip()
+            offload = "\n".join(ln for ln in offload.splitlines()
+                                if not ln.startswith(key + " ")) + "\n"
+        if sections["store"]:
+            text = text.replace("[store]\n", "[store]\n" + sections["store"], 1)
+        text += offload + sections["offload"]
+        with open(self.conf, "w") as f:
+            f.write(text)
+        self.proc = None
+
+    def put(self, rel, data):
+        path = os.path.join(self.spool.encode(), rel if isinstance(rel, bytes) else rel.encode())
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(data)
+        return path
+
+    def run(self, *args, timeout=120, env=None):
+        return subprocess.run([FERRY_BIN, "offload", "-c", self.conf, *args], cwd=self.wd,
+                              capture_output=True, timeout=timeout, env=clean_env(env))
+
+    def start(self):
+        self.proc = subprocess.Popen([FERRY_BIN, "offload", "-c", self.conf], cwd=self.wd,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     env=clean_env())
+        return self.proc
+
+    def status(self):
+        p = subprocess.run([FERRY_BIN, "status", "-c", self.conf, "--json"], cwd=self.wd,
+                           capture_output=True, text=True, timeout=10)
+        return json.loads(p.stdout) if p.returncode == 0 else None
+
+    def logtext(self):
+        try:
+            with open(self.log, "rb") as f:
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+    def local(self):
+        out = set()
+        for root, _, files in os.walk(self.spool.encode()):
+            for n in files:
+                out.add(os.path.relpath(os.path.join(root, n), self.spool.encode()))
+        return out
+
+    def stored(self, rel):
+        with open(os.path.join(self.store, rel), "rb") as f:
+            return f.read()
+
+    def archived(self, rel):
+        with open(os.path.join(self.archive, rel), "rb") as f:
+            return f.read()
+
+
+def ok(p):
+    assert p.returncode == 0, f"rc={p.returncode}\nstdout: {p.stdout}\nstderr: {p.stderr}"
+    return p
+
+
+def sample_files():
+    return {
+        "a.txt": b"hello offload\n",
+        "nested/dir/b.bin": os.urandom(300_000),
+        "with space+plus \u00fc.txt".encode().decode(): b"utf-8, spaces and a plus",
+        "empty.dat": b"",
+    }
+
+
+def check_offloaded(off, files, stored):
+    for rel, data in files.items():
+        assert sha(stored(rel)) == sha(data), rel
+        assert sha(off.archived(rel)) == sha(data), rel
+        assert not os.path.exists(os.path.join(off.spool, rel)), rel
+
+
+def kill9_rounds(off, rng, count, rels_sizes, low, high):
+    """Fill the spool, kill -9 a running offloader `count` times at random
+    moments, then drain with a clean --once. Returns the files written."""
+    files = {}
+    for rel, size in rels_sizes:
+        files[rel] = os.urandom(size)
+        off.put(rel, files[rel])
+    for _ in range(count):
+        proc = off.start()
+        time.sleep(rng.uniform(low, high))  # a random moment, not a wait for readiness
+        proc.kill()
+        proc.wait()
+    ok(off.run("--once"))
+    return files
+
+
+# ---- dir store ----
+
+def test_once_uploads_archives_and_deletes(tmp_path):
+    off = Offloader(tmp_path)
+    files = sample_files()
+    for rel, data in files.items():
+        off.put(rel, data)
+    for name in IGNORED:
+        off.put(name, b"never picked up")
+    p = ok(off.run("--once"))
+    check_offloaded(off, files, off.stored)
+    assert off.local() == {n.encode() for n in IGNORED}, p.stderr
+    for name in IGNORED:
+        assert not os.path.exists(os.path.join(off.store, name))
+    assert not sanitizer_reports(off.logtext()), off.logtext()
+    # A second run finds nothing to do and still succeeds.
+    ok(off.run("--once"))
+
+
+def test_once_non_utf8_name_stays_and_is_reported(tmp_path):
+    off = Offloader(tmp_path)
+    off.put(b"bad\xff.jpg", b"latin-1 name")
+    off.put("good.jpg", b"fine")
+    p = off.run("--once")
+    assert p.returncode == 1, p
+    assert os.path.exists(os.path.join(off.spool.encode(), b"bad\xff.jpg"))
+    assert off.stored("good.jpg") == b"fine"
+    assert "not a valid key" in off.logtext(), off.logtext()
+    assert "stays local" in off.logtext()
+
+
+def test_dry_run_lists_and_uploads_nothing(tmp_path):
+    off = Offloader(tmp_path, extra="[store]\nprefix = originals/\n")
+    off.put("x/one.jpg", b"12345")
+    off.put(".hidden", b"no")
+    off.put(b"bad\xff", b"no")
+    p = ok(off.run("--dry-run"))
+    out = p.stdout.decode(errors="replace")
+    assert "x/one.jpg -> originals/x/one.jpg (5 bytes)" in out, out
+    assert ".hidden" not in out
+    assert "not a valid key, stays local" in out
+    assert os.path.exists(os.path.join(off.spool, "x/one.jpg"))
+    assert not os.path.exists(off.store) or not os.listdir(off.store)
+
+
+def test_spool_unset_is_a_usage_error(tmp_path):
+    conf = tmp_path / "ferry.conf"
+    conf.write_text("[server]\nstate_dir = ./run\n")
+    p = subprocess.run([FERRY_BIN, "offload", "-c", str(conf), "--once"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=10)
+    assert p.returncode == 2
+    assert "[offload] spool is not set" in p.stderr
+
+
+def test_daemon_status_and_file_held_open(tmp_path):
+    """A file still being written (open, growing) is not uploaded until it is
+    closed and settled; `ferry status` shows the offloader's counters."""
+    off = Offloader(tmp_path)
+    off.start()
+    try:
+        wait_for(lambda: off.status() is not None, 10, "the admin socket")
+        path = off.put("growing.log", b"")
+        with open(path, "ab") as w:
+            w.write(b"first part\n")
+            w.flush()
+            # A later file goes through while the first is still held open.
+            off.put("later.txt", b"later")
+            wait_for(lambda: not os.path.exists(os.path.join(off.spool, "later.txt")), 20,
+                     "later.txt offloaded")
+            assert os.path.exists(path)
+            assert not os.path.exists(os.path.join(off.store, "growing.log"))
+            w.write(b"second part\n")
+        wait_for(lambda: not os.path.exists(path), 20, "growing.log offloaded")
+        assert off.stored("growing.log") == b"first part\nsecond part\n"
+        st = off.status()
+        totals = st["offload"]["totals"]
+        assert totals["deleted"] == 2 and totals["uploaded"] == 2, st
+        assert "offload: backlog" in st["text"], st
+        # The admin socket is taken: a second offloader refuses to start.
+        p = off.run("--once", timeout=10)
+        assert p.returncode == 1, p
+    finally:
+        off.proc.send_signal(signal.SIGTERM)
+        assert off.proc.wait(15) == 0, off.logtext()
+    assert not sanitizer_reports(off.logtext()), off.logtext()
+
+
+def test_serve_runs_the_offloader(ferry_factory, tmp_path):
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    store = tmp_path / "store"
+    f = ferry_factory(f"[store]\ntype = dir\npath = {store}\n\n"
+                      f"[offload]\nspool = {spool}\nsettle = 100ms\nrescan_interval = 0\n")
+    data = os.urandom(50_000)
+    (spool / "d").mkdir()
+    (spool / "d" / "pic.jpg").write_bytes(data)
+    wait_for(lambda: not (spool / "d" / "pic.jpg").exists(), 20, "pic.jpg offloaded")
+    assert (store / "d" / "pic.jpg").read_bytes() == data
+    p = f.run_cli("status", "--json")
+    assert p.returncode == 0, p
+    st = json.loads(p.stdout)
+    assert st["offload"]["totals"]["verified"] == 1, st
+
+
+def test_kill9_then_once_loses_nothing(tmp_path):
+    off = Offloader(tmp_path, extra="[offload]\nconcurrency = 4\n")
+    rng = random.Random(8)
+    files = kill9_rounds(off, rng, 5, [(f"d{i % 7}/f{i}.bin", rng.randrange(0, 40_000))
+                                       for i in range(120)], 0.05, 0.4)
+    check_offloaded(off, files, off.stored)
+    assert off.local() == set()
+
+
+# ---- S3 (s3rver behind the verifying proxy; read back with boto3 directly) ----
+
+def s3get(direct, key):
+    return direct.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+
+
+def test_s3_once_with_multipart(tmp_path, s3proxy, direct):
+    off = Offloader(tmp_path, store="s3", s3port=s3proxy.port,
+                    extra="[store]\nprefix = off1/\n[offload]\nmultipart_threshold = 5MiB\n"
+                          "part_size = 5MiB\n")
+    files = sample_files()
+    files["big/video.bin"] = os.urandom(11 * 1024 * 1024)
+    for rel, data in files.items():
+        off.put(rel, data)
+    ok(off.run("--once"))
+    check_offloaded(off, files, lambda rel: s3get(direct, "off1/" + rel))
+    assert not [o for o in s3proxy.outcomes() if "mismatch" in str(o).lower()], s3proxy.log
+
+
+def test_s3_fault_leaves_file_and_retry_uploads(tmp_path, s3proxy, direct):
+    off = Offloader(tmp_path, store="s3", s3port=s3proxy.port,
+                    extra="[store]\nprefix = off2/\nretries = 0\n")
+    data = os.urandom(20_000)
+    off.put("flaky.jpg", data)
+    # The first two PUTs fail: the file stays, the third try (a retry with backoff) works.
+    s3proxy.add_fault("InternalError", method="PUT", times=2)
+    ok(off.run("--once"))
+    assert s3get(direct, "off2/flaky.jpg") == data
+    assert not os.path.exists(os.path.join(off.spool, "flaky.jpg"))
+    assert "InternalError" in off.logtext(), off.logtext()
+
+
+def test_s3_permanent_fault_keeps_file(tmp_path, s3proxy, direct):
+    off = Offloader(tmp_path, store="s3", s3port=s3proxy.port,
+                    extra="[store]\nprefix = off3/\nretries = 0\n")
+    data = b"denied"
+    off.put("denied.jpg", data)
+    s3proxy.add_fault("AccessDenied", method="PUT", times=100)
+    p = off.run("--once")
+    assert p.returncode == 1, p
+    with open(os.path.join(off.spool, "denied.jpg"), "rb") as f:
+        assert f.read() == data
+    assert "AccessDenied" in off.logtext()
+    with pytest.raises(Exception):
+        s3get(direct, "off3/denied.jpg")
+
+
+def test_s3_kill9_then_once_loses_nothing(tmp_path, s3proxy, direct):
+    off = Offloader(tmp_path, store="s3", s3port=s3proxy.port,
+                    extra="[store]\nprefix = off4/\n[offload]\nconcurrency = 8\n")
+    rng = random.Random(9)
+    files = kill9_rounds(off, rng, 5, [(f"k{i % 5}/f{i}.bin", rng.randrange(0, 60_000))
+                                       for i in range(80)], 0.1, 0.6)
+    check_offloaded(off, files, lambda rel: s3get(direct, "off4/" + rel))
+    assert off.local() == set()
