@@ -106,15 +106,38 @@ static void stat_add(struct offload *o, uint64_t *counter, uint64_t n)
     pthread_mutex_unlock(&o->mu);
 }
 
-/* Keep msg among the last errors and log it. */
-static void error_note(struct offload *o, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static void error_note(struct offload *o, const char *fmt, ...)
+/* rel as text that is safe to log and to put in JSON: valid names as they are, other
+ * bytes (a name that is not UTF-8, control bytes) as \xNN. */
+static void rel_printable(const char *rel, char *out, size_t outlen)
 {
-    char msg[320];
+    if (offload_rel_check(rel, strlen(rel)) == 0) {
+        snprintf(out, outlen, "%s", rel);
+        return;
+    }
+    size_t o = 0;
+    for (const unsigned char *p = (const unsigned char *)rel; *p && o + 5 < outlen; p++) {
+        if (*p >= 0x20 && *p < 0x7f && *p != '\\')
+            out[o++] = (char)*p;
+        else
+            o += (size_t)snprintf(out + o, outlen - o, "\\x%02x", *p);
+    }
+    out[o] = '\0';
+}
+
+/* Keep "rel: msg" (rel may be NULL) among the last errors and log it. */
+static void error_note(struct offload *o, const char *rel, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void error_note(struct offload *o, const char *rel, const char *fmt, ...)
+{
+    char name[128] = "", msg[320];
+    if (rel)
+        rel_printable(rel, name, sizeof(name));
+    int n = rel ? snprintf(msg, sizeof(msg), "%s: ", name) : 0;
+    if (n < 0 || (size_t)n >= sizeof(msg))
+        n = 0;
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
+    vsnprintf(msg + n, sizeof(msg) - (size_t)n, fmt, ap);
     va_end(ap);
     log_warn("offload: %s", msg);
     pthread_mutex_lock(&o->mu);
@@ -203,7 +226,7 @@ static void *watcher_main(void *arg)
     struct offload *o = arg;
     int r = evloop_run(o->loop);
     if (r < 0)
-        error_note(o, "watcher loop: %s", strerror(-r));
+        error_note(o, NULL, "watcher loop: %s", strerror(-r));
     evloop_timer_stop(o->loop, &o->tick);
     spool_destroy(o->spool);
     o->spool = NULL;
@@ -230,7 +253,7 @@ static void job_fail(struct offload *o, struct job *j, const char *what, int r,
         store_error_format(err, why, sizeof(why));
     else
         snprintf(why, sizeof(why), "%s", strerror(-r));
-    error_note(o, "%s: %s: %s", j->rel, what, why);
+    error_note(o, j->rel, "%s: %s", what, why);
     if (j->fd >= 0) {
         close(j->fd);
         j->fd = -1;
@@ -251,6 +274,20 @@ static void job_fail(struct offload *o, struct job *j, const char *what, int r,
     if (cap > RETRY_CAP_MS)
         cap = RETRY_CAP_MS;
     j->not_before = time_mono_ms() + (uint64_t)rand_r(&o->rand_state) % (cap + 1);
+    j->next = o->retry;
+    o->retry = j;
+}
+
+/* j changed (or a writer holds it): look again once it may have settled, expecting
+ * identity id. The spool is not asked: its events for j may already be spent. */
+static void job_retry_later(struct offload *o, struct job *j, const struct offload_ident *id)
+{
+    j->id = *id;
+    if (j->fd >= 0) {
+        close(j->fd);
+        j->fd = -1;
+    }
+    j->not_before = time_mono_ms() + o->conf->offload.settle_ms;
     j->next = o->retry;
     o->retry = j;
 }
@@ -408,15 +445,15 @@ static void job_finish(struct offload *o, struct job *j)
     struct stat fst, pst;
     struct offload_ident fid, pid;
     if (fstat(j->fd, &fst) < 0 || fstatat(o->spool_fd, j->rel, &pst, AT_SYMLINK_NOFOLLOW) < 0) {
-        error_note(o, "%s: changed before delete (%s): kept, starts over", j->rel, strerror(errno));
+        error_note(o, j->rel, "changed before delete (%s): kept, starts over", strerror(errno));
         job_done(o, j, false);
         return;
     }
     ident_from_stat(&fst, &fid);
     ident_from_stat(&pst, &pid);
     if (!ident_equal(&fid, &j->id) || !ident_equal(&pid, &j->id)) {
-        error_note(o, "%s: changed during upload: kept, starts over", j->rel);
-        job_done(o, j, false);
+        error_note(o, j->rel, "changed during upload: kept, starts over");
+        job_retry_later(o, j, &pid);
         return;
     }
     if (unlinkat(o->spool_fd, j->rel, 0) < 0) {
@@ -428,7 +465,7 @@ static void job_finish(struct offload *o, struct job *j)
     r = fsdir_sync_parent(path);
     free(path);
     if (r < 0)
-        error_note(o, "%s: fsync of its directory after unlink: %s", j->rel, strerror(-r));
+        error_note(o, j->rel, "fsync of its directory after unlink: %s", strerror(-r));
     journal_put(o, j, OFFLOAD_DELETED, false);
     stat_add(o, &o->st.deleted, 1);
     job_done(o, j, false);
@@ -441,7 +478,7 @@ static int job_prepare(struct offload *o, struct job *j)
     int n =
         offload_key_from_rel(o->conf->store.prefix, j->rel, strlen(j->rel), j->key, sizeof(j->key));
     if (n < 0) {
-        error_note(o, "%s: %s: stays local", j->rel,
+        error_note(o, j->rel, "%s: stays local",
                    n == -ENAMETOOLONG ? "key too long"
                                       : "not a valid key (UTF-8, no control bytes)");
         stat_add(o, &o->st.rejected, 1);
@@ -472,12 +509,7 @@ static int job_prepare(struct offload *o, struct job *j)
     else if (errno == EAGAIN || errno == EBUSY)
         busy = true;
     if (busy || !ident_equal(&id, &j->id)) {
-        j->id = id;
-        close(j->fd);
-        j->fd = -1;
-        j->not_before = time_mono_ms() + o->conf->offload.settle_ms;
-        j->next = o->retry;
-        o->retry = j;
+        job_retry_later(o, j, &id);
         return 0;
     }
     int r = store_digest_fd(j->fd, o->threshold, o->part_size, &j->digest);
@@ -608,6 +640,9 @@ static void *uploader_main(void *arg)
             pthread_mutex_lock(&o->mu);
             if (r < 0) {
                 o->fatal = true;
+                pthread_mutex_unlock(&o->mu);
+                error_note(o, NULL, "uploads stopped: %s", strerror(-r));
+                pthread_mutex_lock(&o->mu);
                 break;
             }
             continue;

@@ -185,6 +185,15 @@ def test_once_non_utf8_name_stays_and_is_reported(tmp_path):
     assert "stays local" in off.logtext()
 
 
+def test_once_verify_readback(tmp_path):
+    off = Offloader(tmp_path, extra="[offload]\nverify = readback\n")
+    files = sample_files()
+    for rel, data in files.items():
+        off.put(rel, data)
+    ok(off.run("--once"))
+    check_offloaded(off, files, off.stored)
+
+
 def test_dry_run_lists_and_uploads_nothing(tmp_path):
     off = Offloader(tmp_path, extra="[store]\nprefix = originals/\n")
     off.put("x/one.jpg", b"12345")
@@ -228,7 +237,14 @@ def test_daemon_status_and_file_held_open(tmp_path):
             w.write(b"second part\n")
         wait_for(lambda: not os.path.exists(path), 20, "growing.log offloaded")
         assert off.stored("growing.log") == b"first part\nsecond part\n"
+        # A name that cannot be a key stays and is reported, readably, in the status.
+        off.put(b"bad\xff.jpg", b"latin-1 name")
+        wait_for(lambda: off.status()["offload"]["totals"]["rejected"] == 1, 20,
+                 "bad name rejected")
+        assert os.path.exists(os.path.join(off.spool.encode(), b"bad\xff.jpg"))
         st = off.status()
+        assert any("bad\\xff.jpg" in e and "stays local" in e
+                   for e in st["offload"]["last_errors"]), st
         totals = st["offload"]["totals"]
         assert totals["deleted"] == 2 and totals["uploaded"] == 2, st
         assert "offload: backlog" in st["text"], st
@@ -322,3 +338,72 @@ def test_s3_kill9_then_once_loses_nothing(tmp_path, s3proxy, direct):
                                        for i in range(80)], 0.1, 0.6)
     check_offloaded(off, files, lambda rel: s3get(direct, "off4/" + rel))
     assert off.local() == set()
+
+
+def test_s3_rewritten_during_upload_is_not_deleted(tmp_path, s3proxy, direct):
+    """A file rewritten in place while its upload is in flight is not deleted: the
+    identity re-check sees the change, and the new bytes are uploaded."""
+    off = Offloader(tmp_path, store="s3", s3port=s3proxy.port,
+                    extra="[store]\nprefix = off7/\n")
+    path = off.put("doc.txt", b"version one\n")
+    s3proxy.add_fault("delay", method="PUT", times=1, delay=1.5)
+    journal = os.path.join(off.wd, "run", "offload.journal")
+    p = subprocess.Popen([FERRY_BIN, "offload", "-c", off.conf, "--once"], cwd=off.wd,
+                         env=clean_env())
+    try:
+        wait_for(lambda: os.path.exists(journal) and b" uploading " in open(journal, "rb").read(),
+                 20, "the upload to start")
+        with open(path, "r+b") as f:
+            f.write(b"VERSION TWO\n")
+        assert p.wait(60) == 0, off.logtext()
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert s3get(direct, "off7/doc.txt") == b"VERSION TWO\n"
+    assert not os.path.exists(path)
+    assert "changed during upload" in off.logtext(), off.logtext()
+
+
+def test_s3_verify_readback(tmp_path, s3proxy, direct):
+    off = Offloader(tmp_path, store="s3", s3port=s3proxy.port,
+                    extra="[store]\nprefix = off5/\n[offload]\nverify = readback\n")
+    files = {"r/one.bin": os.urandom(70_000), "r/two.txt": b"two"}
+    for rel, data in files.items():
+        off.put(rel, data)
+    ok(off.run("--once"))
+    check_offloaded(off, files, lambda rel: s3get(direct, "off5/" + rel))
+    # The readback is a GET of each object through the proxy.
+    gets = [path for m, path, _ in s3proxy.log if m == "GET"]
+    assert any(path.endswith("off5/r/one.bin") for path in gets), s3proxy.log
+
+
+def test_s3_never_neither_while_files_flow(tmp_path, s3proxy, direct):
+    """A sampler checks, over and over while files arrive and are offloaded, that
+    every file is local or in the store with its exact bytes: zero violations."""
+    off = Offloader(tmp_path, store="s3", s3port=s3proxy.port,
+                    extra="[store]\nprefix = off6/\n")
+    files = {}
+    violations = []
+    off.start()
+    try:
+        for i in range(60):
+            rel = f"s{i % 4}/f{i}.bin"
+            files[rel] = os.urandom(1000 + i * 500)
+            off.put(rel + ".tmp", files[rel])
+            os.rename(os.path.join(off.spool, rel + ".tmp"), os.path.join(off.spool, rel))
+            for r, data in list(files.items()):
+                if os.path.exists(os.path.join(off.spool, r)):
+                    continue
+                try:
+                    got = s3get(direct, "off6/" + r)
+                except Exception as e:  # noqa: BLE001
+                    violations.append((r, repr(e)))
+                    continue
+                if sha(got) != sha(data):
+                    violations.append((r, "different bytes"))
+        wait_for(lambda: off.local() == set(), 60, "the spool drained")
+    finally:
+        off.proc.send_signal(signal.SIGTERM)
+        assert off.proc.wait(15) == 0, off.logtext()
+    assert violations == [], violations
+    check_offloaded(off, files, lambda rel: s3get(direct, "off6/" + rel))
