@@ -84,10 +84,19 @@ class Offloader:
                               capture_output=True, timeout=timeout, env=clean_env(env))
 
     def start(self):
-        self.proc = subprocess.Popen([FERRY_BIN, "offload", "-c", self.conf], cwd=self.wd,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                     env=clean_env())
+        with open(os.path.join(self.wd, "stderr.log"), "ab") as err:
+            self.proc = subprocess.Popen([FERRY_BIN, "offload", "-c", self.conf], cwd=self.wd,
+                                         stdout=subprocess.DEVNULL, stderr=err,
+                                         env=clean_env())
         return self.proc
+
+    def stop_checked(self):
+        """SIGTERM: must exit 0 within a bound, with no sanitizer reports."""
+        self.proc.send_signal(signal.SIGTERM)
+        assert self.proc.wait(15) == 0, self.logtext()
+        with open(os.path.join(self.wd, "stderr.log"), "rb") as f:
+            err = f.read().decode(errors="replace")
+        assert not sanitizer_reports(err + self.logtext()), err
 
     def status(self):
         p = subprocess.run([FERRY_BIN, "status", "-c", self.conf, "--json"], cwd=self.wd,
@@ -119,6 +128,8 @@ class Offloader:
 
 def ok(p):
     assert p.returncode == 0, f"rc={p.returncode}\nstdout: {p.stdout}\nstderr: {p.stderr}"
+    err = p.stderr.decode(errors="replace") if isinstance(p.stderr, bytes) else p.stderr
+    assert not sanitizer_reports(err), err
     return p
 
 
@@ -252,8 +263,7 @@ def test_daemon_status_and_file_held_open(tmp_path):
         p = off.run("--once", timeout=10)
         assert p.returncode == 1, p
     finally:
-        off.proc.send_signal(signal.SIGTERM)
-        assert off.proc.wait(15) == 0, off.logtext()
+        off.stop_checked()
     assert not sanitizer_reports(off.logtext()), off.logtext()
 
 
@@ -403,7 +413,6 @@ def test_s3_never_neither_while_files_flow(tmp_path, s3proxy, direct):
                     violations.append((r, "different bytes"))
         wait_for(lambda: off.local() == set(), 60, "the spool drained")
     finally:
-        off.proc.send_signal(signal.SIGTERM)
-        assert off.proc.wait(15) == 0, off.logtext()
+        off.stop_checked()
     assert violations == [], violations
     check_offloaded(off, files, lambda rel: s3get(direct, "off6/" + rel))
