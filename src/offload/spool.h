@@ -53,7 +53,9 @@ void spool_destroy(struct spool *s);
 
 /** The pipeline finished with rel: forget it (keep=false: deleted, a new file at rel
  *  is reported again), or keep it known but not re-reported unless its identity
- *  changes (keep=true: failed permanently). Unknown rel: nothing. rel is not kept.
+ *  changes (keep=true: failed permanently; also stops a file still settling from being
+ *  reported). Either way what is at rel now is looked at again (it may have been
+ *  replaced while the pipeline held it). Unknown rel: nothing. rel is not kept.
  *  Loop thread. */
 void spool_done(struct spool *s, const char *rel, bool keep);
 
