@@ -8,6 +8,7 @@
 #include "common/fsdir.h"
 #include "common/log.h"
 #include "common/timeutil.h"
+#include "http/mime.h"
 #include "offload/journal.h"
 #include "offload/keymap.h"
 #include "offload/spool.h"
@@ -58,10 +59,13 @@ struct offload {
 
     /* The uploader thread's own. */
     struct store *store;
+    struct mime_table *mime; /* Content-Type of uploads, as ferry would serve them */
     struct journal *journal;
     uint64_t threshold, part_size;
     struct job *retry; /* waiting for their backoff */
     unsigned in_flight;
+    unsigned limit;     /* transfers allowed in flight: lowered on 503, raised on success */
+    unsigned successes; /* since the limit last changed */
     unsigned rand_state;
 
     /* The watcher thread's own. */
@@ -581,6 +585,8 @@ static int put_next(void *ctx, struct store_put_item *item)
     for (;;) {
         if (stopping(o))
             return 0;
+        if (o->in_flight >= o->limit)
+            return -EAGAIN;
         struct job *j = job_take(o, time_mono_ms());
         if (!j)
             return o->in_flight > 0 ? -EAGAIN : 0;
@@ -590,11 +596,32 @@ static int put_next(void *ctx, struct store_put_item *item)
         item->key = j->key + o->prefix_len;
         item->fd = j->fd;
         item->digest = j->digest;
+        item->content_type = mime_table_lookup(o->mime, j->rel, strlen(j->rel));
         item->user = j;
         o->in_flight++;
         stat_add(o, &o->st.in_flight, 1);
         return 1;
     }
+}
+
+/* Every 503 (SlowDown or not) is the store asking for less: halve the transfers in
+ * flight; raise the limit by one again after as many successes as it allows. */
+static void throttle_update(struct offload *o, int result, const struct store_error *err)
+{
+    unsigned max = (unsigned)o->conf->offload.concurrency;
+    if (result < 0 && err && (err->http_status == 503 || strcmp(err->code, "SlowDown") == 0)) {
+        unsigned limit = o->limit > 1 ? o->limit / 2 : 1;
+        if (limit != o->limit)
+            log_info("offload: the store throttles (503): at most %u transfers in flight", limit);
+        o->limit = limit;
+        o->successes = 0;
+    } else if (result == 0 && o->limit < max && ++o->successes >= o->limit) {
+        o->limit++;
+        o->successes = 0;
+    }
+    pthread_mutex_lock(&o->mu);
+    o->st.concurrency = o->limit;
+    pthread_mutex_unlock(&o->mu);
 }
 
 static void put_done(void *ctx, const struct store_put_item *item, int result,
@@ -606,6 +633,7 @@ static void put_done(void *ctx, const struct store_put_item *item, int result,
     pthread_mutex_lock(&o->mu);
     o->st.in_flight--;
     pthread_mutex_unlock(&o->mu);
+    throttle_update(o, result, err);
     if (result < 0) {
         job_fail(o, j, "upload", result, err);
         return;
@@ -757,6 +785,9 @@ int offload_create(const struct ferry_conf *conf, const struct offload_opts *opt
         goto fail;
     }
     store_part_layout(o->store, &o->threshold, &o->part_size);
+    o->mime = mime_table_create(conf->server.mime_types);
+    o->limit = (unsigned)conf->offload.concurrency;
+    o->st.concurrency = o->limit;
     char jerr[256] = "";
     r = journal_open(conf->server.state_dir, &o->journal, jerr, sizeof(jerr));
     if (r < 0) {
@@ -859,17 +890,17 @@ static int status_section(json_t *section, struct buf *text, void *arg)
     pthread_mutex_unlock(&o->mu);
     int r = admin_json_add(
         section,
-        json_pack("{s:s, s:{s:I, s:I, s:I}, s:I, s:I, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, "
+        json_pack("{s:s, s:{s:I, s:I, s:I}, s:I, s:I, s:I, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, "
                   "s:I, s:I}, s:o}",
                   "spool", o->conf->offload.spool, "backlog", "files", (json_int_t)s.backlog_files,
                   "bytes", (json_int_t)s.backlog_bytes, "oldest_ms",
-                  (json_int_t)s.oldest_pending_ms, "in_flight", (json_int_t)s.in_flight, "queued",
-                  (json_int_t)s.queued, "totals", "uploaded", (json_int_t)s.uploaded, "verified",
-                  (json_int_t)s.verified, "archived", (json_int_t)s.archived, "deleted",
-                  (json_int_t)s.deleted, "failed", (json_int_t)s.failed, "retried",
-                  (json_int_t)s.retried, "skipped", (json_int_t)s.skipped, "rejected",
-                  (json_int_t)s.rejected, "bytes_uploaded", (json_int_t)s.bytes_uploaded,
-                  "last_errors", errors));
+                  (json_int_t)s.oldest_pending_ms, "in_flight", (json_int_t)s.in_flight,
+                  "concurrency", (json_int_t)s.concurrency, "queued", (json_int_t)s.queued,
+                  "totals", "uploaded", (json_int_t)s.uploaded, "verified", (json_int_t)s.verified,
+                  "archived", (json_int_t)s.archived, "deleted", (json_int_t)s.deleted, "failed",
+                  (json_int_t)s.failed, "retried", (json_int_t)s.retried, "skipped",
+                  (json_int_t)s.skipped, "rejected", (json_int_t)s.rejected, "bytes_uploaded",
+                  (json_int_t)s.bytes_uploaded, "last_errors", errors));
     if (r < 0)
         return r;
     if (buf_printf(text,
@@ -911,6 +942,7 @@ void offload_destroy(struct offload *o)
     }
     journal_close(o->journal);
     store_destroy(o->store);
+    mime_table_destroy(o->mime);
     if (o->spool_fd >= 0)
         close(o->spool_fd);
     pthread_cond_destroy(&o->cond);

@@ -57,6 +57,7 @@ struct offload_opts {
 struct offload_stats {
     uint64_t backlog_files, backlog_bytes, oldest_pending_ms; /* from the spool */
     uint64_t in_flight, queued;
+    uint64_t concurrency; /* transfers allowed in flight now (lowered while throttled) */
     uint64_t uploaded, verified, archived, deleted, failed, retried, skipped, rejected;
     uint64_t bytes_uploaded;
 };

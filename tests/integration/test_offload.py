@@ -309,6 +309,9 @@ def test_s3_once_with_multipart(tmp_path, s3proxy, direct):
         off.put(rel, data)
     ok(off.run("--once"))
     check_offloaded(off, files, lambda rel: s3get(direct, "off1/" + rel))
+    # Uploaded with the Content-Type ferry would serve them with.
+    head = direct.head_object(Bucket=BUCKET, Key="off1/a.txt")
+    assert head["ContentType"].startswith("text/plain"), head
     assert not [o for o in s3proxy.outcomes() if "mismatch" in str(o).lower()], s3proxy.log
 
 
@@ -323,6 +326,21 @@ def test_s3_fault_leaves_file_and_retry_uploads(tmp_path, s3proxy, direct):
     assert s3get(direct, "off2/flaky.jpg") == data
     assert not os.path.exists(os.path.join(off.spool, "flaky.jpg"))
     assert "InternalError" in off.logtext(), off.logtext()
+
+
+def test_s3_slowdown_lowers_concurrency(tmp_path, s3proxy, direct):
+    """Every 503 halves the transfers in flight; all files still end up stored."""
+    off = Offloader(tmp_path, store="s3", s3port=s3proxy.port,
+                    extra="[store]\nprefix = off8/\nretries = 0\n[offload]\nconcurrency = 8\n")
+    files = {f"t/{i}.bin": os.urandom(5000 + i) for i in range(8)}
+    for rel, data in files.items():
+        off.put(rel, data)
+    s3proxy.add_fault("SlowDown", method="PUT", times=6)
+    ok(off.run("--once"))
+    check_offloaded(off, files, lambda rel: s3get(direct, "off8/" + rel))
+    log = off.logtext()
+    assert "the store throttles (503): at most 4 transfers in flight" in log, log
+    assert "at most 1 transfers in flight" in log, log
 
 
 def test_s3_permanent_fault_keeps_file(tmp_path, s3proxy, direct):
