@@ -39,6 +39,7 @@ struct job {
     struct offload_ident id;       /* settled identity, then the hashed one */
     int fd;                        /* -1 when closed */
     struct store_digest digest;
+    bool hashed; /* digest is valid */
     unsigned attempts;
     uint64_t not_before; /* monotonic ms */
 };
@@ -266,7 +267,14 @@ static void job_fail(struct offload *o, struct job *j, const char *what, int r,
     bool give_up =
         error_permanent(r, err) || (o->opts.once && j->attempts >= OFFLOAD_ONCE_ATTEMPTS);
     if (give_up) {
-        struct journal_entry e = {.rel = j->rel, .id = j->id, .stage = OFFLOAD_FAILED};
+        /* The digest stays: a later run that finds the store holding these bytes
+         * (say only the archive failed) does not upload them again. */
+        struct journal_entry e = {
+            .rel = j->rel, .id = j->id, .stage = OFFLOAD_FAILED, .has_digest = j->hashed};
+        if (j->hashed) {
+            memcpy(e.sha256, j->digest.sha256, sizeof(e.sha256));
+            memcpy(e.md5, j->digest.md5, sizeof(e.md5));
+        }
         snprintf(e.error, sizeof(e.error), "%s: %s", what, why);
         journal_record(o->journal, &e, false);
         stat_add(o, &o->st.failed, 1);
@@ -287,6 +295,7 @@ static void job_fail(struct offload *o, struct job *j, const char *what, int r,
 static void job_retry_later(struct offload *o, struct job *j, const struct offload_ident *id)
 {
     j->id = *id;
+    j->hashed = false;
     if (j->fd >= 0) {
         close(j->fd);
         j->fd = -1;
@@ -526,11 +535,12 @@ static int job_prepare(struct offload *o, struct job *j)
         job_fail(o, j, "hash", r, NULL);
         return 0;
     }
-    /* After a restart: an entry that reached STORED for this very file is not uploaded
-     * again when the store confirms it holds these bytes. */
+    j->hashed = true;
+    /* After a restart or a failure: this very file (same identity and digest) is not
+     * uploaded again when the store confirms it holds these bytes — whether the journal
+     * got to STORED or the crash came between the upload and that record. */
     const struct journal_entry *e = journal_get(o->journal, j->rel);
-    if (e && (e->stage == OFFLOAD_STORED || e->stage == OFFLOAD_ARCHIVED) && e->has_digest &&
-        ident_equal(&e->id, &j->id) &&
+    if (e && e->has_digest && ident_equal(&e->id, &j->id) &&
         memcmp(e->sha256, j->digest.sha256, sizeof(e->sha256)) == 0) {
         struct store_error err = {0};
         if (store_verify(o->store, j->key + o->prefix_len, &j->digest, &err) == 0) {

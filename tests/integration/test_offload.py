@@ -10,9 +10,11 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -194,6 +196,55 @@ def test_once_non_utf8_name_stays_and_is_reported(tmp_path):
     assert off.stored("good.jpg") == b"fine"
     assert "not a valid key" in off.logtext(), off.logtext()
     assert "stays local" in off.logtext()
+
+
+def test_archive_on_another_filesystem_is_a_copy(tmp_path):
+    if not os.path.isdir("/dev/shm"):
+        pytest.skip("no /dev/shm")
+    archive = tempfile.mkdtemp(prefix="ferry-archive-", dir="/dev/shm")
+    try:
+        if os.stat(archive).st_dev == os.stat(tmp_path).st_dev:
+            pytest.skip("/dev/shm is on the same file system as the spool")
+        off = Offloader(tmp_path, extra=f"[offload]\narchive = {archive}\n")
+        off.archive = archive
+        files = sample_files()
+        for rel, data in files.items():
+            off.put(rel, data)
+        ok(off.run("--once"))
+        check_offloaded(off, files, off.stored)
+    finally:
+        shutil.rmtree(archive, ignore_errors=True)
+
+
+def test_full_archive_disk_deletes_nothing(tmp_path):
+    archive = tmp_path / "small"
+    archive.mkdir()
+    m = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(archive)],
+                       capture_output=True, text=True)
+    if m.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs: {m.stderr.strip()}")
+    try:
+        off = Offloader(tmp_path, extra=f"[offload]\narchive = {archive}\n")
+        small, big = b"fits", os.urandom(300_000)
+        off.put("small.txt", small)
+        off.put("big.bin", big)
+        p = off.run("--once")
+        assert p.returncode == 1, p
+        # Stored, but the archive copy failed: the local file stays.
+        assert off.stored("big.bin") == big
+        with open(os.path.join(off.spool, "big.bin"), "rb") as f:
+            assert f.read() == big
+        assert "big.bin: archive: No space left on device" in off.logtext(), off.logtext()
+        assert not os.path.exists(os.path.join(off.spool, "small.txt"))
+        assert (archive / "small.txt").read_bytes() == small
+    finally:
+        subprocess.run(["umount", str(archive)], check=True)
+    # With room in the archive, the next run resumes from the journal: the object the
+    # store already holds (verified again) is not uploaded a second time.
+    ok(off.run("--once"))
+    assert not os.path.exists(os.path.join(off.spool, "big.bin"))
+    assert (archive / "big.bin").read_bytes() == big
+    assert "offload: uploaded 0, deleted 1," in off.logtext(), off.logtext()
 
 
 def test_once_verify_readback(tmp_path):
