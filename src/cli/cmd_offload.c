@@ -92,7 +92,12 @@ static int offload_run(const struct ferry_conf *conf, bool once)
     int r = evloop_run(m.loop);
     if (r < 0)
         log_error("event loop: %s", strerror(-r));
-    offload_stop(o);
+    if (offload_stop(o, conf->server.shutdown_timeout_ms) < 0) {
+        log_warn("the offloader did not stop within %llums: its uploads in flight are "
+                 "abandoned; the journal resumes them at the next start",
+                 (unsigned long long)conf->server.shutdown_timeout_ms);
+        _exit(once ? EXIT_RUNTIME : EXIT_OK);
+    }
     struct offload_stats st;
     offload_get_stats(o, &st);
     log_info("offload: uploaded %llu, deleted %llu, failed %llu, rejected %llu",

@@ -11,6 +11,7 @@
 #include <getopt.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 int (*cli_serve_setup)(struct server *s);
 
@@ -95,7 +96,12 @@ int cmd_serve(int argc, char **argv)
         log_error("server: %s", strerror(-r));
     else
         log_info("stopped");
-    offload_stop(off);
+    if (off && offload_stop(off, conf.server.shutdown_timeout_ms) < 0) {
+        log_warn("the offloader did not stop within %llums: its uploads in flight are "
+                 "abandoned; the journal resumes them at the next start",
+                 (unsigned long long)conf.server.shutdown_timeout_ms);
+        _exit(r < 0 ? EXIT_RUNTIME : EXIT_OK);
+    }
     maint_detach(maint);
     admin_destroy(admin);
     offload_destroy(off);

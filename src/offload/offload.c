@@ -78,6 +78,8 @@ struct offload {
     /* Shared: under mu. */
     pthread_mutex_t mu;
     pthread_cond_t cond;
+    pthread_cond_t exited; /* CLOCK_MONOTONIC: uploader_exited became true */
+    bool uploader_exited;
     struct job *queue_head, *queue_tail;
     bool stopping, drained, fatal;
     struct offload_stats st;
@@ -700,6 +702,8 @@ static void *uploader_main(void *arg)
         pthread_cond_timedwait(&o->cond, &o->mu, &ts);
     }
     bool by_itself = !o->stopping;
+    o->uploader_exited = true;
+    pthread_cond_broadcast(&o->exited);
     pthread_mutex_unlock(&o->mu);
     if (by_itself && o->opts.finished)
         o->opts.finished(o->opts.finished_arg);
@@ -763,9 +767,11 @@ int offload_create(const struct ferry_conf *conf, const struct offload_opts *opt
     o->rand_state = (unsigned)time_mono_ms() ^ (unsigned)getpid();
     o->spool_fd = -1;
     pthread_mutex_init(&o->mu, NULL);
+    pthread_cond_init(&o->cond, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
-    pthread_cond_init(&o->cond, &ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&o->exited, &ca);
     pthread_condattr_destroy(&ca);
     int r;
     o->spool_fd = open(spool, O_PATH | O_DIRECTORY | O_CLOEXEC);
@@ -861,19 +867,36 @@ int offload_start(struct offload *o, char *err, size_t errlen)
     return 0;
 }
 
-void offload_stop(struct offload *o)
+int offload_stop(struct offload *o, uint64_t timeout_ms)
 {
     if (!o->started || o->joined)
-        return;
+        return 0;
     pthread_mutex_lock(&o->mu);
     o->stopping = true;
     pthread_cond_signal(&o->cond);
+    /* Uploads in flight cannot be cut short (the store finishes what it started): wait
+     * for the uploader within the bound, else leave it to the process's exit. */
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_sec += (time_t)(timeout_ms / 1000);
+    ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
+    if (ts.tv_nsec >= 1000000000) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000;
+    }
+    int r = 0;
+    while (!o->uploader_exited && r != ETIMEDOUT)
+        r = pthread_cond_timedwait(&o->exited, &o->mu, &ts);
+    bool exited = o->uploader_exited;
     pthread_mutex_unlock(&o->mu);
+    if (!exited)
+        return -ETIMEDOUT;
     /* The uploader first: it still posts spool_done() to the watcher's loop. */
     pthread_join(o->uploader, NULL);
     evloop_post(o->loop, watcher_stop_run, NULL);
     pthread_join(o->watcher, NULL);
     o->joined = true;
+    return 0;
 }
 
 int offload_result(const struct offload *o)
@@ -936,7 +959,7 @@ void offload_destroy(struct offload *o)
 {
     if (!o)
         return;
-    offload_stop(o);
+    offload_stop(o, UINT64_MAX / 2);
     if (o->spool) /* started, but the threads never ran */
         spool_destroy(o->spool);
     evloop_destroy(o->loop);
@@ -956,6 +979,7 @@ void offload_destroy(struct offload *o)
     if (o->spool_fd >= 0)
         close(o->spool_fd);
     pthread_cond_destroy(&o->cond);
+    pthread_cond_destroy(&o->exited);
     pthread_mutex_destroy(&o->mu);
     free(o);
 }

@@ -81,8 +81,12 @@ int offload_register_admin(struct offload *o, struct admin *a);
 
 /** Ask both threads to stop and join them: uploads in flight finish (or fail) and are
  * then verified and deleted as usual or left for the next start; nothing unverified is
- * deleted. Idempotent. Caller's thread. */
-void offload_stop(struct offload *o);
+ * deleted. Returns 0 once joined, or -ETIMEDOUT when the uploader was still busy after
+ * timeout_ms (a transfer the store does not cut short): its threads still run and use
+ * o and the conf, so the caller must then end the process with _exit() without freeing
+ * either; the journal makes the next start finish the work. Idempotent. Caller's
+ * thread. */
+int offload_stop(struct offload *o, uint64_t timeout_ms);
 
 /** 0 when every file the offloader was given ended stored (and deleted), 1 when some
  * failed or were rejected, or a fatal error stopped it. After offload_stop(). */
@@ -91,7 +95,7 @@ int offload_result(const struct offload *o);
 /** Copy the counters (any thread). */
 void offload_get_stats(struct offload *o, struct offload_stats *out);
 
-/** offload_stop() if needed, then close the journal and the store and free o.
+/** offload_stop() (without a bound) if needed, then close the journal and the store and free o.
  * NULL-safe. Caller's thread. */
 void offload_destroy(struct offload *o);
 

@@ -443,6 +443,33 @@ def test_s3_rewritten_during_upload_is_not_deleted(tmp_path, s3proxy, direct):
     assert "changed during upload" in off.logtext(), off.logtext()
 
 
+def test_s3_sigterm_stops_within_a_bound(tmp_path, s3proxy, direct):
+    """SIGTERM while an upload hangs: ferry offload exits within shutdown_timeout
+    (plus slack), deletes nothing, and the next run finishes the work."""
+    off = Offloader(tmp_path, store="s3", s3port=s3proxy.port,
+                    extra="[store]\nprefix = off9/\n")
+    text = open(off.conf).read().replace("[server]\n", "[server]\nshutdown_timeout = 1s\n", 1)
+    with open(off.conf, "w") as f:
+        f.write(text)
+    data = os.urandom(30_000)
+    path = off.put("slow.bin", data)
+    s3proxy.add_fault("delay", method="PUT", times=1, delay=6)
+    journal = os.path.join(off.wd, "run", "offload.journal")
+    off.start()
+    wait_for(lambda: os.path.exists(journal) and b" uploading " in open(journal, "rb").read(),
+             20, "the upload to start")
+    t0 = time.monotonic()
+    off.proc.send_signal(signal.SIGTERM)
+    assert off.proc.wait(15) == 0, off.logtext()
+    assert time.monotonic() - t0 < 4, off.logtext()
+    assert "did not stop within 1000ms" in off.logtext(), off.logtext()
+    with open(path, "rb") as f:
+        assert f.read() == data
+    ok(off.run("--once"))
+    assert s3get(direct, "off9/slow.bin") == data
+    assert not os.path.exists(path)
+
+
 def test_s3_verify_readback(tmp_path, s3proxy, direct):
     off = Offloader(tmp_path, store="s3", s3port=s3proxy.port,
                     extra="[store]\nprefix = off5/\n[offload]\nverify = readback\n")
