@@ -77,8 +77,8 @@ struct offload {
 
     /* Shared: under mu. */
     pthread_mutex_t mu;
-    pthread_cond_t cond;
-    pthread_cond_t exited; /* CLOCK_MONOTONIC: uploader_exited became true */
+    pthread_cond_t cond;   /* work queued, drained, or stopping (CLOCK_MONOTONIC) */
+    pthread_cond_t exited; /* uploader_exited became true */
     bool uploader_exited;
     struct job *queue_head, *queue_tail;
     bool stopping, drained, fatal;
@@ -665,6 +665,19 @@ static uint64_t retry_next_due(const struct offload *o)
     return due;
 }
 
+/* The CLOCK_MONOTONIC deadline ms from now, for pthread_cond_timedwait() on o's
+ * condition variables (both use that clock). */
+static void deadline_after(uint64_t ms, struct timespec *ts)
+{
+    clock_gettime(CLOCK_MONOTONIC, ts);
+    ts->tv_sec += (time_t)(ms / 1000);
+    ts->tv_nsec += (long)(ms % 1000) * 1000000;
+    if (ts->tv_nsec >= 1000000000) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000;
+    }
+}
+
 static void *uploader_main(void *arg)
 {
     struct offload *o = arg;
@@ -692,13 +705,7 @@ static void *uploader_main(void *arg)
         /* Sleep until work arrives, a retry is due, or a stop. */
         uint64_t wait = due == UINT64_MAX ? 1000 : due - now;
         struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_sec += (time_t)(wait / 1000);
-        ts.tv_nsec += (long)(wait % 1000) * 1000000;
-        if (ts.tv_nsec >= 1000000000) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000;
-        }
+        deadline_after(wait, &ts);
         pthread_cond_timedwait(&o->cond, &o->mu, &ts);
     }
     bool by_itself = !o->stopping;
@@ -767,10 +774,10 @@ int offload_create(const struct ferry_conf *conf, const struct offload_opts *opt
     o->rand_state = (unsigned)time_mono_ms() ^ (unsigned)getpid();
     o->spool_fd = -1;
     pthread_mutex_init(&o->mu, NULL);
-    pthread_cond_init(&o->cond, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&o->cond, &ca);
     pthread_cond_init(&o->exited, &ca);
     pthread_condattr_destroy(&ca);
     int r;
@@ -877,13 +884,7 @@ int offload_stop(struct offload *o, uint64_t timeout_ms)
     /* Uploads in flight cannot be cut short (the store finishes what it started): wait
      * for the uploader within the bound, else leave it to the process's exit. */
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += (time_t)(timeout_ms / 1000);
-    ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
-    if (ts.tv_nsec >= 1000000000) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000;
-    }
+    deadline_after(timeout_ms, &ts);
     int r = 0;
     while (!o->uploader_exited && r != ETIMEDOUT)
         r = pthread_cond_timedwait(&o->exited, &o->mu, &ts);
