@@ -34,6 +34,7 @@
  * the uploader thread from the moment it leaves the queue. */
 struct job {
     struct job *next;
+    struct offload *o;
     char *rel;
     char key[OFFLOAD_KEY_MAX + 1]; /* prefix + rel; the store gets key + prefix_len */
     struct offload_ident id;       /* settled identity, then the hashed one */
@@ -190,6 +191,7 @@ static void on_ready(void *arg, const char *rel, const struct offload_ident *id)
 {
     struct offload *o = arg;
     struct job *j = xcalloc(1, sizeof(*j));
+    j->o = o;
     j->rel = xstrdup(rel);
     j->id = *id;
     j->fd = -1;
@@ -591,6 +593,21 @@ static bool stopping(struct offload *o)
     return s;
 }
 
+/* A multipart upload began: journal its id (fsynced) before the first part goes out,
+ * so that a restart after a crash can abort it. */
+static void put_upload_started(const struct store_put_item *item, const char *upload_id)
+{
+    struct job *j = item->user;
+    struct journal_entry e = {
+        .rel = j->rel, .id = j->id, .stage = OFFLOAD_UPLOADING, .has_digest = true};
+    memcpy(e.sha256, j->digest.sha256, sizeof(e.sha256));
+    memcpy(e.md5, j->digest.md5, sizeof(e.md5));
+    snprintf(e.upload_id, sizeof(e.upload_id), "%s", upload_id);
+    int r = journal_record(j->o->journal, &e, true);
+    if (r < 0)
+        error_note(j->o, j->rel, "journal (multipart upload id): %s", strerror(-r));
+}
+
 static int put_next(void *ctx, struct store_put_item *item)
 {
     struct offload *o = ctx;
@@ -610,6 +627,7 @@ static int put_next(void *ctx, struct store_put_item *item)
         item->digest = j->digest;
         item->content_type = mime_table_lookup(o->mime, j->rel, strlen(j->rel));
         item->user = j;
+        item->upload_started = put_upload_started;
         o->in_flight++;
         stat_add(o, &o->st.in_flight, 1);
         return 1;
@@ -723,6 +741,7 @@ struct resume_ctx {
     struct offload *o;
     char **gone; /* rels whose file no longer exists */
     size_t ngone;
+    unsigned aborted; /* multipart uploads a crash left open */
 };
 
 static void resume_entry(const struct journal_entry *e, void *arg)
@@ -731,7 +750,8 @@ static void resume_entry(const struct journal_entry *e, void *arg)
     struct offload *o = rc->o;
     if (e->upload_id[0]) {
         struct store_error err = {0};
-        store_abort_multipart(o->store, e->rel, e->upload_id, &err);
+        if (store_abort_multipart(o->store, e->rel, e->upload_id, &err) == 0)
+            rc->aborted++;
     }
     struct stat st;
     if (fstatat(o->spool_fd, e->rel, &st, AT_SYMLINK_NOFOLLOW) < 0 && errno == ENOENT) {
@@ -745,8 +765,10 @@ static void resume_entry(const struct journal_entry *e, void *arg)
  * reports every file still present, and job_prepare() resumes those. */
 static int offload_resume(struct offload *o)
 {
-    struct resume_ctx rc = {o, NULL, 0};
+    struct resume_ctx rc = {o, NULL, 0, 0};
     journal_foreach(o->journal, resume_entry, &rc);
+    if (rc.aborted)
+        log_info("offload: aborted %u multipart upload(s) left open by an earlier run", rc.aborted);
     int r = 0;
     for (size_t i = 0; i < rc.ngone; i++) {
         struct journal_entry e = {.rel = rc.gone[i], .stage = OFFLOAD_DELETED};

@@ -470,6 +470,39 @@ def test_s3_sigterm_stops_within_a_bound(tmp_path, s3proxy, direct):
     assert not os.path.exists(path)
 
 
+def test_s3_kill9_during_multipart_aborts_it_at_restart(tmp_path, s3proxy, direct):
+    """The multipart upload id is journalled before the first part is sent; after a
+    kill -9 the next run aborts that upload and stores the file afresh."""
+    off = Offloader(tmp_path, store="s3", s3port=s3proxy.port,
+                    extra="[store]\nprefix = off10/\n[offload]\nmultipart_threshold = 5MiB\n"
+                          "part_size = 5MiB\n")
+    data = os.urandom(11 * 1024 * 1024)
+    off.put("big.bin", data)
+    s3proxy.add_fault("delay", method="PUT", query="partNumber", times=1, delay=3)
+    journal = os.path.join(off.wd, "run", "offload.journal")
+
+    def upload_id():
+        if not os.path.exists(journal):
+            return None
+        for line in open(journal, "rb").read().decode().splitlines():
+            f = line.split(" ")
+            if len(f) >= 13 and f[2] == "uploading" and f[11] != "-":
+                return f[11]
+        return None
+
+    proc = off.start()
+    wait_for(lambda: upload_id() is not None, 30, "the multipart upload id in the journal")
+    uid = upload_id()
+    proc.kill()
+    proc.wait()
+    ok(off.run("--once"))
+    assert "aborted 1 multipart upload(s) left open by an earlier run" in off.logtext()
+    aborts = [r for r in s3proxy.requests if r[0] == "DELETE" and r[1].endswith("off10/big.bin")]
+    assert aborts, s3proxy.requests
+    assert s3get(direct, "off10/big.bin") == data
+    assert uid
+
+
 def test_s3_verify_readback(tmp_path, s3proxy, direct):
     off = Offloader(tmp_path, store="s3", s3port=s3proxy.port,
                     extra="[store]\nprefix = off5/\n[offload]\nverify = readback\n")
