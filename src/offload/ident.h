@@ -5,6 +5,7 @@
 
 #include <stdint.h>
 
+/* The identity of a local file: if any of these changed, it is not the file we hashed. */
 struct offload_ident {
     uint64_t dev, ino, size;
     int64_t mtime_ns, ctime_ns;

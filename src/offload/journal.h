@@ -34,7 +34,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "offload/ident.h"
+#include "offload/ident.h" /* struct offload_ident */
 
 enum offload_stage {
     OFFLOAD_QUEUED = 0,

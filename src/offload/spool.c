@@ -417,7 +417,11 @@ static int tree_scan(struct spool *s, const char *top)
         char *rel = stack[--n];
         char path[PATH_MAX];
         watch_add(s, rel);
-        DIR *d = spool_path(s, rel, path, sizeof(path)) ? opendir(path) : NULL;
+        DIR *d = NULL;
+        if (spool_path(s, rel, path, sizeof(path)))
+            d = opendir(path);
+        else
+            errno = ENAMETOOLONG;
         if (!d) {
             if (first)
                 ret = -errno; /* top itself */
@@ -436,6 +440,8 @@ static int tree_scan(struct spool *s, const char *top)
             struct stat st;
             unsigned type = de->d_type;
             bool have_st = false;
+            if (type == DT_REG && name_ignored(s, name))
+                continue;
             if (type == DT_UNKNOWN || type == DT_REG) {
                 if (fstatat(dirfd(d), name, &st, AT_SYMLINK_NOFOLLOW) < 0)
                     continue;
