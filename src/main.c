@@ -6,7 +6,7 @@
 
 const struct cli_command cli_commands[] = {
     {"serve", cmd_serve, "[-c FILE]", "run the origin server"},
-    {"offload", cmd_offload, "[-c FILE] [--once] [--dry-run]",
+    {"offload", cmd_offload, "[-c FILE] [--once] [--progress] [--dry-run]",
      "run only the offloader, or drain the spool once"},
     {"down", cmd_down,
      "[-c FILE] [--retry-after SECS|--until TIME] [--message TEXT] [--at TIME] [--drain] [--json]",

@@ -18,7 +18,37 @@ struct offload_main {
     struct evloop *loop;
     int signal_fd;
     bool finished; /* the offloader stopped by itself (--once drained) */
+    struct offload *o;
+    bool progress, tty; /* --progress; stderr is a terminal (redraw one line) */
+    struct evloop_timer progress_timer;
+    uint64_t started_ms;
 };
+
+/* One progress line: files done of known, bytes uploaded, rate, ETA. */
+static void progress_print(struct offload_main *m, bool last)
+{
+    struct offload_stats st;
+    offload_get_stats(m->o, &st);
+    uint64_t done = st.deleted + st.failed + st.rejected;
+    uint64_t known = done + st.backlog_files + st.queued + st.in_flight;
+    uint64_t ms = evloop_now(m->loop) - m->started_ms;
+    double mib = (double)st.bytes_uploaded / (1024.0 * 1024.0);
+    double rate = ms ? mib * 1000.0 / (double)ms : 0.0;
+    char eta[32] = "-";
+    if (rate > 0.0 && st.backlog_bytes)
+        snprintf(eta, sizeof(eta), "%.0fs", (double)st.backlog_bytes / (1024.0 * 1024.0) / rate);
+    fprintf(stderr, "%soffload: %llu/%llu files, %.1f MiB, %.1f MiB/s, ETA %s, %llu failed%s",
+            m->tty ? "\r\033[K" : "", (unsigned long long)done, (unsigned long long)known, mib,
+            rate, eta, (unsigned long long)(st.failed + st.rejected), m->tty && !last ? "" : "\n");
+    fflush(stderr);
+}
+
+static void on_progress(struct evloop *l, void *arg)
+{
+    struct offload_main *m = arg;
+    progress_print(m, false);
+    evloop_timer_start(l, &m->progress_timer, m->tty ? 200 : 5000);
+}
 
 static void on_signal(struct evloop *l, int fd, uint32_t events, void *arg)
 {
@@ -51,9 +81,9 @@ static void on_finished(void *arg)
 
 /* Run the offloader alone until a signal (or, with once, until the spool is drained),
  * with its own admin socket so that `ferry status` works. */
-static int offload_run(const struct ferry_conf *conf, bool once)
+static int offload_run(const struct ferry_conf *conf, bool once, bool progress)
 {
-    struct offload_main m = {.signal_fd = -1};
+    struct offload_main m = {.signal_fd = -1, .progress = progress, .tty = isatty(2) == 1};
     struct admin *admin = NULL;
     struct offload *o = NULL;
     char err[512] = "";
@@ -89,7 +119,13 @@ static int offload_run(const struct ferry_conf *conf, bool once)
         goto done;
     }
     log_info("offloading %s%s", conf->offload.spool, once ? " once" : "");
+    m.o = o;
+    m.started_ms = evloop_now(m.loop);
+    evloop_timer_init(&m.progress_timer, on_progress, &m);
+    if (progress)
+        evloop_timer_start(m.loop, &m.progress_timer, m.tty ? 200 : 5000);
     int r = evloop_run(m.loop);
+    evloop_timer_stop(m.loop, &m.progress_timer);
     if (r < 0)
         log_error("event loop: %s", strerror(-r));
     if (offload_stop(o, conf->server.shutdown_timeout_ms) < 0) {
@@ -98,6 +134,8 @@ static int offload_run(const struct ferry_conf *conf, bool once)
                  (unsigned long long)conf->server.shutdown_timeout_ms);
         _exit(once ? EXIT_RUNTIME : EXIT_OK);
     }
+    if (progress)
+        progress_print(&m, true);
     struct offload_stats st;
     offload_get_stats(o, &st);
     log_info("offload: uploaded %llu, deleted %llu, failed %llu, rejected %llu",
@@ -120,14 +158,15 @@ done:
     return ret;
 }
 
-/* ferry offload [-c FILE] [--once] [--dry-run] */
+/* ferry offload [-c FILE] [--once] [--progress] [--dry-run] */
 int cmd_offload(int argc, char **argv)
 {
     const char *path = NULL;
-    bool once = false, dry_run = false;
+    bool once = false, dry_run = false, progress = false;
     static const struct option opts[] = {
         {"config", required_argument, NULL, 'c'},
         {"once", no_argument, NULL, 'o'},
+        {"progress", no_argument, NULL, 'p'},
         {"dry-run", no_argument, NULL, 'n'},
         {NULL, 0, NULL, 0},
     };
@@ -140,6 +179,8 @@ int cmd_offload(int argc, char **argv)
             once = true;
         else if (ch == 'n')
             dry_run = true;
+        else if (ch == 'p')
+            progress = true;
         else
             return cli_usage(argv[0]);
     }
@@ -171,7 +212,7 @@ int cmd_offload(int argc, char **argv)
         conf_finish(&conf);
         return r;
     }
-    r = offload_run(&conf, once);
+    r = offload_run(&conf, once, progress);
     conf_finish(&conf);
     return r;
 }

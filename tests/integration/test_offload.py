@@ -176,9 +176,13 @@ def test_once_uploads_archives_and_deletes(tmp_path):
         off.put(rel, data)
     for name in IGNORED:
         off.put(name, b"never picked up")
-    p = ok(off.run("--once"))
+    p = ok(off.run("--once", "--progress"))
     check_offloaded(off, files, off.stored)
     assert off.local() == {n.encode() for n in IGNORED}, p.stderr
+    # Not a terminal: plain lines, the last one with the final count.
+    last = p.stderr.decode().strip().splitlines()[-1]
+    assert last.startswith("offload: 4/4 files, 0.3 MiB, "), p.stderr
+    assert last.endswith(", 0 failed"), p.stderr
     for name in IGNORED:
         assert not os.path.exists(os.path.join(off.store, name))
     assert not sanitizer_reports(off.logtext()), off.logtext()
