@@ -244,12 +244,29 @@ static void *watcher_main(void *arg)
 
 /* ---- the uploader thread: per-file steps ---- */
 
+/* S3 answers a few transient conditions with a 4xx: a body that arrived too slowly or
+ * damaged, a clock or token the next attempt fixes, throttling. */
+static const char *const transient_codes[] = {"RequestTimeout",
+                                              "BadDigest",
+                                              "XAmzContentSHA256Mismatch",
+                                              "IncompleteBody",
+                                              "RequestTimeTooSkewed",
+                                              "ExpiredToken",
+                                              "SlowDown",
+                                              "Throttling",
+                                              "ThrottlingException",
+                                              "OperationAborted",
+                                              NULL};
+
 static bool error_permanent(int r, const struct store_error *err)
 {
+    for (const char *const *c = transient_codes; err && *c; c++)
+        if (strcmp(err->code, *c) == 0)
+            return false;
     if (r == -EINVAL || r == -EACCES || r == -EPERM || r == -EEXIST || r == -ENAMETOOLONG)
         return true;
     int h = err ? err->http_status : 0;
-    return h >= 400 && h < 500 && h != 408 && h != 429 && h != 404;
+    return h >= 400 && h < 500 && h != 404 && h != 408 && h != 409 && h != 429;
 }
 
 /* The file could not make progress: retry it later with full-jitter backoff, or mark

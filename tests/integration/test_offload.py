@@ -520,32 +520,71 @@ def test_s3_verify_readback(tmp_path, s3proxy, direct):
     assert any(path.endswith("off5/r/one.bin") for path in gets), s3proxy.log
 
 
+def flow_and_sample(off, direct, prefix, count, size, timeout=60):
+    """Drop count files (renamed in from ignored .tmp names) into a running
+    offloader while a sampler checks, until the spool has drained, that every file
+    is local or in the store with its exact bytes. Returns (files, violations)."""
+    files, violations, confirmed = {}, [], set()
+
+    def sample():
+        for r, data in list(files.items()):
+            if r in confirmed or os.path.exists(os.path.join(off.spool, r)):
+                continue
+            try:
+                got = s3get(direct, prefix + r)
+            except Exception as e:  # noqa: BLE001
+                violations.append((r, repr(e)))
+                continue
+            if sha(got) == sha(data):
+                confirmed.add(r)  # the store keeps it: no need to fetch it again
+            else:
+                violations.append((r, "different bytes"))
+        return off.local() == set()
+
+    for i in range(count):
+        rel = f"s{i % 4}/f{i}.bin"
+        files[rel] = os.urandom(size(i))
+        off.put(rel + ".tmp", files[rel])
+        os.rename(os.path.join(off.spool, rel + ".tmp"), os.path.join(off.spool, rel))
+        sample()
+    wait_for(sample, timeout, "the spool drained")
+    return files, violations
+
+
 def test_s3_never_neither_while_files_flow(tmp_path, s3proxy, direct):
     """A sampler checks, over and over while files arrive and are offloaded, that
     every file is local or in the store with its exact bytes: zero violations."""
     off = Offloader(tmp_path, store="s3", s3port=s3proxy.port,
                     extra="[store]\nprefix = off6/\n")
-    files = {}
-    violations = []
     off.start()
     try:
-        for i in range(60):
-            rel = f"s{i % 4}/f{i}.bin"
-            files[rel] = os.urandom(1000 + i * 500)
-            off.put(rel + ".tmp", files[rel])
-            os.rename(os.path.join(off.spool, rel + ".tmp"), os.path.join(off.spool, rel))
-            for r, data in list(files.items()):
-                if os.path.exists(os.path.join(off.spool, r)):
-                    continue
-                try:
-                    got = s3get(direct, "off6/" + r)
-                except Exception as e:  # noqa: BLE001
-                    violations.append((r, repr(e)))
-                    continue
-                if sha(got) != sha(data):
-                    violations.append((r, "different bytes"))
-        wait_for(lambda: off.local() == set(), 60, "the spool drained")
+        files, violations = flow_and_sample(off, direct, "off6/", 200, lambda i: 1000 + i * 97)
     finally:
         off.stop_checked()
-    assert violations == [], violations
+    assert violations == [], violations[:5]
     check_offloaded(off, files, lambda rel: s3get(direct, "off6/" + rel))
+
+
+def test_s3_every_fault_kind_everything_stored(tmp_path, s3proxy, direct):
+    """The proxy injects each fault kind (5xx, SlowDown, resets, a dropped response,
+    a 200 whose body is an error, failing HEADs) while files flow: everything is
+    eventually stored, nothing is missing locally before it is verifiably stored."""
+    off = Offloader(tmp_path, store="s3", s3port=s3proxy.port,
+                    extra="[store]\nprefix = off11/\nretries = 1\n[offload]\n"
+                          "multipart_threshold = 5MiB\npart_size = 5MiB\n")
+    for action, method, query, times in [
+            ("InternalError", "PUT", None, 4), ("SlowDown", "PUT", None, 4),
+            ("RequestTimeout", "PUT", None, 2), ("reset_request", "PUT", None, 3),
+            ("drop_response", "PUT", None, 3), ("status502", "PUT", None, 3),
+            ("InternalError", "HEAD", None, 3), ("complete_error_200", "POST", "uploadId", 1)]:
+        s3proxy.add_fault(action, method=method, query=query, times=times)
+    off.start()
+    try:
+        files, violations = flow_and_sample(
+            off, direct, "off11/", 40, lambda i: 6 * 1024 * 1024 if i == 7 else 2000 + i * 301,
+            timeout=90)
+    finally:
+        off.stop_checked()
+    assert violations == [], violations[:5]
+    check_offloaded(off, files, lambda rel: s3get(direct, "off11/" + rel))
+    assert all(f.hits == f.times for f in s3proxy.faults), [(f.action, f.hits) for f in s3proxy.faults]
