@@ -40,10 +40,15 @@ struct job {
     struct offload_ident id;       /* settled identity, then the hashed one */
     int fd;                        /* -1 when closed */
     struct store_digest digest;
-    bool hashed; /* digest is valid */
+    bool hashed;     /* digest is valid */
+    int verdict;     /* the hasher's: enum hash_verdict */
+    int verdict_err; /* -errno for HASH_FAILED */
     unsigned attempts;
     uint64_t not_before; /* monotonic ms */
 };
+
+/* What the hasher thread found; the uploader acts on it (it owns the journal). */
+enum hash_verdict { HASH_OK, HASH_RETRY, HASH_FAILED };
 
 /* A spool_done() posted from the uploader to the watcher's loop. */
 struct done_post {
@@ -78,16 +83,19 @@ struct offload {
 
     /* Shared: under mu. */
     pthread_mutex_t mu;
-    pthread_cond_t cond;   /* work queued, drained, or stopping (CLOCK_MONOTONIC) */
-    pthread_cond_t exited; /* uploader_exited became true */
-    bool uploader_exited;
-    struct job *queue_head, *queue_tail;
+    pthread_cond_t cond;        /* work queued, drained, or stopping (CLOCK_MONOTONIC) */
+    pthread_cond_t exited;      /* uploader_exited became true */
+    pthread_cond_t hasher_cond; /* ready queued, hashed taken, or stopping */
+    bool uploader_exited, hasher_exited, hashing;
+    struct job *queue_head, *queue_tail;   /* ready (spool, retries): for the hasher */
+    struct job *hashed_head, *hashed_tail; /* hashed: for the uploader */
+    unsigned nhashed;
     bool stopping, drained, fatal;
     struct offload_stats st;
     char errors[OFFLOAD_LAST_ERRORS][320]; /* ring of the last errors */
     uint64_t nerrors;
 
-    pthread_t watcher, uploader;
+    pthread_t watcher, uploader, hasher;
     bool started, joined;
 };
 
@@ -203,7 +211,7 @@ static void on_ready(void *arg, const char *rel, const struct offload_ident *id)
         o->queue_head = j;
     o->queue_tail = j;
     o->st.queued++;
-    pthread_cond_signal(&o->cond);
+    pthread_cond_signal(&o->hasher_cond);
     pthread_mutex_unlock(&o->mu);
 }
 
@@ -505,10 +513,24 @@ static void job_finish(struct offload *o, struct job *j)
     job_done(o, j, false);
 }
 
-/* Open, check and hash j. Returns 1 when it is to be uploaded, 0 when it was handled
- * here (gone, changed, rejected, failed, or already stored after a restart). */
-static int job_prepare(struct offload *o, struct job *j)
+/* Append j to one of o's queues. Caller holds o->mu. */
+static void queue_push(struct job **head, struct job **tail, struct job *j)
 {
+    j->next = NULL;
+    if (*tail)
+        (*tail)->next = j;
+    else
+        *head = j;
+    *tail = j;
+}
+
+/* Hasher thread: open, check and hash j. Jobs that end here (gone, not a regular
+ * file, a name that cannot be a key) are finished at once; every other job goes to
+ * the uploader with a verdict. */
+static void job_hash(struct offload *o, struct job *j)
+{
+    j->verdict = HASH_OK;
+    j->hashed = false;
     int n =
         offload_key_from_rel(o->conf->store.prefix, j->rel, strlen(j->rel), j->key, sizeof(j->key));
     if (n < 0) {
@@ -517,46 +539,68 @@ static int job_prepare(struct offload *o, struct job *j)
                                       : "not a valid key (UTF-8, no control bytes)");
         stat_add(o, &o->st.rejected, 1);
         job_done(o, j, true);
-        return 0;
+        return;
     }
     j->fd = openat(o->spool_fd, j->rel, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY);
-    if (j->fd < 0) {
-        if (errno == ENOENT) { /* gone meanwhile: nothing to do */
-            job_done(o, j, false);
-            return 0;
-        }
-        job_fail(o, j, "open", -errno, NULL);
-        return 0;
+    if (j->fd < 0 && errno == ENOENT) { /* gone meanwhile: nothing to do */
+        job_done(o, j, false);
+        return;
     }
     struct stat st;
     struct offload_ident id;
-    if (fstat(j->fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+    if (j->fd < 0) {
+        j->verdict = HASH_FAILED;
+        j->verdict_err = -errno;
+    } else if (fstat(j->fd, &st) < 0 || !S_ISREG(st.st_mode)) {
         job_done(o, j, false);
-        return 0;
+        return;
+    } else {
+        ident_from_stat(&st, &id);
+        /* A writer that still holds the file open (a read lease is refused), or a file
+         * that changed since it settled: try again once it has been quiet a while. */
+        bool busy = false;
+        if (fcntl(j->fd, F_SETLEASE, F_RDLCK) == 0)
+            fcntl(j->fd, F_SETLEASE, F_UNLCK);
+        else if (errno == EAGAIN || errno == EBUSY)
+            busy = true;
+        if (busy || !ident_equal(&id, &j->id)) {
+            j->verdict = HASH_RETRY;
+            j->id = id;
+        } else {
+            int r = store_digest_fd(j->fd, o->threshold, o->part_size, &j->digest);
+            if (r == 0 && fstat(j->fd, &st) == 0) {
+                ident_from_stat(&st, &id);
+                if (!ident_equal(&id, &j->id)) { /* changed while we read it */
+                    j->verdict = HASH_RETRY;
+                    j->id = id;
+                }
+            } else if (r < 0) {
+                j->verdict = HASH_FAILED;
+                j->verdict_err = r;
+            }
+            j->hashed = r == 0 && j->verdict == HASH_OK;
+        }
     }
-    ident_from_stat(&st, &id);
-    /* A writer that still holds the file open (a read lease is refused), or a file
-     * that changed since it settled: try again once it has been quiet for a while. */
-    bool busy = false;
-    if (fcntl(j->fd, F_SETLEASE, F_RDLCK) == 0)
-        fcntl(j->fd, F_SETLEASE, F_UNLCK);
-    else if (errno == EAGAIN || errno == EBUSY)
-        busy = true;
-    if (busy || !ident_equal(&id, &j->id)) {
+    pthread_mutex_lock(&o->mu);
+    queue_push(&o->hashed_head, &o->hashed_tail, j);
+    o->nhashed++;
+    pthread_cond_signal(&o->cond);
+    pthread_mutex_unlock(&o->mu);
+}
+
+/* Uploader thread: act on the hasher's verdict. Returns 1 when j is to be uploaded, 0
+ * when it was handled here (retry, failure, or already stored after a restart). */
+static int job_prepare(struct offload *o, struct job *j)
+{
+    if (j->verdict == HASH_RETRY) {
+        struct offload_ident id = j->id;
         job_retry_later(o, j, &id);
         return 0;
     }
-    int r = store_digest_fd(j->fd, o->threshold, o->part_size, &j->digest);
-    if (r == 0 && fstat(j->fd, &st) == 0) {
-        ident_from_stat(&st, &id);
-        if (!ident_equal(&id, &j->id))
-            r = -EAGAIN;
-    }
-    if (r < 0) {
-        job_fail(o, j, "hash", r, NULL);
+    if (j->verdict == HASH_FAILED) {
+        job_fail(o, j, j->fd < 0 ? "open" : "hash", j->verdict_err, NULL);
         return 0;
     }
-    j->hashed = true;
     /* After a restart or a failure: this very file (same identity and digest) is not
      * uploaded again when the store confirms it holds these bytes — whether the journal
      * got to STORED or the crash came between the upload and that record. */
@@ -570,7 +614,7 @@ static int job_prepare(struct offload *o, struct job *j)
             return 0;
         }
     }
-    r = journal_put(o, j, OFFLOAD_UPLOADING, false);
+    int r = journal_put(o, j, OFFLOAD_UPLOADING, false);
     if (r < 0) {
         job_fail(o, j, "journal", r, NULL);
         return 0;
@@ -578,26 +622,39 @@ static int job_prepare(struct offload *o, struct job *j)
     return 1;
 }
 
-/* The next job to look at: a retry whose backoff ended, else the queue's head. */
-static struct job *job_take(struct offload *o, uint64_t now)
+/* Uploader thread: retries whose backoff ended go back to the hasher. */
+static void retry_requeue_due(struct offload *o, uint64_t now)
 {
-    for (struct job **pp = &o->retry; *pp; pp = &(*pp)->next) {
-        if ((*pp)->not_before <= now) {
-            struct job *j = *pp;
-            *pp = j->next;
-            j->next = NULL;
-            return j;
+    for (struct job **pp = &o->retry; *pp;) {
+        struct job *j = *pp;
+        if (j->not_before > now) {
+            pp = &j->next;
+            continue;
         }
+        *pp = j->next;
+        pthread_mutex_lock(&o->mu);
+        queue_push(&o->queue_head, &o->queue_tail, j);
+        o->st.queued++;
+        pthread_cond_signal(&o->hasher_cond);
+        pthread_mutex_unlock(&o->mu);
     }
+}
+
+/* Uploader thread: the next hashed job, or NULL; *busy tells whether the hasher has
+ * (or is doing) work that will come. */
+static struct job *hashed_take(struct offload *o, bool *busy)
+{
     pthread_mutex_lock(&o->mu);
-    struct job *j = o->queue_head;
+    struct job *j = o->hashed_head;
     if (j) {
-        o->queue_head = j->next;
-        if (!o->queue_head)
-            o->queue_tail = NULL;
-        o->st.queued--;
+        o->hashed_head = j->next;
+        if (!o->hashed_head)
+            o->hashed_tail = NULL;
+        o->nhashed--;
         j->next = NULL;
+        pthread_cond_signal(&o->hasher_cond);
     }
+    *busy = o->hashing || o->queue_head;
     pthread_mutex_unlock(&o->mu);
     return j;
 }
@@ -633,9 +690,11 @@ static int put_next(void *ctx, struct store_put_item *item)
             return 0;
         if (o->in_flight >= o->limit)
             return -EAGAIN;
-        struct job *j = job_take(o, time_mono_ms());
+        retry_requeue_due(o, time_mono_ms());
+        bool busy;
+        struct job *j = hashed_take(o, &busy);
         if (!j)
-            return o->in_flight > 0 ? -EAGAIN : 0;
+            return o->in_flight > 0 || busy ? -EAGAIN : 0;
         if (job_prepare(o, j) != 1)
             continue;
         memset(item, 0, sizeof(*item));
@@ -713,6 +772,36 @@ static void deadline_after(uint64_t ms, struct timespec *ts)
     }
 }
 
+/* The hasher thread: hashing never stalls the transfers in flight. It keeps at most
+ * 2 x concurrency hashed jobs (each with an open fd) waiting for the uploader. */
+static void *hasher_main(void *arg)
+{
+    struct offload *o = arg;
+    unsigned cap = 2 * (unsigned)o->conf->offload.concurrency;
+    pthread_mutex_lock(&o->mu);
+    for (;;) {
+        while (!o->stopping && (!o->queue_head || o->nhashed >= cap))
+            pthread_cond_wait(&o->hasher_cond, &o->mu);
+        if (o->stopping)
+            break;
+        struct job *j = o->queue_head;
+        o->queue_head = j->next;
+        if (!o->queue_head)
+            o->queue_tail = NULL;
+        o->st.queued--;
+        o->hashing = true;
+        pthread_mutex_unlock(&o->mu);
+        job_hash(o, j);
+        pthread_mutex_lock(&o->mu);
+        o->hashing = false;
+        pthread_cond_signal(&o->cond); /* the uploader may be waiting for the last one */
+    }
+    o->hasher_exited = true;
+    pthread_cond_broadcast(&o->exited);
+    pthread_mutex_unlock(&o->mu);
+    return NULL;
+}
+
 static void *uploader_main(void *arg)
 {
     struct offload *o = arg;
@@ -721,7 +810,13 @@ static void *uploader_main(void *arg)
         if (o->stopping)
             break;
         uint64_t now = time_mono_ms(), due = retry_next_due(o);
-        if (o->queue_head || due <= now) {
+        if (due <= now) {
+            pthread_mutex_unlock(&o->mu);
+            retry_requeue_due(o, now);
+            pthread_mutex_lock(&o->mu);
+            continue;
+        }
+        if (o->hashed_head) {
             pthread_mutex_unlock(&o->mu);
             int r = store_put_many(o->store, (unsigned)o->conf->offload.concurrency, put_next,
                                    put_done, o);
@@ -735,7 +830,7 @@ static void *uploader_main(void *arg)
             }
             continue;
         }
-        if (o->opts.once && o->drained && !o->retry)
+        if (o->opts.once && o->drained && !o->retry && !o->queue_head && !o->hashing)
             break;
         /* Sleep until work arrives, a retry is due, or a stop. */
         uint64_t wait = due == UINT64_MAX ? 1000 : due - now;
@@ -818,6 +913,7 @@ int offload_create(const struct ferry_conf *conf, const struct offload_opts *opt
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&o->cond, &ca);
     pthread_cond_init(&o->exited, &ca);
+    pthread_cond_init(&o->hasher_cond, &ca);
     pthread_condattr_destroy(&ca);
     int r;
     o->spool_fd = open(spool, O_PATH | O_DIRECTORY | O_CLOEXEC);
@@ -897,9 +993,19 @@ int offload_start(struct offload *o, char *err, size_t errlen)
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, &old);
     r = -pthread_create(&o->watcher, NULL, watcher_main, o);
-    if (r == 0) {
+    bool watcher = r == 0, hasher = false;
+    if (r == 0)
+        hasher = (r = -pthread_create(&o->hasher, NULL, hasher_main, o)) == 0;
+    if (r == 0)
         r = -pthread_create(&o->uploader, NULL, uploader_main, o);
-        if (r < 0) {
+    if (r < 0) { /* undo: stop and join what did start */
+        pthread_mutex_lock(&o->mu);
+        o->stopping = true;
+        pthread_cond_broadcast(&o->hasher_cond);
+        pthread_mutex_unlock(&o->mu);
+        if (hasher)
+            pthread_join(o->hasher, NULL);
+        if (watcher) {
             evloop_post(o->loop, watcher_stop_run, NULL);
             pthread_join(o->watcher, NULL);
         }
@@ -920,18 +1026,21 @@ int offload_stop(struct offload *o, uint64_t timeout_ms)
     pthread_mutex_lock(&o->mu);
     o->stopping = true;
     pthread_cond_signal(&o->cond);
-    /* Uploads in flight cannot be cut short (the store finishes what it started): wait
-     * for the uploader within the bound, else leave it to the process's exit. */
+    pthread_cond_broadcast(&o->hasher_cond);
+    /* Uploads in flight cannot be cut short (the store finishes what it started), nor
+     * a file being hashed: wait for both within the bound, else leave them to the
+     * process's exit. */
     struct timespec ts;
     deadline_after(timeout_ms, &ts);
     int r = 0;
-    while (!o->uploader_exited && r != ETIMEDOUT)
+    while (!(o->uploader_exited && o->hasher_exited) && r != ETIMEDOUT)
         r = pthread_cond_timedwait(&o->exited, &o->mu, &ts);
-    bool exited = o->uploader_exited;
+    bool exited = o->uploader_exited && o->hasher_exited;
     pthread_mutex_unlock(&o->mu);
     if (!exited)
         return -ETIMEDOUT;
-    /* The uploader first: it still posts spool_done() to the watcher's loop. */
+    /* Those two first: they still post spool_done() to the watcher's loop. */
+    pthread_join(o->hasher, NULL);
     pthread_join(o->uploader, NULL);
     evloop_post(o->loop, watcher_stop_run, NULL);
     pthread_join(o->watcher, NULL);
@@ -941,7 +1050,9 @@ int offload_stop(struct offload *o, uint64_t timeout_ms)
 
 int offload_result(const struct offload *o)
 {
-    return o->fatal || o->st.failed || o->st.rejected || o->queue_head || o->retry ? 1 : 0;
+    return o->fatal || o->st.failed || o->st.rejected || o->queue_head || o->hashed_head || o->retry
+               ? 1
+               : 0;
 }
 
 void offload_get_stats(struct offload *o, struct offload_stats *out)
@@ -1008,6 +1119,11 @@ void offload_destroy(struct offload *o)
         o->queue_head = j->next;
         job_free(j);
     }
+    while (o->hashed_head) {
+        struct job *j = o->hashed_head;
+        o->hashed_head = j->next;
+        job_free(j);
+    }
     while (o->retry) {
         struct job *j = o->retry;
         o->retry = j->next;
@@ -1020,6 +1136,7 @@ void offload_destroy(struct offload *o)
         close(o->spool_fd);
     pthread_cond_destroy(&o->cond);
     pthread_cond_destroy(&o->exited);
+    pthread_cond_destroy(&o->hasher_cond);
     pthread_mutex_destroy(&o->mu);
     free(o);
 }

@@ -21,13 +21,19 @@
  *   - the caller's thread: offload_create(), offload_start(), offload_register_admin()
  *     (on the admin's loop thread), offload_stop(), offload_destroy(), offload_result();
  *   - the watcher thread: its own evloop running the spool (offload/spool.h); ready
- *     files go into a queue (mutex) for the uploader; spool_done() is posted back to it;
- *   - the uploader thread: owns the store, the journal, the open fds and everything
- *     per file; runs store_put_many() with [offload] concurrency while there is work
- *     and sleeps on a condition variable otherwise;
+ *     files go into the ready queue (mutex); spool_done() is posted back to its loop;
+ *   - the hasher thread: takes ready files, opens, checks (identity, read lease) and
+ *     hashes them, and hands them to the uploader through the hashed queue (at most
+ *     2 x concurrency waiting, each with its open fd), so that hashing a large file
+ *     never stalls the transfers in flight;
+ *   - the uploader thread: owns the store, the journal and the retry list; runs
+ *     store_put_many() with [offload] concurrency while there is work and sleeps on a
+ *     condition variable otherwise; verifies, archives, unlinks;
+ *   - a file (struct job) belongs to exactly one thread at a time: the queue it sits
+ *     in, or the thread that took it from there;
  *   - the admin status callback runs on the admin's loop thread and reads counters
  *     under the mutex only: the offloader never blocks an HTTP worker or the admin loop.
- * Both threads are created with every signal blocked: signals belong to the caller. */
+ * Its threads are created with every signal blocked: signals belong to the caller. */
 #ifndef FERRY_OFFLOAD_OFFLOAD_H
 #define FERRY_OFFLOAD_OFFLOAD_H
 
@@ -70,7 +76,7 @@ struct offload_stats {
 int offload_create(const struct ferry_conf *conf, const struct offload_opts *opts,
                    struct offload **out, char *err, size_t errlen);
 
-/** Start the watcher and the uploader threads. Returns 0 or -errno with err. Caller's
+/** Start the watcher, hasher and uploader threads. Returns 0 or -errno with err. Caller's
  * thread, once. */
 int offload_start(struct offload *o, char *err, size_t errlen);
 
