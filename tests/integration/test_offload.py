@@ -444,7 +444,11 @@ def test_s3_rewritten_during_upload_is_not_deleted(tmp_path, s3proxy, direct):
             p.kill()
     assert s3get(direct, "off7/doc.txt") == b"VERSION TWO\n"
     assert not os.path.exists(path)
-    assert "changed during upload" in off.logtext(), off.logtext()
+    # Usually the body was sent before the rewrite and the identity re-check catches
+    # it; on a slow run (sanitizers) the store may see the new bytes mid-upload and
+    # refuse the checksum instead. Either way nothing stale was kept.
+    log = off.logtext()
+    assert "changed during upload" in log or "Mismatch" in log or "BadDigest" in log, log
 
 
 def test_s3_sigterm_stops_within_a_bound(tmp_path, s3proxy, direct):
