@@ -225,6 +225,7 @@ static void on_tick(struct evloop *l, void *arg)
     o->st.backlog_files = ss.pending;
     o->st.backlog_bytes = ss.pending_bytes;
     o->st.oldest_pending_ms = ss.oldest_ms;
+    o->st.kept = ss.kept;
     if (drained && !o->drained) {
         o->drained = true;
         pthread_cond_signal(&o->cond);
@@ -1074,17 +1075,18 @@ static int status_section(json_t *section, struct buf *text, void *arg)
     pthread_mutex_unlock(&o->mu);
     int r = admin_json_add(
         section,
-        json_pack("{s:s, s:{s:I, s:I, s:I}, s:I, s:I, s:I, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, "
-                  "s:I, s:I}, s:o}",
-                  "spool", o->conf->offload.spool, "backlog", "files", (json_int_t)s.backlog_files,
-                  "bytes", (json_int_t)s.backlog_bytes, "oldest_ms",
-                  (json_int_t)s.oldest_pending_ms, "in_flight", (json_int_t)s.in_flight,
-                  "concurrency", (json_int_t)s.concurrency, "queued", (json_int_t)s.queued,
-                  "totals", "uploaded", (json_int_t)s.uploaded, "verified", (json_int_t)s.verified,
-                  "archived", (json_int_t)s.archived, "deleted", (json_int_t)s.deleted, "failed",
-                  (json_int_t)s.failed, "retried", (json_int_t)s.retried, "skipped",
-                  (json_int_t)s.skipped, "rejected", (json_int_t)s.rejected, "bytes_uploaded",
-                  (json_int_t)s.bytes_uploaded, "last_errors", errors));
+        json_pack(
+            "{s:s, s:{s:I, s:I, s:I, s:I}, s:I, s:I, s:I, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, "
+            "s:I, s:I}, s:o}",
+            "spool", o->conf->offload.spool, "backlog", "files", (json_int_t)s.backlog_files,
+            "bytes", (json_int_t)s.backlog_bytes, "oldest_ms", (json_int_t)s.oldest_pending_ms,
+            "kept", (json_int_t)s.kept, "in_flight", (json_int_t)s.in_flight, "concurrency",
+            (json_int_t)s.concurrency, "queued", (json_int_t)s.queued, "totals", "uploaded",
+            (json_int_t)s.uploaded, "verified", (json_int_t)s.verified, "archived",
+            (json_int_t)s.archived, "deleted", (json_int_t)s.deleted, "failed",
+            (json_int_t)s.failed, "retried", (json_int_t)s.retried, "skipped",
+            (json_int_t)s.skipped, "rejected", (json_int_t)s.rejected, "bytes_uploaded",
+            (json_int_t)s.bytes_uploaded, "last_errors", errors));
     if (r < 0)
         return r;
     if (buf_printf(text,

@@ -62,6 +62,7 @@ struct offload_opts {
 /** Counters, as `ferry status` shows them. */
 struct offload_stats {
     uint64_t backlog_files, backlog_bytes, oldest_pending_ms; /* from the spool */
+    uint64_t kept; /* failed files left in place, not retried until they change */
     uint64_t in_flight, queued;
     uint64_t concurrency; /* transfers allowed in flight now (lowered while throttled) */
     uint64_t uploaded, verified, archived, deleted, failed, retried, skipped, rejected;

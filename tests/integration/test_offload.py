@@ -311,6 +311,7 @@ def test_daemon_status_and_file_held_open(tmp_path):
         st = off.status()
         assert any("bad\\xff.jpg" in e and "stays local" in e
                    for e in st["offload"]["last_errors"]), st
+        wait_for(lambda: off.status()["offload"]["backlog"]["kept"] == 1, 10, "kept counted")
         totals = st["offload"]["totals"]
         assert totals["deleted"] == 2 and totals["uploaded"] == 2, st
         assert "offload: backlog" in st["text"], st
