@@ -274,6 +274,21 @@ def test_dry_run_lists_and_uploads_nothing(tmp_path):
     assert not os.path.exists(off.store) or not os.listdir(off.store)
 
 
+def test_check_validates_the_offload_directories(tmp_path):
+    off = Offloader(tmp_path)
+    check = [FERRY_BIN, "check", "-c", off.conf]
+    p = subprocess.run(check, capture_output=True, text=True, timeout=10)
+    assert p.returncode == 0, p
+    os.rmdir(off.spool)
+    p = subprocess.run(check, capture_output=True, text=True, timeout=10)
+    assert p.returncode == 2, p
+    assert f"[offload] spool '{off.spool}': No such file or directory" in p.stderr, p.stderr
+    with open(off.spool, "w") as f:
+        f.write("a file")
+    p = subprocess.run(check, capture_output=True, text=True, timeout=10)
+    assert p.returncode == 2 and "not a directory" in p.stderr, p
+
+
 def test_spool_unset_is_a_usage_error(tmp_path):
     conf = tmp_path / "ferry.conf"
     conf.write_text("[server]\nstate_dir = ./run\n")
