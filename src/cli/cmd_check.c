@@ -3,6 +3,7 @@
 #include "common/buf.h"
 #include "common/conf.h"
 #include "common/fsdir.h"
+#include "offload/offload.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -48,6 +49,11 @@ static int check_offload_dirs(const struct ferry_conf *c)
     if (r < 0) {
         fprintf(stderr, "ferry: [offload] archive '%s' cannot be created: '%s': %s\n", archive,
                 blocker, r == -ENOTDIR ? "not a directory" : strerror(-r));
+        return EXIT_USAGE;
+    }
+    char err[PATH_MAX * 3];
+    if (offload_check_paths(c, err, sizeof(err)) < 0) {
+        fprintf(stderr, "ferry: %s\n", err);
         return EXIT_USAGE;
     }
     return 0;

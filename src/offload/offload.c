@@ -893,6 +893,42 @@ static int offload_resume(struct offload *o)
     return r;
 }
 
+/* Is path (when it exists) the directory root or below it? */
+static bool path_inside(const char *root, const char *path)
+{
+    char *r = realpath(root, NULL), *p = path[0] ? realpath(path, NULL) : NULL;
+    bool inside = false;
+    if (r && p) {
+        size_t n = strlen(r);
+        inside = strncmp(r, p, n) == 0 && (p[n] == '\0' || p[n] == '/' || n == 1);
+    }
+    free(r);
+    free(p);
+    return inside;
+}
+
+int offload_check_paths(const struct ferry_conf *conf, char *err, size_t errlen)
+{
+    const char *spool = conf->offload.spool;
+    const struct {
+        const char *what, *path;
+    } inner[] = {
+        {"[offload] archive", conf->offload.archive},
+        {"[server] state_dir", conf->server.state_dir},
+        {"[store] path", conf->store.type == STORE_DIR ? conf->store.path : ""},
+    };
+    if (!spool[0])
+        return 0;
+    for (size_t i = 0; i < sizeof(inner) / sizeof(inner[0]); i++) {
+        if (path_inside(spool, inner[i].path)) {
+            snprintf(err, errlen, "%s '%s' is inside [offload] spool '%s': it would be offloaded",
+                     inner[i].what, inner[i].path, spool);
+            return -EINVAL;
+        }
+    }
+    return 0;
+}
+
 int offload_create(const struct ferry_conf *conf, const struct offload_opts *opts,
                    struct offload **out, char *err, size_t errlen)
 {
@@ -931,6 +967,8 @@ int offload_create(const struct ferry_conf *conf, const struct offload_opts *opt
         snprintf(err, errlen, "[server] state_dir '%s': %s", conf->server.state_dir, strerror(-r));
         goto fail;
     }
+    if ((r = offload_check_paths(conf, err, errlen)) < 0)
+        goto fail;
     struct store_options so = {
         .multipart_threshold = conf->offload.multipart_threshold,
         .part_size = conf->offload.part_size,

@@ -69,6 +69,11 @@ struct offload_stats {
     uint64_t bytes_uploaded;
 };
 
+/** Refuse an [offload] archive, a [server] state_dir or a dir store path that exists
+ * inside the spool (the offloader would ship its own journal and copies). Returns 0
+ * or -EINVAL with a message in err. Any thread. */
+int offload_check_paths(const struct ferry_conf *conf, char *err, size_t errlen);
+
 /** Check conf's [offload] and [store] sections, create the store, open (and replay)
  * the journal in [server] state_dir, and prepare the archive directory. Nothing runs
  * yet. conf must outlive the offloader. Returns 0 and *out (the caller's: free with

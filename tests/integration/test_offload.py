@@ -287,6 +287,18 @@ def test_check_validates_the_offload_directories(tmp_path):
         f.write("a file")
     p = subprocess.run(check, capture_output=True, text=True, timeout=10)
     assert p.returncode == 2 and "not a directory" in p.stderr, p
+    # The journal (state_dir) inside the spool would be offloaded itself: refused by
+    # check and by the offloader.
+    os.unlink(off.spool)
+    os.makedirs(os.path.join(off.spool, "run"))
+    text = open(off.conf).read().replace(f"state_dir = {off.wd}/run", f"state_dir = {off.spool}/run")
+    with open(off.conf, "w") as f:
+        f.write(text)
+    p = subprocess.run(check, capture_output=True, text=True, timeout=10)
+    assert p.returncode == 2, p
+    assert f"[server] state_dir '{off.spool}/run' is inside [offload] spool" in p.stderr, p.stderr
+    p = off.run("--once")
+    assert p.returncode == 1 and b"is inside [offload] spool" in open(off.log, "rb").read(), p
 
 
 def test_spool_unset_is_a_usage_error(tmp_path):
