@@ -190,6 +190,28 @@ def test_once_uploads_archives_and_deletes(tmp_path):
     ok(off.run("--once"))
 
 
+def test_daemon_hard_linked_and_renamed_in(tmp_path):
+    """Files that arrive as a hard link or by rename (no write in the spool) are found;
+    the other name of a hard link is left alone."""
+    off = Offloader(tmp_path)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "linked.jpg").write_bytes(b"linked bytes")
+    (outside / "moved.jpg").write_bytes(b"moved bytes")
+    off.start()
+    try:
+        wait_for(lambda: off.status() is not None, 10, "the admin socket")
+        os.makedirs(os.path.join(off.spool, "in"))
+        os.link(outside / "linked.jpg", os.path.join(off.spool, "in", "linked.jpg"))
+        os.rename(outside / "moved.jpg", os.path.join(off.spool, "in", "moved.jpg"))
+        wait_for(lambda: off.local() == set(), 20, "both offloaded")
+    finally:
+        off.stop_checked()
+    assert off.stored("in/linked.jpg") == b"linked bytes"
+    assert off.stored("in/moved.jpg") == b"moved bytes"
+    assert (outside / "linked.jpg").read_bytes() == b"linked bytes"
+
+
 def test_once_non_utf8_name_stays_and_is_reported(tmp_path):
     off = Offloader(tmp_path)
     off.put(b"bad\xff.jpg", b"latin-1 name")
