@@ -41,6 +41,7 @@ struct job {
     int fd;                        /* -1 when closed */
     struct store_digest digest;
     bool hashed;     /* digest is valid */
+    bool verified;   /* the store already confirmed it (resumed after a restart) */
     int verdict;     /* the hasher's: enum hash_verdict */
     int verdict_err; /* -errno for HASH_FAILED */
     unsigned attempts;
@@ -64,16 +65,19 @@ struct offload {
     char **ignore; /* NULL-terminated, points into conf */
     int spool_fd;  /* O_PATH|O_DIRECTORY on the spool */
 
+    /* The journal: the uploader and the finisher record into it, under jmu. */
+    pthread_mutex_t jmu;
+    /* The finisher thread's own store (a store is used by one thread at a time). */
+    struct store *vstore;
+
     /* The uploader thread's own. */
     struct store *store;
     struct mime_table *mime; /* Content-Type of uploads, as ferry would serve them */
     struct journal *journal;
     uint64_t threshold, part_size;
-    struct job *retry; /* waiting for their backoff */
     unsigned in_flight;
     unsigned limit;     /* transfers allowed in flight: lowered on 503, raised on success */
     unsigned successes; /* since the limit last changed */
-    unsigned rand_state;
 
     /* The watcher thread's own. */
     struct evloop *loop;
@@ -90,12 +94,18 @@ struct offload {
     struct job *queue_head, *queue_tail;   /* ready (spool, retries): for the hasher */
     struct job *hashed_head, *hashed_tail; /* hashed: for the uploader */
     unsigned nhashed;
+    struct job *finish_head, *finish_tail; /* uploaded: for the finisher */
+    unsigned nfinish;
+    bool finishing, finisher_exited;
+    pthread_cond_t finisher_cond; /* uploaded queued, or stopping */
+    struct job *retry;            /* waiting for their backoff (uploader and finisher add) */
+    unsigned rand_state;
     bool stopping, drained, fatal;
     struct offload_stats st;
     char errors[OFFLOAD_LAST_ERRORS][320]; /* ring of the last errors */
     uint64_t nerrors;
 
-    pthread_t watcher, uploader, hasher;
+    pthread_t watcher, uploader, hasher, finisher;
     bool started, joined;
 };
 
@@ -306,7 +316,9 @@ static void job_fail(struct offload *o, struct job *j, const char *what, int r,
             memcpy(e.md5, j->digest.md5, sizeof(e.md5));
         }
         snprintf(e.error, sizeof(e.error), "%s: %s", what, why);
+        pthread_mutex_lock(&o->jmu);
         journal_record(o->journal, &e, false);
+        pthread_mutex_unlock(&o->jmu);
         stat_add(o, &o->st.failed, 1);
         job_done(o, j, true);
         return;
@@ -315,9 +327,12 @@ static void job_fail(struct offload *o, struct job *j, const char *what, int r,
     uint64_t cap = RETRY_BASE_MS << (j->attempts < 8 ? j->attempts : 8);
     if (cap > RETRY_CAP_MS)
         cap = RETRY_CAP_MS;
+    pthread_mutex_lock(&o->mu);
     j->not_before = time_mono_ms() + (uint64_t)rand_r(&o->rand_state) % (cap + 1);
     j->next = o->retry;
     o->retry = j;
+    pthread_cond_signal(&o->cond);
+    pthread_mutex_unlock(&o->mu);
 }
 
 /* j changed (or a writer holds it): look again once it may have settled, expecting
@@ -331,8 +346,11 @@ static void job_retry_later(struct offload *o, struct job *j, const struct offlo
         j->fd = -1;
     }
     j->not_before = time_mono_ms() + o->conf->offload.settle_ms;
+    pthread_mutex_lock(&o->mu);
     j->next = o->retry;
     o->retry = j;
+    pthread_cond_signal(&o->cond);
+    pthread_mutex_unlock(&o->mu);
 }
 
 static int journal_put(struct offload *o, struct job *j, int stage, bool sync)
@@ -340,7 +358,10 @@ static int journal_put(struct offload *o, struct job *j, int stage, bool sync)
     struct journal_entry e = {.rel = j->rel, .id = j->id, .stage = stage, .has_digest = true};
     memcpy(e.sha256, j->digest.sha256, sizeof(e.sha256));
     memcpy(e.md5, j->digest.md5, sizeof(e.md5));
-    return journal_record(o->journal, &e, sync);
+    pthread_mutex_lock(&o->jmu);
+    int r = journal_record(o->journal, &e, sync);
+    pthread_mutex_unlock(&o->jmu);
+    return r;
 }
 
 /* verify = readback: download the object into an anonymous file and hash it. */
@@ -349,7 +370,7 @@ static int verify_readback(struct offload *o, struct job *j, struct store_error 
     int tfd = open(o->conf->server.state_dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
     if (tfd < 0)
         return -errno;
-    int r = store_get(o->store, j->key + o->prefix_len, NULL, tfd, err);
+    int r = store_get(o->vstore, j->key + o->prefix_len, NULL, tfd, err);
     struct store_digest d;
     if (r == 0)
         r = store_digest_fd(tfd, o->threshold, o->part_size, &d);
@@ -446,9 +467,11 @@ static void job_finish(struct offload *o, struct job *j)
 {
     struct store_error err = {0};
     const char *key = j->key + o->prefix_len;
-    int r = o->conf->offload.verify == VERIFY_READBACK
+    int r = 0;
+    if (!j->verified)
+        r = o->conf->offload.verify == VERIFY_READBACK
                 ? verify_readback(o, j, &err)
-                : store_verify(o->store, key, &j->digest, &err);
+                : store_verify(o->vstore, key, &j->digest, &err);
     if (r < 0) {
         job_fail(o, j, "verify", r, &err);
         return;
@@ -523,6 +546,16 @@ static void queue_push(struct job **head, struct job **tail, struct job *j)
     else
         *head = j;
     *tail = j;
+}
+
+/* Uploader thread: j is uploaded (or found stored): the finisher takes it from here. */
+static void finish_push(struct offload *o, struct job *j)
+{
+    pthread_mutex_lock(&o->mu);
+    queue_push(&o->finish_head, &o->finish_tail, j);
+    o->nfinish++;
+    pthread_cond_signal(&o->finisher_cond);
+    pthread_mutex_unlock(&o->mu);
 }
 
 /* Hasher thread: open, check and hash j. Jobs that end here (gone, not a regular
@@ -605,15 +638,17 @@ static int job_prepare(struct offload *o, struct job *j)
     /* After a restart or a failure: this very file (same identity and digest) is not
      * uploaded again when the store confirms it holds these bytes — whether the journal
      * got to STORED or the crash came between the upload and that record. */
+    pthread_mutex_lock(&o->jmu);
     const struct journal_entry *e = journal_get(o->journal, j->rel);
-    if (e && e->has_digest && ident_equal(&e->id, &j->id) &&
-        memcmp(e->sha256, j->digest.sha256, sizeof(e->sha256)) == 0) {
-        struct store_error err = {0};
-        if (store_verify(o->store, j->key + o->prefix_len, &j->digest, &err) == 0) {
-            stat_add(o, &o->st.skipped, 1);
-            job_finish(o, j);
-            return 0;
-        }
+    bool known = e && e->has_digest && ident_equal(&e->id, &j->id) &&
+                 memcmp(e->sha256, j->digest.sha256, sizeof(e->sha256)) == 0;
+    pthread_mutex_unlock(&o->jmu);
+    struct store_error err = {0};
+    if (known && store_verify(o->store, j->key + o->prefix_len, &j->digest, &err) == 0) {
+        stat_add(o, &o->st.skipped, 1);
+        j->verified = true;
+        finish_push(o, j);
+        return 0;
     }
     int r = journal_put(o, j, OFFLOAD_UPLOADING, false);
     if (r < 0) {
@@ -626,6 +661,7 @@ static int job_prepare(struct offload *o, struct job *j)
 /* Uploader thread: retries whose backoff ended go back to the hasher. */
 static void retry_requeue_due(struct offload *o, uint64_t now)
 {
+    pthread_mutex_lock(&o->mu);
     for (struct job **pp = &o->retry; *pp;) {
         struct job *j = *pp;
         if (j->not_before > now) {
@@ -633,12 +669,11 @@ static void retry_requeue_due(struct offload *o, uint64_t now)
             continue;
         }
         *pp = j->next;
-        pthread_mutex_lock(&o->mu);
         queue_push(&o->queue_head, &o->queue_tail, j);
         o->st.queued++;
         pthread_cond_signal(&o->hasher_cond);
-        pthread_mutex_unlock(&o->mu);
     }
+    pthread_mutex_unlock(&o->mu);
 }
 
 /* Uploader thread: the next hashed job, or NULL; *busy tells whether the hasher has
@@ -678,9 +713,20 @@ static void put_upload_started(const struct store_put_item *item, const char *up
     memcpy(e.sha256, j->digest.sha256, sizeof(e.sha256));
     memcpy(e.md5, j->digest.md5, sizeof(e.md5));
     snprintf(e.upload_id, sizeof(e.upload_id), "%s", upload_id);
+    pthread_mutex_lock(&j->o->jmu);
     int r = journal_record(j->o->journal, &e, true);
+    pthread_mutex_unlock(&j->o->jmu);
     if (r < 0)
         error_note(j->o, j->rel, "journal (multipart upload id): %s", strerror(-r));
+}
+
+/* Uploaded files waiting for the finisher (each holds its fd). */
+static unsigned finish_backlog(struct offload *o)
+{
+    pthread_mutex_lock(&o->mu);
+    unsigned n = o->nfinish;
+    pthread_mutex_unlock(&o->mu);
+    return n;
 }
 
 static int put_next(void *ctx, struct store_put_item *item)
@@ -689,7 +735,7 @@ static int put_next(void *ctx, struct store_put_item *item)
     for (;;) {
         if (stopping(o))
             return 0;
-        if (o->in_flight >= o->limit)
+        if (o->in_flight >= o->limit || finish_backlog(o) >= 2 * o->limit)
             return -EAGAIN;
         retry_requeue_due(o, time_mono_ms());
         bool busy;
@@ -747,7 +793,7 @@ static void put_done(void *ctx, const struct store_put_item *item, int result,
     }
     stat_add(o, &o->st.uploaded, 1);
     stat_add(o, &o->st.bytes_uploaded, j->digest.size);
-    job_finish(o, j);
+    finish_push(o, j);
 }
 
 /* Earliest backoff deadline among the retries, or UINT64_MAX. */
@@ -803,6 +849,35 @@ static void *hasher_main(void *arg)
     return NULL;
 }
 
+/* The finisher thread: verify, journal, archive, re-check, unlink — with its own store,
+ * so that none of it holds up the transfers in flight. */
+static void *finisher_main(void *arg)
+{
+    struct offload *o = arg;
+    pthread_mutex_lock(&o->mu);
+    for (;;) {
+        while (!o->stopping && !o->finish_head)
+            pthread_cond_wait(&o->finisher_cond, &o->mu);
+        if (o->stopping)
+            break;
+        struct job *j = o->finish_head;
+        o->finish_head = j->next;
+        if (!o->finish_head)
+            o->finish_tail = NULL;
+        o->nfinish--;
+        o->finishing = true;
+        pthread_mutex_unlock(&o->mu);
+        job_finish(o, j);
+        pthread_mutex_lock(&o->mu);
+        o->finishing = false;
+        pthread_cond_signal(&o->cond); /* a slot for the uploader, or the last one */
+    }
+    o->finisher_exited = true;
+    pthread_cond_broadcast(&o->exited);
+    pthread_mutex_unlock(&o->mu);
+    return NULL;
+}
+
 static void *uploader_main(void *arg)
 {
     struct offload *o = arg;
@@ -831,7 +906,8 @@ static void *uploader_main(void *arg)
             }
             continue;
         }
-        if (o->opts.once && o->drained && !o->retry && !o->queue_head && !o->hashing)
+        if (o->opts.once && o->drained && !o->retry && !o->queue_head && !o->hashing &&
+            !o->finish_head && !o->finishing)
             break;
         /* Sleep until work arrives, a retry is due, or a stop. */
         uint64_t wait = due == UINT64_MAX ? 1000 : due - now;
@@ -945,12 +1021,14 @@ int offload_create(const struct ferry_conf *conf, const struct offload_opts *opt
     o->rand_state = (unsigned)time_mono_ms() ^ (unsigned)getpid();
     o->spool_fd = -1;
     pthread_mutex_init(&o->mu, NULL);
+    pthread_mutex_init(&o->jmu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&o->cond, &ca);
     pthread_cond_init(&o->exited, &ca);
     pthread_cond_init(&o->hasher_cond, &ca);
+    pthread_cond_init(&o->finisher_cond, &ca);
     pthread_condattr_destroy(&ca);
     int r;
     o->spool_fd = open(spool, O_PATH | O_DIRECTORY | O_CLOEXEC);
@@ -974,7 +1052,10 @@ int offload_create(const struct ferry_conf *conf, const struct offload_opts *opt
         .part_size = conf->offload.part_size,
     };
     struct store_error serr = {0};
+    /* Two stores: one for the uploads, one for the finisher's verifications. */
     r = store_create(conf, &so, &o->store, &serr);
+    if (r == 0)
+        r = store_create(conf, &so, &o->vstore, &serr);
     if (r < 0) {
         char why[300];
         store_error_format(&serr, why, sizeof(why));
@@ -1032,18 +1113,23 @@ int offload_start(struct offload *o, char *err, size_t errlen)
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, &old);
     r = -pthread_create(&o->watcher, NULL, watcher_main, o);
-    bool watcher = r == 0, hasher = false;
+    bool watcher = r == 0, hasher = false, finisher = false;
     if (r == 0)
         hasher = (r = -pthread_create(&o->hasher, NULL, hasher_main, o)) == 0;
+    if (r == 0)
+        finisher = (r = -pthread_create(&o->finisher, NULL, finisher_main, o)) == 0;
     if (r == 0)
         r = -pthread_create(&o->uploader, NULL, uploader_main, o);
     if (r < 0) { /* undo: stop and join what did start */
         pthread_mutex_lock(&o->mu);
         o->stopping = true;
         pthread_cond_broadcast(&o->hasher_cond);
+        pthread_cond_broadcast(&o->finisher_cond);
         pthread_mutex_unlock(&o->mu);
         if (hasher)
             pthread_join(o->hasher, NULL);
+        if (finisher)
+            pthread_join(o->finisher, NULL);
         if (watcher) {
             evloop_post(o->loop, watcher_stop_run, NULL);
             pthread_join(o->watcher, NULL);
@@ -1066,20 +1152,22 @@ int offload_stop(struct offload *o, uint64_t timeout_ms)
     o->stopping = true;
     pthread_cond_signal(&o->cond);
     pthread_cond_broadcast(&o->hasher_cond);
+    pthread_cond_broadcast(&o->finisher_cond);
     /* Uploads in flight cannot be cut short (the store finishes what it started), nor
-     * a file being hashed: wait for both within the bound, else leave them to the
-     * process's exit. */
+     * a file being hashed or verified: wait for those threads within the bound, else
+     * leave them to the process's exit. */
     struct timespec ts;
     deadline_after(timeout_ms, &ts);
     int r = 0;
-    while (!(o->uploader_exited && o->hasher_exited) && r != ETIMEDOUT)
+    while (!(o->uploader_exited && o->hasher_exited && o->finisher_exited) && r != ETIMEDOUT)
         r = pthread_cond_timedwait(&o->exited, &o->mu, &ts);
-    bool exited = o->uploader_exited && o->hasher_exited;
+    bool exited = o->uploader_exited && o->hasher_exited && o->finisher_exited;
     pthread_mutex_unlock(&o->mu);
     if (!exited)
         return -ETIMEDOUT;
-    /* Those two first: they still post spool_done() to the watcher's loop. */
+    /* Those first: they still post spool_done() to the watcher's loop. */
     pthread_join(o->hasher, NULL);
+    pthread_join(o->finisher, NULL);
     pthread_join(o->uploader, NULL);
     evloop_post(o->loop, watcher_stop_run, NULL);
     pthread_join(o->watcher, NULL);
@@ -1089,7 +1177,8 @@ int offload_stop(struct offload *o, uint64_t timeout_ms)
 
 int offload_result(const struct offload *o)
 {
-    return o->fatal || o->st.failed || o->st.rejected || o->queue_head || o->hashed_head || o->retry
+    return o->fatal || o->st.failed || o->st.rejected || o->queue_head || o->hashed_head ||
+                   o->finish_head || o->retry
                ? 1
                : 0;
 }
@@ -1164,6 +1253,11 @@ void offload_destroy(struct offload *o)
         o->hashed_head = j->next;
         job_free(j);
     }
+    while (o->finish_head) {
+        struct job *j = o->finish_head;
+        o->finish_head = j->next;
+        job_free(j);
+    }
     while (o->retry) {
         struct job *j = o->retry;
         o->retry = j->next;
@@ -1171,12 +1265,15 @@ void offload_destroy(struct offload *o)
     }
     journal_close(o->journal);
     store_destroy(o->store);
+    store_destroy(o->vstore);
     mime_table_destroy(o->mime);
     if (o->spool_fd >= 0)
         close(o->spool_fd);
     pthread_cond_destroy(&o->cond);
     pthread_cond_destroy(&o->exited);
     pthread_cond_destroy(&o->hasher_cond);
+    pthread_cond_destroy(&o->finisher_cond);
+    pthread_mutex_destroy(&o->jmu);
     pthread_mutex_destroy(&o->mu);
     free(o);
 }

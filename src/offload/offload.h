@@ -26,9 +26,14 @@
  *     hashes them, and hands them to the uploader through the hashed queue (at most
  *     2 x concurrency waiting, each with its open fd), so that hashing a large file
  *     never stalls the transfers in flight;
- *   - the uploader thread: owns the store, the journal and the retry list; runs
- *     store_put_many() with [offload] concurrency while there is work and sleeps on a
- *     condition variable otherwise; verifies, archives, unlinks;
+ *   - the uploader thread: owns the upload store; runs store_put_many() with [offload]
+ *     concurrency (lowered while the store throttles) while there is work and sleeps on
+ *     a condition variable otherwise; journals UPLOADING (and multipart upload ids);
+ *   - the finisher thread: with a store of its own, verifies each uploaded file,
+ *     journals STORED, archives, journals ARCHIVED, re-checks the identity, unlinks,
+ *     so that none of that holds up the transfers (at most 2 x concurrency wait);
+ *   - the journal is shared by the uploader and the finisher under its own mutex; the
+ *     retry list (files waiting for their backoff) under the main mutex;
  *   - a file (struct job) belongs to exactly one thread at a time: the queue it sits
  *     in, or the thread that took it from there;
  *   - the admin status callback runs on the admin's loop thread and reads counters
@@ -82,7 +87,7 @@ int offload_check_paths(const struct ferry_conf *conf, char *err, size_t errlen)
 int offload_create(const struct ferry_conf *conf, const struct offload_opts *opts,
                    struct offload **out, char *err, size_t errlen);
 
-/** Start the watcher, hasher and uploader threads. Returns 0 or -errno with err. Caller's
+/** Start the watcher, hasher, uploader and finisher threads. Returns 0 or -errno with err. Caller's
  * thread, once. */
 int offload_start(struct offload *o, char *err, size_t errlen);
 
