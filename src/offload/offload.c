@@ -548,6 +548,29 @@ static void queue_push(struct job **head, struct job **tail, struct job *j)
     *tail = j;
 }
 
+/* Take the head of one of o's queues (NULL when empty). Caller holds o->mu. */
+static struct job *queue_pop(struct job **head, struct job **tail)
+{
+    struct job *j = *head;
+    if (j) {
+        *head = j->next;
+        if (!*head)
+            *tail = NULL;
+        j->next = NULL;
+    }
+    return j;
+}
+
+/* Free every job of a list. */
+static void jobs_free(struct job *j)
+{
+    while (j) {
+        struct job *next = j->next;
+        job_free(j);
+        j = next;
+    }
+}
+
 /* Uploader thread: j is uploaded (or found stored): the finisher takes it from here. */
 static void finish_push(struct offload *o, struct job *j)
 {
@@ -681,13 +704,9 @@ static void retry_requeue_due(struct offload *o, uint64_t now)
 static struct job *hashed_take(struct offload *o, bool *busy)
 {
     pthread_mutex_lock(&o->mu);
-    struct job *j = o->hashed_head;
+    struct job *j = queue_pop(&o->hashed_head, &o->hashed_tail);
     if (j) {
-        o->hashed_head = j->next;
-        if (!o->hashed_head)
-            o->hashed_tail = NULL;
         o->nhashed--;
-        j->next = NULL;
         pthread_cond_signal(&o->hasher_cond);
     }
     *busy = o->hashing || o->queue_head;
@@ -831,10 +850,7 @@ static void *hasher_main(void *arg)
             pthread_cond_wait(&o->hasher_cond, &o->mu);
         if (o->stopping)
             break;
-        struct job *j = o->queue_head;
-        o->queue_head = j->next;
-        if (!o->queue_head)
-            o->queue_tail = NULL;
+        struct job *j = queue_pop(&o->queue_head, &o->queue_tail);
         o->st.queued--;
         o->hashing = true;
         pthread_mutex_unlock(&o->mu);
@@ -860,10 +876,7 @@ static void *finisher_main(void *arg)
             pthread_cond_wait(&o->finisher_cond, &o->mu);
         if (o->stopping)
             break;
-        struct job *j = o->finish_head;
-        o->finish_head = j->next;
-        if (!o->finish_head)
-            o->finish_tail = NULL;
+        struct job *j = queue_pop(&o->finish_head, &o->finish_tail);
         o->nfinish--;
         o->finishing = true;
         pthread_mutex_unlock(&o->mu);
@@ -1243,26 +1256,10 @@ void offload_destroy(struct offload *o)
     if (o->spool) /* started, but the threads never ran */
         spool_destroy(o->spool);
     evloop_destroy(o->loop);
-    while (o->queue_head) {
-        struct job *j = o->queue_head;
-        o->queue_head = j->next;
-        job_free(j);
-    }
-    while (o->hashed_head) {
-        struct job *j = o->hashed_head;
-        o->hashed_head = j->next;
-        job_free(j);
-    }
-    while (o->finish_head) {
-        struct job *j = o->finish_head;
-        o->finish_head = j->next;
-        job_free(j);
-    }
-    while (o->retry) {
-        struct job *j = o->retry;
-        o->retry = j->next;
-        job_free(j);
-    }
+    jobs_free(o->queue_head);
+    jobs_free(o->hashed_head);
+    jobs_free(o->finish_head);
+    jobs_free(o->retry);
     journal_close(o->journal);
     store_destroy(o->store);
     store_destroy(o->vstore);
