@@ -420,6 +420,23 @@ def test_s3_once_with_multipart(tmp_path, s3proxy, direct):
     assert not [o for o in s3proxy.outcomes() if "mismatch" in str(o).lower()], s3proxy.log
 
 
+def test_s3_large_file_rss_stays_small(tmp_path, s3proxy, direct):
+    """A 96 MiB file goes up in 5 MiB parts, 8 in flight: ferry's peak RSS stays far
+    below the file and below the parts in flight (nothing is buffered whole)."""
+    off = Offloader(tmp_path, store="s3", s3port=s3proxy.port,
+                    extra="[store]\nprefix = off12/\n[offload]\nmultipart_threshold = 5MiB\n"
+                          "part_size = 5MiB\n")
+    data = os.urandom(96 * 1024 * 1024)
+    off.put("huge.bin", data)
+    p = subprocess.run(["/usr/bin/time", "-f", "maxrss_kb=%M", FERRY_BIN, "offload", "-c",
+                        off.conf, "--once"], cwd=off.wd, capture_output=True, text=True,
+                       timeout=300, env=clean_env())
+    assert p.returncode == 0, p
+    rss_kb = int(p.stderr.strip().splitlines()[-1].split("=")[1])
+    assert rss_kb < 32 * 1024, p.stderr
+    assert sha(s3get(direct, "off12/huge.bin")) == sha(data)
+
+
 def test_s3_fault_leaves_file_and_retry_uploads(tmp_path, s3proxy, direct):
     off = Offloader(tmp_path, store="s3", s3port=s3proxy.port,
                     extra="[store]\nprefix = off2/\nretries = 0\n")
