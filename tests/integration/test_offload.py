@@ -629,7 +629,8 @@ def test_s3_never_neither_while_files_flow(tmp_path, s3proxy, direct):
                     extra="[store]\nprefix = off6/\n")
     off.start()
     try:
-        files, violations = flow_and_sample(off, direct, "off6/", 200, lambda i: 1000 + i * 97)
+        files, violations = flow_and_sample(off, direct, "off6/", 1000, lambda i: 1000 + i * 13,
+                                            timeout=120)
     finally:
         off.stop_checked()
     assert violations == [], violations[:5]
