@@ -99,10 +99,10 @@ struct store_put_item {
     store_upload_started_fn upload_started; /* NULL: not told */
 };
 
-/** Fill *item (zeroed before the call) with the next file to upload and return 1; return -EAGAIN when
- * none is ready yet (asked again within about 10 ms, or when a transfer moves),
- * or 0 when there will be no more (store_put_many() then finishes what is in
- * flight and returns). Must not block: uploads in flight wait while it runs. */
+/** Fill *item (zeroed before the call) with the next file to upload and return 1; return -EAGAIN
+ * when none is ready yet (asked again within about 10 ms, or when a transfer moves), or 0 when
+ * there will be no more (store_put_many() then finishes what is in flight and returns). Must not
+ * block: uploads in flight wait while it runs. */
 typedef int (*store_next_fn)(void *ctx, struct store_put_item *item);
 /** One upload ended: result as store_put_file() returns it, err filled on failure. */
 typedef void (*store_done_fn)(void *ctx, const struct store_put_item *item, int result,
