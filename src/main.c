@@ -6,6 +6,8 @@
 
 const struct cli_command cli_commands[] = {
     {"serve", cmd_serve, "[-c FILE]", "run the origin server"},
+    {"offload", cmd_offload, "[-c FILE] [--once] [--progress] [--dry-run]",
+     "run only the offloader, or drain the spool once"},
     {"down", cmd_down,
      "[-c FILE] [--retry-after SECS|--until TIME] [--message TEXT] [--at TIME] [--drain] [--json]",
      "switch maintenance mode on; returns once every worker has"},

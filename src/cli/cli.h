@@ -27,6 +27,10 @@ int cli_usage(const char *name);
  * problems; c must be conf_finish()ed either way. */
 int cli_load_conf(const char *path, struct ferry_conf *c);
 
+/** Set the log level and open [server] error_log of c. Returns 0, or EXIT_RUNTIME
+ * after printing why to stderr. Main thread, before other threads start. */
+int cli_open_log(const struct ferry_conf *c);
+
 /** Send the admin request line (without newline) to the server named by the
  * configuration at conf_path, waiting at most timeout_ms, and print the reply:
  * raw JSON with json, else its "text" (and "text_drain") members. Exit code:
@@ -53,5 +57,6 @@ int cmd_status(int argc, char **argv);
 int cmd_check(int argc, char **argv);
 int cmd_version(int argc, char **argv);
 int cmd_presign(int argc, char **argv);
+int cmd_offload(int argc, char **argv);
 
 #endif

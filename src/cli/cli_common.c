@@ -2,6 +2,7 @@
 
 #include "common/buf.h"
 #include "common/conf.h"
+#include "common/log.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -31,4 +32,15 @@ int cli_load_conf(const char *path, struct ferry_conf *c)
         fprintf(stderr, "%s", err.data ? err.data : "");
     buf_finish(&err);
     return r < 0 ? EXIT_USAGE : 0;
+}
+
+int cli_open_log(const struct ferry_conf *c)
+{
+    log_level_current = c->server.log_level;
+    int r = log_open(c->server.error_log);
+    if (r < 0) {
+        fprintf(stderr, "ferry: error_log '%s': %s\n", c->server.error_log, strerror(-r));
+        return EXIT_RUNTIME;
+    }
+    return 0;
 }

@@ -3,6 +3,7 @@
 #include "common/buf.h"
 #include "common/conf.h"
 #include "common/fsdir.h"
+#include "offload/offload.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -10,6 +11,7 @@
 #include <getopt.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 /* `ferry serve` creates a missing state_dir (mode 0700); say so, and refuse a
  * configuration whose state_dir cannot be created, before it is needed. */
@@ -25,6 +27,36 @@ static int check_state_dir(const char *dir)
     fprintf(stderr, "ferry: state_dir '%s' does not exist and cannot be created: '%s': %s\n", dir,
             blocker, r == -ENOTDIR ? "not a directory" : strerror(-r));
     return EXIT_USAGE;
+}
+
+/* [offload]: the spool must be an existing directory (the application creates it;
+ * ferry only watches it); the archive must exist or be creatable. */
+static int check_offload_dirs(const struct ferry_conf *c)
+{
+    const char *spool = c->offload.spool, *archive = c->offload.archive;
+    if (!spool[0])
+        return 0;
+    struct stat st;
+    const char *why = stat(spool, &st) < 0   ? strerror(errno)
+                      : !S_ISDIR(st.st_mode) ? "not a directory"
+                                             : NULL;
+    if (why) {
+        fprintf(stderr, "ferry: [offload] spool '%s': %s\n", spool, why);
+        return EXIT_USAGE;
+    }
+    char blocker[PATH_MAX] = "";
+    int r = archive[0] ? fsdir_probe(archive, blocker, sizeof(blocker)) : 0;
+    if (r < 0) {
+        fprintf(stderr, "ferry: [offload] archive '%s' cannot be created: '%s': %s\n", archive,
+                blocker, r == -ENOTDIR ? "not a directory" : strerror(-r));
+        return EXIT_USAGE;
+    }
+    char err[PATH_MAX * 3];
+    if (offload_check_paths(c, err, sizeof(err)) < 0) {
+        fprintf(stderr, "ferry: %s\n", err);
+        return EXIT_USAGE;
+    }
+    return 0;
 }
 
 /* ferry check [-c FILE] [--print]: validate the configuration; exit 0 or 2. */
@@ -65,6 +97,8 @@ int cmd_check(int argc, char **argv)
             buf_finish(&b);
         } else {
             r = check_state_dir(conf.server.state_dir);
+            if (r == 0)
+                r = check_offload_dirs(&conf);
             if (r == 0)
                 printf("ferry: configuration %s is valid\n",
                        conf.path ? conf.path : "(built-in defaults)");

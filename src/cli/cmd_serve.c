@@ -6,10 +6,12 @@
 #include "http/server.h"
 #include "http/server_admin.h"
 #include "maint/maint.h"
+#include "offload/offload.h"
 
 #include <getopt.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 int (*cli_serve_setup)(struct server *s);
 
@@ -37,12 +39,10 @@ int cmd_serve(int argc, char **argv)
         conf_finish(&conf);
         return r;
     }
-    log_level_current = conf.server.log_level;
-    int lr = log_open(conf.server.error_log);
-    if (lr < 0) {
-        fprintf(stderr, "ferry: error_log '%s': %s\n", conf.server.error_log, strerror(-lr));
+    r = cli_open_log(&conf);
+    if (r != 0) {
         conf_finish(&conf);
-        return EXIT_RUNTIME;
+        return r;
     }
     char err[512] = "";
     struct server *s = maint_state_dir_prepare(conf.server.state_dir, err, sizeof(err)) < 0
@@ -69,9 +69,23 @@ int cmd_serve(int argc, char **argv)
         conf_finish(&conf);
         return EXIT_RUNTIME;
     }
+    /* The offloader runs on its own threads; it only shares the admin registry. */
+    struct offload *off = NULL;
+    if (conf.offload.spool[0] &&
+        (offload_create(&conf, NULL, &off, err, sizeof(err)) < 0 ||
+         offload_register_admin(off, admin) < 0 || offload_start(off, err, sizeof(err)) < 0)) {
+        log_error("cannot start the offloader: %s", err);
+        maint_detach(maint);
+        admin_destroy(admin);
+        offload_destroy(off);
+        server_destroy(s);
+        conf_finish(&conf);
+        return EXIT_RUNTIME;
+    }
     if (cli_serve_setup && cli_serve_setup(s) != 0) {
         log_error("cannot start: the test setup failed");
         maint_detach(maint);
+        offload_destroy(off);
         admin_destroy(admin);
         server_destroy(s);
         conf_finish(&conf);
@@ -82,8 +96,15 @@ int cmd_serve(int argc, char **argv)
         log_error("server: %s", strerror(-r));
     else
         log_info("stopped");
+    if (off && offload_stop(off, conf.server.shutdown_timeout_ms) < 0) {
+        log_warn("the offloader did not stop within %llums: its uploads in flight are "
+                 "abandoned; the journal resumes them at the next start",
+                 (unsigned long long)conf.server.shutdown_timeout_ms);
+        _exit(r < 0 ? EXIT_RUNTIME : EXIT_OK);
+    }
     maint_detach(maint);
     admin_destroy(admin);
+    offload_destroy(off);
     server_destroy(s);
     conf_finish(&conf);
     return r < 0 ? EXIT_RUNTIME : EXIT_OK;

@@ -174,11 +174,32 @@ const struct conf_key conf_keys[] = {
      "s3: abort a transfer that moves no data for this long"},
     {"store", "retries", CONF_INT, 0, 100, NULL, "5", OFF(store.retries), NULL,
      "s3: attempts after the first for retryable errors"},
+
+    {"offload", "spool", CONF_PATH, 0, 0, NULL, "", OFF(offload.spool), NULL,
+     "directory the application drops files in; empty: `ferry serve` runs no offloader"},
+    {"offload", "url_prefix", CONF_STR, 0, 0, NULL, "/static/", OFF(offload.url_prefix), check_prefixes,
+     "URLs under this prefix map to files in the spool"},
+    {"offload", "archive", CONF_PATH, 0, 0, NULL, "", OFF(offload.archive), NULL,
+     "second local copy kept (hard link, else copy) before the spool file is deleted; empty: none"},
+    {"offload", "settle", CONF_DURATION, 0, 3600 * SEC, NULL, "2s", OFF(offload.settle_ms), NULL,
+     "a file must be unchanged this long (and not open for writing) before it is uploaded"},
+    {"offload", "concurrency", CONF_INT, 1, 256, NULL, "8", OFF(offload.concurrency), NULL,
+     "uploads in flight at once"},
+    {"offload", "multipart_threshold", CONF_SIZE, 5 * MIB, 5120LL * 1024 * MIB, NULL, "64MiB", OFF(offload.multipart_threshold), NULL,
+     "files of this size or more are uploaded in parts"},
+    {"offload", "part_size", CONF_SIZE, 5 * MIB, 5120LL * MIB, NULL, "16MiB", OFF(offload.part_size), NULL,
+     "size of each part of a multipart upload"},
+    {"offload", "rescan_interval", CONF_DURATION, 0, DAY, NULL, "60s", OFF(offload.rescan_interval_ms), NULL,
+     "full scan of the spool this often besides inotify; 0: only at start and after an overflow"},
+    {"offload", "ignore", CONF_LIST, 0, 0, NULL, ".* *.tmp *.part", OFF(offload.ignore), NULL,
+     "file name patterns (fnmatch) the offloader never picks up"},
+    {"offload", "verify", CONF_ENUM, 0, 0, "head|readback", "head", OFF(offload.verify), NULL,
+     "head: the store's own checksum and size confirm the upload; readback: download and hash it"},
     {NULL, NULL, 0, 0, 0, NULL, NULL, 0, NULL, NULL},
 };
 /* clang-format on */
 
-static const char *const known_sections[] = {"server", "maintenance", "store", NULL};
+static const char *const known_sections[] = {"server", "maintenance", "store", "offload", NULL};
 
 static const char *enum_choices(const struct conf_key *k)
 {

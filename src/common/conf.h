@@ -18,6 +18,7 @@ struct conf_list {
 enum conf_store_type { STORE_DIR = 0, STORE_S3 = 1 };
 enum conf_addressing { ADDRESSING_PATH = 0, ADDRESSING_VIRTUAL = 1 };
 enum conf_checksum { CHECKSUM_SHA256 = 0, CHECKSUM_MD5 = 1, CHECKSUM_NONE = 2 };
+enum conf_verify { VERIFY_HEAD = 0, VERIFY_READBACK = 1 };
 
 struct ferry_conf {
     char *path; /* file it came from, NULL for built-in defaults */
@@ -77,6 +78,19 @@ struct ferry_conf {
         uint64_t low_speed_time_ms;
         long long retries;
     } store;
+
+    struct {
+        char *spool; /* "" = no offloader in `ferry serve` */
+        char *url_prefix;
+        char *archive; /* "" = no archive copy */
+        uint64_t settle_ms;
+        long long concurrency;
+        uint64_t multipart_threshold;
+        uint64_t part_size;
+        uint64_t rescan_interval_ms;
+        struct conf_list ignore;
+        int verify; /* enum conf_verify */
+    } offload;
 };
 
 enum conf_type {

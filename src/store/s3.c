@@ -962,6 +962,8 @@ static void job_advance(struct s3_job *j, int r, CURLM *multi)
             job_finish(j, r);
             return;
         }
+        if (j->item.upload_started)
+            j->item.upload_started(&j->item, j->upload_id);
         j->nparts = (size_t)((d->size + s->base.opts.part_size - 1) / s->base.opts.part_size);
         j->part_no = 1;
         j->state = JOB_PART;
@@ -1107,6 +1109,7 @@ static int s3_put_many(struct store *st, unsigned concurrency, store_next_fn nex
                 active--;
             }
             while (!j->fkey && more && !starved) {
+                memset(&j->item, 0, sizeof(j->item)); /* fields next() leaves alone: none */
                 int n = next(ctx, &j->item);
                 if (n == 0) {
                     more = 0;
@@ -1185,6 +1188,7 @@ static int one_next(void *ctx, struct store_put_item *item)
     item->digest = *o->d;
     item->content_type = o->content_type;
     item->user = NULL;
+    item->upload_started = NULL;
     return 1;
 }
 

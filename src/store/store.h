@@ -82,19 +82,27 @@ void store_part_layout(const struct store *s, uint64_t *threshold, uint64_t *par
 int store_put_file(struct store *s, const char *key, int fd, const struct store_digest *d,
                    const char *content_type, struct store_error *err);
 
+struct store_put_item;
+
+/** A multipart upload of item was created as upload_id (S3 only), before its first
+ * part is sent: the caller may record the id (to abort it after a crash) — it must
+ * do so before returning. Runs on store_put_many()'s thread. */
+typedef void (*store_upload_started_fn)(const struct store_put_item *item, const char *upload_id);
+
 /* One file for store_put_many(). */
 struct store_put_item {
-    const char *key;            /* must stay valid until done() is called for it */
-    int fd;                     /* read with pread; stays open until done() */
-    struct store_digest digest; /* from store_digest_fd() under store_part_layout() */
-    const char *content_type;   /* NULL: none; must stay valid until done() */
-    void *user;                 /* the caller's */
+    const char *key;                        /* must stay valid until done() is called for it */
+    int fd;                                 /* read with pread; stays open until done() */
+    struct store_digest digest;             /* from store_digest_fd() under store_part_layout() */
+    const char *content_type;               /* NULL: none; must stay valid until done() */
+    void *user;                             /* the caller's */
+    store_upload_started_fn upload_started; /* NULL: not told */
 };
 
-/** Fill *item with the next file to upload and return 1; return -EAGAIN when
- * none is ready yet (asked again within about 10 ms, or when a transfer moves),
- * or 0 when there will be no more (store_put_many() then finishes what is in
- * flight and returns). Must not block: uploads in flight wait while it runs. */
+/** Fill *item (zeroed before the call) with the next file to upload and return 1; return -EAGAIN
+ * when none is ready yet (asked again within about 10 ms, or when a transfer moves), or 0 when
+ * there will be no more (store_put_many() then finishes what is in flight and returns). Must not
+ * block: uploads in flight wait while it runs. */
 typedef int (*store_next_fn)(void *ctx, struct store_put_item *item);
 /** One upload ended: result as store_put_file() returns it, err filled on failure. */
 typedef void (*store_done_fn)(void *ctx, const struct store_put_item *item, int result,
