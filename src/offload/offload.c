@@ -109,21 +109,6 @@ struct offload {
     bool started, joined;
 };
 
-static bool ident_equal(const struct offload_ident *a, const struct offload_ident *b)
-{
-    return a->dev == b->dev && a->ino == b->ino && a->size == b->size &&
-           a->mtime_ns == b->mtime_ns && a->ctime_ns == b->ctime_ns;
-}
-
-static void ident_from_stat(const struct stat *st, struct offload_ident *id)
-{
-    id->dev = (uint64_t)st->st_dev;
-    id->ino = (uint64_t)st->st_ino;
-    id->size = (uint64_t)st->st_size;
-    id->mtime_ns = (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
-    id->ctime_ns = (int64_t)st->st_ctim.tv_sec * 1000000000 + st->st_ctim.tv_nsec;
-}
-
 /* Add n to one counter of o->st. */
 static void stat_add(struct offload *o, uint64_t *counter, uint64_t n)
 {
@@ -493,10 +478,10 @@ static void job_finish(struct offload *o, struct job *j)
         struct stat ast;
         if (fstat(j->fd, &ast) == 0) {
             struct offload_ident aid;
-            ident_from_stat(&ast, &aid);
+            offload_ident_from_stat(&ast, &aid);
             int64_t ctime_ns = aid.ctime_ns;
             aid.ctime_ns = j->id.ctime_ns;
-            if (ident_equal(&aid, &j->id))
+            if (offload_ident_equal(&aid, &j->id))
                 j->id.ctime_ns = ctime_ns;
         }
         r = journal_put(o, j, OFFLOAD_ARCHIVED, true);
@@ -515,9 +500,9 @@ static void job_finish(struct offload *o, struct job *j)
         job_done(o, j, false);
         return;
     }
-    ident_from_stat(&fst, &fid);
-    ident_from_stat(&pst, &pid);
-    if (!ident_equal(&fid, &j->id) || !ident_equal(&pid, &j->id)) {
+    offload_ident_from_stat(&fst, &fid);
+    offload_ident_from_stat(&pst, &pid);
+    if (!offload_ident_equal(&fid, &j->id) || !offload_ident_equal(&pid, &j->id)) {
         error_note(o, j->rel, "changed during upload: kept, starts over");
         job_retry_later(o, j, &pid);
         return;
@@ -612,7 +597,7 @@ static void job_hash(struct offload *o, struct job *j)
         job_done(o, j, false);
         return;
     } else {
-        ident_from_stat(&st, &id);
+        offload_ident_from_stat(&st, &id);
         /* A writer that still holds the file open (a read lease is refused), or a file
          * that changed since it settled: try again once it has been quiet a while. */
         bool busy = false;
@@ -620,14 +605,14 @@ static void job_hash(struct offload *o, struct job *j)
             fcntl(j->fd, F_SETLEASE, F_UNLCK);
         else if (errno == EAGAIN || errno == EBUSY)
             busy = true;
-        if (busy || !ident_equal(&id, &j->id)) {
+        if (busy || !offload_ident_equal(&id, &j->id)) {
             j->verdict = HASH_RETRY;
             j->id = id;
         } else {
             int r = store_digest_fd(j->fd, o->threshold, o->part_size, &j->digest);
             if (r == 0 && fstat(j->fd, &st) == 0) {
-                ident_from_stat(&st, &id);
-                if (!ident_equal(&id, &j->id)) { /* changed while we read it */
+                offload_ident_from_stat(&st, &id);
+                if (!offload_ident_equal(&id, &j->id)) { /* changed while we read it */
                     j->verdict = HASH_RETRY;
                     j->id = id;
                 }
@@ -663,7 +648,7 @@ static int job_prepare(struct offload *o, struct job *j)
      * got to STORED or the crash came between the upload and that record. */
     pthread_mutex_lock(&o->jmu);
     const struct journal_entry *e = journal_get(o->journal, j->rel);
-    bool known = e && e->has_digest && ident_equal(&e->id, &j->id) &&
+    bool known = e && e->has_digest && offload_ident_equal(&e->id, &j->id) &&
                  memcmp(e->sha256, j->digest.sha256, sizeof(e->sha256)) == 0;
     pthread_mutex_unlock(&o->jmu);
     struct store_error err = {0};

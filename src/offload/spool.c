@@ -111,21 +111,6 @@ static bool name_ignored(const struct spool *s, const char *name)
     return false;
 }
 
-static void ident_from_stat(const struct stat *st, struct offload_ident *id)
-{
-    id->dev = (uint64_t)st->st_dev;
-    id->ino = (uint64_t)st->st_ino;
-    id->size = (uint64_t)st->st_size;
-    id->mtime_ns = (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
-    id->ctime_ns = (int64_t)st->st_ctim.tv_sec * 1000000000 + st->st_ctim.tv_nsec;
-}
-
-static bool ident_same(const struct offload_ident *a, const struct offload_ident *b)
-{
-    return a->dev == b->dev && a->ino == b->ino && a->size == b->size &&
-           a->mtime_ns == b->mtime_ns && a->ctime_ns == b->ctime_ns;
-}
-
 /* ---- the file table ---- */
 
 static uint32_t rel_hash(const char *rel)
@@ -217,7 +202,7 @@ static void file_changed(struct spool *s, struct sfile *f, const struct offload_
 static void file_seen(struct spool *s, const char *rel, const struct stat *st, bool closed)
 {
     struct offload_ident id;
-    ident_from_stat(st, &id);
+    offload_ident_from_stat(st, &id);
     struct sfile *f = file_find(s, rel);
     if (!f) {
         f = file_add(s, rel);
@@ -230,7 +215,7 @@ static void file_seen(struct spool *s, const char *rel, const struct stat *st, b
     f->gen = s->gen;
     if (f->state == SFILE_REPORTED)
         return;
-    if (!ident_same(&f->id, &id)) {
+    if (!offload_ident_equal(&f->id, &id)) {
         if (f->state == SFILE_KEPT)
             f->first_seen = evloop_now(s->loop);
         f->state = SFILE_WAITING;
@@ -282,8 +267,8 @@ static int file_probe_lease(const char *path, const struct offload_ident *id,
     } else if (!S_ISREG(st.st_mode)) {
         r = -EINVAL;
     } else {
-        ident_from_stat(&st, now);
-        if (!ident_same(id, now))
+        offload_ident_from_stat(&st, now);
+        if (!offload_ident_equal(id, now))
             r = 1;
         else if (fcntl(fd, F_SETLEASE, F_RDLCK) == 0)
             (void)fcntl(fd, F_SETLEASE, F_UNLCK); /* release at once: we only asked */
@@ -307,8 +292,8 @@ static void file_timer_fired(struct evloop *l, void *arg)
         return;
     }
     struct offload_ident id;
-    ident_from_stat(&st, &id);
-    if (!ident_same(&f->id, &id)) {
+    offload_ident_from_stat(&st, &id);
+    if (!offload_ident_equal(&f->id, &id)) {
         file_changed(s, f, &id);
         return;
     }

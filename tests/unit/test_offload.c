@@ -103,16 +103,16 @@ static void test_ident(void)
     st.st_ctim.tv_sec = 11;
     st.st_ctim.tv_nsec = 6;
     struct offload_ident a, b;
-    ident_from_stat(&st, &a);
+    offload_ident_from_stat(&st, &a);
     ASSERT_EQ(a.mtime_ns, 10000000005LL);
     ASSERT_EQ(a.ctime_ns, 11000000006LL);
     b = a;
-    ASSERT_TRUE(ident_equal(&a, &b));
+    ASSERT_TRUE(offload_ident_equal(&a, &b));
     b.ctime_ns++; /* a hard link, a chmod, a write: all change ctime */
-    ASSERT_TRUE(!ident_equal(&a, &b));
+    ASSERT_TRUE(!offload_ident_equal(&a, &b));
     b = a;
     b.ino++;
-    ASSERT_TRUE(!ident_equal(&a, &b));
+    ASSERT_TRUE(!offload_ident_equal(&a, &b));
 }
 
 int main(void)
