@@ -370,6 +370,8 @@ static uint64_t body_bytes_sent(const struct conn *c)
 static void access_log_write(struct conn *c)
 {
     struct worker *w = c->w;
+    const char *note = c->log_note;
+    c->log_note = NULL;
     if (w->srv->access_fd < 0)
         return;
     char ip[64];
@@ -394,7 +396,10 @@ static void access_log_write(struct conn *c)
     log_span_write(b, c, c->lg_referer);
     buf_append(b, "\" \"", 3);
     log_span_write(b, c, c->lg_ua);
-    buf_append(b, "\"\n", 2);
+    buf_append(b, "\"", 1);
+    if (note)
+        buf_printf(b, " %s", note);
+    buf_append(b, "\n", 1);
     if (b->len > 32 * 1024)
         worker_access_flush(w);
 }
@@ -410,6 +415,11 @@ void worker_access_flush(struct worker *w)
 }
 
 /* ---- response API (response.h) ---- */
+
+void conn_set_log_note(struct conn *c, const char *note)
+{
+    c->log_note = note;
+}
 
 const struct ferry_state *conn_state(const struct conn *c)
 {

@@ -81,6 +81,7 @@ struct conn {
     int status;
     int minor_version;
     struct log_span lg_method, lg_target, lg_referer, lg_ua;
+    const char *log_note; /* conn_set_log_note(); static storage, cleared per log line */
     uint64_t linger_bytes;
 
     /* Deferred responses (conn_defer()). */

@@ -60,6 +60,11 @@ void conn_respond_file(struct conn *c, int fd, off_t offset, off_t len);
 /** A complete short response with a text/plain or text/html body. */
 void conn_respond_simple(struct conn *c, int status, const char *content_type, const char *body);
 
+/** Append note (static storage, not copied; plain printable ASCII without
+ * spaces or quotes) to the current request's access log line, after the
+ * combined fields: how a handler answered ("offload=redirect"). Worker thread. */
+void conn_set_log_note(struct conn *c, const char *note);
+
 /** Close the connection after this response (framing in doubt, or asked for). */
 void conn_set_close(struct conn *c);
 
