@@ -7,6 +7,7 @@
 #include "http/server_admin.h"
 #include "maint/maint.h"
 #include "offload/offload.h"
+#include "offload/serve.h"
 
 #include <getopt.h>
 #include <stdio.h>
@@ -69,6 +70,18 @@ int cmd_serve(int argc, char **argv)
         conf_finish(&conf);
         return EXIT_RUNTIME;
     }
+    /* Requests under url_prefix: local file, else redirect or proxy (issue 9). */
+    struct offload_serve *oserve = NULL;
+    if (conf.offload.spool[0] && offload_serve_create(&conf, &oserve, err, sizeof(err)) < 0) {
+        log_error("cannot start: %s", err);
+        maint_detach(maint);
+        admin_destroy(admin);
+        server_destroy(s);
+        conf_finish(&conf);
+        return EXIT_RUNTIME;
+    }
+    if (oserve)
+        offload_serve_install(oserve, s);
     /* The offloader runs on its own threads; it only shares the admin registry. */
     struct offload *off = NULL;
     if (conf.offload.spool[0] &&
@@ -78,6 +91,7 @@ int cmd_serve(int argc, char **argv)
         maint_detach(maint);
         admin_destroy(admin);
         offload_destroy(off);
+        offload_serve_destroy(oserve);
         server_destroy(s);
         conf_finish(&conf);
         return EXIT_RUNTIME;
@@ -86,6 +100,7 @@ int cmd_serve(int argc, char **argv)
         log_error("cannot start: the test setup failed");
         maint_detach(maint);
         offload_destroy(off);
+        offload_serve_destroy(oserve);
         admin_destroy(admin);
         server_destroy(s);
         conf_finish(&conf);
@@ -106,6 +121,7 @@ int cmd_serve(int argc, char **argv)
     admin_destroy(admin);
     offload_destroy(off);
     server_destroy(s);
+    offload_serve_destroy(oserve);
     conf_finish(&conf);
     return r < 0 ? EXIT_RUNTIME : EXIT_OK;
 }

@@ -76,6 +76,34 @@ static int check_prefixes(const char *value, char *why, size_t whylen)
     return text_each_word(value, prefix_word, &wc);
 }
 
+/* A base URL that a path is appended to: absolute http(s), a host, and a '/'
+ * after it, so that no appended path can change the host; no byte that could
+ * break a header line. */
+static int check_public_url(const char *value, char *why, size_t whylen)
+{
+    if (!value[0])
+        return 0;
+    size_t skip = strncmp(value, "https://", 8) == 0  ? 8
+                  : strncmp(value, "http://", 7) == 0 ? 7
+                                                      : 0;
+    const char *slash = skip ? strchr(value + skip, '/') : NULL;
+    if (!skip || !slash || slash == value + skip) {
+        snprintf(why, whylen, "'%s' is not an http:// or https:// URL with a host", value);
+        return -EINVAL;
+    }
+    for (const char *p = value; *p; p++) {
+        if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f || strchr("\\\"<>`{}|^#?", *p)) {
+            snprintf(why, whylen, "'%s' contains a character a URL needs encoded", value);
+            return -EINVAL;
+        }
+    }
+    if (value[strlen(value) - 1] != '/') {
+        snprintf(why, whylen, "'%s' must end with '/'", value);
+        return -EINVAL;
+    }
+    return 0;
+}
+
 /* clang-format off */
 const struct conf_key conf_keys[] = {
     {"server", "listen", CONF_LIST, 0, 0, NULL, "127.0.0.1:8080", OFF(server.listen), check_listen,
@@ -195,6 +223,14 @@ const struct conf_key conf_keys[] = {
      "file name patterns (fnmatch) the offloader never picks up"},
     {"offload", "verify", CONF_ENUM, 0, 0, "head|readback", "head", OFF(offload.verify), NULL,
      "head: the store's own checksum and size confirm the upload; readback: download and hash it"},
+    {"offload", "redirect", CONF_ENUM, 0, 0, "auto|public|presign|proxy", "auto", OFF(offload.redirect), NULL,
+     "a file under url_prefix that is no longer local: public (redirect to public_url), presign (presigned store URL) or proxy (ferry serves the object); auto: proxy for the dir store, public for s3 with public_url, else presign"},
+    {"offload", "public_url", CONF_STR, 0, 0, NULL, "", OFF(offload.public_url), check_public_url,
+     "base URL of the public objects, ending in '/' (the file's path below url_prefix is appended)"},
+    {"offload", "presign_ttl", CONF_DURATION, 1 * SEC, 7 * DAY, NULL, "15m", OFF(offload.presign_ttl_ms), NULL,
+     "validity of presigned URLs, 1s to 7d"},
+    {"offload", "redirect_status", CONF_ENUM, 0, 0, "302|303|307", "302", OFF(offload.redirect_status), NULL,
+     "status code of public and presign redirects"},
     {NULL, NULL, 0, 0, 0, NULL, NULL, 0, NULL, NULL},
 };
 /* clang-format on */
@@ -597,6 +633,14 @@ static void conf_validate(struct parse_ctx *ctx)
             conf_error(ctx, 0, "key 'endpoint': '%s' is not an http:// or https:// URL",
                        c->store.endpoint);
     }
+    if (c->offload.redirect == REDIRECT_PUBLIC && !c->offload.public_url[0])
+        conf_error(ctx, 0, "key 'redirect': public needs public_url");
+    if (c->offload.redirect == REDIRECT_PRESIGN && c->store.type != STORE_S3)
+        conf_error(ctx, 0, "key 'redirect': presign needs [store] type = s3");
+    if (c->offload.redirect == REDIRECT_PROXY && c->store.type == STORE_S3)
+        conf_error(ctx, 0,
+                   "key 'redirect': proxy with [store] type = s3 is not implemented yet "
+                   "(use public or presign)");
 }
 
 int conf_load(struct ferry_conf *c, const char *path, struct buf *err)

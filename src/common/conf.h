@@ -19,6 +19,10 @@ enum conf_store_type { STORE_DIR = 0, STORE_S3 = 1 };
 enum conf_addressing { ADDRESSING_PATH = 0, ADDRESSING_VIRTUAL = 1 };
 enum conf_checksum { CHECKSUM_SHA256 = 0, CHECKSUM_MD5 = 1, CHECKSUM_NONE = 2 };
 enum conf_verify { VERIFY_HEAD = 0, VERIFY_READBACK = 1 };
+/* [offload] redirect: auto picks proxy for the dir store, public for s3 with a
+ * public_url, else presign (offload_serve_mode() in offload/serve.h). */
+enum conf_redirect { REDIRECT_AUTO = 0, REDIRECT_PUBLIC, REDIRECT_PRESIGN, REDIRECT_PROXY };
+enum conf_redirect_status { REDIRECT_302 = 0, REDIRECT_303, REDIRECT_307 };
 
 struct ferry_conf {
     char *path; /* file it came from, NULL for built-in defaults */
@@ -90,6 +94,10 @@ struct ferry_conf {
         uint64_t rescan_interval_ms;
         struct conf_list ignore;
         int verify; /* enum conf_verify */
+        int redirect; /* enum conf_redirect */
+        char *public_url; /* "" or http(s)://HOST/...; ends with '/' */
+        uint64_t presign_ttl_ms;
+        int redirect_status; /* enum conf_redirect_status */
     } offload;
 };
 

@@ -24,7 +24,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-static int open_beneath(int dirfd, const char *rel)
+int static_open_beneath(int dirfd, const char *rel)
 {
     struct open_how how = {
         .flags = O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY,
@@ -34,12 +34,7 @@ static int open_beneath(int dirfd, const char *rel)
     return fd < 0 ? -errno : fd;
 }
 
-/**
- * Decode the percent-escapes of (p, len) into out (cap bytes) and check the
- * result: it must start with '/', contain no NUL and no "." or ".." segment.
- * Repeated slashes are merged. Returns the decoded length or -400.
- */
-static long static_decode_path(const char *p, size_t len, char *out, size_t cap)
+long static_decode_path(const char *p, size_t len, char *out, size_t cap)
 {
     size_t o = 0;
     if (len == 0 || p[0] != '/')
@@ -322,7 +317,7 @@ int static_handle(struct conn *c, const struct http_request *req, void *arg)
             return serve_entry(c, req, e);
     }
     const char *rel = w->path_buf[1] ? w->path_buf + 1 : ".";
-    int fd = open_beneath(s->root_fd, rel);
+    int fd = static_open_beneath(s->root_fd, rel);
     if (fd < 0) {
         if (fd == -EACCES || fd == -EPERM)
             respond_error(c, 403, "403 Forbidden\n");
@@ -343,7 +338,7 @@ int static_handle(struct conn *c, const struct http_request *req, void *arg)
             close(fd);
             return redirect_to_slash(c, req, w->path_buf, (size_t)plen);
         }
-        int ifd = *s->conf->server.index ? open_beneath(fd, s->conf->server.index) : -ENOENT;
+        int ifd = *s->conf->server.index ? static_open_beneath(fd, s->conf->server.index) : -ENOENT;
         close(fd);
         if (ifd < 0) {
             respond_error(c, 403, "403 Forbidden: directory listing is not allowed\n");

@@ -12,6 +12,21 @@
 struct conn;
 
 /**
+ * Decode the percent-escapes of (p, len) into out (cap bytes, NUL-terminated)
+ * and check the result: it must start with '/', contain no NUL and no "." or
+ * ".." segment. Repeated slashes are merged (so "//host" becomes "/host").
+ * Returns the decoded length, -400 (invalid) or -414 (longer than cap - 1).
+ * Pure; any thread. cap >= len + 1 always suffices.
+ */
+long static_decode_path(const char *p, size_t len, char *out, size_t cap);
+
+/** Open rel (relative, NUL-terminated) below dirfd for reading with openat2
+ * RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS (O_NONBLOCK, O_CLOEXEC): nothing
+ * outside dirfd is reachable, not even through symlinks. Returns the fd (the
+ * caller's) or -errno. Any thread. */
+int static_open_beneath(int dirfd, const char *rel);
+
+/**
  * Refuse what no file can answer: methods other than GET and HEAD (405 with
  * Allow: GET, HEAD) and requests with a body (413; the connection is closed).
  * Returns HANDLER_DONE when it answered, HANDLER_PASS when the request may be

@@ -1,0 +1,310 @@
+#include "offload/serve.h"
+
+#include "common/alloc.h"
+#include "common/buf.h"
+#include "common/conf.h"
+#include "http/mime.h"
+#include "http/parser.h"
+#include "http/response.h"
+#include "http/server.h"
+#include "http/static.h"
+#include "offload/keymap.h"
+#include "store/dir.h"
+#include "store/store.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <fnmatch.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+struct offload_serve {
+    const struct ferry_conf *conf;
+    int mode;            /* enum conf_redirect, resolved */
+    int status;          /* 302, 303 or 307 */
+    long ttl_s;          /* presign_ttl in seconds */
+    int spool_fd;        /* the spool, opened once */
+    int store_fd;        /* proxy with the dir store: its directory; else -1 */
+    struct store *store; /* presign: the s3 client; NULL otherwise */
+    /* A struct store is used by one thread at a time; presigning is a short
+     * computation, so the workers take turns. */
+    pthread_mutex_t store_lock;
+    struct mime_table *mime;
+    size_t prefix_len; /* [store] prefix */
+};
+
+int offload_serve_mode(const struct ferry_conf *conf)
+{
+    if (conf->offload.redirect != REDIRECT_AUTO)
+        return conf->offload.redirect;
+    if (conf->store.type == STORE_DIR)
+        return REDIRECT_PROXY;
+    return conf->offload.public_url[0] ? REDIRECT_PUBLIC : REDIRECT_PRESIGN;
+}
+
+static bool url_unreserved(unsigned char ch)
+{
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+           ch == '-' || ch == '.' || ch == '_' || ch == '~';
+}
+
+size_t offload_serve_encode(const char *rel, size_t len, char *out)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t n = 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)rel[i];
+        if (url_unreserved(ch) || ch == '/') {
+            out[n++] = (char)ch;
+        } else {
+            out[n++] = '%';
+            out[n++] = hex[ch >> 4];
+            out[n++] = hex[ch & 15];
+        }
+    }
+    out[n] = '\0';
+    return n;
+}
+
+int offload_serve_create(const struct ferry_conf *conf, struct offload_serve **out, char *err,
+                         size_t errlen)
+{
+    static const int statuses[] = {302, 303, 307};
+    struct offload_serve *os = xcalloc(1, sizeof(*os));
+    os->conf = conf;
+    os->mode = offload_serve_mode(conf);
+    os->status = statuses[conf->offload.redirect_status];
+    os->ttl_s = (long)(conf->offload.presign_ttl_ms / 1000);
+    os->store_fd = -1;
+    os->prefix_len = strlen(conf->store.prefix);
+    pthread_mutex_init(&os->store_lock, NULL);
+    os->spool_fd = open(conf->offload.spool, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (os->spool_fd < 0) {
+        int e = errno;
+        snprintf(err, errlen, "[offload] spool '%s': %s", conf->offload.spool, strerror(e));
+        offload_serve_destroy(os);
+        return -e;
+    }
+    if (os->mode == REDIRECT_PROXY && conf->store.type != STORE_DIR) {
+        snprintf(err, errlen,
+                 "[offload] redirect = proxy with the s3 store is not implemented yet");
+        offload_serve_destroy(os);
+        return -EINVAL;
+    }
+    if (os->mode == REDIRECT_PROXY) {
+        os->store_fd = open(conf->store.path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (os->store_fd < 0) {
+            int e = errno;
+            snprintf(err, errlen, "[store] path '%s': %s", conf->store.path, strerror(e));
+            offload_serve_destroy(os);
+            return -e;
+        }
+    }
+    if (os->mode == REDIRECT_PRESIGN) {
+        struct store_error serr = {0};
+        int r = store_create(conf, NULL, &os->store, &serr);
+        if (r < 0) {
+            snprintf(err, errlen, "the store for presigned redirects: %s",
+                     serr.message[0] ? serr.message : strerror(-r));
+            offload_serve_destroy(os);
+            return r;
+        }
+    }
+    os->mime = mime_table_create(conf->server.mime_types);
+    *out = os;
+    return 0;
+}
+
+void offload_serve_destroy(struct offload_serve *os)
+{
+    if (!os)
+        return;
+    if (os->spool_fd >= 0)
+        close(os->spool_fd);
+    if (os->store_fd >= 0)
+        close(os->store_fd);
+    store_destroy(os->store);
+    mime_table_destroy(os->mime);
+    pthread_mutex_destroy(&os->store_lock);
+    free(os);
+}
+
+void offload_serve_install(struct offload_serve *os, struct server *s)
+{
+    server_set_handler(s, HANDLER_SLOT_OFFLOAD, offload_serve_handle, os);
+}
+
+/* A name the offloader never picks up (its own name matches an ignore pattern,
+ * or a directory on the way starts with '.'): never redirected, since no
+ * object can exist for it. */
+static bool rel_ignored(const struct offload_serve *os, const char *rel)
+{
+    const char *name = rel;
+    for (const char *p = rel; *p; p++) {
+        if (*p == '/') {
+            if (name[0] == '.')
+                return true;
+            name = p + 1;
+        }
+    }
+    const struct conf_list *ign = &os->conf->offload.ignore;
+    for (size_t i = 0; i < ign->count; i++)
+        if (fnmatch(ign->items[i], name, 0) == 0)
+            return true;
+    return false;
+}
+
+static int respond_text(struct conn *c, int status, const char *note, const char *body)
+{
+    conn_set_log_note(c, note);
+    conn_respond_simple(c, status, "text/plain", body);
+    return HANDLER_DONE;
+}
+
+/* Serve fd (opened below the spool or the dir store) as a static file. */
+static int serve_open_fd(struct offload_serve *os, struct conn *c, const struct http_request *req,
+                         int fd, const char *rel, const char *note)
+{
+    struct stat st;
+    if (fstat(fd, &st) < 0) {
+        close(fd);
+        return respond_text(c, 500, note, "500 Internal Server Error\n");
+    }
+    conn_set_log_note(c, note);
+    const char *slash = strrchr(rel, '/');
+    const char *name = slash ? slash + 1 : rel;
+    return static_serve_fd(c, req, fd, &st, mime_table_lookup(os->mime, name, strlen(name)));
+}
+
+static int redirect_to(struct offload_serve *os, struct conn *c, const char *location,
+                       const char *cache_control, const char *note)
+{
+    static const char *const bodies[] = {"302 Found\n", "303 See Other\n",
+                                         "307 Temporary Redirect\n"};
+    const char *body = bodies[os->status == 302 ? 0 : os->status == 303 ? 1 : 2];
+    conn_set_log_note(c, note);
+    conn_respond_start(c, os->status);
+    conn_respond_header(c, "Location", location);
+    if (cache_control)
+        conn_respond_header(c, "Cache-Control", cache_control);
+    conn_respond_header(c, "Content-Type", "text/plain");
+    conn_respond_body(c, body, strlen(body), NULL, NULL);
+    return HANDLER_DONE;
+}
+
+static int redirect_public(struct offload_serve *os, struct conn *c, const char *rel,
+                           size_t rel_len)
+{
+    const char *base = os->conf->offload.public_url;
+    size_t blen = strlen(base);
+    char *loc = xmalloc(blen + 3 * rel_len + 1);
+    memcpy(loc, base, blen);
+    offload_serve_encode(rel, rel_len, loc + blen);
+    int r = redirect_to(os, c, loc, NULL, "offload=redirect");
+    free(loc);
+    return r;
+}
+
+static int redirect_presign(struct offload_serve *os, struct conn *c, const char *key)
+{
+    struct buf url;
+    buf_init(&url, 64 * 1024);
+    pthread_mutex_lock(&os->store_lock);
+    int r = store_presign_get(os->store, key + os->prefix_len, os->ttl_s, &url);
+    pthread_mutex_unlock(&os->store_lock);
+    if (r < 0 || !url.data) {
+        buf_finish(&url);
+        return respond_text(c, 500, "offload=presign",
+                            "500 Internal Server Error: cannot presign the object URL\n");
+    }
+    /* A cache may keep the redirect for at most 90% of the URL's validity, so
+     * that what it hands out still leaves the client time to use it. */
+    char cc[64];
+    snprintf(cc, sizeof(cc), "private, max-age=%ld", os->ttl_s - os->ttl_s / 10);
+    r = redirect_to(os, c, url.data, cc, "offload=presign");
+    buf_finish(&url);
+    return r;
+}
+
+static int proxy_dir(struct offload_serve *os, struct conn *c, const struct http_request *req,
+                     const char *key)
+{
+    if (dir_store_check_key(key) < 0)
+        return respond_text(c, 404, "offload=proxy", "404 Not Found\n");
+    int fd = static_open_beneath(os->store_fd, key);
+    if (fd < 0) {
+        if (fd == -EACCES || fd == -EPERM || fd == -EXDEV || fd == -ELOOP)
+            return respond_text(c, 403, "offload=proxy", "403 Forbidden\n");
+        return respond_text(c, 404, "offload=proxy", "404 Not Found\n");
+    }
+    return serve_open_fd(os, c, req, fd, key, "offload=proxy");
+}
+
+/* The file is not in the spool: answer from the store per the mode. */
+static int serve_remote(struct offload_serve *os, struct conn *c, const struct http_request *req,
+                        const char *rel, size_t rel_len)
+{
+    if (rel_ignored(os, rel))
+        return respond_text(c, 404, "offload=missing", "404 Not Found\n");
+    char key[OFFLOAD_KEY_MAX + 1];
+    if (offload_key_from_rel(os->conf->store.prefix, rel, rel_len, key, sizeof(key)) < 0)
+        return respond_text(c, 404, "offload=missing", "404 Not Found\n");
+    switch (os->mode) {
+    case REDIRECT_PUBLIC:
+        return redirect_public(os, c, rel, rel_len);
+    case REDIRECT_PRESIGN:
+        return redirect_presign(os, c, key);
+    default:
+        return proxy_dir(os, c, req, key);
+    }
+}
+
+static int handle_decoded(struct offload_serve *os, struct conn *c, const struct http_request *req,
+                          const char *path, size_t plen)
+{
+    const char *rel;
+    size_t rel_len;
+    int in = offload_rel_from_url(os->conf->offload.url_prefix, path, plen, &rel, &rel_len);
+    if (in == 0)
+        return HANDLER_PASS;
+    if (static_check_request(c, req) == HANDLER_DONE) {
+        conn_set_log_note(c, "offload=refused");
+        return HANDLER_DONE;
+    }
+    if (in < 0) {
+        /* A directory ("/static/sub/") names no file; anything else is a
+         * malformed name (control bytes, backslash, invalid UTF-8). */
+        if (path[plen - 1] == '/')
+            return respond_text(c, 404, "offload=missing", "404 Not Found\n");
+        return respond_text(c, 400, "offload=refused", "400 Bad Request: invalid path\n");
+    }
+    int fd = static_open_beneath(os->spool_fd, rel);
+    if (fd >= 0)
+        return serve_open_fd(os, c, req, fd, rel, "offload=local");
+    if (fd == -ENOENT || fd == -ENOTDIR)
+        return serve_remote(os, c, req, rel, rel_len);
+    if (fd == -EACCES || fd == -EPERM || fd == -EXDEV || fd == -ELOOP)
+        return respond_text(c, 403, "offload=refused", "403 Forbidden\n");
+    return respond_text(c, 500, "offload=local", "500 Internal Server Error\n");
+}
+
+int offload_serve_handle(struct conn *c, const struct http_request *req, void *arg)
+{
+    struct offload_serve *os = arg;
+    /* The decoded path is never longer than the raw one. */
+    char small[2048];
+    size_t cap = req->path.len + 1;
+    char *path = cap <= sizeof(small) ? small : xmalloc(cap);
+    long plen = static_decode_path(req->path.p, req->path.len, path, cap);
+    /* An undecodable path is not ours to judge: the handlers after this one
+     * answer it as they answer any other. */
+    int r = plen > 0 ? handle_decoded(os, c, req, path, (size_t)plen) : HANDLER_PASS;
+    if (path != small)
+        free(path);
+    return r;
+}
