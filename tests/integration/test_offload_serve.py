@@ -1,0 +1,256 @@
+"""Requests under [offload] url_prefix (issue 9, first part), through the real
+binary: a file still in the spool is served like a static file from its open
+descriptor; a missing one is redirected to public_url, to a presigned URL, or
+(dir store) served from the store's own file."""
+import datetime
+import hashlib
+import os
+import re
+import subprocess
+import types
+from unittest import mock
+from urllib.parse import quote, urlsplit, parse_qsl
+
+from botocore.auth import S3SigV4QueryAuth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+from conftest import (FERRY_BIN, connect_slow_reader, read_hashed, read_head, request,
+                      raw_exchange)
+
+PUBLIC = "https://photos.example.com/originals/"
+NAMES = ["a b.jpg", "a+b.jpg", "100%.jpg", "x#y.jpg", "q?x=1.jpg", "a&b=c.jpg", "~t.jpg",
+         "it's \"q\".jpg", "(p).jpg", "café.jpg", "\U0001F600.png", "dir/sub dir/\u00fc.txt"]
+S3 = ("[store]\ntype = s3\nendpoint = http://127.0.0.1:9\nbucket = bkt\nregion = eu-west-3\n"
+      "access_key = AKIDEXAMPLE\nsecret_key = wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY\n"
+      "prefix = pre/\n")
+
+
+def enc(name):
+    """The request path and the expected Location suffix: every byte but RFC 3986
+    unreserved and '/' as %XX, once."""
+    return quote(name, safe="/")
+
+
+def offload_conf(spool, extra=""):
+    # settle = 1h: the offloader never takes the test's spool files away.
+    return f"[offload]\nspool = {spool}\nurl_prefix = /static/\nsettle = 1h\n{extra}"
+
+
+def start(ferry_factory, tmp_path, store, extra=""):
+    spool = tmp_path / "spool"
+    spool.mkdir(exist_ok=True)
+    f = ferry_factory(store + "\n" + offload_conf(spool, extra))
+    return f, spool
+
+
+def access_log(f):
+    with open(os.path.join(f.workdir, "access.log"), encoding="utf-8", errors="replace") as fh:
+        return fh.read()
+
+
+def dir_store(tmp_path, prefix=""):
+    store = tmp_path / "store"
+    store.mkdir(exist_ok=True)
+    return store, f"[store]\ntype = dir\npath = {store}\nprefix = {prefix}\n"
+
+
+def test_local_file_served_like_a_static_file(ferry_factory, tmp_path):
+    store, conf = dir_store(tmp_path)
+    f, spool = start(ferry_factory, tmp_path, conf)
+    (spool / "d").mkdir()
+    data = os.urandom(10_000)
+    (spool / "d" / "pic one.jpg").write_bytes(data)
+    r = request(f.port, path="/static/d/pic%20one.jpg")
+    assert r.status == 200 and r.body == data, r
+    assert r.header("Content-Type") == "image/jpeg"
+    etag = r.header("ETag")
+    assert etag and etag.startswith('"'), r
+    r = request(f.port, path="/static/d/pic%20one.jpg", headers={"Range": "bytes=100-199"})
+    assert r.status == 206 and r.body == data[100:200], r
+    assert r.header("Content-Range") == "bytes 100-199/10000"
+    r = request(f.port, path="/static/d/pic%20one.jpg", headers={"If-None-Match": etag})
+    assert r.status == 304 and r.body == b"" and r.header("ETag") == etag, r
+    r = request(f.port, "HEAD", path="/static/d/pic%20one.jpg")
+    assert r.status == 200 and r.header("Content-Length") == "10000" and r.body == b"", r
+    log = access_log(f)
+    assert log.count("offload=local") == 4, log
+
+
+def test_methods_other_than_get_and_head_get_405(ferry_factory, tmp_path):
+    _, conf = dir_store(tmp_path)
+    f, spool = start(ferry_factory, tmp_path, conf)
+    (spool / "x.txt").write_bytes(b"x")
+    for path in ("/static/x.txt", "/static/absent.txt"):
+        for method in ("POST", "PUT", "DELETE"):
+            r = request(f.port, method, path=path)
+            assert r.status == 405, r
+            assert r.header("Allow") == "GET, HEAD", r
+    assert (spool / "x.txt").read_bytes() == b"x"
+
+
+def test_public_redirect_encodes_each_name_once(ferry_factory, tmp_path):
+    f, spool = start(ferry_factory, tmp_path, S3, f"public_url = {PUBLIC}\n")
+    for name in NAMES:
+        for method in ("GET", "HEAD"):
+            r = request(f.port, method, path="/static/" + enc(name))
+            assert r.status == 302, (name, r)
+            # public_url includes the object prefix itself: the store prefix is not added.
+            assert r.header("Location") == PUBLIC + enc(name), (name, r)
+            if method == "HEAD":
+                assert r.body == b"", r
+            else:
+                assert r.body == b"302 Found\n", r
+    # The encoding is exact, not Python's: spot-check bytes a quote() mistake would hide.
+    r = request(f.port, path="/static/" + enc("a b+c%d~e.jpg"))
+    assert r.header("Location") == PUBLIC + "a%20b%2Bc%25d~e.jpg", r
+    r = request(f.port, path="/static/" + enc("\U0001F600.png"))
+    assert r.header("Location") == PUBLIC + "%F0%9F%98%80.png", r
+    assert "offload=redirect" in access_log(f)
+
+
+def test_redirect_status_303_and_307(ferry_factory, tmp_path):
+    for status in (303, 307):
+        (tmp_path / str(status)).mkdir()
+        f, _ = start(ferry_factory, tmp_path / str(status), S3,
+                     f"public_url = {PUBLIC}\nredirect_status = {status}\n")
+        r = request(f.port, path="/static/a.jpg")
+        assert r.status == status and r.header("Location") == PUBLIC + "a.jpg", r
+
+
+def test_local_file_wins_over_the_redirect(ferry_factory, tmp_path):
+    f, spool = start(ferry_factory, tmp_path, S3, f"public_url = {PUBLIC}\n")
+    (spool / "here.jpg").write_bytes(b"local bytes")
+    r = request(f.port, path="/static/here.jpg")
+    assert r.status == 200 and r.body == b"local bytes", r
+    assert r.header("Location") is None
+
+
+def test_ignored_names_are_served_locally_but_never_redirected(ferry_factory, tmp_path):
+    f, spool = start(ferry_factory, tmp_path, S3, f"public_url = {PUBLIC}\n")
+    (spool / "up.tmp").write_bytes(b"partial")
+    r = request(f.port, path="/static/up.tmp")
+    assert r.status == 200 and r.body == b"partial", r
+    for path in ("/static/gone.tmp", "/static/x.part", "/static/.hidden", "/static/.d/a.jpg"):
+        r = request(f.port, path=path)
+        assert r.status == 404 and r.header("Location") is None, (path, r)
+
+
+def test_no_open_redirect_no_header_break_no_traversal(ferry_factory, tmp_path):
+    f, spool = start(ferry_factory, tmp_path, S3, f"public_url = {PUBLIC}\n")
+    (tmp_path / "secret.txt").write_bytes(b"secret")
+    # Repeated slashes collapse: the host is always public_url's.
+    for path, want in (("/static//evil.com/x.jpg", "evil.com/x.jpg"),
+                       ("/static/%2F%2Fevil.com/x.jpg", "evil.com/x.jpg"),
+                       ("/static/http:%2F%2Fevil.com", "http%3A/evil.com"),
+                       ("/static/@evil.com", "%40evil.com")):
+        r = request(f.port, path=path)
+        assert r.status == 302, (path, r)
+        assert r.header("Location") == PUBLIC + want, (path, r)
+    # CR/LF, NUL, backslash and dot segments never reach a Location or the disk.
+    for path in ("/static/a%0d%0aSet-Cookie:%20x=1", "/static/a%0aX:y", "/static/a%00b",
+                 "/static/a%5c..%5csecret.txt", "/static/../secret.txt",
+                 "/static/%2e%2e/secret.txt", "/static/a/%2E%2E/%2e%2e/secret.txt"):
+        data = f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+        r, _, _ = raw_exchange(f.port, data)
+        assert r.status == 400, (path, r)
+        assert r.header("Location") is None and r.header("Set-Cookie") is None, (path, r)
+        assert b"secret" not in r.body
+
+
+def test_public_url_must_fix_the_host(tmp_path):
+    for url, why in (("https://cdn.example.com", "URL with a host"),
+                     ("https://cdn.example.com/originals", "must end with '/'"),
+                     ("ftp://cdn/", "not an http:// or https:// URL"),
+                     ("https:///x/", "not an http:// or https:// URL"),
+                     ("https://cdn/a b/", "needs encoded")):
+        conf = tmp_path / "c.conf"
+        conf.write_text(S3 + f"[offload]\npublic_url = {url}\n")
+        p = subprocess.run([FERRY_BIN, "check", "-c", str(conf)], capture_output=True, text=True)
+        assert p.returncode == 2, p
+        assert "public_url" in p.stderr and why in p.stderr, p.stderr
+
+
+def test_check_refuses_proxy_with_s3_and_public_without_url(tmp_path):
+    conf = tmp_path / "c.conf"
+    conf.write_text(S3 + "[offload]\nredirect = proxy\n")
+    p = subprocess.run([FERRY_BIN, "check", "-c", str(conf)], capture_output=True, text=True)
+    assert p.returncode == 2 and "not implemented yet" in p.stderr, p
+    conf.write_text(S3 + "[offload]\nredirect = public\n")
+    p = subprocess.run([FERRY_BIN, "check", "-c", str(conf)], capture_output=True, text=True)
+    assert p.returncode == 2 and "public needs public_url" in p.stderr, p
+
+
+def botocore_presign(url_no_query, when, expires):
+    class Fixed(datetime.datetime):
+        @classmethod
+        def utcnow(cls):
+            return when
+
+    creds = Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY")
+    aws = AWSRequest(method="GET", url=url_no_query)
+    with mock.patch("botocore.auth.datetime", types.SimpleNamespace(datetime=Fixed)):
+        S3SigV4QueryAuth(creds, "s3", "eu-west-3", expires=expires).add_auth(aws)
+    return aws.url
+
+
+def test_presign_redirect_verified_by_botocore(ferry_factory, tmp_path):
+    f, _ = start(ferry_factory, tmp_path, S3, "presign_ttl = 10m\n")
+    for name in NAMES:
+        r = request(f.port, path="/static/" + enc(name))
+        assert r.status == 302, (name, r)
+        loc = r.header("Location")
+        parts = urlsplit(loc)
+        assert (parts.scheme, parts.netloc) == ("http", "127.0.0.1:9"), loc
+        # The store prefix is added to the key, the bucket in the path (path style).
+        assert parts.path == "/bkt/pre/" + enc(name), loc
+        q = dict(parse_qsl(parts.query, keep_blank_values=True))
+        assert q["X-Amz-Expires"] == "600", loc
+        when = datetime.datetime.strptime(q["X-Amz-Date"], "%Y%m%dT%H%M%SZ")
+        theirs = botocore_presign(f"http://127.0.0.1:9{parts.path}", when, 600)
+        tq = dict(parse_qsl(urlsplit(theirs).query, keep_blank_values=True))
+        assert q == tq, (loc, theirs)
+        cc = r.header("Cache-Control")
+        m = re.fullmatch(r"private, max-age=(\d+)", cc or "")
+        assert m and 0 < int(m.group(1)) <= 600, cc
+    assert "offload=presign" in access_log(f)
+
+
+def test_proxy_with_the_dir_store_serves_the_object(ferry_factory, tmp_path):
+    store, conf = dir_store(tmp_path, prefix="pre/")
+    f, spool = start(ferry_factory, tmp_path, conf)
+    data = os.urandom(70_000)
+    (store / "pre" / "d").mkdir(parents=True)
+    (store / "pre" / "d" / "x y.bin").write_bytes(data)
+    r = request(f.port, path="/static/d/x%20y.bin")
+    assert r.status == 200 and r.body == data, r
+    assert r.header("Location") is None
+    r = request(f.port, path="/static/d/x%20y.bin", headers={"Range": "bytes=-10"})
+    assert r.status == 206 and r.body == data[-10:], r
+    assert r.header("Content-Range") == "bytes 69990-69999/70000", r
+    etag = r.header("ETag")
+    r = request(f.port, path="/static/d/x%20y.bin", headers={"If-None-Match": etag})
+    assert r.status == 304, r
+    r = request(f.port, path="/static/d/absent.bin")
+    assert r.status == 404 and r.header("Location") is None, r
+    assert "offload=proxy" in access_log(f)
+
+
+def test_file_unlinked_after_open_is_served_whole(ferry_factory, tmp_path):
+    _, conf = dir_store(tmp_path)
+    f, spool = start(ferry_factory, tmp_path, conf)
+    size = 64 << 20
+    path = spool / "big.bin"
+    with open(path, "wb") as fh:
+        for i in range(64):
+            fh.write(hashlib.sha256(str(i).encode()).digest() * (1 << 15))
+    want = hashlib.sha256(path.read_bytes()).digest()
+    s = connect_slow_reader(f.port, timeout=30)
+    try:
+        s.sendall(b"GET /static/big.bin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        resp, rest = read_head(s)
+        assert resp.status == 200 and resp.header("Content-Length") == str(size), resp
+        os.unlink(path)  # as the offloader does once the object is verified
+        assert read_hashed(s, size, rest) == want
+    finally:
+        s.close()
