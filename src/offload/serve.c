@@ -3,6 +3,7 @@
 #include "common/alloc.h"
 #include "common/buf.h"
 #include "common/conf.h"
+#include "common/fsdir.h"
 #include "http/mime.h"
 #include "http/parser.h"
 #include "http/response.h"
@@ -97,6 +98,13 @@ int offload_serve_create(const struct ferry_conf *conf, struct offload_serve **o
         return -EINVAL;
     }
     if (os->mode == REDIRECT_PROXY) {
+        /* The dir store creates its directory on first use, as it would here. */
+        int r = fsdir_make(conf->store.path, 0755);
+        if (r < 0) {
+            snprintf(err, errlen, "[store] path '%s': %s", conf->store.path, strerror(-r));
+            offload_serve_destroy(os);
+            return r;
+        }
         os->store_fd = open(conf->store.path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (os->store_fd < 0) {
             int e = errno;

@@ -16,7 +16,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 from conftest import (FERRY_BIN, connect_slow_reader, read_hashed, read_head, request,
-                      raw_exchange)
+                      raw_exchange, wait_for)
 
 PUBLIC = "https://photos.example.com/originals/"
 NAMES = ["a b.jpg", "a+b.jpg", "100%.jpg", "x#y.jpg", "q?x=1.jpg", "a&b=c.jpg", "~t.jpg",
@@ -254,3 +254,29 @@ def test_file_unlinked_after_open_is_served_whole(ferry_factory, tmp_path):
         assert read_hashed(s, size, rest) == want
     finally:
         s.close()
+
+
+def test_offloaded_file_is_then_served_from_the_dir_store(ferry_factory, tmp_path):
+    # The real offloader moves the file; the same URL keeps answering with the
+    # same bytes (first local, then through proxy mode). The store directory
+    # does not exist before ferry starts.
+    store = tmp_path / "store"
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    f = ferry_factory(f"[store]\ntype = dir\npath = {store}\nprefix = up/\n\n"
+                      f"[offload]\nspool = {spool}\nsettle = 100ms\nrescan_interval = 0\n")
+    data = os.urandom(30_000)
+    (spool / "d").mkdir()
+    path = "/static/d/" + enc("caf\u00e9 1.jpg")
+    # A file open for writing is never picked up: it stays local until closed.
+    with open(spool / "d" / "caf\u00e9 1.jpg", "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        r = request(f.port, path=path)
+        assert r.status == 200 and r.body == data, r
+    wait_for(lambda: not (spool / "d" / "caf\u00e9 1.jpg").exists(), 20, "the file offloaded")
+    assert (store / "up" / "d" / "caf\u00e9 1.jpg").read_bytes() == data
+    r = request(f.port, path=path, headers={"Range": "bytes=10-19"})
+    assert r.status == 206 and r.body == data[10:20], r
+    log = access_log(f)
+    assert "offload=local" in log and "offload=proxy" in log, log
