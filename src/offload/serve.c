@@ -301,6 +301,18 @@ static int handle_decoded(struct offload_serve *os, struct conn *c, const struct
     return respond_text(c, 500, "offload=local", "500 Internal Server Error\n");
 }
 
+/* Whether the undecoded path starts with url_prefix as offload_rel_from_url()
+ * matches it ("/static" matches "/static/..." only): a malformed path (dot
+ * segments, NUL) that is plainly under the prefix is refused here, whatever
+ * handler comes next. */
+static bool raw_under_prefix(const char *prefix, const char *p, size_t len)
+{
+    size_t n = strlen(prefix);
+    if (len < n || memcmp(p, prefix, n) != 0)
+        return false;
+    return (n > 0 && prefix[n - 1] == '/') || len == n || p[n] == '/';
+}
+
 int offload_serve_handle(struct conn *c, const struct http_request *req, void *arg)
 {
     struct offload_serve *os = arg;
@@ -309,9 +321,13 @@ int offload_serve_handle(struct conn *c, const struct http_request *req, void *a
     size_t cap = req->path.len + 1;
     char *path = cap <= sizeof(small) ? small : xmalloc(cap);
     long plen = static_decode_path(req->path.p, req->path.len, path, cap);
-    /* An undecodable path is not ours to judge: the handlers after this one
-     * answer it as they answer any other. */
-    int r = plen > 0 ? handle_decoded(os, c, req, path, (size_t)plen) : HANDLER_PASS;
+    int r;
+    if (plen > 0)
+        r = handle_decoded(os, c, req, path, (size_t)plen);
+    else if (raw_under_prefix(os->conf->offload.url_prefix, req->path.p, req->path.len))
+        r = respond_text(c, 400, "offload=refused", "400 Bad Request: invalid path\n");
+    else
+        r = HANDLER_PASS; /* not ours: the next handlers judge it as they judge any path */
     if (path != small)
         free(path);
     return r;

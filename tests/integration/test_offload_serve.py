@@ -157,6 +157,8 @@ def test_no_open_redirect_no_header_break_no_traversal(ferry_factory, tmp_path):
         assert r.status == 400, (path, r)
         assert r.header("Location") is None and r.header("Set-Cookie") is None, (path, r)
         assert b"secret" not in r.body
+    # Refused by the offload handler itself, not by whichever handler follows it.
+    assert sorted(log_notes(f, 11)) == ["offload=redirect"] * 4 + ["offload=refused"] * 7
 
 
 def test_public_url_must_fix_the_host(tmp_path):
