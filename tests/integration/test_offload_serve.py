@@ -182,6 +182,15 @@ def test_check_refuses_proxy_with_s3_and_public_without_url(tmp_path):
     conf.write_text(S3 + "[offload]\nredirect = public\n")
     p = subprocess.run([FERRY_BIN, "check", "-c", str(conf)], capture_output=True, text=True)
     assert p.returncode == 2 and "public needs public_url" in p.stderr, p
+    conf.write_text(S3 + "[offload]\npresign_ttl = 8d\n")
+    p = subprocess.run([FERRY_BIN, "check", "-c", str(conf)], capture_output=True, text=True)
+    assert p.returncode == 2 and "presign_ttl" in p.stderr, p
+    conf.write_text(S3 + "[offload]\nredirect_status = 301\n")
+    p = subprocess.run([FERRY_BIN, "check", "-c", str(conf)], capture_output=True, text=True)
+    assert p.returncode == 2 and "redirect_status" in p.stderr, p
+    conf.write_text(S3 + f"[offload]\nredirect = public\npublic_url = {PUBLIC}\n")
+    p = subprocess.run([FERRY_BIN, "check", "-c", str(conf)], capture_output=True, text=True)
+    assert p.returncode == 0, p
 
 
 def botocore_presign(url_no_query, when, expires):
@@ -282,3 +291,36 @@ def test_offloaded_file_is_then_served_from_the_dir_store(ferry_factory, tmp_pat
     r = request(f.port, path=path, headers={"Range": "bytes=10-19"})
     assert r.status == 206 and r.body == data[10:20], r
     assert sorted(log_notes(f, 2)) == ["offload=local", "offload=proxy"]  # workers flush apart
+
+
+def test_proxy_never_serves_the_dir_stores_own_files(ferry_factory, tmp_path):
+    store, conf = dir_store(tmp_path)
+    # ignore = (nothing): only the store's own key rules stand in the way.
+    f, spool = start(ferry_factory, tmp_path, conf, "ignore = none.none\n")
+    (store / "a.jpg").write_bytes(b"object")
+    (store / "a.jpg.ferry-sum").write_bytes(b"digest sidecar")
+    (store / ".ferry-tmp.1.abcdef").write_bytes(b"half written")
+    assert request(f.port, path="/static/a.jpg").body == b"object"
+    for path in ("/static/a.jpg.ferry-sum", "/static/.ferry-tmp.1.abcdef"):
+        r = request(f.port, path=path)
+        assert r.status == 404 and r.body == b"404 Not Found\n", (path, r)
+
+
+def test_directories_name_no_file(ferry_factory, tmp_path):
+    f, spool = start(ferry_factory, tmp_path, S3, f"public_url = {PUBLIC}\n")
+    (spool / "d").mkdir()
+    r = request(f.port, path="/static/d/")
+    assert r.status == 404 and r.header("Location") is None, r
+    r = request(f.port, path="/static/d")
+    assert r.status == 403 and r.header("Location") is None, r
+
+
+def test_presign_head_and_307(ferry_factory, tmp_path):
+    f, _ = start(ferry_factory, tmp_path, S3, "redirect = presign\nredirect_status = 307\n"
+                 f"public_url = {PUBLIC}\npresign_ttl = 7d\n")
+    r = request(f.port, "HEAD", path="/static/x.jpg")
+    assert r.status == 307 and r.body == b"", r
+    loc = r.header("Location")
+    assert loc.startswith("http://127.0.0.1:9/bkt/pre/x.jpg?"), loc
+    assert "X-Amz-Expires=604800" in loc, loc
+    assert r.header("Cache-Control") == f"private, max-age={604800 - 60480}", r
