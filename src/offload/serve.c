@@ -316,6 +316,12 @@ static bool raw_under_prefix(const char *prefix, const char *p, size_t len)
 int offload_serve_handle(struct conn *c, const struct http_request *req, void *arg)
 {
     struct offload_serve *os = arg;
+    const char *prefix = os->conf->offload.url_prefix;
+    /* Without escapes or repeated slashes the decoded path is the raw one:
+     * most requests outside url_prefix pass without being decoded. */
+    if (!raw_under_prefix(prefix, req->path.p, req->path.len) &&
+        !memchr(req->path.p, '%', req->path.len) && !memmem(req->path.p, req->path.len, "//", 2))
+        return HANDLER_PASS;
     /* The decoded path is never longer than the raw one. */
     char small[2048];
     size_t cap = req->path.len + 1;
@@ -324,7 +330,7 @@ int offload_serve_handle(struct conn *c, const struct http_request *req, void *a
     int r;
     if (plen > 0)
         r = handle_decoded(os, c, req, path, (size_t)plen);
-    else if (raw_under_prefix(os->conf->offload.url_prefix, req->path.p, req->path.len))
+    else if (raw_under_prefix(prefix, req->path.p, req->path.len))
         r = respond_text(c, 400, "offload=refused", "400 Bad Request: invalid path\n");
     else
         r = HANDLER_PASS; /* not ours: the next handlers judge it as they judge any path */

@@ -119,6 +119,21 @@ def test_redirect_status_303_and_307(ferry_factory, tmp_path):
         assert r.status == status and r.header("Location") == PUBLIC + "a.jpg", r
 
 
+def test_the_prefix_is_matched_on_the_decoded_path(ferry_factory, tmp_path):
+    f, spool = start(ferry_factory, tmp_path, S3, f"public_url = {PUBLIC}\n")
+    os.makedirs(os.path.join(f.root, "staticx"))
+    with open(os.path.join(f.root, "staticx", "a.jpg"), "wb") as fh:
+        fh.write(b"from root")
+    for path in ("//static/a.jpg", "/%73tatic/a.jpg", "/static%2Fa.jpg"):
+        r = request(f.port, path=path)
+        assert r.status == 302 and r.header("Location") == PUBLIC + "a.jpg", (path, r)
+    # Outside the prefix: the static handler answers, no redirect.
+    r = request(f.port, path="/staticx/a.jpg")
+    assert r.status == 200 and r.body == b"from root", r
+    r = request(f.port, path="/static")
+    assert r.status == 404 and r.header("Location") is None, r
+
+
 def test_local_file_wins_over_the_redirect(ferry_factory, tmp_path):
     f, spool = start(ferry_factory, tmp_path, S3, f"public_url = {PUBLIC}\n")
     (spool / "here.jpg").write_bytes(b"local bytes")
