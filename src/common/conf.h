@@ -93,8 +93,8 @@ struct ferry_conf {
         uint64_t part_size;
         uint64_t rescan_interval_ms;
         struct conf_list ignore;
-        int verify; /* enum conf_verify */
-        int redirect; /* enum conf_redirect */
+        int verify;       /* enum conf_verify */
+        int redirect;     /* enum conf_redirect */
         char *public_url; /* "" or http(s)://HOST/...; ends with '/' */
         uint64_t presign_ttl_ms;
         int redirect_status; /* enum conf_redirect_status */
