@@ -234,8 +234,10 @@ static size_t check_replies(int fd, struct buf *acc)
     while ((n = recv(fd, tmp, sizeof(tmp), 0)) > 0)
         CHECK(buf_append(acc, tmp, (size_t)n) == 0);
     size_t lines = 0;
+    if (!acc->data)
+        return 0; /* nothing was read: no buffer yet */
     const char *p = acc->data, *end = acc->data + acc->len;
-    while (p && p < end) {
+    while (p < end) {
         const char *nl = memchr(p, '\n', (size_t)(end - p));
         CHECK(nl); /* replies are whole lines */
         /* \u0000 is valid JSON (a decoded %00): allow it. */
