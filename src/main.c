@@ -14,6 +14,8 @@ const struct cli_command cli_commands[] = {
     {"up", cmd_up, "[-c FILE] [--json]",
      "switch maintenance mode off; returns once every worker has"},
     {"status", cmd_status, "[-c FILE] [--json]", "show maintenance state and counters"},
+    {"swap", cmd_swap, "[-c FILE] [--json]",
+     "hot-swap the FastCGI backend processes; returns once the old ones exited"},
     {"presign", cmd_presign, "[-c FILE] KEY [--ttl SECS]", "print a presigned GET URL for KEY"},
     {"check", cmd_check, "[-c FILE] [--print]", "validate the configuration and exit"},
     {"version", cmd_version, "", "print the version"},

@@ -3,6 +3,7 @@
 #include "admin/admin.h"
 #include "common/conf.h"
 #include "common/log.h"
+#include "fcgi/pm.h"
 #include "http/server.h"
 #include "http/server_admin.h"
 #include "maint/maint.h"
@@ -50,6 +51,7 @@ int cmd_serve(int argc, char **argv)
     struct maint_ctl *maint = NULL;
     struct offload_serve *oserve = NULL;
     struct offload *off = NULL;
+    struct fcgi_pm *pm = NULL;
     struct server *s = maint_state_dir_prepare(conf.server.state_dir, err, sizeof(err)) < 0
                            ? NULL
                            : server_create(&conf, err, sizeof(err));
@@ -66,6 +68,19 @@ int cmd_serve(int argc, char **argv)
     maint = maint_attach(s, admin, &conf, err, sizeof(err));
     if (!maint)
         goto fail;
+    /* The FastCGI processes (issue 10): their socket is bound here, once, and
+     * held until exit. */
+    if (conf.backend.command[0]) {
+        what = "cannot start the backend";
+        pm = fcgi_pm_create(server_loop(s), &conf, err, sizeof(err));
+        if (!pm)
+            goto fail;
+        if (fcgi_pm_register_admin(pm, admin) < 0) {
+            snprintf(err, sizeof(err), "the backend's admin command is already registered");
+            goto fail;
+        }
+        what = "cannot start";
+    }
     /* Requests under url_prefix: local file, else redirect or proxy (issue 9). */
     if (conf.offload.spool[0]) {
         if (offload_serve_create(&conf, &oserve, err, sizeof(err)) < 0)
@@ -93,6 +108,7 @@ int cmd_serve(int argc, char **argv)
         log_warn("the offloader did not stop within %llums: its uploads in flight are "
                  "abandoned; the journal resumes them at the next start",
                  (unsigned long long)conf.server.shutdown_timeout_ms);
+        fcgi_pm_destroy(pm); /* no backend process outlives ferry */
         _exit(r < 0 ? EXIT_RUNTIME : EXIT_OK);
     }
     r = r < 0 ? EXIT_RUNTIME : EXIT_OK;
@@ -101,6 +117,7 @@ fail:
     log_error("%s: %s", what, err);
     r = EXIT_RUNTIME;
 out:
+    fcgi_pm_destroy(pm);
     maint_detach(maint);
     admin_destroy(admin);
     offload_destroy(off);

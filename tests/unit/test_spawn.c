@@ -122,6 +122,28 @@ static void test_no_fd_leak(void)
     close(leak);
 }
 
+static void test_fd3(void)
+{
+    int p[2];
+    ASSERT_EQ(pipe2(p, O_CLOEXEC), 0);
+    /* The pipe's write end is fd 3 in the child even when it is not 3 here
+     * and is close-on-exec; nothing else above 2 survives. */
+    int other = open("/dev/null", O_RDONLY);
+    ASSERT_TRUE(other >= 3);
+    const char *argv[] = {"/bin/sh", "-c", "echo READY >&3; ls /proc/self/fd", NULL};
+    struct spawn_opts o;
+    spawn_opts_init(&o);
+    o.argv = argv;
+    o.fd3 = p[1];
+    run_expect(&o, "0\n1\n2\n3\n4\n");
+    close(p[1]);
+    char got[16] = {0};
+    ASSERT_EQ(read(p[0], got, sizeof(got) - 1), 6);
+    ASSERT_STREQ(got, "READY\n");
+    close(p[0]);
+    close(other);
+}
+
 static void test_env_cwd(void)
 {
     const char *argv[] = {"/bin/sh", "-c", "echo \"$FERRY_T:$HOME:$(pwd)\"", NULL};
@@ -256,6 +278,7 @@ int main(void)
     test_stdin_socket();
     test_no_fd_leak();
     test_env_cwd();
+    test_fd3();
     test_evloop_watch();
     test_signal_term();
     test_exec_errors();
