@@ -8,6 +8,7 @@
 #include "common/conf.h"
 #include "common/evloop.h"
 #include "common/log.h"
+#include "common/net.h"
 #include "common/spawn.h"
 #include "common/timeutil.h"
 #include "fcgi/gate.h"
@@ -23,7 +24,6 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -107,76 +107,22 @@ static const char *const gen_state_names[] = {"starting", "ready", "draining"};
 
 /* ---- the socket ---- */
 
-static int pm_fill_sockaddr(const char *path, struct sockaddr_un *sun, char *err, size_t errlen)
-{
-    memset(sun, 0, sizeof(*sun));
-    sun->sun_family = AF_UNIX;
-    if (strlen(path) >= sizeof(sun->sun_path)) {
-        snprintf(err, errlen, "backend socket '%s': path too long (at most %zu bytes)", path,
-                 sizeof(sun->sun_path) - 1);
-        return -ENAMETOOLONG;
-    }
-    memcpy(sun->sun_path, path, strlen(path));
-    return 0;
-}
-
 /* Bind path as a blocking listening socket: the children share its open file
  * description, and a libfcgi or php-cgi process expects accept() to block. */
 static int pm_bind_socket(struct fcgi_pm *pm, const char *path, char *err, size_t errlen)
 {
-    struct sockaddr_un sun;
-    int r = pm_fill_sockaddr(path, &sun, err, errlen);
-    if (r < 0)
-        return r;
+    int fd = net_listen_unix(path, "backend socket",
+                             "something is listening there (another ferry, or backend "
+                             "processes left running)",
+                             false, SOMAXCONN, err, errlen);
+    if (fd < 0)
+        return fd;
     struct stat st;
-    if (lstat(path, &st) == 0) {
-        if (!S_ISSOCK(st.st_mode)) {
-            snprintf(err, errlen,
-                     "backend socket '%s' exists and is not a socket; not replacing it", path);
-            return -EEXIST;
-        }
-        int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (probe < 0)
-            return -errno;
-        int c = connect(probe, (struct sockaddr *)&sun, sizeof(sun));
-        int e = errno;
-        close(probe);
-        if (c == 0) {
-            snprintf(err, errlen,
-                     "backend socket '%s' is in use: something is listening there (another "
-                     "ferry, or backend processes left running)",
-                     path);
-            return -EADDRINUSE;
-        }
-        if (e != ECONNREFUSED && e != ENOENT) {
-            snprintf(err, errlen, "backend socket '%s': %s", path, strerror(e));
-            return -e;
-        }
-        /* Nobody listens: a leftover of a ferry that did not stop cleanly. */
-        if (unlink(path) < 0 && errno != ENOENT) {
-            r = -errno;
-            snprintf(err, errlen, "cannot remove stale backend socket '%s': %s", path,
-                     strerror(-r));
-            return r;
-        }
-    }
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        r = -errno;
-        snprintf(err, errlen, "socket: %s", strerror(-r));
-        return r;
-    }
-    /* Only this user's processes may connect (the backends run as ferry). */
-    mode_t old = umask(0177);
-    int b = bind(fd, (struct sockaddr *)&sun, sizeof(sun));
-    int e = errno;
-    umask(old);
-    if (b < 0 || listen(fd, SOMAXCONN) < 0 || fstat(fd, &st) < 0 || stat(path, &st) < 0) {
-        if (b == 0)
-            e = errno;
+    if (fstat(fd, &st) < 0 || stat(path, &st) < 0) {
+        int r = -errno;
         close(fd);
-        snprintf(err, errlen, "cannot listen on backend socket '%s': %s", path, strerror(e));
-        return -e;
+        snprintf(err, errlen, "backend socket '%s': %s", path, strerror(-r));
+        return r;
     }
     pm->sock_fd = fd;
     pm->sock_path = xstrdup(path);
