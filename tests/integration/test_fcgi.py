@@ -126,15 +126,17 @@ def test_get_with_query_streams_chunked(app):
     assert '"GET /app/hello/world?a=1&b=two HTTP/1.1" 200' in f.access_log()
 
 
-def get_body(port, path, method="GET", body=b"", headers=None, version="HTTP/1.0"):
+def get_body(port, path, method="GET", body=b"", headers=None, version="HTTP/1.0", timeout=5.0):
     """HTTP/1.0: a close-delimited body, no chunk framing to undo."""
-    return request(port, method=method, path=path, body=body, headers=headers, version=version)
+    return request(port, method=method, path=path, body=body, headers=headers, version=version,
+                   timeout=timeout)
 
 
 def test_upload_10mib_sha256(app):
     f = app()
     data = os.urandom(10 * 1024 * 1024)
-    r = get_body(f.port, "/app/upload", "POST", data, {"Content-Length": str(len(data))})
+    r = get_body(f.port, "/app/upload", "POST", data, {"Content-Length": str(len(data))},
+                 timeout=60)
     assert r.status == 200, r
     fields = body_fields(r.body)
     assert fields["length"] == str(len(data))
@@ -150,7 +152,7 @@ def test_chunked_upload_is_decoded_into_stdin(app):
                   b"Connection: close\r\n\r\n")
         for i in range(0, len(body), 50000):
             s.sendall(body[i:i + 50000])
-        resp, _ = read_response(s, timeout=10)
+        resp, _ = read_response(s, timeout=60)
     assert resp.status == 200
     # the body is chunked too: strip the framing
     text = b"".join(resp.body.split(b"\r\n")[1::2])
@@ -372,7 +374,8 @@ def test_php_post_form(php):
 def test_php_upload_10mib(php):
     data = os.urandom(10 * 1024 * 1024)
     r = get_body(php.port, "/app/upload", "POST", data,
-                 {"Content-Type": "application/octet-stream", "Content-Length": str(len(data))})
+                 {"Content-Type": "application/octet-stream", "Content-Length": str(len(data))},
+                 timeout=60)
     assert r.status == 200
     assert r.body.decode().strip() == f"len={len(data)} sha256={hashlib.sha256(data).hexdigest()}"
 
@@ -383,3 +386,59 @@ def test_php_status_404_and_redirect(php):
     r = get_body(php.port, "/app/redirect")
     assert r.status == 302
     assert r.header("Location") == "/app/elsewhere"
+
+
+# ---- backpressure and hang-ups ----
+
+def test_large_response_to_a_slow_reader_arrives_whole(app):
+    f = app()
+    s = socket.create_connection(("127.0.0.1", f.port), timeout=20)
+    s.sendall(b"GET /app/big?body_kb=65536 HTTP/1.0\r\nHost: x\r\n\r\n")
+    # the client reads nothing yet: 64 MiB cannot all be buffered in the
+    # sockets, so ferry's queue fills and it stops reading from the backend
+    wait_for(lambda: in_flight(f) == 1, 5, "request in flight")
+    time.sleep(0.3)
+    assert in_flight(f) == 1
+    parts = []
+    while True:
+        b = s.recv(1 << 20)
+        if not b:
+            break
+        parts.append(b)
+    s.close()
+    head, body = b"".join(parts).split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 200")
+    assert len(body) > 64 * 1024 * 1024 and body.endswith(b"x" * 65536 * 1024)
+    wait_for(lambda: in_flight(f) == 0, 5, "slot released")
+
+
+def test_head_request_gets_no_body(app):
+    f = app()
+    with socket.create_connection(("127.0.0.1", f.port), timeout=5) as s:
+        s.sendall(b"HEAD /app/h HTTP/1.1\r\nHost: x\r\n\r\nGET /app/g HTTP/1.1\r\nHost: x\r\n"
+                  b"Connection: close\r\n\r\n")
+        resp, rest = read_head(s)
+        assert resp.status == 200 and resp.header("X-App-Version") == "v1"
+        closed, data = wait_closed(s, 5, rest)
+    # the next response follows at once: the HEAD answer carried no body bytes
+    assert data.startswith(b"HTTP/1.1 200"), data[:100]
+    assert b"method=GET" in data
+
+
+def test_client_gone_while_held_never_reaches_the_app(fake):
+    fk = fake(extra="hold_timeout = 5s\n")
+    f = fk.f
+    res = {}
+    slow = threading.Thread(target=timed, args=(f.port, "/app/slow?sleep=1000", res, "slow"))
+    slow.start()
+    wait_for(lambda: "begin /app/slow?sleep=1000" in fk.lines(), 5, "slow request started")
+    s = socket.create_connection(("127.0.0.1", f.port), timeout=5)
+    s.sendall(b"GET /app/quitter HTTP/1.1\r\nHost: x\r\n\r\n")
+    wait_for(lambda: _held(f) == 1, 5, "request held")
+    s.close()
+    wait_for(lambda: _held(f) == 0, 5, "held request dropped")
+    slow.join()
+    assert res["slow"][0].status == 200
+    assert get_body(f.port, "/app/after").status == 200
+    assert not any("/app/quitter" in l for l in fk.lines()), fk.lines()
+    assert in_flight(f) == 0
