@@ -322,7 +322,8 @@ def load(path):
     results = {}
     for key, rs in runs.items():
         agg = dict(rs[0])
-        for field in ("rps", "cpu_us_per_req", "user_share", "rss_kib", "pss_kib", "still_open"):
+        for field in ("rps", "cpu_us_per_req", "user_share", "rss_kib", "pss_kib", "still_open",
+                      "app_cpu_us_per_req", "p99_us"):
             values = [r[field] for r in rs if r.get(field) is not None]
             if values:
                 agg[field] = statistics.median(values)

@@ -45,16 +45,16 @@ chmod 777 "$BENCH_DIR/nginx-tmp"
 : >"$BENCH_RESULTS"
 export BENCH_WRK_LUA="$BENCH_HERE/wrk.lua" BENCH_POST_BYTES="$POST_BYTES"
 
-fill() { # TEMPLATE OUT
-    bench_template "$1" "$2.tmp"
+# The placeholders of the configurations next to this script.
+BENCH_CONF_DIR=$FCGI_HERE
+bench_filter() {
     if [ "${BENCH_NGINX_KEEP_CONN:-0}" = 1 ]; then
         kc="fastcgi_keep_conn on;" ka="keepalive $PROCS;"
     else
         kc="" ka=""
     fi
     sed -e "s|@PROCS@|$PROCS|g" -e "s|@APP@|$APP|g" -e "s|@KEEP_CONN@|$kc|g" \
-        -e "s|@KEEPALIVE@|$ka|g" "$2.tmp" >"$2"
-    rm -f "$2.tmp"
+        -e "s|@KEEPALIVE@|$ka|g"
 }
 
 start_app() { # the peers' application processes, on the server's core
@@ -76,30 +76,9 @@ stop_app() {
     SPAWN_PID=
 }
 
-start() { # NAME
-    SERVER_NAME=$1
-    SERVER_PORT=$(bench_free_port)
-    pin="taskset -c $BENCH_SERVER_CPU"
-    case "$1" in
-    ferry)
-        fill "$FCGI_HERE/ferry.conf" "$BENCH_DIR/ferry.conf"
-        $pin "$FERRY_BIN" serve -c "$BENCH_DIR/ferry.conf" >"$BENCH_DIR/ferry.log" 2>&1 &
-        ;;
-    nginx)
-        start_app
-        fill "$FCGI_HERE/nginx.conf" "$BENCH_DIR/nginx.conf"
-        $pin nginx -p "$BENCH_DIR" -c "$BENCH_DIR/nginx.conf" -e "$BENCH_DIR/nginx-error.log" \
-            >"$BENCH_DIR/nginx.log" 2>&1 &
-        ;;
-    lighttpd)
-        start_app
-        fill "$FCGI_HERE/lighttpd.conf" "$BENCH_DIR/lighttpd.conf"
-        $pin lighttpd -D -f "$BENCH_DIR/lighttpd.conf" >"$BENCH_DIR/lighttpd.log" 2>&1 &
-        ;;
-    *) bench_die "unknown server '$1'" ;;
-    esac
-    SERVER_PID=$!
-    bench_wait_http
+start() { # NAME: ferry starts the application itself, the peers need spawn.py
+    [ "$1" = ferry ] || start_app
+    bench_start "$1"
 }
 
 stop() {

@@ -6,31 +6,14 @@ its requests/s at least the best peer's).
 
     table.py RESULTS.jsonl
 """
-import json
-import statistics
+import os
 import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from measure import load  # noqa: E402 - bench/measure.py, found through the path above
 
 TITLES = {"hello": "GET hello world", "post1m": "POST 1 MiB"}
 SERVERS = ("ferry", "nginx", "lighttpd")
-
-
-def load(path):
-    runs = {}
-    with open(path) as f:
-        for line in f:
-            if line.strip():
-                r = json.loads(line)
-                runs.setdefault((r["test"], r["server"]), []).append(r)
-    out = {}
-    for key, rs in runs.items():
-        agg = {"runs": len(rs), "problems": [p for r in rs for p in r.get("problems", [])]}
-        for field in ("rps", "cpu_us_per_req", "app_cpu_us_per_req", "p99_us"):
-            vals = [r[field] for r in rs if r.get(field) is not None]
-            agg[field] = statistics.median(vals) if vals else None
-        cpus = [r["cpu_us_per_req"] for r in rs if r.get("cpu_us_per_req") is not None]
-        agg["cpu_range"] = (min(cpus), max(cpus)) if len(cpus) > 1 else None
-        out[key] = agg
-    return out
 
 
 def ratio(a, b):
@@ -51,10 +34,10 @@ def main(path):
             if not r:
                 continue
             cpu = f"{r['cpu_us_per_req']:.1f}" if r["cpu_us_per_req"] is not None else "-"
-            if r["cpu_range"]:
-                cpu += f" ({r['cpu_range'][0]:.1f}–{r['cpu_range'][1]:.1f})"
-            app = f"{r['app_cpu_us_per_req']:.1f}" if r["app_cpu_us_per_req"] is not None else "-"
-            p99 = f"{r['p99_us'] / 1000:.2f}" if r["p99_us"] is not None else "-"
+            if r["runs"] > 1 and r["cpu_min"] is not None:
+                cpu += f" ({r['cpu_min']:.1f}–{r['cpu_max']:.1f})"
+            app = f"{r['app_cpu_us_per_req']:.1f}" if r.get("app_cpu_us_per_req") is not None else "-"
+            p99 = f"{r['p99_us'] / 1000:.2f}" if r.get("p99_us") is not None else "-"
             rc = rr = ""
             if ferry and name != "ferry":
                 rc = ratio(ferry["cpu_us_per_req"], r["cpu_us_per_req"])
