@@ -33,9 +33,9 @@ enum offload_link_verdict {
 struct offload_link_key;
 
 /**
- * Make a key for secret[0..len) (len > 0). Returns 0 and *out (the caller's:
- * offload_link_key_destroy()), or -ENOMEM / -EIO when libcrypto fails. Any
- * thread.
+ * Make a key for secret[0..len) (len > 0; copied, not kept). Returns 0 and
+ * *out (the caller's: offload_link_key_destroy()); the int leaves room for a
+ * digest implementation that can fail. Any thread.
  */
 int offload_link_key_create(const char *secret, size_t len, struct offload_link_key **out);
 
@@ -45,7 +45,7 @@ void offload_link_key_destroy(struct offload_link_key *k);
 /**
  * The signature of the link to path[0..path_len) expiring at epoch[0..epoch_len)
  * (decimal digits): OFFLOAD_LINK_SIG_LEN base64url characters and a NUL into
- * out. Returns 0, or -EIO when libcrypto fails (out untouched). Any thread.
+ * out. Returns 0. Any thread.
  */
 int offload_link_sign(const struct offload_link_key *k, const char *epoch, size_t epoch_len,
                       const char *path, size_t path_len, char out[OFFLOAD_LINK_SIG_LEN + 1]);
