@@ -118,6 +118,30 @@ static const char *link_cache_control(const struct offload_serve *os,
     return buf;
 }
 
+/* Presign key's URL into url for presign_ttl, or for a signed link at most
+ * until the link expires (X-Amz-Date + *ttl <= expires). The presigner reads
+ * the clock itself: when the second changed around it, its X-Amz-Date may be
+ * a second later than ours, so it signs again. Returns 0 and *ttl, -ETIME
+ * when the link expired meanwhile, or store_presign_get()'s error. */
+static int link_presign(struct offload_serve *os, const struct http_request *req, const char *key,
+                        long *ttl, struct buf *url)
+{
+    int r;
+    time_t now;
+    do {
+        now = time(NULL);
+        long left = link_left(os, req, now);
+        if (left == 0)
+            return -ETIME;
+        *ttl = left > 0 && left < os->ttl_s ? left : os->ttl_s;
+        buf_reset(url);
+        pthread_mutex_lock(&os->store_lock);
+        r = store_presign_get(os->store, key + os->prefix_len, *ttl, url);
+        pthread_mutex_unlock(&os->store_lock);
+    } while (r == 0 && os->link_key && time(NULL) != now);
+    return r;
+}
+
 int offload_serve_create(const struct ferry_conf *conf, struct offload_serve **out, char *err,
                          size_t errlen)
 {
@@ -299,24 +323,11 @@ static int redirect_presign(struct offload_serve *os, struct conn *c, const char
     struct buf url;
     buf_init(&url, 64 * 1024);
     long ttl;
-    int r;
-    time_t now;
-    do {
-        /* A signed link bounds the URL's validity (X-Amz-Date + ttl) by its
-         * expiry. The presigner reads the clock itself: if the second changed
-         * around it, its X-Amz-Date may be later than now, so sign again. */
-        now = time(NULL);
-        long left = link_left(os, conn_request(c), now);
-        if (left == 0) {
-            buf_finish(&url);
-            return respond_text(c, 410, "offload=expired", "410 Gone\n");
-        }
-        ttl = left > 0 && left < os->ttl_s ? left : os->ttl_s;
-        buf_reset(&url);
-        pthread_mutex_lock(&os->store_lock);
-        r = store_presign_get(os->store, key + os->prefix_len, ttl, &url);
-        pthread_mutex_unlock(&os->store_lock);
-    } while (r == 0 && os->link_key && time(NULL) != now);
+    int r = link_presign(os, conn_request(c), key, &ttl, &url);
+    if (r == -ETIME) {
+        buf_finish(&url);
+        return respond_text(c, 410, "offload=expired", "410 Gone\n");
+    }
     if (r < 0 || !url.data) {
         buf_finish(&url);
         return respond_text(c, 500, "offload=presign",
