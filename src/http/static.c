@@ -280,12 +280,12 @@ int static_check_request(struct conn *c, const struct http_request *req)
 int static_serve_fd(struct conn *c, const struct http_request *req, int fd, const struct stat *st,
                     const char *content_type)
 {
-    return static_serve_fd_cached(c, req, fd, st, content_type, NULL);
+    return static_serve_fd_with_cache_control(c, req, fd, st, content_type, NULL);
 }
 
-int static_serve_fd_cached(struct conn *c, const struct http_request *req, int fd,
-                           const struct stat *st, const char *content_type,
-                           const char *cache_control)
+int static_serve_fd_with_cache_control(struct conn *c, const struct http_request *req, int fd,
+                                       const struct stat *st, const char *content_type,
+                                       const char *cache_control)
 {
     if (!S_ISREG(st->st_mode)) {
         close(fd);

@@ -285,8 +285,9 @@ static int serve_open_fd(struct offload_serve *os, struct conn *c, const struct 
     const char *slash = strrchr(rel, '/');
     const char *name = slash ? slash + 1 : rel;
     char cc[48];
-    return static_serve_fd_cached(c, req, fd, &st, mime_table_lookup(os->mime, name, strlen(name)),
-                                  link_cache_control(os, req, cc, sizeof(cc)));
+    return static_serve_fd_with_cache_control(c, req, fd, &st,
+                                              mime_table_lookup(os->mime, name, strlen(name)),
+                                              link_cache_control(os, req, cc, sizeof(cc)));
 }
 
 static int redirect_to(struct offload_serve *os, struct conn *c, const char *location,
