@@ -205,9 +205,10 @@ struct file_view {
     time_t mtime;
     const char *etag;
     const char *lastmod;
-    const char *ctype;      /* used only when served from fd */
-    int fd;                 /* -1 when served from e */
-    struct fcache_entry *e; /* NULL when served from fd */
+    const char *ctype;         /* used only when served from fd */
+    int fd;                    /* -1 when served from e */
+    struct fcache_entry *e;    /* NULL when served from fd */
+    const char *cache_control; /* NULL: no Cache-Control header */
 };
 
 static void view_body(struct conn *c, struct file_view *v, off_t start, off_t len)
@@ -245,6 +246,8 @@ static int static_serve(struct conn *c, const struct http_request *req, struct f
         conn_respond_start(c, 304);
         conn_respond_header(c, "ETag", v->etag);
         conn_respond_header(c, "Last-Modified", v->lastmod);
+        if (v->cache_control)
+            conn_respond_header(c, "Cache-Control", v->cache_control);
         conn_respond_body(c, "", 0, NULL, NULL);
         return HANDLER_DONE;
     }
@@ -282,6 +285,8 @@ static int static_serve(struct conn *c, const struct http_request *req, struct f
         conn_respond_header(c, "ETag", v->etag);
         conn_respond_header(c, "Accept-Ranges", "bytes");
     }
+    if (v->cache_control)
+        conn_respond_header(c, "Cache-Control", v->cache_control);
     if (rr == RANGE_SATISFIABLE) {
         char cr[96];
         snprintf(cr, sizeof(cr), "bytes %llu-%llu/%lld", (unsigned long long)start,
@@ -361,6 +366,13 @@ int static_check_request(struct conn *c, const struct http_request *req)
 int static_serve_fd(struct conn *c, const struct http_request *req, int fd, const struct stat *st,
                     const char *content_type)
 {
+    return static_serve_fd_with_cache_control(c, req, fd, st, content_type, NULL);
+}
+
+int static_serve_fd_with_cache_control(struct conn *c, const struct http_request *req, int fd,
+                                       const struct stat *st, const char *content_type,
+                                       const char *cache_control)
+{
     if (!S_ISREG(st->st_mode)) {
         close(fd);
         respond_error(c, 403, "403 Forbidden\n");
@@ -374,7 +386,8 @@ int static_serve_fd(struct conn *c, const struct http_request *req, int fd, cons
                           .lastmod = lastmod,
                           .ctype = content_type,
                           .fd = fd,
-                          .e = NULL};
+                          .e = NULL,
+                          .cache_control = cache_control};
     return static_serve(c, req, &v);
 }
 

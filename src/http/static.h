@@ -62,4 +62,10 @@ int static_check_request(struct conn *c, const struct http_request *req);
 int static_serve_fd(struct conn *c, const struct http_request *req, int fd, const struct stat *st,
                     const char *content_type);
 
+/** static_serve_fd() with a Cache-Control header (cache_control, copied; NULL:
+ * none) on the 200, 206 and 304 answers. Same ownership of fd and returns. */
+int static_serve_fd_with_cache_control(struct conn *c, const struct http_request *req, int fd,
+                                       const struct stat *st, const char *content_type,
+                                       const char *cache_control);
+
 #endif
