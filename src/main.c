@@ -17,6 +17,8 @@ const struct cli_command cli_commands[] = {
     {"swap", cmd_swap, "[-c FILE] [--json]",
      "hot-swap the FastCGI backend processes; returns once the old ones exited"},
     {"presign", cmd_presign, "[-c FILE] KEY [--ttl SECS]", "print a presigned GET URL for KEY"},
+    {"sign", cmd_sign, "[-c FILE] PATH [--ttl DURATION] [--expires EPOCH]",
+     "print a signed, expiring link to PATH"},
     {"check", cmd_check, "[-c FILE] [--print]", "validate the configuration and exit"},
     {"version", cmd_version, "", "print the version"},
     {NULL, NULL, NULL, NULL},
