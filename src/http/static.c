@@ -209,7 +209,19 @@ struct file_view {
     int fd;                    /* -1 when served from e */
     struct fcache_entry *e;    /* NULL when served from fd */
     const char *cache_control; /* NULL: no Cache-Control header */
+    const char *headers;       /* extra header lines, or NULL */
+    size_t headers_len;
+    int status; /* 0: the request decides (200, 206, 304, 416); else this, whole file */
 };
+
+/* The caller's Cache-Control and extra header lines, on every file answer. */
+static void view_headers(struct conn *c, const struct file_view *v)
+{
+    if (v->cache_control)
+        conn_respond_header(c, "Cache-Control", v->cache_control);
+    if (v->headers_len)
+        conn_respond_headers_raw(c, v->headers, v->headers_len);
+}
 
 static void view_body(struct conn *c, struct file_view *v, off_t start, off_t len)
 {
@@ -233,6 +245,15 @@ static void view_close(struct file_view *v)
 static int static_serve(struct conn *c, const struct http_request *req, struct file_view *v)
 {
     bool not_modified = false;
+    if (v->status) {
+        /* A status of the caller's own (an application's 403 page, say) is
+         * no answer to a conditional or Range request: the whole file. */
+        conn_respond_start(c, v->status);
+        conn_respond_header(c, "Content-Type", v->ctype);
+        view_headers(c, v);
+        view_body(c, v, 0, v->size);
+        return HANDLER_DONE;
+    }
     if (req->if_none_match.p) {
         not_modified = etag_list_matches(req->if_none_match.p, req->if_none_match.len, v->etag);
     } else if (req->if_modified_since.p) {
@@ -246,8 +267,7 @@ static int static_serve(struct conn *c, const struct http_request *req, struct f
         conn_respond_start(c, 304);
         conn_respond_header(c, "ETag", v->etag);
         conn_respond_header(c, "Last-Modified", v->lastmod);
-        if (v->cache_control)
-            conn_respond_header(c, "Cache-Control", v->cache_control);
+        view_headers(c, v);
         conn_respond_body(c, "", 0, NULL, NULL);
         return HANDLER_DONE;
     }
@@ -285,8 +305,7 @@ static int static_serve(struct conn *c, const struct http_request *req, struct f
         conn_respond_header(c, "ETag", v->etag);
         conn_respond_header(c, "Accept-Ranges", "bytes");
     }
-    if (v->cache_control)
-        conn_respond_header(c, "Cache-Control", v->cache_control);
+    view_headers(c, v);
     if (rr == RANGE_SATISFIABLE) {
         char cr[96];
         snprintf(cr, sizeof(cr), "bytes %llu-%llu/%lld", (unsigned long long)start,
@@ -373,6 +392,14 @@ int static_serve_fd_with_cache_control(struct conn *c, const struct http_request
                                        const struct stat *st, const char *content_type,
                                        const char *cache_control)
 {
+    struct static_serve_opts o = {.cache_control = cache_control};
+    return static_serve_fd_opts(c, req, fd, st, content_type, &o);
+}
+
+int static_serve_fd_opts(struct conn *c, const struct http_request *req, int fd,
+                         const struct stat *st, const char *content_type,
+                         const struct static_serve_opts *o)
+{
     if (!S_ISREG(st->st_mode)) {
         close(fd);
         respond_error(c, 403, "403 Forbidden\n");
@@ -387,7 +414,10 @@ int static_serve_fd_with_cache_control(struct conn *c, const struct http_request
                           .ctype = content_type,
                           .fd = fd,
                           .e = NULL,
-                          .cache_control = cache_control};
+                          .cache_control = o->cache_control,
+                          .headers = o->headers,
+                          .headers_len = o->headers_len,
+                          .status = o->status};
     return static_serve(c, req, &v);
 }
 

@@ -68,4 +68,21 @@ int static_serve_fd_with_cache_control(struct conn *c, const struct http_request
                                        const struct stat *st, const char *content_type,
                                        const char *cache_control);
 
+/* What static_serve_fd_opts() adds to a file answer. */
+struct static_serve_opts {
+    const char *cache_control; /* a Cache-Control header (copied); NULL: none */
+    const char *headers;       /* header lines "Name: value\r\n"... (copied), or NULL */
+    size_t headers_len;
+    /* 0: the request decides (200, 206, 304, 416); else the whole file with
+     * this status, Range and conditional headers ignored. */
+    int status;
+};
+
+/** static_serve_fd() with o's Cache-Control, extra header lines (on the 200,
+ * 206 and 304 answers) and status. o is not kept. Same ownership of fd and
+ * returns. Worker thread of c. */
+int static_serve_fd_opts(struct conn *c, const struct http_request *req, int fd,
+                         const struct stat *st, const char *content_type,
+                         const struct static_serve_opts *o);
+
 #endif
