@@ -43,7 +43,14 @@ struct offload_serve {
     /* link_secret and link_secret_previous (NULL when unset): read-only keys
      * every worker checks links with. */
     struct offload_link_key *link_key, *link_prev;
+    /* The spool as configured (absolute, without trailing '/') and with its
+     * symlinks resolved: the prefixes an X-Sendfile path may start with. */
+    char *spool_abs, *spool_real;
 };
+
+/* The access log note of an answer: offload=WHAT for a request under
+ * url_prefix, accel=WHAT for one an application named (a non-NULL). */
+#define NOTE(a, what) ((a) ? "accel=" what : "offload=" what)
 
 int offload_serve_mode(const struct ferry_conf *conf)
 {
@@ -100,7 +107,7 @@ static int link_keys_create(struct offload_serve *os, char *err, size_t errlen)
 static long link_left(const struct offload_serve *os, const struct http_request *req, time_t now)
 {
     int64_t expires;
-    if (!os->link_key || offload_link_expires(req->query.p, req->query.len, &expires) < 0)
+    if (!os->link_key || !req || offload_link_expires(req->query.p, req->query.len, &expires) < 0)
         return -1;
     if (expires <= (int64_t)now)
         return 0;
@@ -142,6 +149,20 @@ static int link_presign(struct offload_serve *os, const struct http_request *req
     return r;
 }
 
+/* The spool's absolute names, without trailing slashes; NULL where unknown. */
+static void spool_names(struct offload_serve *os)
+{
+    const char *spool = os->conf->offload.spool;
+    if (spool[0] == '/')
+        os->spool_abs = xstrdup(spool);
+    os->spool_real = realpath(spool, NULL);
+    for (char **p = &os->spool_abs; p; p = p == &os->spool_abs ? &os->spool_real : NULL) {
+        size_t n = *p ? strlen(*p) : 0;
+        while (n > 1 && (*p)[n - 1] == '/')
+            (*p)[--n] = '\0';
+    }
+}
+
 int offload_serve_create(const struct ferry_conf *conf, struct offload_serve **out, char *err,
                          size_t errlen)
 {
@@ -154,6 +175,7 @@ int offload_serve_create(const struct ferry_conf *conf, struct offload_serve **o
     os->store_fd = -1;
     os->prefix_len = strlen(conf->store.prefix);
     pthread_mutex_init(&os->store_lock, NULL);
+    spool_names(os);
     os->spool_fd = open(conf->offload.spool, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (os->spool_fd < 0) {
         int e = errno;
@@ -214,6 +236,8 @@ void offload_serve_destroy(struct offload_serve *os)
     offload_link_key_destroy(os->link_key);
     offload_link_key_destroy(os->link_prev);
     mime_table_destroy(os->mime);
+    free(os->spool_abs);
+    free(os->spool_real);
     pthread_mutex_destroy(&os->store_lock);
     free(os);
 }
@@ -274,7 +298,8 @@ static int link_refuse(const struct offload_serve *os, struct conn *c,
 
 /* Serve fd (opened below the spool or the dir store) as a static file. */
 static int serve_open_fd(struct offload_serve *os, struct conn *c, const struct http_request *req,
-                         int fd, const char *rel, const char *note)
+                         int fd, const char *rel, const char *note,
+                         const struct offload_serve_accel *a)
 {
     struct stat st;
     if (fstat(fd, &st) < 0) {
@@ -285,13 +310,21 @@ static int serve_open_fd(struct offload_serve *os, struct conn *c, const struct 
     const char *slash = strrchr(rel, '/');
     const char *name = slash ? slash + 1 : rel;
     char cc[48];
-    return static_serve_fd_with_cache_control(c, req, fd, &st,
-                                              mime_table_lookup(os->mime, name, strlen(name)),
-                                              link_cache_control(os, req, cc, sizeof(cc)));
+    struct static_serve_opts o = {0};
+    if (a) {
+        o.headers = a->headers;
+        o.headers_len = a->headers_len;
+        o.status = a->status == 200 ? 0 : a->status;
+    } else {
+        o.cache_control = link_cache_control(os, req, cc, sizeof(cc));
+    }
+    return static_serve_fd_opts(c, req, fd, &st, mime_table_lookup(os->mime, name, strlen(name)),
+                                &o);
 }
 
 static int redirect_to(struct offload_serve *os, struct conn *c, const char *location,
-                       const char *cache_control, const char *note)
+                       const char *cache_control, const char *note,
+                       const struct offload_serve_accel *a)
 {
     static const char *const bodies[] = {"302 Found\n", "303 See Other\n",
                                          "307 Temporary Redirect\n"};
@@ -301,79 +334,103 @@ static int redirect_to(struct offload_serve *os, struct conn *c, const char *loc
     conn_respond_header(c, "Location", location);
     if (cache_control)
         conn_respond_header(c, "Cache-Control", cache_control);
+    if (a && a->redirect_headers_len)
+        conn_respond_headers_raw(c, a->redirect_headers, a->redirect_headers_len);
     conn_respond_header(c, "Content-Type", "text/plain");
     conn_respond_body(c, body, strlen(body), NULL, NULL);
     return HANDLER_DONE;
 }
 
 static int redirect_public(struct offload_serve *os, struct conn *c, const char *rel,
-                           size_t rel_len)
+                           size_t rel_len, const struct offload_serve_accel *a)
 {
     const char *base = os->conf->offload.public_url;
     size_t blen = strlen(base);
     char *loc = xmalloc(blen + 3 * rel_len + 1);
     memcpy(loc, base, blen);
     offload_serve_encode(rel, rel_len, loc + blen);
-    int r = redirect_to(os, c, loc, NULL, "offload=redirect");
+    int r = redirect_to(os, c, loc, NULL, NOTE(a, "redirect"), a);
     free(loc);
     return r;
 }
 
-static int redirect_presign(struct offload_serve *os, struct conn *c, const char *key)
+static int redirect_presign(struct offload_serve *os, struct conn *c, const char *key,
+                            const struct offload_serve_accel *a)
 {
     struct buf url;
     buf_init(&url, 64 * 1024);
     long ttl;
-    int r = link_presign(os, conn_request(c), key, &ttl, &url);
+    /* An application's decision carries no link to bound the URL by. */
+    int r = link_presign(os, a ? NULL : conn_request(c), key, &ttl, &url);
     if (r == -ETIME) {
         buf_finish(&url);
         return respond_text(c, 410, "offload=expired", "410 Gone\n");
     }
     if (r < 0 || !url.data) {
         buf_finish(&url);
-        return respond_text(c, 500, "offload=presign",
+        return respond_text(c, 500, NOTE(a, "presign"),
                             "500 Internal Server Error: cannot presign the object URL\n");
     }
     /* A cache may keep the redirect for at most 90% of the URL's validity, so
      * that what it hands out still leaves the client time to use it. */
     char cc[64];
     snprintf(cc, sizeof(cc), "private, max-age=%ld", ttl - ttl / 10);
-    r = redirect_to(os, c, url.data, cc, "offload=presign");
+    r = redirect_to(os, c, url.data, cc, NOTE(a, "presign"), a);
     buf_finish(&url);
     return r;
 }
 
 static int proxy_dir(struct offload_serve *os, struct conn *c, const struct http_request *req,
-                     const char *key)
+                     const char *key, const struct offload_serve_accel *a)
 {
     if (dir_store_check_key(key) < 0)
-        return respond_text(c, 404, "offload=proxy", "404 Not Found\n");
+        return respond_text(c, 404, NOTE(a, "proxy"), "404 Not Found\n");
     int fd = static_open_beneath(os->store_fd, key);
     if (fd < 0) {
+        if (a && (fd == -EXDEV || fd == -ELOOP))
+            return -EPERM;
         if (fd == -EACCES || fd == -EPERM || fd == -EXDEV || fd == -ELOOP)
-            return respond_text(c, 403, "offload=proxy", "403 Forbidden\n");
-        return respond_text(c, 404, "offload=proxy", "404 Not Found\n");
+            return respond_text(c, 403, NOTE(a, "proxy"), "403 Forbidden\n");
+        return respond_text(c, 404, NOTE(a, "proxy"), "404 Not Found\n");
     }
-    return serve_open_fd(os, c, req, fd, key, "offload=proxy");
+    return serve_open_fd(os, c, req, fd, key, NOTE(a, "proxy"), a);
 }
 
 /* The file is not in the spool: answer from the store per the mode. */
 static int serve_remote(struct offload_serve *os, struct conn *c, const struct http_request *req,
-                        const char *rel, size_t rel_len)
+                        const char *rel, size_t rel_len, const struct offload_serve_accel *a)
 {
     if (rel_ignored(os, rel))
-        return respond_text(c, 404, "offload=missing", "404 Not Found\n");
+        return respond_text(c, 404, NOTE(a, "missing"), "404 Not Found\n");
     char key[OFFLOAD_KEY_MAX + 1];
     if (offload_key_from_rel(os->conf->store.prefix, rel, rel_len, key, sizeof(key)) < 0)
-        return respond_text(c, 404, "offload=missing", "404 Not Found\n");
+        return respond_text(c, 404, NOTE(a, "missing"), "404 Not Found\n");
     switch (os->mode) {
     case REDIRECT_PUBLIC:
-        return redirect_public(os, c, rel, rel_len);
+        return redirect_public(os, c, rel, rel_len, a);
     case REDIRECT_PRESIGN:
-        return redirect_presign(os, c, key);
+        return redirect_presign(os, c, key, a);
     default:
-        return proxy_dir(os, c, req, key);
+        return proxy_dir(os, c, req, key, a);
     }
+}
+
+/* Answer for rel (valid, below the spool): the local file, else the store.
+ * With a (an application's decision), a name that leads out of the spool
+ * through a symlink is refused (-EPERM) instead of answered. */
+static int serve_rel(struct offload_serve *os, struct conn *c, const struct http_request *req,
+                     const char *rel, size_t rel_len, const struct offload_serve_accel *a)
+{
+    int fd = static_open_beneath(os->spool_fd, rel);
+    if (fd >= 0)
+        return serve_open_fd(os, c, req, fd, rel, NOTE(a, "local"), a);
+    if (fd == -ENOENT || fd == -ENOTDIR)
+        return serve_remote(os, c, req, rel, rel_len, a);
+    if (a && (fd == -EXDEV || fd == -ELOOP))
+        return -EPERM;
+    if (fd == -EACCES || fd == -EPERM || fd == -EXDEV || fd == -ELOOP)
+        return respond_text(c, 403, NOTE(a, "refused"), "403 Forbidden\n");
+    return respond_text(c, 500, NOTE(a, "local"), "500 Internal Server Error\n");
 }
 
 static int handle_decoded(struct offload_serve *os, struct conn *c, const struct http_request *req,
@@ -397,14 +454,7 @@ static int handle_decoded(struct offload_serve *os, struct conn *c, const struct
     }
     if (link_refuse(os, c, req, path, plen) == HANDLER_DONE)
         return HANDLER_DONE;
-    int fd = static_open_beneath(os->spool_fd, rel);
-    if (fd >= 0)
-        return serve_open_fd(os, c, req, fd, rel, "offload=local");
-    if (fd == -ENOENT || fd == -ENOTDIR)
-        return serve_remote(os, c, req, rel, rel_len);
-    if (fd == -EACCES || fd == -EPERM || fd == -EXDEV || fd == -ELOOP)
-        return respond_text(c, 403, "offload=refused", "403 Forbidden\n");
-    return respond_text(c, 500, "offload=local", "500 Internal Server Error\n");
+    return serve_rel(os, c, req, rel, rel_len, NULL);
 }
 
 /* Whether the undecoded path starts with url_prefix as offload_rel_from_url()
@@ -443,4 +493,53 @@ int offload_serve_handle(struct conn *c, const struct http_request *req, void *a
     if (path != small)
         free(path);
     return r;
+}
+
+/* ---- the application decides (issue 11, X-Accel-Redirect / X-Sendfile) ---- */
+
+/* rel (rel_len bytes, not NUL-terminated) copied to a NUL-terminated string
+ * and served; -EPERM when it is not a valid name. */
+static int accel_serve_rel(struct offload_serve *os, struct conn *c, const char *rel,
+                           size_t rel_len, const struct offload_serve_accel *a)
+{
+    if (rel_len == 0 || offload_rel_check(rel, rel_len) < 0)
+        return -EPERM;
+    char *copy = xmalloc(rel_len + 1);
+    memcpy(copy, rel, rel_len);
+    copy[rel_len] = '\0';
+    int r = serve_rel(os, c, conn_request(c), copy, rel_len, a);
+    free(copy);
+    return r;
+}
+
+int offload_serve_upload(struct offload_serve *os, struct conn *c, const char *path, size_t plen,
+                         const struct offload_serve_accel *a)
+{
+    const char *rel;
+    size_t rel_len;
+    if (offload_rel_from_url(os->conf->offload.url_prefix, path, plen, &rel, &rel_len) != 1)
+        return -EPERM;
+    return accel_serve_rel(os, c, rel, rel_len, a);
+}
+
+/* The part of fspath below dir ("/spool" takes "/spool/x"), or NULL. */
+static const char *below_dir(const char *dir, const char *fspath, size_t plen)
+{
+    size_t n = dir ? strlen(dir) : 0;
+    if (!n || plen <= n + 1 || memcmp(fspath, dir, n) != 0)
+        return NULL;
+    if (n == 1) /* the spool is "/" */
+        return fspath + 1;
+    return fspath[n] == '/' ? fspath + n + 1 : NULL;
+}
+
+int offload_serve_file(struct offload_serve *os, struct conn *c, const char *fspath, size_t plen,
+                       const struct offload_serve_accel *a)
+{
+    const char *rel = below_dir(os->spool_real, fspath, plen);
+    if (!rel)
+        rel = below_dir(os->spool_abs, fspath, plen);
+    if (!rel)
+        return -EPERM;
+    return accel_serve_rel(os, c, rel, plen - (size_t)(rel - fspath), a);
 }

@@ -50,4 +50,40 @@ void offload_serve_install(struct offload_serve *os, struct server *s);
  * the rest. arg is a struct offload_serve. Worker threads, concurrently. */
 int offload_serve_handle(struct conn *c, const struct http_request *req, void *arg);
 
+/* What an application asked for with X-Accel-Redirect or X-Sendfile
+ * (issue 11, second part), for offload_serve_upload(): views, not kept. */
+struct offload_serve_accel {
+    /* The application's status: 200 lets the file decide (206, 304, 416);
+     * another is kept on a file answered in full. A redirect to the store
+     * has the redirect's status. */
+    int status;
+    const char *headers; /* lines kept on a file answer ("Name: value\r\n"...) */
+    size_t headers_len;
+    const char *redirect_headers; /* lines kept on a redirect (Set-Cookie) */
+    size_t redirect_headers_len;
+};
+
+/**
+ * Serve the upload at the decoded URL path (plen bytes, not NUL-terminated)
+ * for c's request, as a request under url_prefix would be served (local
+ * file, else the store per [offload] redirect), except that no signed link
+ * is checked (the application decided) and a's status and headers apply.
+ * The access log note says accel=local|proxy|presign|redirect|missing.
+ * Returns HANDLER_DONE when it answered, or -EPERM without answering when
+ * the path is refused: not under url_prefix, not a valid name, a directory,
+ * or reaching out of the spool or the store through a symlink. Worker
+ * thread of c (a deferred response whose head was not started).
+ */
+int offload_serve_upload(struct offload_serve *os, struct conn *c, const char *path, size_t plen,
+                         const struct offload_serve_accel *a);
+
+/**
+ * offload_serve_upload() for a filesystem path (X-Sendfile; plen bytes, not
+ * NUL-terminated): it must be absolute and inside [offload] spool (as
+ * configured, or with its symlinks resolved), with no "." or ".." segment;
+ * symlinks below the spool are never followed out of it. Same returns.
+ */
+int offload_serve_file(struct offload_serve *os, struct conn *c, const char *fspath, size_t plen,
+                       const struct offload_serve_accel *a);
+
 #endif
