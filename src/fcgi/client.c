@@ -13,6 +13,7 @@
 #include "http/server.h"
 #include "http/static.h"
 #include "maint/maint.h"
+#include "offload/serve.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -22,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -99,6 +101,7 @@ struct fcgi_client {
     socklen_t addr_len;
     char *document_root;
     struct maint_snapshot *busy; /* the rendered 503 page */
+    struct offload_serve *accel; /* serves what accel_headers name; NULL: off */
     _Atomic uint32_t held;
     pthread_mutex_t lock; /* guards workers */
     struct fcgi_worker *workers;
@@ -145,6 +148,11 @@ int fcgi_client_create(const struct ferry_conf *conf, struct fcgi_gate *gate,
 void fcgi_client_install(struct fcgi_client *cl, struct server *s)
 {
     server_set_handler(s, HANDLER_SLOT_BACKEND, fcgi_client_handle, cl);
+}
+
+void fcgi_client_set_accel(struct fcgi_client *cl, struct offload_serve *os)
+{
+    cl->accel = os;
 }
 
 uint32_t fcgi_client_held(const struct fcgi_client *cl)
@@ -475,7 +483,100 @@ static int req_head(struct fcgi_req *r, long used, const struct cgi_head *h)
     return rc < 0 ? -1 : 0;
 }
 
-/* STDOUT content. Returns 0, or -1 for a failed request (r is kept). */
+/* ---- X-Accel-Redirect / X-Sendfile (issue 11) ---- */
+
+/* Headers of the application's response kept on the upload served instead,
+ * as nginx keeps them; on a redirect to the store only Set-Cookie is. */
+static const char *const accel_kept[] = {"Content-Disposition", "Cache-Control", "Expires",
+                                         "Set-Cookie"};
+
+static bool name_is(const struct http_str *n, const char *name)
+{
+    return n->len == strlen(name) && strncasecmp(n->p, name, n->len) == 0;
+}
+
+/* Append "Name: value\r\n" for h to out. */
+static void accel_keep(struct buf *out, const struct cgi_header *h)
+{
+    buf_append(out, h->name.p, h->name.len);
+    buf_append(out, ": ", 2);
+    buf_append(out, h->value.p, h->value.len);
+    buf_append(out, "\r\n", 2);
+}
+
+/* A header named like X-Sendfile (or lighttpd's X-LIGHTTPD-send-file) takes a
+ * filesystem path; any other of accel_headers a URL path. */
+static bool accel_is_file(const char *name)
+{
+    return strcasestr(name, "sendfile") || strcasestr(name, "send-file");
+}
+
+/* If h names an upload with one of accel_headers, answer with that upload
+ * instead of the response (its body is never read: the backend connection
+ * closes), or with a 502 when the path is refused, and free r. Returns
+ * whether it did. */
+static bool fcgi_accel_serve(struct fcgi_req *r, const struct cgi_head *h)
+{
+    const struct conf_list *names = &r->cl->conf->backend.accel_headers;
+    const struct cgi_header *hit = NULL;
+    const char *hname = NULL;
+    for (size_t i = 0; i < h->num_headers && !hit; i++)
+        for (size_t j = 0; j < names->count && !hit; j++)
+            if (name_is(&h->headers[i].name, names->items[j])) {
+                hit = &h->headers[i];
+                hname = names->items[j];
+            }
+    if (!hit)
+        return false;
+    struct buf keep, cookies;
+    buf_init(&keep, CGI_HEAD_MAX + 4 * CGI_MAX_HEADERS);
+    buf_init(&cookies, CGI_HEAD_MAX + 4 * CGI_MAX_HEADERS);
+    for (size_t i = 0; i < h->num_headers; i++)
+        for (size_t k = 0; k < sizeof(accel_kept) / sizeof(accel_kept[0]); k++)
+            if (name_is(&h->headers[i].name, accel_kept[k])) {
+                accel_keep(&keep, &h->headers[i]);
+                if (name_is(&h->headers[i].name, "Set-Cookie"))
+                    accel_keep(&cookies, &h->headers[i]);
+            }
+    struct offload_serve_accel a = {.status = h->status,
+                                    .headers = keep.data,
+                                    .headers_len = keep.len,
+                                    .redirect_headers = cookies.data,
+                                    .redirect_headers_len = cookies.len};
+    const char *v = hit->value.p;
+    size_t vlen = hit->value.len;
+    int rc = -EPERM;
+    if (accel_is_file(hname)) {
+        rc = offload_serve_file(r->cl->accel, r->c, v, vlen, &a);
+    } else {
+        /* A URL path: a query is allowed and ignored, the path decoded. */
+        const char *q = memchr(v, '?', vlen);
+        size_t plen = q ? (size_t)(q - v) : vlen;
+        char *path = xmalloc(plen + 1);
+        long dlen = static_decode_path(v, plen, path, plen + 1);
+        if (dlen > 0)
+            rc = offload_serve_upload(r->cl->accel, r->c, path, (size_t)dlen, &a);
+        free(path);
+    }
+    buf_finish(&keep);
+    buf_finish(&cookies);
+    if (rc < 0) {
+        log_error("backend: %s '%.*s' refused: not an upload under [offload] %s", hname,
+                  (int)(vlen > 1024 ? 1024 : vlen), v,
+                  accel_is_file(hname) ? "spool" : "url_prefix");
+        req_fail(r, 502, "accel=refused");
+        return true;
+    }
+    /* The response is complete: the rest of the application's output is
+     * not wanted, and the backend connection closes with r. */
+    if (!r->body_ended)
+        conn_set_close(r->c);
+    req_free(r);
+    return true;
+}
+
+/* STDOUT content. Returns 0, -1 for a failed request (r is kept), or 1
+ * when the application named an upload that was answered instead (r freed). */
 static int req_stdout(struct fcgi_req *r, const char *p, size_t len)
 {
     if (r->head_done)
@@ -484,7 +585,10 @@ static int req_stdout(struct fcgi_req *r, const char *p, size_t len)
         return -1; /* over CGI_HEAD_MAX */
     struct cgi_head *h = xmalloc(sizeof(*h));
     long used = cgi_parse_head(r->head.data, r->head.len, h);
-    int rc = used == -2 ? 0 : used < 0 ? -1 : req_head(r, used, h);
+    int rc = used == -2                               ? 0
+             : used < 0                               ? -1
+             : r->cl->accel && fcgi_accel_serve(r, h) ? 1
+                                                      : req_head(r, used, h);
     free(h);
     return rc;
 }
@@ -564,14 +668,18 @@ static bool req_feed(struct fcgi_req *r, const char *p, size_t len, size_t *used
         if (pc.request_id == 0 && pc.type != FCGI_GET_VALUES_RESULT && pc.type)
             pc.type = FCGI_UNKNOWN_TYPE; /* only management records may use id 0 */
         switch (pc.type) {
-        case FCGI_STDOUT:
-            if (req_stdout(r, pc.p, pc.len) < 0) {
+        case FCGI_STDOUT: {
+            int rc = req_stdout(r, pc.p, pc.len);
+            if (rc < 0) {
                 req_fail(r, 502, "backend=error");
                 return false;
             }
+            if (rc > 0)
+                return false; /* an upload answered instead */
             if (r->head_done && !conn_body_wants_more(r->c))
                 r->paused = true;
             break;
+        }
         case FCGI_STDERR:
             req_stderr(r, pc.p, pc.len, pc.end_of_stream);
             break;

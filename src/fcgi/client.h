@@ -56,6 +56,16 @@ void fcgi_client_install(struct fcgi_client *cl, struct server *s);
  * thread. */
 int fcgi_client_handle(struct conn *c, const struct http_request *req, void *arg);
 
+struct offload_serve;
+
+/** Honour [backend] accel_headers (issue 11): a response naming an upload
+ * with one of them is answered by os (offload_serve_upload() for a URL path,
+ * offload_serve_file() for X-Sendfile's filesystem path) instead, keeping
+ * the application's status, Content-Disposition, Cache-Control, Expires and
+ * Set-Cookie; its body is never sent. A refused path gets 502 and an error
+ * log line. os must outlive the client. Before server_run(). */
+void fcgi_client_set_accel(struct fcgi_client *cl, struct offload_serve *os);
+
 /** Requests waiting for a slot now, across workers (racy read; for status).
  * Any thread. */
 uint32_t fcgi_client_held(const struct fcgi_client *cl);
