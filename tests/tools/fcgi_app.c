@@ -15,6 +15,9 @@
  *   header_kb=N    add an X-Big header of N KiB (header block bounds)
  *   stderr=TEXT    write TEXT to FCGI_STDERR
  *   garbage=1      answer with bytes that are not FastCGI records, then close
+ *   accel=PATH     add "X-Accel-Redirect: PATH" (PATH percent-decoded once)
+ *   sendfile=PATH  add "X-Sendfile: PATH" (percent-decoded once)
+ *   disposition=V  add "Content-Disposition: V" and "Set-Cookie: seen=1" (decoded)
  *
  * --ready writes "READY\n" to $FERRY_READY_FD once listening; --never-ready
  * writes "STARTING\n" there and never accepts (until a signal ends it);
@@ -64,6 +67,33 @@ static bool query_get(const char *query, const char *key, char *out, size_t outl
         p = end ? end + 1 : NULL;
     }
     return false;
+}
+
+/* Decode %XX escapes of s in place (the test passes paths and header values). */
+static void pct_decode(char *s)
+{
+    char *o = s;
+    for (char *p = s; *p; p++) {
+        unsigned int ch;
+        if (p[0] == '%' && p[1] && p[2] && sscanf(p + 1, "%2x", &ch) == 1) {
+            *o++ = (char)ch;
+            p += 2;
+        } else {
+            *o++ = *p;
+        }
+    }
+    *o = '\0';
+}
+
+/* Add "name: value" for a query key whose value is percent-decoded. */
+static void header_from_query(FCGX_Request *req, const char *query, const char *key,
+                              const char *name)
+{
+    char v[1024];
+    if (!query_get(query, key, v, sizeof(v)))
+        return;
+    pct_decode(v);
+    FCGX_FPrintF(req->out, "%s: %s\r\n", name, v);
 }
 
 static long query_long(const char *query, const char *key)
@@ -126,6 +156,11 @@ static void handle(FCGX_Request *req, const char *version, bool garbage)
     long status = query_long(query, "status");
     FCGX_FPrintF(req->out, "Status: %ld\r\nContent-Type: text/plain\r\n", status ? status : 200);
     FCGX_FPrintF(req->out, "X-App-Version: %s\r\nX-App-Pid: %d\r\n", version, (int)getpid());
+    header_from_query(req, query, "accel", "X-Accel-Redirect");
+    header_from_query(req, query, "sendfile", "X-Sendfile");
+    header_from_query(req, query, "disposition", "Content-Disposition");
+    if (query_get(query, "disposition", text, sizeof(text)))
+        FCGX_PutS("Set-Cookie: seen=1\r\n", req->out);
     long hkb = query_long(query, "header_kb");
     if (hkb > 0) {
         FCGX_PutS("X-Big: ", req->out);
