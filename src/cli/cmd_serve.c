@@ -3,6 +3,7 @@
 #include "admin/admin.h"
 #include "common/conf.h"
 #include "common/log.h"
+#include "fcgi/client.h"
 #include "fcgi/pm.h"
 #include "http/server.h"
 #include "http/server_admin.h"
@@ -52,6 +53,7 @@ int cmd_serve(int argc, char **argv)
     struct offload_serve *oserve = NULL;
     struct offload *off = NULL;
     struct fcgi_pm *pm = NULL;
+    struct fcgi_client *fclient = NULL;
     struct server *s = maint_state_dir_prepare(conf.server.state_dir, err, sizeof(err)) < 0
                            ? NULL
                            : server_create(&conf, err, sizeof(err));
@@ -79,6 +81,10 @@ int cmd_serve(int argc, char **argv)
             snprintf(err, sizeof(err), "the backend's admin command is already registered");
             goto fail;
         }
+        /* Requests under location go to it (DESIGN.md request path, step 4). */
+        if (fcgi_client_create(&conf, fcgi_pm_gate(pm), &fclient, err, sizeof(err)) < 0)
+            goto fail;
+        fcgi_client_install(fclient, s);
         what = "cannot start";
     }
     /* Requests under url_prefix: local file, else redirect or proxy (issue 9). */
@@ -117,6 +123,7 @@ fail:
     log_error("%s: %s", what, err);
     r = EXIT_RUNTIME;
 out:
+    fcgi_client_destroy(fclient); /* before the pm frees the gate */
     fcgi_pm_destroy(pm);
     maint_detach(maint);
     admin_destroy(admin);
