@@ -16,58 +16,13 @@ import time
 import pytest
 
 from conftest import wait_for
+from backend_helpers import (backend, backend_conf, generations, reaped,
+                             set_command, sock_path, wait_ready)
 from fcgi_client import fcgi_app_path, fcgi_request
 
 APP = fcgi_app_path()
 
 pytestmark = pytest.mark.skipif(not os.path.exists(APP), reason="fcgi_app not built (libfcgi-dev)")
-
-
-def backend_conf(command, processes=3, **keys):
-    conf = {"command": command, "socket": "./run/app.sock", "processes": str(processes),
-            "ready_grace": "300ms", "ready_timeout": "5s", "drain_timeout": "5s"}
-    conf.update(keys)
-    return "[backend]\n" + "".join(f"{k} = {v}\n" for k, v in conf.items())
-
-
-def sock_path(f):
-    return os.path.join(f.workdir, "run", "app.sock")
-
-
-def backend(f):
-    r = f.run_cli("status", "--json")
-    assert r.returncode == 0, r.stderr
-    return json.loads(r.stdout)["backend"]
-
-
-def generations(f):
-    return backend(f)["generations"]
-
-
-def wait_ready(f, processes, timeout=10.0):
-    def ok():
-        g = generations(f)
-        return len(g) == 1 and g[0]["state"] == "ready" and g[0]["ready"] == processes
-    wait_for(ok, timeout, f"{processes} ready backend processes")
-    return generations(f)[0]
-
-
-def reaped(pid, parent):
-    """True once pid is no longer a child (running or zombie) of parent."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            fields = fh.read().rsplit(")", 1)[1].split()
-    except FileNotFoundError:
-        return True
-    return int(fields[1]) != parent  # the pid was reused by someone else's process
-
-
-def set_command(f, old, new):
-    with open(f.conf_path) as fh:
-        text = fh.read()
-    assert old in text
-    with open(f.conf_path, "w") as fh:
-        fh.write(text.replace(old, new))
 
 
 def test_processes_start_with_the_socket_as_fd0_and_a_clean_signal_state(ferry_factory):
