@@ -281,3 +281,34 @@ def test_php_cgi_started_by_ferry_serves_and_swaps(ferry_factory, tmp_path):
     for _ in range(4):
         r, text = call("GET", "/app/?q=after")
         assert r.status == 200 and int(r.getheader("X-Php-Pid")) in reply["new_pids"], text
+
+
+def test_down_drain_waits_for_backend_requests_in_flight(ferry_factory):
+    f = ferry_factory(swap_conf(f"{APP} --ready", processes=2))
+    with open(os.path.join(f.workdir, "maintenance.html"), "w") as fh:
+        fh.write("<h1>down</h1>")
+    wait_ready(f, 2)
+    done = {}
+
+    def slow():
+        c = http.client.HTTPConnection("127.0.0.1", f.port, timeout=30)
+        c.request("GET", "/app/slow?sleep=1500")
+        r = c.getresponse()
+        done["status"], done["body"], done["at"] = r.status, r.read(), time.monotonic()
+        c.close()
+
+    t = threading.Thread(target=slow)
+    started = time.monotonic()
+    t.start()
+    wait_for(lambda: backend(f)["in_flight"] == 1, 5, "the backend request in flight")
+    r = f.run_cli("down", "--drain", "--json")
+    returned = time.monotonic()
+    t.join()
+    assert r.returncode == 0, r.stderr
+    drain = json.loads(r.stdout)["drain"]
+    assert drain["drained"] is True and drain["waited_ms"] >= 1000, drain
+    assert done["status"] == 200 and b"sleep=1500" in done["body"]
+    # down returned only once the backend had answered (it sleeps 1.5 s).
+    assert returned - started >= 1.45, returned - started
+    assert backend(f)["in_flight"] == 0
+    assert f.run_cli("up").returncode == 0
