@@ -232,6 +232,10 @@ static void proc_set_ready(struct pm_proc *p)
 static void proc_on_grace(struct evloop *l, void *arg)
 {
     struct pm_proc *p = arg;
+    /* A report written just before the grace ended may still wait in the
+     * pipe, its event not yet handled in this round: read it first. */
+    if (p->ready_fd >= 0)
+        proc_on_ready_fd(l, p->ready_fd, EPOLLIN, p);
     if (p->alive && !p->reporting)
         proc_set_ready(p);
 }

@@ -8,7 +8,8 @@
  * "READY" there. A process that never writes anything there is ready once it
  * is still alive [backend] ready_grace after it started (unmodified libfcgi
  * applications, php-cgi). A process that writes anything else first (e.g.
- * "STARTING\n") has said it will report, and is ready only on "READY".
+ * "STARTING\n", before ready_grace ends) has said it will report, and is
+ * ready only on "READY".
  *
  * Capacity. The gate (fcgi/gate.h) is told ready processes x [backend]
  * concurrency, summed over the generations that accept: the current one and,

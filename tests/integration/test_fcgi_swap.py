@@ -177,7 +177,7 @@ def test_fifty_swaps_under_load_fail_no_request(ferry_factory):
 
 def test_a_swap_that_never_becomes_ready_fails_no_request(ferry_factory):
     f = ferry_factory(swap_conf(f"{APP} --ready --version v1", processes=3,
-                                ready_timeout="1500ms"))
+                                ready_timeout="1500ms", ready_grace="10s"))
     old = wait_ready(f, 3)["pids"]
     load = Load(f.port, clients=12, slow=(100, 600)).start()
     try:
