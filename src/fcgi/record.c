@@ -70,7 +70,9 @@ int fcgi_encode_stream(struct buf *out, uint8_t type, uint16_t id, const void *p
         buf_append(out, h, sizeof(h));
         buf_append(out, src, n);
         buf_append(out, zeros, pad);
-        src += n;
+        /* src may be NULL for the empty record: no arithmetic on it then. */
+        if (n)
+            src += n;
         len -= n;
     } while (len);
     return 0;

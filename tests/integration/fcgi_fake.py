@@ -139,7 +139,8 @@ def serve(sock):
         return
     text = (f"uri={uri} sha256={body.hexdigest()} len={blen} "
             f"script_name={p.get('SCRIPT_NAME')} path_info={p.get('PATH_INFO')} "
-            f"method={p.get('REQUEST_METHOD')} pid={os.getpid()}\n").encode()
+            f"method={p.get('REQUEST_METHOD')} proxy={p.get('HTTP_PROXY')} "
+            f"x_a={p.get('HTTP_X_A')} pid={os.getpid()}\n").encode()
     head = b"Status: 200 OK\r\nContent-Type: text/plain\r\n\r\n"
     if mode == "garbage":
         out = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi"
