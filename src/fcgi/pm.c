@@ -796,8 +796,17 @@ fail:
     return NULL;
 }
 
+static int swap_absent_cmd(struct admin_client *c, const struct admin_request *req, json_t *reply,
+                           void *arg)
+{
+    return admin_reply_error(reply, "no backend to swap: [backend] command is empty in the "
+                                    "configuration the server started with");
+}
+
 int fcgi_pm_register_admin(struct fcgi_pm *pm, struct admin *a)
 {
+    if (!pm)
+        return admin_register(a, "swap", swap_absent_cmd, NULL);
     int r = admin_register(a, "swap", swap_cmd, pm);
     if (r == 0)
         r = admin_register_status(a, "backend", status_section, pm);

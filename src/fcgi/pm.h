@@ -53,7 +53,9 @@ struct fcgi_pm *fcgi_pm_create(struct evloop *loop, const struct ferry_conf *con
 
 /**
  * Register the `swap` command and the "backend" status section on a. a must
- * be destroyed after the pm. Returns 0 or -EEXIST.
+ * be destroyed after the pm. With pm NULL (no backend configured), `swap`
+ * only answers that there is no backend, and there is no status section.
+ * Returns 0 or -EEXIST.
  */
 int fcgi_pm_register_admin(struct fcgi_pm *pm, struct admin *a);
 

@@ -306,3 +306,20 @@ def test_old_generation_finishes_what_it_accepted(ferry_factory):
     assert set(versions) <= set(results), (versions, sorted(set(results)))
     assert len(results) > 50
     assert len(generations(f)) == 1 and backend(f)["swaps"] == 6
+
+
+def test_swap_without_a_backend_says_so(ferry):
+    r = ferry.run_cli("swap")
+    assert r.returncode == 1 and "no backend to swap: [backend] command is empty" in r.stderr
+    assert "backend" not in json.loads(ferry.run_cli("status", "--json").stdout)
+
+
+def test_swap_refused_when_the_config_no_longer_parses(ferry_factory):
+    f = ferry_factory(backend_conf(f"{APP} --ready"))
+    old = wait_ready(f, 3)["pids"]
+    set_command(f, "processes = 3", "processes = many")
+    r = f.run_cli("swap")
+    # The CLI itself reads the file first and reports the problem (exit 2).
+    assert r.returncode == 2 and "key 'processes'" in r.stderr, r.stderr
+    set_command(f, "processes = many", "processes = 3")
+    assert sorted(generations(f)[0]["pids"]) == sorted(old)
