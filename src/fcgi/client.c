@@ -774,6 +774,9 @@ static void req_timer_fired(struct evloop *l, void *arg)
 
 static void req_start(struct fcgi_req *r)
 {
+    /* What the access log shows if the client goes away from here on (stop()
+     * may not call into the connection); an answer replaces it. */
+    conn_set_log_note(r->c, "backend=aborted");
     r->has_slot = true;
     req_connect(r);
 }
@@ -795,6 +798,7 @@ static void worker_drain(struct evloop *l, void *arg)
 static void req_hold(struct fcgi_req *r)
 {
     struct fcgi_worker *w = r->w;
+    conn_set_log_note(r->c, "backend=held"); /* until it starts or is answered */
     r->state = REQ_HELD;
     r->prev = w->tail;
     if (w->tail)
