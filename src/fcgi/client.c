@@ -311,7 +311,7 @@ static void req_fail(struct fcgi_req *r, int status, const char *note)
     conn_set_log_note(c, note);
     if (!r->body_ended)
         conn_set_close(c);
-    if (status == 503 && !r->wrote_any && !r->head_done) {
+    if (status == 503 && !r->head_done) { /* the application did not run it */
         respond_busy(r->cl, c, conn_request(c));
     } else if (status == 504 && !r->head_done) {
         conn_set_close(c);
@@ -395,13 +395,14 @@ static void req_write(struct fcgi_req *r)
     if (r->out_off == r->out.len || r->write_dead) {
         buf_reset(&r->out);
         r->out_off = 0;
-        if (r->body_paused) {
-            r->body_paused = false;
-            conn_body_resume(r->c);
-        }
     } else if (r->out_off > OUT_HIGH) {
         buf_consume(&r->out, r->out_off);
         r->out_off = 0;
+    }
+    /* The client's body flows again once half of the high-water mark is out. */
+    if (r->body_paused && r->out.len - r->out_off <= OUT_HIGH / 2) {
+        r->body_paused = false;
+        conn_body_resume(r->c);
     }
     req_watch(r);
     if (!(r->write_dead && evloop_timer_active(&r->timer) && !r->wrote_any))
@@ -417,22 +418,19 @@ static size_t sink_data(struct conn *c, void *arg, const char *p, size_t len)
         r->body_taken += len; /* the backend is not reading: nowhere to go */
         return len;
     }
-    size_t pending = r->out.len - r->out_off;
-    if (pending >= OUT_HIGH) {
+    /* Pause only while records wait to be written: the socket's writability
+     * then comes, and req_write() resumes the body (a short take with nothing
+     * queued would never be resumed). A piece is at most the connection's
+     * body buffer (64 KiB), so out stays bounded. */
+    if (r->out.len - r->out_off >= OUT_HIGH ||
+        fcgi_encode_stream(&r->out, FCGI_STDIN, FCGI_REQUEST_ID, p, len) < 0) {
         r->body_paused = true;
         req_timer_update(r, false);
         return 0;
     }
-    size_t n = len < OUT_HIGH - pending ? len : OUT_HIGH - pending;
-    if (fcgi_encode_stream(&r->out, FCGI_STDIN, FCGI_REQUEST_ID, p, n) < 0) {
-        r->body_paused = true;
-        return 0;
-    }
-    r->body_taken += n;
+    r->body_taken += len;
     req_write(r);
-    if (n < len)
-        r->body_paused = true;
-    return n;
+    return len;
 }
 
 static void sink_end(struct conn *c, void *arg)
