@@ -74,8 +74,7 @@ struct fcgi_req {
     int retries;
     struct buf out; /* encoded records not yet written, from out_off */
     size_t out_off;
-    struct buf in; /* bytes read from the backend, not yet decoded, from in_off */
-    size_t in_off;
+    struct buf in;   /* bytes read from the backend before a pause, not yet decoded */
     struct buf head; /* STDOUT until the CGI header block is complete */
     struct buf err;  /* a partial STDERR line */
     struct fcgi_decoder dec;
@@ -90,6 +89,7 @@ struct fcgi_worker {
     struct fcgi_req *head, *tail;
     bool registered; /* with the gate, as waiting */
     struct fcgi_worker *next_all;
+    char rbuf[IN_READ]; /* what one recv() from a backend brings */
 };
 
 struct fcgi_client {
@@ -311,7 +311,7 @@ static void req_fail(struct fcgi_req *r, int status, const char *note)
     conn_set_log_note(c, note);
     if (!r->body_ended)
         conn_set_close(c);
-    if (status == 503 && !r->wrote_any && !r->head_done) {
+    if (status == 503 && !r->head_done) { /* the application did not run it */
         respond_busy(r->cl, c, conn_request(c));
     } else if (status == 504 && !r->head_done) {
         conn_set_close(c);
@@ -395,13 +395,14 @@ static void req_write(struct fcgi_req *r)
     if (r->out_off == r->out.len || r->write_dead) {
         buf_reset(&r->out);
         r->out_off = 0;
-        if (r->body_paused) {
-            r->body_paused = false;
-            conn_body_resume(r->c);
-        }
     } else if (r->out_off > OUT_HIGH) {
         buf_consume(&r->out, r->out_off);
         r->out_off = 0;
+    }
+    /* The client's body flows again once half of the high-water mark is out. */
+    if (r->body_paused && r->out.len - r->out_off <= OUT_HIGH / 2) {
+        r->body_paused = false;
+        conn_body_resume(r->c);
     }
     req_watch(r);
     if (!(r->write_dead && evloop_timer_active(&r->timer) && !r->wrote_any))
@@ -417,22 +418,19 @@ static size_t sink_data(struct conn *c, void *arg, const char *p, size_t len)
         r->body_taken += len; /* the backend is not reading: nowhere to go */
         return len;
     }
-    size_t pending = r->out.len - r->out_off;
-    if (pending >= OUT_HIGH) {
+    /* Pause only while records wait to be written: the socket's writability
+     * then comes, and req_write() resumes the body (a short take with nothing
+     * queued would never be resumed). A piece is at most the connection's
+     * body buffer (64 KiB), so out stays bounded. */
+    if (r->out.len - r->out_off >= OUT_HIGH ||
+        fcgi_encode_stream(&r->out, FCGI_STDIN, FCGI_REQUEST_ID, p, len) < 0) {
         r->body_paused = true;
         req_timer_update(r, false);
         return 0;
     }
-    size_t n = len < OUT_HIGH - pending ? len : OUT_HIGH - pending;
-    if (fcgi_encode_stream(&r->out, FCGI_STDIN, FCGI_REQUEST_ID, p, n) < 0) {
-        r->body_paused = true;
-        return 0;
-    }
-    r->body_taken += n;
+    r->body_taken += len;
     req_write(r);
-    if (n < len)
-        r->body_paused = true;
-    return n;
+    return len;
 }
 
 static void sink_end(struct conn *c, void *arg)
@@ -518,7 +516,7 @@ static void req_retry(struct fcgi_req *r)
     buf_reset(&r->out);
     buf_reset(&r->in);
     buf_finish(&r->head);
-    r->out_off = r->in_off = 0;
+    r->out_off = 0;
     r->wrote_any = r->write_dead = false;
     fcgi_decoder_init(&r->dec);
     r->state = REQ_CONNECTING;
@@ -547,18 +545,20 @@ static void req_end(struct fcgi_req *r, uint8_t protocol_status)
     req_done(r);
 }
 
-/* Decode what was read, as far as the client's queue allows. Returns false
- * when r was freed or started over on a new connection. */
-static bool req_process(struct fcgi_req *r)
+/* Decode (p, len), read from the backend, as far as the client's queue
+ * allows; *used says how far. Returns false when r was freed or started over
+ * on a new connection (then neither r nor p may be used). */
+static bool req_feed(struct fcgi_req *r, const char *p, size_t len, size_t *used)
 {
-    while (r->in_off < r->in.len && !r->paused) {
+    size_t off = 0;
+    while (off < len && !r->paused) {
         struct fcgi_piece pc;
-        long n = fcgi_decode(&r->dec, r->in.data + r->in_off, r->in.len - r->in_off, &pc);
+        long n = fcgi_decode(&r->dec, p + off, len - off, &pc);
         if (n < 0 || (pc.type && pc.request_id != FCGI_REQUEST_ID && pc.request_id != 0)) {
             req_fail(r, 502, "backend=error");
             return false;
         }
-        r->in_off += (size_t)n;
+        off += (size_t)n;
         if (pc.request_id == 0 && pc.type != FCGI_GET_VALUES_RESULT && pc.type)
             pc.type = FCGI_UNKNOWN_TYPE; /* only management records may use id 0 */
         switch (pc.type) {
@@ -584,10 +584,18 @@ static bool req_process(struct fcgi_req *r)
             break; /* GET_VALUES_RESULT, or nothing complete yet */
         }
     }
-    if (r->in_off == r->in.len) {
-        buf_reset(&r->in);
-        r->in_off = 0;
-    }
+    *used = off;
+    return true;
+}
+
+/* Decode what a pause left in r->in. Returns false when r was freed or
+ * started over. */
+static bool req_process(struct fcgi_req *r)
+{
+    size_t used = 0;
+    if (r->in.len && !req_feed(r, r->in.data, r->in.len, &used))
+        return false;
+    buf_consume(&r->in, used);
     req_watch(r);
     req_timer_update(r, false);
     return true;
@@ -604,12 +612,13 @@ static void req_eof(struct fcgi_req *r)
     req_fail(r, 502, "backend=error");
 }
 
+/* Read from the backend into the worker's buffer and decode at once; only
+ * what a pause leaves over is copied (to r->in). */
 static void req_read(struct fcgi_req *r)
 {
+    char *rbuf = r->w->rbuf;
     for (int i = 0; i < READS_PER_EVENT && !r->paused; i++) {
-        if (buf_reserve(&r->in, IN_READ) < 0)
-            return; /* cannot happen: req_process() empties the buffer unless paused */
-        ssize_t n = recv(r->fd, r->in.data + r->in.len, IN_READ, 0);
+        ssize_t n = recv(r->fd, rbuf, IN_READ, 0);
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
@@ -618,9 +627,15 @@ static void req_read(struct fcgi_req *r)
             req_eof(r);
             return;
         }
-        r->in.len += (size_t)n;
         req_timer_update(r, true);
-        if (!req_process(r) || (size_t)n < IN_READ)
+        size_t used = 0;
+        if (!req_feed(r, rbuf, (size_t)n, &used))
+            return;
+        if (used < (size_t)n)
+            buf_append(&r->in, rbuf + used, (size_t)n - used); /* paused: fits, IN_READ max */
+        req_watch(r);
+        req_timer_update(r, false);
+        if ((size_t)n < IN_READ)
             return;
     }
 }
@@ -757,6 +772,9 @@ static void req_timer_fired(struct evloop *l, void *arg)
 
 static void req_start(struct fcgi_req *r)
 {
+    /* What the access log shows if the client goes away from here on (stop()
+     * may not call into the connection); an answer replaces it. */
+    conn_set_log_note(r->c, "backend=aborted");
     r->has_slot = true;
     req_connect(r);
 }
@@ -778,6 +796,7 @@ static void worker_drain(struct evloop *l, void *arg)
 static void req_hold(struct fcgi_req *r)
 {
     struct fcgi_worker *w = r->w;
+    conn_set_log_note(r->c, "backend=held"); /* until it starts or is answered */
     r->state = REQ_HELD;
     r->prev = w->tail;
     if (w->tail)
@@ -846,7 +865,7 @@ int fcgi_client_handle(struct conn *c, const struct http_request *req, void *arg
     r->path_len = (size_t)plen;
     r->state = REQ_CONNECTING;
     buf_init(&r->out, PARAMS_MAX + 2 * OUT_HIGH);
-    buf_init(&r->in, 2 * IN_READ);
+    buf_init(&r->in, IN_READ);
     buf_init(&r->head, CGI_HEAD_MAX);
     buf_init(&r->err, ERR_LINE_MAX + 1);
     fcgi_decoder_init(&r->dec);

@@ -20,7 +20,9 @@
  * request body was taken from the client; never once a response byte went
  * out. A client that goes away closes the backend connection (after an
  * FCGI_ABORT_REQUEST when the record stream allows one) and frees the slot.
- * The access log line carries backend=ok|busy|error|timeout|aborted.
+ * The access log line carries backend=ok|busy|error|timeout|refused, or
+ * backend=held|aborted for a client that went away while held or while the
+ * backend had the request.
  *
  * A Location without Status (a CGI "local redirect") is answered as a 302
  * to that path: ferry does not re-run the request internally. */

@@ -333,6 +333,9 @@ def test_client_disconnect_aborts_the_backend_request(fake):
                          for l in fk.lines()), 5, "the app saw the abort")
     wait_for(lambda: in_flight(f) == 0, 5, "slot released")
     assert get_body(f.port, "/app/after").status == 200
+    wait_for(lambda: '"GET /app/gone?sleep=5000 HTTP/1.1" 499' in f.access_log(), 5, "log line")
+    line = [l for l in f.access_log().splitlines() if "/app/gone" in l][0]
+    assert line.endswith("backend=aborted"), line
 
 
 # ---- php-cgi ----
@@ -442,3 +445,5 @@ def test_client_gone_while_held_never_reaches_the_app(fake):
     assert get_body(f.port, "/app/after").status == 200
     assert not any("/app/quitter" in l for l in fk.lines()), fk.lines()
     assert in_flight(f) == 0
+    line = [l for l in f.access_log().splitlines() if "/app/quitter" in l][0]
+    assert " 499 " in line and line.endswith("backend=held"), line
