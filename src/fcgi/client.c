@@ -88,6 +88,10 @@ struct fcgi_worker {
     struct evloop *loop;
     struct fcgi_req *head, *tail;
     bool registered; /* with the gate, as waiting */
+    /* Slots finished requests left for the held ones here (no round trip
+     * through the gate and an eventfd); worker_drain() runs from handoff. */
+    uint32_t spare;
+    struct evloop_timer handoff;
     struct fcgi_worker *next_all;
     char rbuf[IN_READ]; /* what one recv() from a backend brings */
 };
@@ -168,6 +172,8 @@ void fcgi_client_destroy(struct fcgi_client *cl)
     free(cl);
 }
 
+static void worker_drain(struct evloop *l, void *arg);
+
 /* This thread's hold queue for cl (made on first use). */
 static struct fcgi_worker *worker_get(struct fcgi_client *cl, struct evloop *loop)
 {
@@ -181,6 +187,7 @@ static struct fcgi_worker *worker_get(struct fcgi_client *cl, struct evloop *loo
         w = xcalloc(1, sizeof(*w));
         w->cl = cl;
         w->loop = loop;
+        evloop_timer_init(&w->handoff, worker_drain, w);
         w->next_all = cl->workers;
         cl->workers = w;
     }
@@ -194,7 +201,6 @@ static struct fcgi_worker *worker_get(struct fcgi_client *cl, struct evloop *loo
 static void req_event(struct evloop *l, int fd, uint32_t events, void *arg);
 static void req_timer_fired(struct evloop *l, void *arg);
 static void req_connect(struct fcgi_req *r);
-static void worker_drain(struct evloop *l, void *arg);
 
 /* Watch what the state needs: the reply unless paused, writability while
  * records wait. An fd with nothing to wait for leaves the loop, or EPOLLHUP
@@ -263,6 +269,20 @@ static void queue_remove(struct fcgi_req *r)
     }
 }
 
+/* Give back r's slot: to the requests held on this worker when there are
+ * any (started from a timer on this loop, not from inside the caller, which
+ * may be a connection's stop()), else to the gate. */
+static void slot_release(struct fcgi_req *r)
+{
+    struct fcgi_worker *w = r->w;
+    if (w->head) {
+        w->spare++;
+        evloop_timer_start(w->loop, &w->handoff, 0);
+        return;
+    }
+    fcgi_gate_release(r->cl->gate);
+}
+
 /* Release everything r owns; the connection no longer refers to it. */
 static void req_free(struct fcgi_req *r)
 {
@@ -271,7 +291,7 @@ static void req_free(struct fcgi_req *r)
     evloop_timer_stop(r->loop, &r->timer);
     req_close_fd(r);
     if (r->has_slot)
-        fcgi_gate_release(r->cl->gate);
+        slot_release(r);
     buf_finish(&r->out);
     buf_finish(&r->in);
     buf_finish(&r->head);
@@ -703,6 +723,9 @@ static void req_connected(struct fcgi_req *r)
 {
     r->state = REQ_ACTIVE;
     evloop_timer_stop(r->loop, &r->timer);
+    const struct http_request *req = conn_request(r->c);
+    if (!r->body_started && req->content_length <= 0 && !req->chunked)
+        r->body_started = r->body_ended = true; /* no body: STDIN ends with the params */
     if (req_params(r) < 0) {
         req_fail(r, 502, "backend=error");
         return;
@@ -779,18 +802,25 @@ static void req_start(struct fcgi_req *r)
     req_connect(r);
 }
 
-/* A slot may be free: start held requests in arrival order. Posted by the
- * gate to this worker's loop. */
+/* A slot may be free: start held requests in arrival order, with the slots
+ * finished requests left here first. Posted by the gate to this worker's
+ * loop, and run from the handoff timer. */
 static void worker_drain(struct evloop *l, void *arg)
 {
     struct fcgi_worker *w = arg;
-    while (w->head && fcgi_gate_acquire(w->cl->gate)) {
+    while (w->head) {
+        if (w->spare)
+            w->spare--;
+        else if (!fcgi_gate_acquire(w->cl->gate))
+            break;
         struct fcgi_req *r = w->head;
         queue_remove(r);
         evloop_timer_stop(l, &r->timer);
         r->state = REQ_CONNECTING;
         req_start(r);
     }
+    for (; w->spare; w->spare--) /* nobody here wants them (any more) */
+        fcgi_gate_release(w->cl->gate);
 }
 
 static void req_hold(struct fcgi_req *r)
@@ -848,7 +878,14 @@ int fcgi_client_handle(struct conn *c, const struct http_request *req, void *arg
         return HANDLER_PASS;
     }
     struct fcgi_worker *w = worker_get(cl, conn_loop(c));
-    bool slot = !w->head && fcgi_gate_acquire(cl->gate);
+    /* Arrival order: nobody overtakes a held request on this worker. */
+    bool slot = false;
+    if (!w->head && w->spare) {
+        w->spare--;
+        slot = true;
+    } else if (!w->head) {
+        slot = fcgi_gate_acquire(cl->gate);
+    }
     if (!slot && atomic_load_explicit(&cl->held, memory_order_relaxed) >=
                      (uint64_t)cl->conf->backend.hold_queue) {
         free(path);
