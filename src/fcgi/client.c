@@ -15,6 +15,7 @@
 #include "maint/maint.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -47,7 +48,7 @@
 
 struct fcgi_worker;
 
-enum req_state { REQ_HELD = 0, REQ_CONNECTING, REQ_ACTIVE };
+enum req_state { REQ_HELD = 0, REQ_CONNECTING, REQ_ACTIVE, REQ_SPOOLING };
 
 /* One request to the backend. Owned by the connection's producer from
  * conn_defer() until stop() runs or the response is complete (req_free()). */
@@ -71,6 +72,13 @@ struct fcgi_req {
     bool head_done;               /* the response head went to the connection */
     bool paused;                  /* the response queue is full: wait for proceed() */
     uint64_t body_taken;          /* request body bytes taken from the client */
+    /* A chunked body is read whole into an unlinked file before the request
+     * starts, so that the application gets a CONTENT_LENGTH (php-cgi reads
+     * nothing without one), as nginx does. */
+    int spool_fd; /* -1: the body streams from the client */
+    uint64_t spool_len;
+    uint64_t spool_off; /* how much of it went into STDIN records */
+    bool spool_failed;
     int retries;
     struct buf out; /* encoded records not yet written, from out_off */
     size_t out_off;
@@ -296,6 +304,8 @@ static void req_free(struct fcgi_req *r)
     buf_finish(&r->in);
     buf_finish(&r->head);
     buf_finish(&r->err);
+    if (r->spool_fd >= 0)
+        close(r->spool_fd);
     free(r->path);
     free(r);
 }
@@ -388,13 +398,54 @@ static const struct conn_producer req_producer = {req_proceed, req_stop};
  * be sent again). The caller checks what reached the backend. */
 static bool req_retryable(const struct fcgi_req *r)
 {
-    return !r->head_done && r->head.len == 0 && r->body_taken == 0 && r->retries < RETRIES_MAX;
+    return !r->head_done && r->head.len == 0 && (r->body_taken == 0 || r->spool_fd >= 0) &&
+           r->retries < RETRIES_MAX;
+}
+
+static void req_write_out(struct fcgi_req *r);
+
+/* Move the spooled body into STDIN records while fewer than OUT_HIGH bytes
+ * wait, and end STDIN after it. A file that cannot be read stops the
+ * request's writes (the application then times out: 504). */
+static void req_spool_out(struct fcgi_req *r)
+{
+    char piece[16384];
+    while (!r->write_dead && r->out.len - r->out_off < OUT_HIGH && r->spool_off < r->spool_len) {
+        size_t want = r->spool_len - r->spool_off;
+        if (want > sizeof(piece))
+            want = sizeof(piece);
+        ssize_t n = pread(r->spool_fd, piece, want, (off_t)r->spool_off);
+        if (n <= 0 ||
+            fcgi_encode_stream(&r->out, FCGI_STDIN, FCGI_REQUEST_ID, piece, (size_t)n) < 0) {
+            r->write_dead = true;
+            return;
+        }
+        r->spool_off += (uint64_t)n;
+        r->body_taken += (uint64_t)n;
+    }
+    if (r->spool_off == r->spool_len && !r->body_ended &&
+        fcgi_encode_stream(&r->out, FCGI_STDIN, FCGI_REQUEST_ID, NULL, 0) == 0)
+        r->body_ended = true;
 }
 
 /* Write what is queued. Never frees r: a backend that stops reading only
  * marks the rest as undeliverable (its response, or its EOF, comes next),
  * except that a connection none of whose bytes arrived is retried. */
 static void req_write(struct fcgi_req *r)
+{
+    for (;;) {
+        req_write_out(r);
+        /* A spooled body refills the queue as it drains. */
+        if (r->spool_fd < 0 || r->body_ended || r->write_dead || r->out.len > r->out_off)
+            break;
+        req_spool_out(r);
+    }
+    req_watch(r);
+    if (!(r->write_dead && evloop_timer_active(&r->timer) && !r->wrote_any))
+        req_timer_update(r, false);
+}
+
+static void req_write_out(struct fcgi_req *r)
 {
     while (r->out.len > r->out_off && !r->write_dead) {
         ssize_t n = send(r->fd, r->out.data + r->out_off, r->out.len - r->out_off, MSG_NOSIGNAL);
@@ -424,9 +475,6 @@ static void req_write(struct fcgi_req *r)
         r->body_paused = false;
         conn_body_resume(r->c);
     }
-    req_watch(r);
-    if (!(r->write_dead && evloop_timer_active(&r->timer) && !r->wrote_any))
-        req_timer_update(r, false);
 }
 
 /* ---- the request body: client -> STDIN ---- */
@@ -538,6 +586,10 @@ static void req_retry(struct fcgi_req *r)
     buf_finish(&r->head);
     r->out_off = 0;
     r->wrote_any = r->write_dead = false;
+    if (r->spool_fd >= 0) { /* the whole body is still there to send again */
+        r->spool_off = r->body_taken = 0;
+        r->body_ended = false;
+    }
     fcgi_decoder_init(&r->dec);
     r->state = REQ_CONNECTING;
     req_connect(r);
@@ -704,6 +756,7 @@ static int req_params(struct fcgi_req *r)
         .script_filename = conf->backend.script_filename,
         .server_software = "ferry/" FERRY_VERSION,
         .server_port = 80,
+        .content_length = r->spool_fd >= 0 ? (int64_t)r->spool_len : req->content_length,
     };
     int rc = fcgi_encode_begin(&r->out, FCGI_REQUEST_ID, FCGI_RESPONDER, 0);
     if (rc == 0)
@@ -730,6 +783,8 @@ static void req_connected(struct fcgi_req *r)
         req_fail(r, 502, "backend=error");
         return;
     }
+    if (r->spool_fd >= 0)
+        req_spool_out(r);
     req_write(r);
     if (r->write_dead && !r->wrote_any && req_retryable(r))
         return; /* the retry timer runs */
@@ -842,6 +897,78 @@ static void req_hold(struct fcgi_req *r)
     }
 }
 
+/* Take a slot (a spare one of this worker's first) or join the hold queue,
+ * or get the 503 at once when the queue is full. May answer and free r. */
+static void req_admit(struct fcgi_req *r)
+{
+    struct fcgi_client *cl = r->cl;
+    struct fcgi_worker *w = r->w;
+    r->hold_deadline = evloop_now(r->loop) + cl->conf->backend.hold_timeout_ms;
+    r->state = REQ_CONNECTING;
+    /* Arrival order: nobody overtakes a held request on this worker. */
+    bool slot = false;
+    if (!w->head && w->spare) {
+        w->spare--;
+        slot = true;
+    } else if (!w->head) {
+        slot = fcgi_gate_acquire(cl->gate);
+    }
+    if (slot) {
+        req_start(r);
+        return;
+    }
+    if (atomic_load_explicit(&cl->held, memory_order_relaxed) >=
+        (uint64_t)cl->conf->backend.hold_queue) {
+        req_fail(r, 503, "backend=busy");
+        return;
+    }
+    req_hold(r);
+    /* A slot freed between the failed acquire and the registration woke
+     * nobody: look once more. */
+    worker_drain(r->loop, w);
+}
+
+/* An unlinked file for a chunked body, in $TMPDIR or /tmp. Returns the fd or
+ * -errno. */
+static int spool_open(void)
+{
+    const char *dir = getenv("TMPDIR");
+    int fd = open(dir && *dir ? dir : "/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    return fd < 0 ? -errno : fd;
+}
+
+static size_t spool_data(struct conn *c, void *arg, const char *p, size_t len)
+{
+    struct fcgi_req *r = arg;
+    for (size_t done = 0; done < len && !r->spool_failed;) {
+        ssize_t n = pwrite(r->spool_fd, p + done, len - done, (off_t)r->spool_len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            r->spool_failed = true; /* the rest is dropped; the end answers 500 */
+            break;
+        }
+        done += (size_t)n;
+        r->spool_len += (uint64_t)n;
+    }
+    return len;
+}
+
+/* The whole chunked body is in the file: now the request may start. */
+static void spool_end(struct conn *c, void *arg)
+{
+    struct fcgi_req *r = arg;
+    if (r->spool_failed) {
+        conn_set_log_note(c, "backend=error");
+        conn_respond_simple(c, 500, "text/plain", "500 Internal Server Error\n");
+        req_free(r);
+        return;
+    }
+    req_admit(r);
+}
+
+static const struct conn_body_sink spool_sink = {spool_data, spool_end};
+
 /* ---- the handler ---- */
 
 /* Whether the decoded path is under location ("/app/" takes "/app/..." and
@@ -878,16 +1005,10 @@ int fcgi_client_handle(struct conn *c, const struct http_request *req, void *arg
         return HANDLER_PASS;
     }
     struct fcgi_worker *w = worker_get(cl, conn_loop(c));
-    /* Arrival order: nobody overtakes a held request on this worker. */
-    bool slot = false;
-    if (!w->head && w->spare) {
-        w->spare--;
-        slot = true;
-    } else if (!w->head) {
-        slot = fcgi_gate_acquire(cl->gate);
-    }
-    if (!slot && atomic_load_explicit(&cl->held, memory_order_relaxed) >=
-                     (uint64_t)cl->conf->backend.hold_queue) {
+    /* A full queue answers at once, before anything is allocated or read. */
+    if ((w->head || fcgi_gate_in_flight(cl->gate) >= fcgi_gate_capacity(cl->gate)) &&
+        atomic_load_explicit(&cl->held, memory_order_relaxed) >=
+            (uint64_t)cl->conf->backend.hold_queue) {
         free(path);
         respond_busy(cl, c, req);
         return HANDLER_DONE;
@@ -898,6 +1019,7 @@ int fcgi_client_handle(struct conn *c, const struct http_request *req, void *arg
     r->c = c;
     r->loop = conn_loop(c);
     r->fd = -1;
+    r->spool_fd = -1;
     r->path = path;
     r->path_len = (size_t)plen;
     r->state = REQ_CONNECTING;
@@ -907,18 +1029,24 @@ int fcgi_client_handle(struct conn *c, const struct http_request *req, void *arg
     buf_init(&r->err, ERR_LINE_MAX + 1);
     fcgi_decoder_init(&r->dec);
     evloop_timer_init(&r->timer, req_timer_fired, r);
-    r->hold_deadline = evloop_now(r->loop) + cl->conf->backend.hold_timeout_ms;
     /* The connection's own timeout is a backstop only: the hold deadline
      * and the backend's silence are timed here. */
     uint64_t backstop = cl->conf->backend.hold_timeout_ms + cl->conf->backend.timeout_ms + 1000;
     int rc = conn_defer(c, &req_producer, r, backstop);
-    if (slot) {
-        req_start(r);
-    } else {
-        req_hold(r);
-        /* A slot freed between the failed acquire and the registration
-         * woke nobody: look once more. */
-        worker_drain(r->loop, w);
+    if (!req->chunked) {
+        req_admit(r);
+        return rc;
     }
+    r->spool_fd = spool_open();
+    if (r->spool_fd < 0) {
+        conn_set_log_note(c, "backend=error");
+        conn_set_close(c);
+        conn_respond_simple(c, 500, "text/plain", "500 Internal Server Error\n");
+        req_free(r);
+        return rc;
+    }
+    r->state = REQ_SPOOLING;
+    r->body_started = true;
+    conn_body_read(c, &spool_sink);
     return rc;
 }

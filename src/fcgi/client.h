@@ -7,7 +7,8 @@
  * Retry-After. With a slot it opens a non-blocking connection to the
  * backend socket (one request per connection, no FCGI_KEEP_CONN), sends
  * BEGIN_REQUEST, the CGI/1.1 params (fcgi/cgi.h) and the request body as
- * STDIN (decoded chunked bodies included) with backpressure both ways, and
+ * STDIN with backpressure both ways (a chunked body is read whole into an
+ * unlinked temporary file first, so that CONTENT_LENGTH can be sent), and
  * streams STDOUT to the client (chunked when the application sets no
  * Content-Length). STDERR lines go to the error log.
  *

@@ -105,6 +105,18 @@ def fake(ferry_factory, tmp_path):
     return make
 
 
+def dechunk(body):
+    """The data of a chunked body (no extensions, no trailers)."""
+    out = b""
+    while True:
+        size, rest = body.split(b"\r\n", 1)
+        n = int(size, 16)
+        if n == 0:
+            return out
+        out += rest[:n]
+        body = rest[n + 2:]
+
+
 def body_fields(body):
     return dict(kv.split("=", 1) for kv in body.decode().split() if "=" in kv)
 
@@ -384,6 +396,22 @@ def test_php_upload_10mib(php):
                  timeout=60)
     assert r.status == 200
     assert r.body.decode().strip() == f"len={len(data)} sha256={hashlib.sha256(data).hexdigest()}"
+
+
+def test_php_chunked_upload_gets_a_content_length(php):
+    """A chunked body is read whole first, so php-cgi gets CONTENT_LENGTH and
+    reads it (without one it reads nothing)."""
+    pieces = [os.urandom(n) for n in (10, 65536, 3, 1000000, 77)]
+    body = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
+    data = b"".join(pieces)
+    with socket.create_connection(("127.0.0.1", php.port), timeout=30) as s:
+        s.sendall(b"POST /app/upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                  b"Content-Type: application/octet-stream\r\nConnection: close\r\n\r\n")
+        s.sendall(body)
+        resp, _ = read_response(s, timeout=30)
+    assert resp.status == 200, resp
+    assert dechunk(resp.body).decode().strip() == \
+        f"len={len(data)} sha256={hashlib.sha256(data).hexdigest()}"
 
 
 def test_php_status_404_and_redirect(php):
