@@ -86,6 +86,9 @@ int cmd_serve(int argc, char **argv)
             goto fail;
         fcgi_client_install(fclient, s);
         what = "cannot start";
+    } else if (fcgi_pm_register_admin(NULL, admin) < 0) { /* `swap` says why not */
+        snprintf(err, sizeof(err), "the backend's admin command is already registered");
+        goto fail;
     }
     /* Requests under url_prefix: local file, else redirect or proxy (issue 9). */
     if (conf.offload.spool[0]) {

@@ -164,9 +164,9 @@ int cgi_params_build(struct buf *out, const struct cgi_request_info *in)
         r = nv_str(out, "DOCUMENT_ROOT", in->document_root);
     if (r == 0)
         r = remote_vars(out, in->peer);
-    if (r == 0 && req->content_length >= 0) {
+    if (r == 0 && in->content_length >= 0) {
         char num[24];
-        snprintf(num, sizeof(num), "%lld", (long long)req->content_length);
+        snprintf(num, sizeof(num), "%lld", (long long)in->content_length);
         r = nv_str(out, "CONTENT_LENGTH", num);
     }
     struct http_str ctype = http_find_header(req, "content-type");

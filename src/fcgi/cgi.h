@@ -28,6 +28,7 @@ struct cgi_request_info {
     const char *script_filename; /* [backend] script_filename; "" = document_root + path */
     const char *server_software; /* "ferry/1.0" */
     unsigned server_port;        /* used when Host carries no port */
+    int64_t content_length;      /* CONTENT_LENGTH; -1: none (a chunked body streamed) */
     bool https;                  /* the request came over TLS: HTTPS=on */
 };
 
@@ -37,8 +38,8 @@ struct cgi_request_info {
  * SERVER_PROTOCOL, SERVER_NAME, SERVER_PORT, REQUEST_METHOD, REQUEST_URI,
  * QUERY_STRING, SCRIPT_NAME (location without its trailing slash), PATH_INFO
  * (the rest of the path), SCRIPT_FILENAME, DOCUMENT_ROOT, REMOTE_ADDR,
- * REMOTE_PORT, CONTENT_LENGTH (when the request declares one; a chunked body
- * has none), CONTENT_TYPE (when present), REDIRECT_STATUS=200 (php-cgi's
+ * REMOTE_PORT, CONTENT_LENGTH (in->content_length when >= 0), CONTENT_TYPE
+ * (when present), REDIRECT_STATUS=200 (php-cgi's
  * force_redirect), HTTPS=on when it applies, and HTTP_<NAME> for every other
  * header (repeats joined with ", ", Cookie with "; "). Never HTTP_PROXY
  * (httpoxy), never a header whose name contains '_' (it would be

@@ -16,6 +16,7 @@
 #include "offload/serve.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -49,7 +50,7 @@
 
 struct fcgi_worker;
 
-enum req_state { REQ_HELD = 0, REQ_CONNECTING, REQ_ACTIVE };
+enum req_state { REQ_HELD = 0, REQ_CONNECTING, REQ_ACTIVE, REQ_SPOOLING };
 
 /* One request to the backend. Owned by the connection's producer from
  * conn_defer() until stop() runs or the response is complete (req_free()). */
@@ -73,6 +74,13 @@ struct fcgi_req {
     bool head_done;               /* the response head went to the connection */
     bool paused;                  /* the response queue is full: wait for proceed() */
     uint64_t body_taken;          /* request body bytes taken from the client */
+    /* A chunked body is read whole into an unlinked file before the request
+     * starts, so that the application gets a CONTENT_LENGTH (php-cgi reads
+     * nothing without one), as nginx does. */
+    int spool_fd; /* -1: the body streams from the client */
+    uint64_t spool_len;
+    uint64_t spool_off; /* how much of it went into STDIN records */
+    bool spool_failed;
     int retries;
     struct buf out; /* encoded records not yet written, from out_off */
     size_t out_off;
@@ -90,6 +98,10 @@ struct fcgi_worker {
     struct evloop *loop;
     struct fcgi_req *head, *tail;
     bool registered; /* with the gate, as waiting */
+    /* Slots finished requests left for the held ones here (no round trip
+     * through the gate and an eventfd); worker_drain() runs from handoff. */
+    uint32_t spare;
+    struct evloop_timer handoff;
     struct fcgi_worker *next_all;
     char rbuf[IN_READ]; /* what one recv() from a backend brings */
 };
@@ -176,6 +188,8 @@ void fcgi_client_destroy(struct fcgi_client *cl)
     free(cl);
 }
 
+static void worker_drain(struct evloop *l, void *arg);
+
 /* This thread's hold queue for cl (made on first use). */
 static struct fcgi_worker *worker_get(struct fcgi_client *cl, struct evloop *loop)
 {
@@ -189,6 +203,7 @@ static struct fcgi_worker *worker_get(struct fcgi_client *cl, struct evloop *loo
         w = xcalloc(1, sizeof(*w));
         w->cl = cl;
         w->loop = loop;
+        evloop_timer_init(&w->handoff, worker_drain, w);
         w->next_all = cl->workers;
         cl->workers = w;
     }
@@ -202,7 +217,6 @@ static struct fcgi_worker *worker_get(struct fcgi_client *cl, struct evloop *loo
 static void req_event(struct evloop *l, int fd, uint32_t events, void *arg);
 static void req_timer_fired(struct evloop *l, void *arg);
 static void req_connect(struct fcgi_req *r);
-static void worker_drain(struct evloop *l, void *arg);
 
 /* Watch what the state needs: the reply unless paused, writability while
  * records wait. An fd with nothing to wait for leaves the loop, or EPOLLHUP
@@ -271,6 +285,20 @@ static void queue_remove(struct fcgi_req *r)
     }
 }
 
+/* Give back r's slot: to the requests held on this worker when there are
+ * any (started from a timer on this loop, not from inside the caller, which
+ * may be a connection's stop()), else to the gate. */
+static void slot_release(struct fcgi_req *r)
+{
+    struct fcgi_worker *w = r->w;
+    if (w->head) {
+        w->spare++;
+        evloop_timer_start(w->loop, &w->handoff, 0);
+        return;
+    }
+    fcgi_gate_release(r->cl->gate);
+}
+
 /* Release everything r owns; the connection no longer refers to it. */
 static void req_free(struct fcgi_req *r)
 {
@@ -279,11 +307,13 @@ static void req_free(struct fcgi_req *r)
     evloop_timer_stop(r->loop, &r->timer);
     req_close_fd(r);
     if (r->has_slot)
-        fcgi_gate_release(r->cl->gate);
+        slot_release(r);
     buf_finish(&r->out);
     buf_finish(&r->in);
     buf_finish(&r->head);
     buf_finish(&r->err);
+    if (r->spool_fd >= 0)
+        close(r->spool_fd);
     free(r->path);
     free(r);
 }
@@ -319,7 +349,7 @@ static void req_fail(struct fcgi_req *r, int status, const char *note)
     conn_set_log_note(c, note);
     if (!r->body_ended)
         conn_set_close(c);
-    if (status == 503 && !r->wrote_any && !r->head_done) {
+    if (status == 503 && !r->head_done) { /* the application did not run it */
         respond_busy(r->cl, c, conn_request(c));
     } else if (status == 504 && !r->head_done) {
         conn_set_close(c);
@@ -376,13 +406,54 @@ static const struct conn_producer req_producer = {req_proceed, req_stop};
  * be sent again). The caller checks what reached the backend. */
 static bool req_retryable(const struct fcgi_req *r)
 {
-    return !r->head_done && r->head.len == 0 && r->body_taken == 0 && r->retries < RETRIES_MAX;
+    return !r->head_done && r->head.len == 0 && (r->body_taken == 0 || r->spool_fd >= 0) &&
+           r->retries < RETRIES_MAX;
+}
+
+static void req_write_out(struct fcgi_req *r);
+
+/* Move the spooled body into STDIN records while fewer than OUT_HIGH bytes
+ * wait, and end STDIN after it. A file that cannot be read stops the
+ * request's writes (the application then times out: 504). */
+static void req_spool_out(struct fcgi_req *r)
+{
+    char piece[16384];
+    while (!r->write_dead && r->out.len - r->out_off < OUT_HIGH && r->spool_off < r->spool_len) {
+        size_t want = r->spool_len - r->spool_off;
+        if (want > sizeof(piece))
+            want = sizeof(piece);
+        ssize_t n = pread(r->spool_fd, piece, want, (off_t)r->spool_off);
+        if (n <= 0 ||
+            fcgi_encode_stream(&r->out, FCGI_STDIN, FCGI_REQUEST_ID, piece, (size_t)n) < 0) {
+            r->write_dead = true;
+            return;
+        }
+        r->spool_off += (uint64_t)n;
+        r->body_taken += (uint64_t)n;
+    }
+    if (r->spool_off == r->spool_len && !r->body_ended &&
+        fcgi_encode_stream(&r->out, FCGI_STDIN, FCGI_REQUEST_ID, NULL, 0) == 0)
+        r->body_ended = true;
 }
 
 /* Write what is queued. Never frees r: a backend that stops reading only
  * marks the rest as undeliverable (its response, or its EOF, comes next),
  * except that a connection none of whose bytes arrived is retried. */
 static void req_write(struct fcgi_req *r)
+{
+    for (;;) {
+        req_write_out(r);
+        /* A spooled body refills the queue as it drains. */
+        if (r->spool_fd < 0 || r->body_ended || r->write_dead || r->out.len > r->out_off)
+            break;
+        req_spool_out(r);
+    }
+    req_watch(r);
+    if (!(r->write_dead && evloop_timer_active(&r->timer) && !r->wrote_any))
+        req_timer_update(r, false);
+}
+
+static void req_write_out(struct fcgi_req *r)
 {
     while (r->out.len > r->out_off && !r->write_dead) {
         ssize_t n = send(r->fd, r->out.data + r->out_off, r->out.len - r->out_off, MSG_NOSIGNAL);
@@ -403,17 +474,15 @@ static void req_write(struct fcgi_req *r)
     if (r->out_off == r->out.len || r->write_dead) {
         buf_reset(&r->out);
         r->out_off = 0;
-        if (r->body_paused) {
-            r->body_paused = false;
-            conn_body_resume(r->c);
-        }
     } else if (r->out_off > OUT_HIGH) {
         buf_consume(&r->out, r->out_off);
         r->out_off = 0;
     }
-    req_watch(r);
-    if (!(r->write_dead && evloop_timer_active(&r->timer) && !r->wrote_any))
-        req_timer_update(r, false);
+    /* The client's body flows again once half of the high-water mark is out. */
+    if (r->body_paused && r->out.len - r->out_off <= OUT_HIGH / 2) {
+        r->body_paused = false;
+        conn_body_resume(r->c);
+    }
 }
 
 /* ---- the request body: client -> STDIN ---- */
@@ -425,22 +494,19 @@ static size_t sink_data(struct conn *c, void *arg, const char *p, size_t len)
         r->body_taken += len; /* the backend is not reading: nowhere to go */
         return len;
     }
-    size_t pending = r->out.len - r->out_off;
-    if (pending >= OUT_HIGH) {
+    /* Pause only while records wait to be written: the socket's writability
+     * then comes, and req_write() resumes the body (a short take with nothing
+     * queued would never be resumed). A piece is at most the connection's
+     * body buffer (64 KiB), so out stays bounded. */
+    if (r->out.len - r->out_off >= OUT_HIGH ||
+        fcgi_encode_stream(&r->out, FCGI_STDIN, FCGI_REQUEST_ID, p, len) < 0) {
         r->body_paused = true;
         req_timer_update(r, false);
         return 0;
     }
-    size_t n = len < OUT_HIGH - pending ? len : OUT_HIGH - pending;
-    if (fcgi_encode_stream(&r->out, FCGI_STDIN, FCGI_REQUEST_ID, p, n) < 0) {
-        r->body_paused = true;
-        return 0;
-    }
-    r->body_taken += n;
+    r->body_taken += len;
     req_write(r);
-    if (n < len)
-        r->body_paused = true;
-    return n;
+    return len;
 }
 
 static void sink_end(struct conn *c, void *arg)
@@ -624,6 +690,10 @@ static void req_retry(struct fcgi_req *r)
     buf_finish(&r->head);
     r->out_off = 0;
     r->wrote_any = r->write_dead = false;
+    if (r->spool_fd >= 0) { /* the whole body is still there to send again */
+        r->spool_off = r->body_taken = 0;
+        r->body_ended = false;
+    }
     fcgi_decoder_init(&r->dec);
     r->state = REQ_CONNECTING;
     req_connect(r);
@@ -794,6 +864,7 @@ static int req_params(struct fcgi_req *r)
         .script_filename = conf->backend.script_filename,
         .server_software = "ferry/" FERRY_VERSION,
         .server_port = 80,
+        .content_length = r->spool_fd >= 0 ? (int64_t)r->spool_len : req->content_length,
     };
     int rc = fcgi_encode_begin(&r->out, FCGI_REQUEST_ID, FCGI_RESPONDER, 0);
     if (rc == 0)
@@ -813,10 +884,15 @@ static void req_connected(struct fcgi_req *r)
 {
     r->state = REQ_ACTIVE;
     evloop_timer_stop(r->loop, &r->timer);
+    const struct http_request *req = conn_request(r->c);
+    if (!r->body_started && req->content_length <= 0 && !req->chunked)
+        r->body_started = r->body_ended = true; /* no body: STDIN ends with the params */
     if (req_params(r) < 0) {
         req_fail(r, 502, "backend=error");
         return;
     }
+    if (r->spool_fd >= 0)
+        req_spool_out(r);
     req_write(r);
     if (r->write_dead && !r->wrote_any && req_retryable(r))
         return; /* the retry timer runs */
@@ -882,27 +958,38 @@ static void req_timer_fired(struct evloop *l, void *arg)
 
 static void req_start(struct fcgi_req *r)
 {
+    /* What the access log shows if the client goes away from here on (stop()
+     * may not call into the connection); an answer replaces it. */
+    conn_set_log_note(r->c, "backend=aborted");
     r->has_slot = true;
     req_connect(r);
 }
 
-/* A slot may be free: start held requests in arrival order. Posted by the
- * gate to this worker's loop. */
+/* A slot may be free: start held requests in arrival order, with the slots
+ * finished requests left here first. Posted by the gate to this worker's
+ * loop, and run from the handoff timer. */
 static void worker_drain(struct evloop *l, void *arg)
 {
     struct fcgi_worker *w = arg;
-    while (w->head && fcgi_gate_acquire(w->cl->gate)) {
+    while (w->head) {
+        if (w->spare)
+            w->spare--;
+        else if (!fcgi_gate_acquire(w->cl->gate))
+            break;
         struct fcgi_req *r = w->head;
         queue_remove(r);
         evloop_timer_stop(l, &r->timer);
         r->state = REQ_CONNECTING;
         req_start(r);
     }
+    for (; w->spare; w->spare--) /* nobody here wants them (any more) */
+        fcgi_gate_release(w->cl->gate);
 }
 
 static void req_hold(struct fcgi_req *r)
 {
     struct fcgi_worker *w = r->w;
+    conn_set_log_note(r->c, "backend=held"); /* until it starts or is answered */
     r->state = REQ_HELD;
     r->prev = w->tail;
     if (w->tail)
@@ -917,6 +1004,78 @@ static void req_hold(struct fcgi_req *r)
         w->registered = true;
     }
 }
+
+/* Take a slot (a spare one of this worker's first) or join the hold queue,
+ * or get the 503 at once when the queue is full. May answer and free r. */
+static void req_admit(struct fcgi_req *r)
+{
+    struct fcgi_client *cl = r->cl;
+    struct fcgi_worker *w = r->w;
+    r->hold_deadline = evloop_now(r->loop) + cl->conf->backend.hold_timeout_ms;
+    r->state = REQ_CONNECTING;
+    /* Arrival order: nobody overtakes a held request on this worker. */
+    bool slot = false;
+    if (!w->head && w->spare) {
+        w->spare--;
+        slot = true;
+    } else if (!w->head) {
+        slot = fcgi_gate_acquire(cl->gate);
+    }
+    if (slot) {
+        req_start(r);
+        return;
+    }
+    if (atomic_load_explicit(&cl->held, memory_order_relaxed) >=
+        (uint64_t)cl->conf->backend.hold_queue) {
+        req_fail(r, 503, "backend=busy");
+        return;
+    }
+    req_hold(r);
+    /* A slot freed between the failed acquire and the registration woke
+     * nobody: look once more. */
+    worker_drain(r->loop, w);
+}
+
+/* An unlinked file for a chunked body, in $TMPDIR or /tmp. Returns the fd or
+ * -errno. */
+static int spool_open(void)
+{
+    const char *dir = getenv("TMPDIR");
+    int fd = open(dir && *dir ? dir : "/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    return fd < 0 ? -errno : fd;
+}
+
+static size_t spool_data(struct conn *c, void *arg, const char *p, size_t len)
+{
+    struct fcgi_req *r = arg;
+    for (size_t done = 0; done < len && !r->spool_failed;) {
+        ssize_t n = pwrite(r->spool_fd, p + done, len - done, (off_t)r->spool_len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            r->spool_failed = true; /* the rest is dropped; the end answers 500 */
+            break;
+        }
+        done += (size_t)n;
+        r->spool_len += (uint64_t)n;
+    }
+    return len;
+}
+
+/* The whole chunked body is in the file: now the request may start. */
+static void spool_end(struct conn *c, void *arg)
+{
+    struct fcgi_req *r = arg;
+    if (r->spool_failed) {
+        conn_set_log_note(c, "backend=error");
+        conn_respond_simple(c, 500, "text/plain", "500 Internal Server Error\n");
+        req_free(r);
+        return;
+    }
+    req_admit(r);
+}
+
+static const struct conn_body_sink spool_sink = {spool_data, spool_end};
 
 /* ---- the handler ---- */
 
@@ -954,9 +1113,10 @@ int fcgi_client_handle(struct conn *c, const struct http_request *req, void *arg
         return HANDLER_PASS;
     }
     struct fcgi_worker *w = worker_get(cl, conn_loop(c));
-    bool slot = !w->head && fcgi_gate_acquire(cl->gate);
-    if (!slot && atomic_load_explicit(&cl->held, memory_order_relaxed) >=
-                     (uint64_t)cl->conf->backend.hold_queue) {
+    /* A full queue answers at once, before anything is allocated or read. */
+    if ((w->head || fcgi_gate_in_flight(cl->gate) >= fcgi_gate_capacity(cl->gate)) &&
+        atomic_load_explicit(&cl->held, memory_order_relaxed) >=
+            (uint64_t)cl->conf->backend.hold_queue) {
         free(path);
         respond_busy(cl, c, req);
         return HANDLER_DONE;
@@ -967,6 +1127,7 @@ int fcgi_client_handle(struct conn *c, const struct http_request *req, void *arg
     r->c = c;
     r->loop = conn_loop(c);
     r->fd = -1;
+    r->spool_fd = -1;
     r->path = path;
     r->path_len = (size_t)plen;
     r->state = REQ_CONNECTING;
@@ -976,18 +1137,24 @@ int fcgi_client_handle(struct conn *c, const struct http_request *req, void *arg
     buf_init(&r->err, ERR_LINE_MAX + 1);
     fcgi_decoder_init(&r->dec);
     evloop_timer_init(&r->timer, req_timer_fired, r);
-    r->hold_deadline = evloop_now(r->loop) + cl->conf->backend.hold_timeout_ms;
     /* The connection's own timeout is a backstop only: the hold deadline
      * and the backend's silence are timed here. */
     uint64_t backstop = cl->conf->backend.hold_timeout_ms + cl->conf->backend.timeout_ms + 1000;
     int rc = conn_defer(c, &req_producer, r, backstop);
-    if (slot) {
-        req_start(r);
-    } else {
-        req_hold(r);
-        /* A slot freed between the failed acquire and the registration
-         * woke nobody: look once more. */
-        worker_drain(r->loop, w);
+    if (!req->chunked) {
+        req_admit(r);
+        return rc;
     }
+    r->spool_fd = spool_open();
+    if (r->spool_fd < 0) {
+        conn_set_log_note(c, "backend=error");
+        conn_set_close(c);
+        conn_respond_simple(c, 500, "text/plain", "500 Internal Server Error\n");
+        req_free(r);
+        return rc;
+    }
+    r->state = REQ_SPOOLING;
+    r->body_started = true;
+    conn_body_read(c, &spool_sink);
     return rc;
 }

@@ -7,7 +7,8 @@
  * Retry-After. With a slot it opens a non-blocking connection to the
  * backend socket (one request per connection, no FCGI_KEEP_CONN), sends
  * BEGIN_REQUEST, the CGI/1.1 params (fcgi/cgi.h) and the request body as
- * STDIN (decoded chunked bodies included) with backpressure both ways, and
+ * STDIN with backpressure both ways (a chunked body is read whole into an
+ * unlinked temporary file first, so that CONTENT_LENGTH can be sent), and
  * streams STDOUT to the client (chunked when the application sets no
  * Content-Length). STDERR lines go to the error log.
  *
@@ -20,7 +21,9 @@
  * request body was taken from the client; never once a response byte went
  * out. A client that goes away closes the backend connection (after an
  * FCGI_ABORT_REQUEST when the record stream allows one) and frees the slot.
- * The access log line carries backend=ok|busy|error|timeout|aborted.
+ * The access log line carries backend=ok|busy|error|timeout|refused, or
+ * backend=held|aborted for a client that went away while held or while the
+ * backend had the request.
  *
  * A Location without Status (a CGI "local redirect") is answered as a 302
  * to that path: ferry does not re-run the request internally. */

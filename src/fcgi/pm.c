@@ -232,6 +232,10 @@ static void proc_set_ready(struct pm_proc *p)
 static void proc_on_grace(struct evloop *l, void *arg)
 {
     struct pm_proc *p = arg;
+    /* A report written just before the grace ended may still wait in the
+     * pipe, its event not yet handled in this round: read it first. */
+    if (p->ready_fd >= 0)
+        proc_on_ready_fd(l, p->ready_fd, EPOLLIN, p);
     if (p->alive && !p->reporting)
         proc_set_ready(p);
 }
@@ -792,8 +796,17 @@ fail:
     return NULL;
 }
 
+static int swap_absent_cmd(struct admin_client *c, const struct admin_request *req, json_t *reply,
+                           void *arg)
+{
+    return admin_reply_error(reply, "no backend to swap: [backend] command is empty in the "
+                                    "configuration the server started with");
+}
+
 int fcgi_pm_register_admin(struct fcgi_pm *pm, struct admin *a)
 {
+    if (!pm)
+        return admin_register(a, "swap", swap_absent_cmd, NULL);
     int r = admin_register(a, "swap", swap_cmd, pm);
     if (r == 0)
         r = admin_register_status(a, "backend", status_section, pm);

@@ -8,7 +8,8 @@
  * "READY" there. A process that never writes anything there is ready once it
  * is still alive [backend] ready_grace after it started (unmodified libfcgi
  * applications, php-cgi). A process that writes anything else first (e.g.
- * "STARTING\n") has said it will report, and is ready only on "READY".
+ * "STARTING\n", before ready_grace ends) has said it will report, and is
+ * ready only on "READY".
  *
  * Capacity. The gate (fcgi/gate.h) is told ready processes x [backend]
  * concurrency, summed over the generations that accept: the current one and,
@@ -52,7 +53,9 @@ struct fcgi_pm *fcgi_pm_create(struct evloop *loop, const struct ferry_conf *con
 
 /**
  * Register the `swap` command and the "backend" status section on a. a must
- * be destroyed after the pm. Returns 0 or -EEXIST.
+ * be destroyed after the pm. With pm NULL (no backend configured), `swap`
+ * only answers that there is no backend, and there is no status section.
+ * Returns 0 or -EEXIST.
  */
 int fcgi_pm_register_admin(struct fcgi_pm *pm, struct admin *a);
 

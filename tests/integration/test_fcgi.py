@@ -105,6 +105,18 @@ def fake(ferry_factory, tmp_path):
     return make
 
 
+def dechunk(body):
+    """The data of a chunked body (no extensions, no trailers)."""
+    out = b""
+    while True:
+        size, rest = body.split(b"\r\n", 1)
+        n = int(size, 16)
+        if n == 0:
+            return out
+        out += rest[:n]
+        body = rest[n + 2:]
+
+
 def body_fields(body):
     return dict(kv.split("=", 1) for kv in body.decode().split() if "=" in kv)
 
@@ -200,27 +212,30 @@ def test_outside_location_is_not_the_backend(app):
 # ---- holding ----
 
 def timed(port, path, results, key, timeout=10):
+    """results[key] = (Response or exception, seconds taken, monotonic end)."""
     t0 = time.monotonic()
     try:
-        r = get_body(port, path)
-        results[key] = (r, time.monotonic() - t0)
+        r = get_body(port, path, timeout=timeout)
     except Exception as e:  # noqa: BLE001 - reported by the assertion
-        results[key] = (e, time.monotonic() - t0)
+        r = e
+    end = time.monotonic()
+    results[key] = (r, end - t0, end)
 
 
 def test_busy_backend_holds_the_request_then_serves_it(app):
-    f = app(processes=1, extra="hold_timeout = 5s\n")
+    f = app(processes=1, extra="hold_timeout = 10s\n")
     res = {}
-    slow = threading.Thread(target=timed, args=(f.port, "/app/slow?sleep=800", res, "slow"))
+    slow = threading.Thread(target=timed, args=(f.port, "/app/slow?sleep=1500", res, "slow"))
     slow.start()
     wait_for(lambda: in_flight(f) == 1, 5, "the slow request in flight")
     timed(f.port, "/app/next", res, "next")
     slow.join()
-    r, took = res["next"]
+    r, _, end = res["next"]
     assert r.status == 200, r
     assert b"query=" in r.body
-    assert took > 0.3, f"served after {took:.3f}s: it was not held"
     assert res["slow"][0].status == 200
+    # one process: the held request was answered only once the slow one was
+    assert end >= res["slow"][2] - 0.05, f"answered {res['slow'][2] - end:.3f}s before the slow one"
 
 
 def test_hold_timeout_gives_503_page_and_the_app_never_sees_it(fake):
@@ -333,6 +348,9 @@ def test_client_disconnect_aborts_the_backend_request(fake):
                          for l in fk.lines()), 5, "the app saw the abort")
     wait_for(lambda: in_flight(f) == 0, 5, "slot released")
     assert get_body(f.port, "/app/after").status == 200
+    wait_for(lambda: '"GET /app/gone?sleep=5000 HTTP/1.1" 499' in f.access_log(), 5, "log line")
+    line = [l for l in f.access_log().splitlines() if "/app/gone" in l][0]
+    assert line.endswith("backend=aborted"), line
 
 
 # ---- php-cgi ----
@@ -378,6 +396,22 @@ def test_php_upload_10mib(php):
                  timeout=60)
     assert r.status == 200
     assert r.body.decode().strip() == f"len={len(data)} sha256={hashlib.sha256(data).hexdigest()}"
+
+
+def test_php_chunked_upload_gets_a_content_length(php):
+    """A chunked body is read whole first, so php-cgi gets CONTENT_LENGTH and
+    reads it (without one it reads nothing)."""
+    pieces = [os.urandom(n) for n in (10, 65536, 3, 1000000, 77)]
+    body = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
+    data = b"".join(pieces)
+    with socket.create_connection(("127.0.0.1", php.port), timeout=30) as s:
+        s.sendall(b"POST /app/upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                  b"Content-Type: application/octet-stream\r\nConnection: close\r\n\r\n")
+        s.sendall(body)
+        resp, _ = read_response(s, timeout=30)
+    assert resp.status == 200, resp
+    assert dechunk(resp.body).decode().strip() == \
+        f"len={len(data)} sha256={hashlib.sha256(data).hexdigest()}"
 
 
 def test_php_status_404_and_redirect(php):
@@ -442,3 +476,5 @@ def test_client_gone_while_held_never_reaches_the_app(fake):
     assert get_body(f.port, "/app/after").status == 200
     assert not any("/app/quitter" in l for l in fk.lines()), fk.lines()
     assert in_flight(f) == 0
+    line = [l for l in f.access_log().splitlines() if "/app/quitter" in l][0]
+    assert " 499 " in line and line.endswith("backend=held"), line

@@ -47,6 +47,7 @@ static void build(const char *raw, const char *path, const char *script, struct 
         .script_filename = script,
         .server_software = "ferry/test",
         .server_port = 8080,
+        .content_length = req.content_length,
     };
     buf_init(out, 1 << 20);
     ASSERT_EQ(cgi_params_build(out, &in), 0);

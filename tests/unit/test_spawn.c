@@ -7,6 +7,7 @@
 #include "common/spawn.h"
 
 #include "test.h"
+#include "test_signals.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -265,14 +266,7 @@ static void test_exec_errors(void)
 
 int main(void)
 {
-    /* As ferry's supervisor: termination signals blocked, SIGPIPE ignored. */
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGHUP);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    test_signals_like_ferry();
 
     test_signals_clean();
     test_stdin_socket();
