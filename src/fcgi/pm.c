@@ -68,7 +68,6 @@ struct pm_gen {
     char **argv;    /* into argbuf (argv[0] possibly resolved through PATH) */
     char *resolved; /* argv[0] found in PATH, or NULL */
     enum gen_state state;
-    bool was_ready; /* every process was ready at least once */
     enum stop_stage stage;
     struct pm_proc *procs;
     size_t n;
@@ -494,6 +493,7 @@ static void gen_stop(struct pm_gen *g)
             evloop_timer_stop(pm->loop, &g->procs[i].timer); /* a pending respawn */
     pm_update_capacity(pm);
     gen_signal_all(g, conf_stop_signal_number(pm->conf->backend.stop_signal));
+    evloop_timer_stop(pm->loop, &g->timer); /* its ready_timeout, if still armed */
     evloop_timer_init(&g->timer, gen_on_stop_stage, g);
     evloop_timer_start(pm->loop, &g->timer, pm->conf->backend.drain_timeout_ms);
     gen_check_gone(g);
@@ -632,8 +632,14 @@ static void gen_on_ready_timeout(struct evloop *l, void *arg)
     size_t ready = 0;
     for (size_t i = 0; i < g->n; i++)
         ready += g->procs[i].ready;
-    if (pm->swap.new_gen != g)
+    if (pm->swap.new_gen != g) {
+        /* The first generation: there is nothing to fall back to, so it keeps
+         * trying; requests wait, then get the 503 page. */
+        log_warn("backend: generation %u not ready within ready_timeout (%" PRIu64
+                 " ms): %zu of %zu process(es) ready; requests are held meanwhile",
+                 g->id, pm->conf->backend.ready_timeout_ms, ready, g->n);
         return;
+    }
     free(pm->swap.error);
     pm->swap.error =
         xasprintf("the new generation ('%s') was not ready within ready_timeout "
@@ -652,7 +658,6 @@ static void gen_check_ready(struct pm_gen *g)
         if (!g->procs[i].ready)
             return;
     g->state = GEN_READY;
-    g->was_ready = true;
     evloop_timer_stop(g->pm->loop, &g->timer);
     log_info("backend: generation %u ready (%zu process(es)) after %" PRIu64 " ms", g->id, g->n,
              evloop_now(g->pm->loop) - g->started_ms);
@@ -759,7 +764,20 @@ static int status_section(json_t *section, struct buf *text, void *arg)
 
 /* ---- life cycle ---- */
 
-/* environ without FERRY_READY_FD, plus FERRY_READY_FD=3. */
+/* Whether the variable assignment e belongs to ferry, not to the children:
+ * systemd's (a backend must not notify or inherit sockets as if it were
+ * ferry) and our own. */
+static bool pm_env_private(const char *e)
+{
+    static const char *const names[] = {
+        "FERRY_READY_FD=", "NOTIFY_SOCKET=", "LISTEN_PID=", "LISTEN_FDS=", "LISTEN_FDNAMES="};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (strncmp(e, names[i], strlen(names[i])) == 0)
+            return true;
+    return false;
+}
+
+/* environ without ferry's own variables, plus FERRY_READY_FD=3. */
 static char **pm_build_env(void)
 {
     size_t n = 0;
@@ -768,7 +786,7 @@ static char **pm_build_env(void)
     char **env = xcalloc(n + 2, sizeof(*env));
     size_t k = 0;
     for (size_t i = 0; i < n; i++)
-        if (strncmp(environ[i], "FERRY_READY_FD=", 15) != 0)
+        if (!pm_env_private(environ[i]))
             env[k++] = xstrdup(environ[i]);
     env[k++] = xasprintf("FERRY_READY_FD=%d", PM_READY_FD);
     env[k] = NULL;
@@ -789,6 +807,8 @@ struct fcgi_pm *fcgi_pm_create(struct evloop *loop, const struct ferry_conf *con
     pm->cur = gen_start(pm, conf->backend.command, err, errlen);
     if (!pm->cur)
         goto fail;
+    evloop_timer_init(&pm->cur->timer, gen_on_ready_timeout, pm->cur);
+    evloop_timer_start(loop, &pm->cur->timer, conf->backend.ready_timeout_ms);
     gen_check_ready(pm->cur); /* ready_grace 0 */
     return pm;
 fail:
