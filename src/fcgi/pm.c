@@ -11,6 +11,7 @@
 #include "common/net.h"
 #include "common/spawn.h"
 #include "common/timeutil.h"
+#include "fcgi/client.h"
 #include "fcgi/gate.h"
 
 #include <errno.h>
@@ -81,6 +82,7 @@ struct fcgi_pm {
     struct evloop *loop;
     const struct ferry_conf *conf;
     struct fcgi_gate *gate;
+    const struct fcgi_client *client; /* for its held count; may be NULL */
     int sock_fd;
     char *sock_path;
     dev_t sock_dev;
@@ -725,19 +727,21 @@ static int status_section(json_t *section, struct buf *text, void *arg)
 {
     struct fcgi_pm *pm = arg;
     uint32_t cap = fcgi_gate_capacity(pm->gate), inflight = fcgi_gate_in_flight(pm->gate);
+    uint32_t held = pm->client ? fcgi_client_held(pm->client) : 0;
     json_t *gens = json_array();
     int r = admin_json_add(
-        section, json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:b, s:o}", "socket", pm->sock_path,
-                           "capacity", (json_int_t)cap, "in_flight", (json_int_t)inflight,
-                           "respawns", (json_int_t)pm->respawns, "swaps", (json_int_t)pm->swaps,
-                           "swaps_failed", (json_int_t)pm->swaps_failed, "swap_in_progress",
-                           pm->swap.client != NULL, "generations", gens));
+        section, json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:o}", "socket", pm->sock_path,
+                           "capacity", (json_int_t)cap, "in_flight", (json_int_t)inflight, "held",
+                           (json_int_t)held, "respawns", (json_int_t)pm->respawns, "swaps",
+                           (json_int_t)pm->swaps, "swaps_failed", (json_int_t)pm->swaps_failed,
+                           "swap_in_progress", pm->swap.client != NULL, "generations", gens));
     if (r == 0)
         r = buf_printf(text,
                        "backend: socket %s, capacity %" PRIu32 ", in flight %" PRIu32
-                       ", respawns %" PRIu64 ", swaps %" PRIu64 " (%" PRIu64 " failed)%s\n",
-                       pm->sock_path, cap, inflight, pm->respawns, pm->swaps, pm->swaps_failed,
-                       pm->swap.client ? ", swap in progress" : "");
+                       ", held %" PRIu32 ", respawns %" PRIu64 ", swaps %" PRIu64 " (%" PRIu64
+                       " failed)%s\n",
+                       pm->sock_path, cap, inflight, held, pm->respawns, pm->swaps,
+                       pm->swaps_failed, pm->swap.client ? ", swap in progress" : "");
     for (struct pm_gen *g = pm->gens; g && r == 0; g = g->next) {
         size_t ready = 0;
         uint64_t respawns = 0;
@@ -836,6 +840,11 @@ int fcgi_pm_register_admin(struct fcgi_pm *pm, struct admin *a)
 struct fcgi_gate *fcgi_pm_gate(struct fcgi_pm *pm)
 {
     return pm->gate;
+}
+
+void fcgi_pm_show_client(struct fcgi_pm *pm, const struct fcgi_client *cl)
+{
+    pm->client = cl;
 }
 
 uint32_t fcgi_pm_in_flight(const struct fcgi_pm *pm)
