@@ -330,10 +330,10 @@ def test_swap_refused_when_the_config_no_longer_parses(ferry_factory):
 
 def test_swap_replaces_a_first_generation_that_never_became_ready(ferry_factory):
     f = ferry_factory(backend_conf(f"{APP} --never-ready", processes=2, ready_grace="10s",
-                                   ready_timeout="500ms"))
+                                   ready_timeout="2s"))
     first = generations(f)[0]
     assert first["state"] == "starting"
-    wait_for(lambda: "generation 1 not ready within ready_timeout (500 ms)" in f.log(), 5,
+    wait_for(lambda: "generation 1 not ready within ready_timeout (2000 ms)" in f.log(), 8,
              "the warning about the first generation")
     assert generations(f)[0]["pids"] == first["pids"]  # it is not killed: nothing to fall back to
     set_command(f, "--never-ready", "--ready --version v2")

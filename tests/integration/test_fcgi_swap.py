@@ -307,9 +307,10 @@ def test_down_drain_waits_for_backend_requests_in_flight(ferry_factory):
     t.join()
     assert r.returncode == 0, r.stderr
     drain = json.loads(r.stdout)["drain"]
-    # It waited for the rest of the backend's 1.5 s.
+    # It waited for the rest of the backend's 1.5 s (less the CLI's own start,
+    # slow under ASan; a drain that does not wait reports about 0).
     left_ms = (started + 1.5 - asked) * 1000
-    assert drain["drained"] is True and drain["waited_ms"] >= left_ms - 100, (drain, left_ms)
+    assert drain["drained"] is True and drain["waited_ms"] >= left_ms - 400, (drain, left_ms)
     assert done["status"] == 200 and b"sleep=1500" in done["body"]
     # down returned only once the backend had answered (it sleeps 1.5 s).
     assert returned - started >= 1.45, returned - started
