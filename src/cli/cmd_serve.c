@@ -85,6 +85,7 @@ int cmd_serve(int argc, char **argv)
         if (fcgi_client_create(&conf, fcgi_pm_gate(pm), &fclient, err, sizeof(err)) < 0)
             goto fail;
         fcgi_client_install(fclient, s);
+        fcgi_pm_show_client(pm, fclient);
         what = "cannot start";
     } else if (fcgi_pm_register_admin(NULL, admin) < 0) { /* `swap` says why not */
         snprintf(err, sizeof(err), "the backend's admin command is already registered");
