@@ -244,7 +244,7 @@ if (($_GET['kind'] ?? '') === 'sendfile')
     header('X-Sendfile: ' . $f);
 else
     header('X-Accel-Redirect: ' . $f);
-echo str_repeat("the application's body\n", 1000);
+echo str_repeat("the application's body\n", 200000);  // 4.6 MB, never read
 """
 
 
@@ -277,3 +277,19 @@ def test_php_front_controller_decides(php_accel):
     r = request(f.port, path="/app/get?f=/etc/passwd")
     assert_refused(f, r, "X-Accel-Redirect", "/etc/passwd")
     assert notes(f, 4) == ["accel=local", "accel=proxy", "accel=local", "accel=refused"]
+    # php-cgi took the connection closed under its long body in its stride.
+    assert " died: " not in f.log() and "respawn" not in f.log(), f.log()
+
+
+def test_a_long_body_after_the_header_is_never_read_and_the_app_lives_on(ferry_factory, tmp_path):
+    spool, _, conf = dir_offload(tmp_path)
+    f = start_app(ferry_factory, conf)
+    put(spool, "a.bin", b"the upload")
+    before = request(f.port, path="/app/pid").header("X-App-Pid")
+    # 4 MiB of body behind the header: ferry closes the connection instead.
+    r = request(f.port, path=ask("/static/a.bin", extra="&body_kb=4096"))
+    assert_served(r, b"the upload")
+    # The application took the closed connection in its stride: same process.
+    r = request(f.port, path="/app/pid")
+    assert r.status == 200 and r.header("X-App-Pid") == before, r
+    assert " died: " not in f.log() and "respawn" not in f.log(), f.log()
