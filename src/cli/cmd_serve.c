@@ -99,13 +99,8 @@ int cmd_serve(int argc, char **argv)
     }
     /* X-Accel-Redirect / X-Sendfile (issue 11): the application names an
      * upload, the offload handler serves it. */
-    if (fclient && conf.backend.accel_redirect) {
-        if (!oserve) {
-            snprintf(err, sizeof(err), "[backend] accel_redirect needs [offload] spool");
-            goto fail;
-        }
+    if (fclient && oserve && conf.backend.accel_redirect) /* conf_load() checked the spool */
         fcgi_client_set_accel(fclient, oserve);
-    }
     /* The offloader runs on its own threads; it only shares the admin registry. */
     if (conf.offload.spool[0]) {
         what = "cannot start the offloader";

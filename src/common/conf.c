@@ -705,6 +705,10 @@ static void conf_validate(struct parse_ctx *ctx)
                    "bypass the check at public_url (use redirect = presign or proxy)");
     if (c->offload.link_secret_previous[0] && !c->offload.link_secret[0])
         conf_error(ctx, 0, "key 'link_secret_previous': set without link_secret");
+    if (c->backend.accel_redirect && !c->offload.spool[0])
+        conf_error(ctx, 0,
+                   "key 'accel_redirect': needs [offload] spool (the uploads it names are "
+                   "served from there)");
     if (strpbrk(c->metrics.listen, " \t"))
         conf_error(ctx, 0, "key 'listen' in [metrics]: one address only, got '%s'",
                    c->metrics.listen);

@@ -113,6 +113,8 @@ static void test_errors(void)
     expect_error("[server]\nthis line has no equals sign\n", "2: syntax error");
     expect_error("[store]\ntype = s4\n", "2: key 'type': cannot parse 's4' (want one of dir,s3)");
     expect_error("[store]\ntype = s3\n", " key 'bucket': required when [store] type = s3");
+    expect_error("[backend]\naccel_redirect = on\n",
+                 " key 'accel_redirect': needs [offload] spool");
     expect_error("[maintenance]\nallow_from = 10.0.0.0/33\n",
                  "2: key 'allow_from': cannot parse '10.0.0.0/33'");
 }
