@@ -309,3 +309,35 @@ long cgi_parse_head(const char *buf, size_t len, struct cgi_head *out)
                           (out->location.len == 1 || out->location.p[1] != '/');
     return (long)pos;
 }
+
+static bool name_in(const struct http_str *n, const char *const *names, size_t count, size_t *which)
+{
+    for (size_t j = 0; j < count; j++)
+        if (n->len == strlen(names[j]) && strncasecmp(n->p, names[j], n->len) == 0) {
+            *which = j;
+            return true;
+        }
+    return false;
+}
+
+long cgi_head_find(const struct cgi_head *h, const char *const *names, size_t count, size_t *which)
+{
+    for (size_t i = 0; i < h->num_headers; i++)
+        if (name_in(&h->headers[i].name, names, count, which))
+            return (long)i;
+    return -1;
+}
+
+int cgi_head_copy(const struct cgi_head *h, const char *const *names, size_t count, struct buf *out)
+{
+    size_t which;
+    for (size_t i = 0; i < h->num_headers; i++) {
+        const struct cgi_header *hd = &h->headers[i];
+        if (!name_in(&hd->name, names, count, &which))
+            continue;
+        if (buf_append(out, hd->name.p, hd->name.len) < 0 || buf_append(out, ": ", 2) < 0 ||
+            buf_append(out, hd->value.p, hd->value.len) < 0 || buf_append(out, "\r\n", 2) < 0)
+            return -ENOBUFS;
+    }
+    return 0;
+}

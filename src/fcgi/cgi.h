@@ -81,4 +81,19 @@ struct cgi_head {
  */
 long cgi_parse_head(const char *buf, size_t len, struct cgi_head *out);
 
+/**
+ * The first header of h whose name is one of names[0..count) (compared
+ * without case): returns its index in h->headers and sets *which to the
+ * index of its name in names, or returns -1. Pure; any thread.
+ */
+long cgi_head_find(const struct cgi_head *h, const char *const *names, size_t count, size_t *which);
+
+/**
+ * Append "Name: value\r\n" to out for every header of h whose name is one
+ * of names[0..count) (compared without case), in h's order. Returns 0, or
+ * -ENOBUFS when out's maximum is reached. Any thread.
+ */
+int cgi_head_copy(const struct cgi_head *h, const char *const *names, size_t count,
+                  struct buf *out);
+
 #endif

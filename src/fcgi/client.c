@@ -24,7 +24,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -553,22 +552,8 @@ static int req_head(struct fcgi_req *r, long used, const struct cgi_head *h)
 
 /* Headers of the application's response kept on the upload served instead,
  * as nginx keeps them; on a redirect to the store only Set-Cookie is. */
-static const char *const accel_kept[] = {"Content-Disposition", "Cache-Control", "Expires",
-                                         "Set-Cookie"};
-
-static bool name_is(const struct http_str *n, const char *name)
-{
-    return n->len == strlen(name) && strncasecmp(n->p, name, n->len) == 0;
-}
-
-/* Append "Name: value\r\n" for h to out. */
-static void accel_keep(struct buf *out, const struct cgi_header *h)
-{
-    buf_append(out, h->name.p, h->name.len);
-    buf_append(out, ": ", 2);
-    buf_append(out, h->value.p, h->value.len);
-    buf_append(out, "\r\n", 2);
-}
+static const char *const accel_kept[] = {"Set-Cookie", "Content-Disposition", "Cache-Control",
+                                         "Expires"};
 
 /* A header named like X-Sendfile (or lighttpd's X-LIGHTTPD-send-file) takes a
  * filesystem path; any other of accel_headers a URL path. */
@@ -584,26 +569,18 @@ static bool accel_is_file(const char *name)
 static bool fcgi_accel_serve(struct fcgi_req *r, const struct cgi_head *h)
 {
     const struct conf_list *names = &r->cl->conf->backend.accel_headers;
-    const struct cgi_header *hit = NULL;
-    const char *hname = NULL;
-    for (size_t i = 0; i < h->num_headers && !hit; i++)
-        for (size_t j = 0; j < names->count && !hit; j++)
-            if (name_is(&h->headers[i].name, names->items[j])) {
-                hit = &h->headers[i];
-                hname = names->items[j];
-            }
-    if (!hit)
+    size_t which;
+    long at = cgi_head_find(h, (const char *const *)names->items, names->count, &which);
+    if (at < 0)
         return false;
+    const struct cgi_header *hit = &h->headers[at];
+    const char *hname = names->items[which];
+    /* Every line fits: they come from a block of at most CGI_HEAD_MAX. */
     struct buf keep, cookies;
     buf_init(&keep, CGI_HEAD_MAX + 4 * CGI_MAX_HEADERS);
     buf_init(&cookies, CGI_HEAD_MAX + 4 * CGI_MAX_HEADERS);
-    for (size_t i = 0; i < h->num_headers; i++)
-        for (size_t k = 0; k < sizeof(accel_kept) / sizeof(accel_kept[0]); k++)
-            if (name_is(&h->headers[i].name, accel_kept[k])) {
-                accel_keep(&keep, &h->headers[i]);
-                if (name_is(&h->headers[i].name, "Set-Cookie"))
-                    accel_keep(&cookies, &h->headers[i]);
-            }
+    cgi_head_copy(h, accel_kept, sizeof(accel_kept) / sizeof(accel_kept[0]), &keep);
+    cgi_head_copy(h, accel_kept, 1, &cookies);
     struct offload_serve_accel a = {.status = h->status,
                                     .headers = keep.data,
                                     .headers_len = keep.len,

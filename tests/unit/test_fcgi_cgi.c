@@ -8,6 +8,7 @@
 #include "http/parser.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
 
 /* The value of name in the encoded pairs, or NULL (static copy). */
@@ -178,10 +179,45 @@ static void test_head(void)
     buf_finish(&many);
 }
 
+/* The headers X-Accel-Redirect looks for and keeps (issue 11). */
+static void test_head_find_copy(void)
+{
+    struct cgi_head h;
+    const char *s = "Content-Type: text/html\r\nset-cookie: a=1\r\nx-sendfile: /s/f\r\n"
+                    "X-Accel-Redirect: /static/x\r\nSet-Cookie: b=2\r\nX-Other: y\r\n\r\n";
+    ASSERT_EQ(cgi_parse_head(s, strlen(s), &h), (long)strlen(s));
+    static const char *const accel[] = {"X-Accel-Redirect", "X-Sendfile"};
+    size_t which = 99;
+    /* The first header in the response's order, whichever name it has. */
+    ASSERT_EQ(cgi_head_find(&h, accel, 2, &which), 2);
+    ASSERT_EQ(which, 1);
+    ASSERT_EQ(cgi_head_find(&h, accel, 1, &which), 3);
+    ASSERT_EQ(which, 0);
+    static const char *const none[] = {"X-Accel"};
+    which = 99;
+    ASSERT_EQ(cgi_head_find(&h, none, 1, &which), -1);
+    ASSERT_EQ(which, 99);
+
+    static const char *const kept[] = {"Set-Cookie", "Content-Type"};
+    struct buf out;
+    buf_init(&out, 4096);
+    ASSERT_EQ(cgi_head_copy(&h, kept, 2, &out), 0);
+    ASSERT_MEMEQ(out.data, out.len,
+                 "Content-Type: text/html\r\nset-cookie: a=1\r\nSet-Cookie: b=2\r\n");
+    buf_reset(&out);
+    ASSERT_EQ(cgi_head_copy(&h, kept, 0, &out), 0);
+    ASSERT_EQ(out.len, 0);
+    buf_finish(&out);
+    buf_init(&out, 10); /* the maximum is kept */
+    ASSERT_EQ(cgi_head_copy(&h, kept, 2, &out), -ENOBUFS);
+    buf_finish(&out);
+}
+
 int main(void)
 {
     test_params();
     test_params_defaults();
     test_head();
+    test_head_find_copy();
     TEST_MAIN_END();
 }
