@@ -149,6 +149,17 @@ def test_offloaded_file_is_proxied_from_the_dir_store(ferry_factory, tmp_path):
     assert notes(f, 3) == ["accel=proxy"] * 3
 
 
+def test_no_signed_link_is_asked_for(ferry_factory, tmp_path):
+    spool, _, conf = dir_offload(tmp_path)
+    f = start_app(ferry_factory, conf + "link_secret = private downloads\n")
+    put(spool, "paid.zip", b"the goods")
+    assert request(f.port, path="/static/paid.zip").status == 403  # directly: a link is needed
+    r = request(f.port, path=ask("/static/paid.zip"))
+    assert_served(r, b"the goods")  # the application decided
+    assert r.header("Cache-Control") is None, r  # no link: no link-bounded max-age
+    assert notes(f, 2) == ["offload=unsigned", "accel=local"]
+
+
 def fetch(url, headers=None):
     req = urllib.request.Request(url, headers=headers or {})
     with urllib.request.urlopen(req, timeout=10) as resp:
@@ -240,6 +251,9 @@ $f = $_GET['f'] ?? '';
 header('Content-Type: text/html');
 header('Content-Disposition: attachment; filename="report.pdf"');
 header('Set-Cookie: seen=1');
+header('Cache-Control: private, max-age=60');
+header('Expires: Thu, 01 Jan 2037 00:00:00 GMT');
+header('X-Powered-By: dropped');
 if (($_GET['kind'] ?? '') === 'sendfile')
     header('X-Sendfile: ' . $f);
 else
@@ -268,6 +282,9 @@ def test_php_front_controller_decides(php_accel):
     put(store, "pre/p/stored.pdf", stored)
     r = request(f.port, path="/app/get?f=" + quote("/static/p/local.pdf", safe=""))
     assert_served(r, local)
+    assert r.header("Cache-Control") == "private, max-age=60", r
+    assert r.header("Expires") == "Thu, 01 Jan 2037 00:00:00 GMT", r
+    assert r.header("X-Powered-By") is None and r.header("Content-Type") == "application/pdf", r
     r = request(f.port, path="/app/get?f=" + quote("/static/p/stored.pdf", safe=""),
                 headers={"Range": "bytes=1000-"})
     assert_served(r, stored[1000:], 206)
