@@ -26,7 +26,9 @@
  * backend had the request.
  *
  * A Location without Status (a CGI "local redirect") is answered as a 302
- * to that path: ferry does not re-run the request internally. */
+ * to that path: ferry does not re-run the request internally. With [backend]
+ * accel_redirect, a header block naming an upload in one of accel_headers is
+ * answered with that upload instead (fcgi_client_set_accel()). */
 #ifndef FERRY_FCGI_CLIENT_H
 #define FERRY_FCGI_CLIENT_H
 
