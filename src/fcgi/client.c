@@ -112,7 +112,8 @@ struct fcgi_client {
     char *document_root;
     struct maint_snapshot *busy; /* the rendered 503 page */
     _Atomic uint32_t held;
-    pthread_mutex_t lock; /* guards workers */
+    _Atomic uint64_t served; /* responses the application completed */
+    pthread_mutex_t lock;    /* guards workers */
     struct fcgi_worker *workers;
 };
 
@@ -162,6 +163,11 @@ void fcgi_client_install(struct fcgi_client *cl, struct server *s)
 uint32_t fcgi_client_held(const struct fcgi_client *cl)
 {
     return atomic_load_explicit(&cl->held, memory_order_relaxed);
+}
+
+uint64_t fcgi_client_served(const struct fcgi_client *cl)
+{
+    return atomic_load_explicit(&cl->served, memory_order_relaxed);
 }
 
 void fcgi_client_destroy(struct fcgi_client *cl)
@@ -357,6 +363,7 @@ static void req_done(struct fcgi_req *r)
 {
     struct conn *c = r->c;
     conn_set_log_note(c, "backend=ok");
+    atomic_fetch_add_explicit(&r->cl->served, 1, memory_order_relaxed);
     if (!r->body_ended)
         conn_set_close(c); /* the application answered before the whole body came */
     conn_body_end(c);
