@@ -85,10 +85,7 @@ int cmd_serve(int argc, char **argv)
         if (fcgi_client_create(&conf, fcgi_pm_gate(pm), &fclient, err, sizeof(err)) < 0)
             goto fail;
         fcgi_client_install(fclient, s);
-        if (fcgi_client_register_admin(fclient, admin) < 0) {
-            snprintf(err, sizeof(err), "the backend_requests status section is already registered");
-            goto fail;
-        }
+        fcgi_pm_show_client(pm, fclient);
         what = "cannot start";
     } else if (fcgi_pm_register_admin(NULL, admin) < 0) { /* `swap` says why not */
         snprintf(err, sizeof(err), "the backend's admin command is already registered");

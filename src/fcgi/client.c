@@ -1,6 +1,5 @@
 #include "fcgi/client.h"
 
-#include "admin/admin.h"
 #include "common/alloc.h"
 #include "common/buf.h"
 #include "common/conf.h"
@@ -17,8 +16,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <inttypes.h>
-#include <jansson.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -171,24 +168,6 @@ uint32_t fcgi_client_held(const struct fcgi_client *cl)
 uint64_t fcgi_client_served(const struct fcgi_client *cl)
 {
     return atomic_load_explicit(&cl->served, memory_order_relaxed);
-}
-
-static int status_section(json_t *section, struct buf *text, void *arg)
-{
-    const struct fcgi_client *cl = arg;
-    uint32_t held = fcgi_client_held(cl);
-    uint64_t served = fcgi_client_served(cl);
-    int r = admin_json_add(
-        section, json_pack("{s:I, s:I}", "held", (json_int_t)held, "served", (json_int_t)served));
-    if (r == 0)
-        r = buf_printf(text, "backend requests: %" PRIu32 " held, %" PRIu64 " served\n", held,
-                       served);
-    return r;
-}
-
-int fcgi_client_register_admin(struct fcgi_client *cl, struct admin *a)
-{
-    return admin_register_status(a, "backend_requests", status_section, cl);
 }
 
 void fcgi_client_destroy(struct fcgi_client *cl)

@@ -33,7 +33,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-struct admin;
 struct conn;
 struct fcgi_gate;
 struct ferry_conf;
@@ -67,11 +66,6 @@ uint32_t fcgi_client_held(const struct fcgi_client *cl);
 /** Responses the application completed (END_REQUEST), across workers (racy
  * read; for status). Any thread. */
 uint64_t fcgi_client_served(const struct fcgi_client *cl);
-
-/** Register the "backend_requests" status section ({"held": N, "served": M})
- * on a, which keeps a pointer to cl: destroy cl only once a's loop no longer
- * runs. Returns 0 or -EEXIST. Supervisor thread. */
-int fcgi_client_register_admin(struct fcgi_client *cl, struct admin *a);
 
 /** Free the client after server_run() returned (every worker has stopped)
  * and before the gate is freed. NULL-safe. */

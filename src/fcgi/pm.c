@@ -11,6 +11,7 @@
 #include "common/net.h"
 #include "common/spawn.h"
 #include "common/timeutil.h"
+#include "fcgi/client.h"
 #include "fcgi/gate.h"
 
 #include <errno.h>
@@ -68,7 +69,6 @@ struct pm_gen {
     char **argv;    /* into argbuf (argv[0] possibly resolved through PATH) */
     char *resolved; /* argv[0] found in PATH, or NULL */
     enum gen_state state;
-    bool was_ready; /* every process was ready at least once */
     enum stop_stage stage;
     struct pm_proc *procs;
     size_t n;
@@ -82,6 +82,7 @@ struct fcgi_pm {
     struct evloop *loop;
     const struct ferry_conf *conf;
     struct fcgi_gate *gate;
+    const struct fcgi_client *client; /* for its held count; may be NULL */
     int sock_fd;
     char *sock_path;
     dev_t sock_dev;
@@ -494,6 +495,7 @@ static void gen_stop(struct pm_gen *g)
             evloop_timer_stop(pm->loop, &g->procs[i].timer); /* a pending respawn */
     pm_update_capacity(pm);
     gen_signal_all(g, conf_stop_signal_number(pm->conf->backend.stop_signal));
+    evloop_timer_stop(pm->loop, &g->timer); /* its ready_timeout, if still armed */
     evloop_timer_init(&g->timer, gen_on_stop_stage, g);
     evloop_timer_start(pm->loop, &g->timer, pm->conf->backend.drain_timeout_ms);
     gen_check_gone(g);
@@ -632,8 +634,14 @@ static void gen_on_ready_timeout(struct evloop *l, void *arg)
     size_t ready = 0;
     for (size_t i = 0; i < g->n; i++)
         ready += g->procs[i].ready;
-    if (pm->swap.new_gen != g)
+    if (pm->swap.new_gen != g) {
+        /* The first generation: there is nothing to fall back to, so it keeps
+         * trying; requests wait, then get the 503 page. */
+        log_warn("backend: generation %u not ready within ready_timeout (%" PRIu64
+                 " ms): %zu of %zu process(es) ready; requests are held meanwhile",
+                 g->id, pm->conf->backend.ready_timeout_ms, ready, g->n);
         return;
+    }
     free(pm->swap.error);
     pm->swap.error =
         xasprintf("the new generation ('%s') was not ready within ready_timeout "
@@ -652,7 +660,6 @@ static void gen_check_ready(struct pm_gen *g)
         if (!g->procs[i].ready)
             return;
     g->state = GEN_READY;
-    g->was_ready = true;
     evloop_timer_stop(g->pm->loop, &g->timer);
     log_info("backend: generation %u ready (%zu process(es)) after %" PRIu64 " ms", g->id, g->n,
              evloop_now(g->pm->loop) - g->started_ms);
@@ -720,19 +727,21 @@ static int status_section(json_t *section, struct buf *text, void *arg)
 {
     struct fcgi_pm *pm = arg;
     uint32_t cap = fcgi_gate_capacity(pm->gate), inflight = fcgi_gate_in_flight(pm->gate);
+    uint32_t held = pm->client ? fcgi_client_held(pm->client) : 0;
     json_t *gens = json_array();
     int r = admin_json_add(
-        section, json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:b, s:o}", "socket", pm->sock_path,
-                           "capacity", (json_int_t)cap, "in_flight", (json_int_t)inflight,
-                           "respawns", (json_int_t)pm->respawns, "swaps", (json_int_t)pm->swaps,
-                           "swaps_failed", (json_int_t)pm->swaps_failed, "swap_in_progress",
-                           pm->swap.client != NULL, "generations", gens));
+        section, json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:o}", "socket", pm->sock_path,
+                           "capacity", (json_int_t)cap, "in_flight", (json_int_t)inflight, "held",
+                           (json_int_t)held, "respawns", (json_int_t)pm->respawns, "swaps",
+                           (json_int_t)pm->swaps, "swaps_failed", (json_int_t)pm->swaps_failed,
+                           "swap_in_progress", pm->swap.client != NULL, "generations", gens));
     if (r == 0)
         r = buf_printf(text,
                        "backend: socket %s, capacity %" PRIu32 ", in flight %" PRIu32
-                       ", respawns %" PRIu64 ", swaps %" PRIu64 " (%" PRIu64 " failed)%s\n",
-                       pm->sock_path, cap, inflight, pm->respawns, pm->swaps, pm->swaps_failed,
-                       pm->swap.client ? ", swap in progress" : "");
+                       ", held %" PRIu32 ", respawns %" PRIu64 ", swaps %" PRIu64 " (%" PRIu64
+                       " failed)%s\n",
+                       pm->sock_path, cap, inflight, held, pm->respawns, pm->swaps,
+                       pm->swaps_failed, pm->swap.client ? ", swap in progress" : "");
     for (struct pm_gen *g = pm->gens; g && r == 0; g = g->next) {
         size_t ready = 0;
         uint64_t respawns = 0;
@@ -759,7 +768,20 @@ static int status_section(json_t *section, struct buf *text, void *arg)
 
 /* ---- life cycle ---- */
 
-/* environ without FERRY_READY_FD, plus FERRY_READY_FD=3. */
+/* Whether the variable assignment e belongs to ferry, not to the children:
+ * systemd's (a backend must not notify or inherit sockets as if it were
+ * ferry) and our own. */
+static bool pm_env_private(const char *e)
+{
+    static const char *const names[] = {
+        "FERRY_READY_FD=", "NOTIFY_SOCKET=", "LISTEN_PID=", "LISTEN_FDS=", "LISTEN_FDNAMES="};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (strncmp(e, names[i], strlen(names[i])) == 0)
+            return true;
+    return false;
+}
+
+/* environ without ferry's own variables, plus FERRY_READY_FD=3. */
 static char **pm_build_env(void)
 {
     size_t n = 0;
@@ -768,7 +790,7 @@ static char **pm_build_env(void)
     char **env = xcalloc(n + 2, sizeof(*env));
     size_t k = 0;
     for (size_t i = 0; i < n; i++)
-        if (strncmp(environ[i], "FERRY_READY_FD=", 15) != 0)
+        if (!pm_env_private(environ[i]))
             env[k++] = xstrdup(environ[i]);
     env[k++] = xasprintf("FERRY_READY_FD=%d", PM_READY_FD);
     env[k] = NULL;
@@ -789,6 +811,8 @@ struct fcgi_pm *fcgi_pm_create(struct evloop *loop, const struct ferry_conf *con
     pm->cur = gen_start(pm, conf->backend.command, err, errlen);
     if (!pm->cur)
         goto fail;
+    evloop_timer_init(&pm->cur->timer, gen_on_ready_timeout, pm->cur);
+    evloop_timer_start(loop, &pm->cur->timer, conf->backend.ready_timeout_ms);
     gen_check_ready(pm->cur); /* ready_grace 0 */
     return pm;
 fail:
@@ -816,6 +840,11 @@ int fcgi_pm_register_admin(struct fcgi_pm *pm, struct admin *a)
 struct fcgi_gate *fcgi_pm_gate(struct fcgi_pm *pm)
 {
     return pm->gate;
+}
+
+void fcgi_pm_show_client(struct fcgi_pm *pm, const struct fcgi_client *cl)
+{
+    pm->client = cl;
 }
 
 uint32_t fcgi_pm_in_flight(const struct fcgi_pm *pm)

@@ -63,6 +63,13 @@ int fcgi_pm_register_admin(struct fcgi_pm *pm, struct admin *a);
  * fcgi_pm_destroy(), which must come after every worker has stopped. */
 struct fcgi_gate *fcgi_pm_gate(struct fcgi_pm *pm);
 
+struct fcgi_client;
+
+/** Show cl's held requests (fcgi_client_held()) in the status section. cl
+ * must outlive the admin's last status call (destroy it after server_run()
+ * returned). Supervisor thread. */
+void fcgi_pm_show_client(struct fcgi_pm *pm, const struct fcgi_client *cl);
+
 /** Requests holding a backend slot now (the gate's in-flight count). Any
  * thread. */
 uint32_t fcgi_pm_in_flight(const struct fcgi_pm *pm);

@@ -42,7 +42,10 @@ def test_processes_start_with_the_socket_as_fd0_and_a_clean_signal_state(ferry_f
         assert os.readlink(f"/proc/{pid}/fd/0").startswith("socket:[")
         assert sorted(int(x) for x in os.listdir(f"/proc/{pid}/fd")) == [0, 1, 2, 3]
         with open(f"/proc/{pid}/environ", "rb") as fh:
-            assert b"FERRY_READY_FD=3" in fh.read().split(b"\0")
+            env = fh.read().split(b"\0")
+        assert b"FERRY_READY_FD=3" in env
+        # ferry's own systemd variables stay with ferry (the fixture sets them).
+        assert not [e for e in env if e.startswith((b"NOTIFY_SOCKET=", b"LISTEN_"))], env
     # Non-blocking is the parent's business: the children's accept() must block.
     fd0_flags = open(f"/proc/{g['pids'][0]}/fdinfo/0").read()
     assert int(fd0_flags.split("flags:")[1].split()[0], 8) & os.O_NONBLOCK == 0
@@ -323,3 +326,20 @@ def test_swap_refused_when_the_config_no_longer_parses(ferry_factory):
     assert r.returncode == 2 and "key 'processes'" in r.stderr, r.stderr
     set_command(f, "processes = many", "processes = 3")
     assert sorted(generations(f)[0]["pids"]) == sorted(old)
+
+
+def test_swap_replaces_a_first_generation_that_never_became_ready(ferry_factory):
+    f = ferry_factory(backend_conf(f"{APP} --never-ready", processes=2, ready_grace="10s",
+                                   ready_timeout="2s"))
+    first = generations(f)[0]
+    assert first["state"] == "starting"
+    wait_for(lambda: "generation 1 not ready within ready_timeout (2000 ms)" in f.log(), 8,
+             "the warning about the first generation")
+    assert generations(f)[0]["pids"] == first["pids"]  # it is not killed: nothing to fall back to
+    set_command(f, "--never-ready", "--ready --version v2")
+    r = f.run_cli("swap", "--json")
+    assert r.returncode == 0, r.stderr
+    assert sorted(json.loads(r.stdout)["old_pids"]) == sorted(first["pids"])
+    for pid in first["pids"]:
+        assert reaped(pid, f.proc.pid)
+    assert fcgi_request(sock_path(f)).fields()["version"] == "v2"
