@@ -114,7 +114,8 @@ struct fcgi_client {
     struct maint_snapshot *busy; /* the rendered 503 page */
     struct offload_serve *accel; /* serves what accel_headers name; NULL: off */
     _Atomic uint32_t held;
-    pthread_mutex_t lock; /* guards workers */
+    _Atomic uint64_t served; /* responses the application completed */
+    pthread_mutex_t lock;    /* guards workers */
     struct fcgi_worker *workers;
 };
 
@@ -169,6 +170,11 @@ void fcgi_client_set_accel(struct fcgi_client *cl, struct offload_serve *os)
 uint32_t fcgi_client_held(const struct fcgi_client *cl)
 {
     return atomic_load_explicit(&cl->held, memory_order_relaxed);
+}
+
+uint64_t fcgi_client_served(const struct fcgi_client *cl)
+{
+    return atomic_load_explicit(&cl->served, memory_order_relaxed);
 }
 
 void fcgi_client_destroy(struct fcgi_client *cl)
@@ -364,6 +370,7 @@ static void req_done(struct fcgi_req *r)
 {
     struct conn *c = r->c;
     conn_set_log_note(c, "backend=ok");
+    atomic_fetch_add_explicit(&r->cl->served, 1, memory_order_relaxed);
     if (!r->body_ended)
         conn_set_close(c); /* the application answered before the whole body came */
     conn_body_end(c);

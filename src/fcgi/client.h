@@ -75,6 +75,10 @@ void fcgi_client_set_accel(struct fcgi_client *cl, struct offload_serve *os);
  * Any thread. */
 uint32_t fcgi_client_held(const struct fcgi_client *cl);
 
+/** Responses the application completed (END_REQUEST), across workers (racy
+ * read; for status). Any thread. */
+uint64_t fcgi_client_served(const struct fcgi_client *cl);
+
 /** Free the client after server_run() returned (every worker has stopped)
  * and before the gate is freed. NULL-safe. */
 void fcgi_client_destroy(struct fcgi_client *cl);

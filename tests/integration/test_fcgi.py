@@ -278,12 +278,12 @@ def test_full_hold_queue_gives_503_at_once(fake):
     t2.join()
     assert res["b"][0].status == 200
     assert not any("/app/c" in l for l in fk.lines())
+    assert status_json(f)["backend"]["held"] == 0
 
 
 def _held(f):
-    """Requests ferry holds: in flight for the server, without a backend slot."""
-    st = status_json(f)
-    return st["server"]["requests_inflight"] - st["backend"]["in_flight"]
+    """Requests ferry holds (the backend status section)."""
+    return status_json(f)["backend"]["held"]
 
 
 # ---- faults ----
