@@ -243,9 +243,25 @@ static bool rel_ignored(const struct offload_serve *os, const char *rel)
     return false;
 }
 
+/* The access log note and the handler the metrics count the request under:
+ * the redirect modes by name, everything else the handler answers (the local
+ * file, a 404 or a refusal under url_prefix) as offload_local. */
+static void serve_note(struct conn *c, const char *note)
+{
+    enum handler_kind k = HANDLER_KIND_OFFLOAD_LOCAL;
+    if (strcmp(note, "offload=redirect") == 0)
+        k = HANDLER_KIND_REDIRECT;
+    else if (strcmp(note, "offload=presign") == 0)
+        k = HANDLER_KIND_PRESIGN;
+    else if (strcmp(note, "offload=proxy") == 0)
+        k = HANDLER_KIND_PROXY;
+    conn_set_log_note(c, note);
+    conn_set_handler(c, k);
+}
+
 static int respond_text(struct conn *c, int status, const char *note, const char *body)
 {
-    conn_set_log_note(c, note);
+    serve_note(c, note);
     conn_respond_simple(c, status, "text/plain", body);
     return HANDLER_DONE;
 }
@@ -281,7 +297,7 @@ static int serve_open_fd(struct offload_serve *os, struct conn *c, const struct 
         close(fd);
         return respond_text(c, 500, note, "500 Internal Server Error\n");
     }
-    conn_set_log_note(c, note);
+    serve_note(c, note);
     const char *slash = strrchr(rel, '/');
     const char *name = slash ? slash + 1 : rel;
     char cc[48];
@@ -296,7 +312,7 @@ static int redirect_to(struct offload_serve *os, struct conn *c, const char *loc
     static const char *const bodies[] = {"302 Found\n", "303 See Other\n",
                                          "307 Temporary Redirect\n"};
     const char *body = bodies[os->status == 302 ? 0 : os->status == 303 ? 1 : 2];
-    conn_set_log_note(c, note);
+    serve_note(c, note);
     conn_respond_start(c, os->status);
     conn_respond_header(c, "Location", location);
     if (cache_control)
@@ -385,7 +401,7 @@ static int handle_decoded(struct offload_serve *os, struct conn *c, const struct
     if (in == 0)
         return HANDLER_PASS;
     if (static_check_request(c, req) == HANDLER_DONE) {
-        conn_set_log_note(c, "offload=refused");
+        serve_note(c, "offload=refused");
         return HANDLER_DONE;
     }
     if (in < 0) {

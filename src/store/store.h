@@ -147,6 +147,42 @@ int store_presign_get(struct store *s, const char *key, long ttl, struct buf *ur
 int store_abort_multipart(struct store *s, const char *key, const char *upload_id,
                           struct store_error *err);
 
+/* ---- request metrics (process-wide, every store) ---- */
+
+/* What store operations the metrics count, and how they ended. One operation
+ * is one call (an upload of store_put_many() is one put), retries included. */
+enum store_op {
+    STORE_OP_PUT,    /* store_put_file(), each file of store_put_many() */
+    STORE_OP_HEAD,   /* store_head(), the HEAD of store_verify() */
+    STORE_OP_GET,    /* store_get() */
+    STORE_OP_DELETE, /* store_delete() */
+    STORE_OP_ABORT,  /* store_abort_multipart() */
+    STORE_OPS,
+};
+enum store_outcome {
+    STORE_OUTCOME_OK,
+    STORE_OUTCOME_NOT_FOUND,
+    STORE_OUTCOME_ERROR,
+    STORE_OUTCOMES
+};
+
+#define STORE_DURATION_BUCKETS 12
+/** Upper bounds (seconds) of the duration buckets. */
+extern const double store_duration_bounds[STORE_DURATION_BUCKETS];
+
+struct store_request_stats {
+    uint64_t count[STORE_OPS][STORE_OUTCOMES][STORE_DURATION_BUCKETS + 1]; /* not cumulative */
+    uint64_t sum_us[STORE_OPS][STORE_OUTCOMES];
+};
+
+/** Copy the counters of every store operation since the process started
+ * (relaxed reads). Any thread. */
+void store_get_request_stats(struct store_request_stats *out);
+
+/** Label values: "put", "head", ... and "ok", "not_found", "error". */
+const char *store_op_name(enum store_op op);
+const char *store_outcome_name(enum store_outcome o);
+
 /** Describe err in one line for logs ("SlowDown (503): Please reduce..."). */
 void store_error_format(const struct store_error *err, char *out, size_t outlen);
 
