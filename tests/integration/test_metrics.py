@@ -14,38 +14,34 @@ import time
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import FERRY_BIN, free_port, raw_exchange, request, wait_for
+from conftest import (FERRY_BIN, free_port, raw_exchange, read_response, request, wait_closed,
+                      wait_for)
 
 PAGE = b"<h1>static page</h1>\n"
 
 
 def scrape_raw(port, method="GET", path="/metrics", source=None, timeout=5.0):
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.settimeout(timeout)
-    if source:
-        s.bind((source, 0))
-    s.connect(("127.0.0.1", port))
-    s.sendall(f"{method} {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-    data = b""
-    while True:
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-    s.close()
-    head, _, body = data.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split(" ")[1])
-    headers = {k.lower(): v.strip() for k, v in (ln.split(":", 1) for ln in lines[1:])}
-    return status, headers, body
+    """One request to the metrics listener, from source if given; the
+    listener must close the connection after its response."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        if source:
+            s.bind((source, 0))
+        s.connect(("127.0.0.1", port))
+        s.sendall(f"{method} {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        resp, rest = read_response(s, head_request=method == "HEAD", timeout=timeout)
+        closed, extra = wait_closed(s, timeout=timeout, rest=rest)
+        assert closed and extra == b"", (resp, extra)
+        assert resp.header("Connection") == "close", resp
+    return resp
 
 
 def scrape(port):
     """GET /metrics: {name: {labels tuple: value}} for every sample, and the text."""
-    status, headers, body = scrape_raw(port)
-    assert status == 200, body
-    assert headers["content-type"].startswith("text/plain; version=0.0.4"), headers
-    text = body.decode()
+    r = scrape_raw(port)
+    assert r.status == 200, r
+    assert r.header("Content-Type").startswith("text/plain; version=0.0.4"), r
+    text = r.body.decode()
     samples = {}
     for fam in text_string_to_metric_families(text):
         for s in fam.samples:
@@ -226,19 +222,19 @@ def test_not_on_the_main_listener_nor_the_maintenance_page(ferry_factory, tmp_pa
 def test_paths_methods_and_allow_from(ferry_factory, tmp_path):
     mport = free_port()
     f = ferry_factory(metrics_conf(mport, allow="127.0.0.1/32"))
-    status, _, body = scrape_raw(mport, path="/other")
-    assert status == 404 and b"ferry_" not in body
-    status, headers, body = scrape_raw(mport, method="POST")
-    assert status == 405 and headers["allow"] == "GET, HEAD" and b"ferry_" not in body
-    status, headers, body = scrape_raw(mport, method="HEAD")
-    assert status == 200 and body == b"" and int(headers["content-length"]) > 1000
-    status, _, body = scrape_raw(mport, path="/metrics?x=1")
-    assert status == 200 and b"# TYPE ferry_http_requests_total counter\n" in body
+    r = scrape_raw(mport, path="/other")
+    assert r.status == 404 and b"ferry_" not in r.body, r
+    r = scrape_raw(mport, method="POST")
+    assert r.status == 405 and r.header("Allow") == "GET, HEAD" and b"ferry_" not in r.body, r
+    r = scrape_raw(mport, method="HEAD")
+    assert r.status == 200 and r.body == b"" and int(r.header("Content-Length")) > 1000, r
+    r = scrape_raw(mport, path="/metrics?x=1")
+    assert r.status == 200 and b"# TYPE ferry_http_requests_total counter\n" in r.body, r
     # 127.0.0.2 is loopback too, but outside allow_from.
-    status, _, body = scrape_raw(mport, source="127.0.0.2")
-    assert status == 403 and b"ferry_" not in body, body
-    status, _, body = scrape_raw(mport, source="127.0.0.2", path="/other")
-    assert status == 403
+    r = scrape_raw(mport, source="127.0.0.2")
+    assert r.status == 403 and b"ferry_" not in r.body, r
+    r = scrape_raw(mport, source="127.0.0.2", path="/other")
+    assert r.status == 403, r
 
 
 def test_scrape_fast_during_10000_open_connections(ferry_factory, tmp_path):
@@ -262,9 +258,9 @@ def test_scrape_fast_during_10000_open_connections(ferry_factory, tmp_path):
         times = []
         for _ in range(11):
             t0 = time.monotonic()
-            status, _, body = scrape_raw(mport)
+            r = scrape_raw(mport)
             times.append(time.monotonic() - t0)
-            assert status == 200 and b"ferry_http_connections_open 10000\n" in body
+            assert r.status == 200 and b"ferry_http_connections_open 10000\n" in r.body, r
         # The endpoint's thread never looks at the 10,000 connections, so a
         # scrape takes well under a millisecond; the median is what must stay
         # under 50 ms: on a loaded 2-core test machine one scrape in ten can
