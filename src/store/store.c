@@ -70,9 +70,11 @@ const char *store_outcome_name(enum store_outcome o)
     return o < STORE_OUTCOMES ? names[o] : "unknown";
 }
 
-/* store_put_many() items carry their start time in a wrapper around user. */
-struct timed_user {
-    void *user;
+/* store_put_many() timing: each item's start, found again by its key pointer
+ * (valid until done(); user and the item's other fields stay the caller's,
+ * since upload_started() hands the item back to the caller too). */
+struct timed_start {
+    const char *key;
     uint64_t start_us;
 };
 
@@ -80,6 +82,8 @@ struct timed_many {
     store_next_fn next;
     store_done_fn done;
     void *ctx;
+    struct timed_start *starts;
+    size_t n, cap;
 };
 
 static int timed_next(void *ctx, struct store_put_item *item)
@@ -87,10 +91,11 @@ static int timed_next(void *ctx, struct store_put_item *item)
     struct timed_many *t = ctx;
     int n = t->next(t->ctx, item);
     if (n == 1) {
-        struct timed_user *u = xmalloc(sizeof(*u));
-        u->user = item->user;
-        u->start_us = time_mono_us();
-        item->user = u;
+        if (t->n == t->cap) {
+            t->cap = t->cap ? 2 * t->cap : 16;
+            t->starts = xrealloc(t->starts, t->cap * sizeof(*t->starts));
+        }
+        t->starts[t->n++] = (struct timed_start){item->key, time_mono_us()};
     }
     return n;
 }
@@ -99,12 +104,14 @@ static void timed_done(void *ctx, const struct store_put_item *item, int result,
                        const struct store_error *err)
 {
     struct timed_many *t = ctx;
-    struct timed_user *u = item->user;
-    struct store_put_item orig = *item;
-    orig.user = u->user;
-    request_record(STORE_OP_PUT, result, u->start_us);
-    free(u);
-    t->done(t->ctx, &orig, result, err);
+    for (size_t i = 0; i < t->n; i++) {
+        if (t->starts[i].key != item->key)
+            continue;
+        request_record(STORE_OP_PUT, result, t->starts[i].start_us);
+        t->starts[i] = t->starts[--t->n];
+        break;
+    }
+    t->done(t->ctx, item, result, err);
 }
 
 void store_error_set(struct store_error *err, int status, const char *code, const char *fmt, ...)
@@ -280,8 +287,10 @@ int store_put_many(struct store *s, unsigned concurrency, store_next_fn next, st
                    void *ctx)
 {
     if (s->ops->put_many) {
-        struct timed_many t = {next, done, ctx};
-        return s->ops->put_many(s, concurrency, timed_next, timed_done, &t);
+        struct timed_many t = {next, done, ctx, NULL, 0, 0};
+        int r = s->ops->put_many(s, concurrency, timed_next, timed_done, &t);
+        free(t.starts);
+        return r;
     }
     struct store_put_item item;
     int n;
