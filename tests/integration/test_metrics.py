@@ -274,39 +274,88 @@ def test_scrape_fast_during_10000_open_connections(ferry_factory, tmp_path):
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
-def test_offload_alone_serves_its_metrics(tmp_path):
+def run_offload_alone(tmp_path, settle, files):
+    """`ferry offload` alone on a dir store with [metrics] listen, once its
+    endpoint answers; returns (process, metrics port, conf path)."""
     mport = free_port()
     spool, store, run = tmp_path / "spool", tmp_path / "store", tmp_path / "run"
     for d in (spool, store, run):
         d.mkdir()
-    (spool / "old.bin").write_bytes(b"x" * 100)
+    for name, data in files.items():
+        (spool / name).write_bytes(data)
     conf = tmp_path / "ferry.conf"
     conf.write_text(f"[server]\nadmin_socket = {run}/ferry.sock\nstate_dir = {run}\n"
                     f"[store]\ntype = dir\npath = {store}\n"
-                    f"[offload]\nspool = {spool}\nsettle = 1h\n" + metrics_conf(mport))
+                    f"[offload]\nspool = {spool}\nsettle = {settle}\n" + metrics_conf(mport))
     log = open(tmp_path / "offload.log", "wb")
     p = subprocess.Popen([FERRY_BIN, "offload", "-c", str(conf)], stdout=log,
                          stderr=subprocess.STDOUT, cwd=tmp_path)
+    log.close()
+
+    def up():
+        assert p.poll() is None, (tmp_path / "offload.log").read_text()
+        try:
+            scrape(mport)
+            return True
+        except OSError:
+            return False
     try:
-        def up():
-            assert p.poll() is None, (tmp_path / "offload.log").read_text()
-            try:
-                return value(scrape(mport)[0], "ferry_offload_backlog_files") == 1
-            except OSError:
-                return False
-        wait_for(up, 10, "the offloader's /metrics with its backlog")
+        wait_for(up, 10, "the offloader's /metrics")
+    except BaseException:
+        p.kill()
+        p.wait()
+        raise
+    return p, mport, conf
+
+
+def stop_offload(p, tmp_path):
+    p.terminate()
+    assert p.wait(15) == 0, (tmp_path / "offload.log").read_text()
+
+
+def test_offload_alone_serves_its_metrics(tmp_path):
+    p, mport, conf = run_offload_alone(tmp_path, "1h", {"old.bin": b"x" * 100})
+    try:
+        wait_for(lambda: value(scrape(mport)[0], "ferry_offload_backlog_files") == 1, 10,
+                 "the settling file in the backlog")
         samples, text = scrape(mport)
         promtool_check(text)
         assert value(samples, "ferry_offload_backlog_bytes") == 100
         assert value(samples, "ferry_offload_files_total", stage="deleted") == 0
         assert "ferry_http_requests_total" not in samples
+        assert value(samples, "ferry_build_info", version=subprocess.run(
+            [FERRY_BIN, "version"], capture_output=True, text=True).stdout.split()[1]) == 1
         st = subprocess.run([FERRY_BIN, "status", "-c", str(conf), "--json"], capture_output=True,
                             text=True, timeout=10)
         assert json.loads(st.stdout)["offload"]["metrics"]["offload_backlog_files"] == 1
     finally:
-        p.terminate()
-        assert p.wait(15) == 0
-        log.close()
+        stop_offload(p, tmp_path)
+
+
+def test_offload_stages_and_store_requests_counted(tmp_path):
+    files = {f"f{i}.bin": os.urandom(1000 + i) for i in range(3)}
+    p, mport, _ = run_offload_alone(tmp_path, "0s", files)
+    try:
+        wait_for(lambda: value(scrape(mport)[0], "ferry_offload_files_total",
+                               stage="deleted") == 3, 20, "3 files offloaded")
+        samples, text = scrape(mport)
+        promtool_check(text)
+        for stage in ("uploaded", "verified", "deleted"):
+            assert value(samples, "ferry_offload_files_total", stage=stage) == 3, stage
+        for stage in ("archived", "failed", "rejected"):
+            assert value(samples, "ferry_offload_files_total", stage=stage) == 0, stage
+        assert value(samples, "ferry_offload_uploaded_bytes_total") == \
+            sum(len(d) for d in files.values())
+        assert value(samples, "ferry_offload_backlog_files") == 0
+        assert value(samples, "ferry_offload_transfers_in_flight") == 0
+        hist = "ferry_store_request_duration_seconds"
+        assert value(samples, hist + "_count", operation="put", outcome="ok") == 3
+        assert value(samples, hist + "_bucket", operation="put", outcome="ok", le="+Inf") == 3
+        assert value(samples, hist + "_count", operation="put", outcome="error") == 0
+        # verify = head: one HEAD per file.
+        assert value(samples, hist + "_count", operation="head", outcome="ok") == 3
+    finally:
+        stop_offload(p, tmp_path)
 
 
 def test_status_watch_prints_once_per_interval_without_a_tty(ferry_factory):
