@@ -259,13 +259,17 @@ const uint64_t http_duration_bounds_us[HTTP_DURATION_BUCKETS] = {
     100000, 250000, 500000, 1000000, 2500000, 5000000, 10000000,
 };
 
-/* The request's metrics, in the worker's own counters (plain adds). */
+/* The request's metrics, in the worker's own counters (plain adds). The
+ * duration is measured on the loop's clock, as nginx's $request_time is on
+ * its cached time: from the round that read the head to the round that
+ * finished the response, so a response written in the round its request
+ * arrived counts as 0 and no clock is read per request. */
 static void request_metrics(struct conn *c)
 {
     struct worker_metrics *m = &c->w->metrics;
     unsigned k = c->handler < HANDLER_KIND_COUNT ? (unsigned)c->handler : HANDLER_KIND_CORE;
     int cls = c->status >= 100 && c->status <= 599 ? c->status / 100 - 1 : STATUS_CLASSES - 1;
-    uint64_t now = time_mono_us();
+    uint64_t now = evloop_now_us(c->w->loop);
     uint64_t us = now > c->start_us ? now - c->start_us : 0;
     size_t b = 0;
     while (b < HTTP_DURATION_BUCKETS && us > http_duration_bounds_us[b])

@@ -45,7 +45,8 @@ static const struct metrics_family families[F_COUNT] = {
                       .type = METRICS_COUNTER,
                       .labels = {"handler"}},
     [F_DURATION] = {.name = "http_request_duration_seconds",
-                    .help = "Time from a request's head to the end of its response, by handler.",
+                    .help = "Time from a request's head to the end of its response (the worker "
+                            "loop's clock: a response written at once counts as 0), by handler.",
                     .type = METRICS_HISTOGRAM,
                     .labels = {"handler"},
                     .buckets = duration_bounds,

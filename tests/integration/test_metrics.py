@@ -336,8 +336,13 @@ def test_offload_stages_and_store_requests_counted(tmp_path):
     files = {f"f{i}.bin": os.urandom(1000 + i) for i in range(3)}
     p, mport, _ = run_offload_alone(tmp_path, "0s", files)
     try:
-        wait_for(lambda: value(scrape(mport)[0], "ferry_offload_files_total",
-                               stage="deleted") == 3, 20, "3 files offloaded")
+        # The spool learns that a file is done after the finisher deleted it.
+        def done():
+            smp = scrape(mport)[0]
+            return (value(smp, "ferry_offload_files_total", stage="deleted") == 3
+                    and value(smp, "ferry_offload_backlog_files") == 0
+                    and value(smp, "ferry_offload_transfers_in_flight") == 0)
+        wait_for(done, 20, "3 files offloaded and out of the backlog")
         samples, text = scrape(mport)
         promtool_check(text)
         for stage in ("uploaded", "verified", "deleted"):
