@@ -94,6 +94,12 @@ static bool valid_family(const struct metrics_family *f)
 {
     if (!valid_name(f->name, true) || !f->help)
         return false;
+    /* The naming convention promtool checks: counters, and only they, end
+     * in _total. */
+    size_t n = strlen(f->name);
+    bool total = n > 6 && strcmp(f->name + n - 6, "_total") == 0;
+    if (total != (f->type == METRICS_COUNTER))
+        return false;
     for (size_t i = 0; i < family_nlabels(f); i++)
         if (!valid_name(f->labels[i], false) || strncmp(f->labels[i], "__", 2) == 0 ||
             (f->type == METRICS_HISTOGRAM && strcmp(f->labels[i], "le") == 0))

@@ -108,7 +108,8 @@ void metrics_destroy(struct metrics *m);
  * Several registrations may share a component name; they are shown together.
  * Returns 0, -EEXIST when a family name is already registered, or -EINVAL
  * for a family the exposition could not name (empty name, bad characters, a
- * histogram without buckets, too many labels or buckets). Startup, before
+ * histogram without buckets, too many labels or buckets, a counter whose
+ * name does not end in _total or another type whose name does). Startup, before
  * rendering starts.
  */
 int metrics_register(struct metrics *m, const char *component, const struct metrics_family *fams,

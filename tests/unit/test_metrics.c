@@ -104,6 +104,10 @@ static const struct metrics_family bad_le[] = {{.name = "h",
 static const double unsorted[] = {1, 0.5};
 static const struct metrics_family bad_buckets[] = {
     {.name = "h", .help = "x", .type = METRICS_HISTOGRAM, .buckets = unsorted, .nbuckets = 2}};
+static const struct metrics_family counter_no_total[] = {
+    {.name = "things", .help = "x", .type = METRICS_COUNTER}};
+static const struct metrics_family gauge_total[] = {
+    {.name = "things_total", .help = "x", .type = METRICS_GAUGE}};
 static const struct metrics_family no_buckets[] = {
     {.name = "h", .help = "x", .type = METRICS_HISTOGRAM}};
 
@@ -121,6 +125,8 @@ static void test_register_checks(void)
     ASSERT_EQ(metrics_register(m, "a", bad_le, 1, collect, &calls), -EINVAL);
     ASSERT_EQ(metrics_register(m, "a", bad_buckets, 1, collect, &calls), -EINVAL);
     ASSERT_EQ(metrics_register(m, "a", no_buckets, 1, collect, &calls), -EINVAL);
+    ASSERT_EQ(metrics_register(m, "a", counter_no_total, 1, collect, &calls), -EINVAL);
+    ASSERT_EQ(metrics_register(m, "a", gauge_total, 1, collect, &calls), -EINVAL);
     ASSERT_EQ(metrics_register(m, "a", fams, 3, collect, &calls), 0);
     /* A family name is unique across components. */
     ASSERT_EQ(metrics_register(m, "b", fams + 1, 1, collect, &calls), -EEXIST);
