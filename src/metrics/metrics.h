@@ -19,13 +19,13 @@
  * in a base unit (_seconds, _bytes) and, for counters, in _total; label values
  * are small fixed sets (handler names, status classes), never paths or keys.
  *
- * Threads: metrics_register() runs before the registry is used by another
- * thread (at startup). Rendering (metrics_write_text(), the status hook) may
- * run on any thread; the registry serialises it with its own mutex, so a
- * collect callback never runs concurrently with itself, but it does run on a
- * thread that is not its component's (the metrics listener's, the admin
- * loop's): it must read its counters with relaxed atomic loads or under its
- * component's own lock, and must not block for long.
+ * Threads: metrics_register() may run on any thread at any time (under the
+ * registry's mutex), usually at startup; there is no unregistering, so what a
+ * collector reads must outlive the listener and the admin. Rendering (metrics_write_text(), the
+ * status hook) may run on any thread; the registry serialises it with its own mutex, so a collect
+ * callback never runs concurrently with itself, but it does run on a thread that is not its
+ * component's (the metrics listener's, the admin loop's): it must read its counters with relaxed
+ * atomic loads or under its component's own lock, and must not block for long.
  *
  * How a component adds its metrics (the backend, src/fcgi, for example):
  *
@@ -49,7 +49,10 @@
  *     metrics_register(m, "backend", fams, 3, collect, pm);
  *
  * and the section of `ferry status` named "backend" (admin_register_status())
- * shows them. */
+ * shows them. cmd_serve.c creates the registry before the server and passes
+ * it to each component's *_register_metrics() in one block; requests a
+ * handler answers are counted by the server once the handler says which it
+ * is with conn_set_handler() (http/response.h). */
 #ifndef FERRY_METRICS_METRICS_H
 #define FERRY_METRICS_METRICS_H
 
@@ -109,8 +112,7 @@ void metrics_destroy(struct metrics *m);
  * Returns 0, -EEXIST when a family name is already registered, or -EINVAL
  * for a family the exposition could not name (empty name, bad characters, a
  * histogram without buckets, too many labels or buckets, a counter whose
- * name does not end in _total or another type whose name does). Startup, before
- * rendering starts.
+ * name does not end in _total or another type whose name does). Any thread.
  */
 int metrics_register(struct metrics *m, const char *component, const struct metrics_family *fams,
                      size_t n, metrics_collect_fn fn, void *arg);

@@ -230,6 +230,13 @@ def test_paths_methods_and_allow_from(ferry_factory, tmp_path):
     assert r.status == 200 and r.body == b"" and int(r.header("Content-Length")) > 1000, r
     r = scrape_raw(mport, path="/metrics?x=1")
     assert r.status == 200 and b"# TYPE ferry_http_requests_total counter\n" in r.body, r
+    # A client that sends half a head holds nobody up; a malformed line gets 400.
+    with socket.create_connection(("127.0.0.1", mport)) as idle:
+        idle.sendall(b"GET /metr")
+        r = scrape_raw(mport)
+        assert r.status == 200 and b"ferry_http_connections_open" in r.body, r
+        r, closed, _ = raw_exchange(mport, b"GET\r\n\r\n")
+        assert r.status == 400 and closed, r
     # 127.0.0.2 is loopback too, but outside allow_from.
     r = scrape_raw(mport, source="127.0.0.2")
     assert r.status == 403 and b"ferry_" not in r.body, r
