@@ -129,17 +129,21 @@ int metrics_register(struct metrics *m, const char *component, const struct metr
     for (size_t i = 0; i < n; i++) {
         if (!valid_family(&fams[i]))
             return -EINVAL;
-        if (find_family(m, fams[i].name))
-            return -EEXIST;
         for (size_t j = 0; j < i; j++)
             if (strcmp(fams[i].name, fams[j].name) == 0)
                 return -EEXIST;
     }
+    int r = 0;
     pthread_mutex_lock(&m->mu);
-    m->groups = xrealloc(m->groups, (m->ngroups + 1) * sizeof(*m->groups));
-    m->groups[m->ngroups++] = (struct metrics_group){xstrdup(component), fams, n, fn, arg};
+    for (size_t i = 0; r == 0 && i < n; i++)
+        if (find_family(m, fams[i].name))
+            r = -EEXIST;
+    if (r == 0) {
+        m->groups = xrealloc(m->groups, (m->ngroups + 1) * sizeof(*m->groups));
+        m->groups[m->ngroups++] = (struct metrics_group){xstrdup(component), fams, n, fn, arg};
+    }
     pthread_mutex_unlock(&m->mu);
-    return 0;
+    return r;
 }
 
 /* ---- process metrics ---- */
