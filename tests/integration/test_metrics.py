@@ -386,3 +386,25 @@ def test_status_watch_prints_once_per_interval_without_a_tty(ferry_factory):
     finally:
         p.kill()
         p.wait()
+
+
+def test_connections_open_and_refused_at_max_connections(ferry_factory):
+    mport = free_port()
+    f = ferry_factory("[server]\nmax_connections = 3\n" + metrics_conf(mport))
+    held = [f.connect() for _ in range(3)]
+    try:
+        wait_for(lambda: value(scrape(mport)[0], "ferry_http_connections_open") == 3, 5,
+                 "3 connections open")
+        for _ in range(2):
+            with socket.create_connection(("127.0.0.1", f.port), timeout=5) as extra:
+                closed, _ = wait_closed(extra, timeout=3)
+                assert closed, "a connection over max_connections was not closed"
+        samples, _ = scrape(mport)
+        assert value(samples, "ferry_http_connections_refused_total") == 2
+        assert value(samples, "ferry_http_connections_accepted_total") == 3
+        assert value(samples, "ferry_http_connections_open") == 3
+    finally:
+        for s in held:
+            s.close()
+    wait_for(lambda: value(scrape(mport)[0], "ferry_http_connections_open") == 0, 5,
+             "the connections closed")
