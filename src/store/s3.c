@@ -1000,6 +1000,14 @@ static void job_advance(struct s3_job *j, int r, CURLM *multi)
         if (r == 0 && j->resp.body.data)
             s3_xml_text(j->resp.body.data, j->resp.body.len, "ETag", etag, sizeof(etag));
         strip_quotes(etag);
+        /* Ceph RGW 16.2 answers a first Complete with an empty ETag: the
+         * object's own ETag, from a HEAD, is then what proves the result. */
+        if (r == 0 && !etag[0]) {
+            struct store_info info;
+            r = s3_head_full(s, j->fkey, &info, &j->err);
+            if (r == 0)
+                snprintf(etag, sizeof(etag), "%s", info.etag);
+        }
         /* S3 answers MD5(part MD5s)-N; some compatible stores (s3rver) the
          * MD5 of the whole object. Both prove the bytes; anything else fails. */
         if (r == 0 && etag[0] && strcmp(etag, d->etag) != 0 &&

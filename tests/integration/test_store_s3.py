@@ -254,6 +254,38 @@ def test_conditional_multipart_lost_complete_is_resolved(tmp_path, store, s3prox
     assert stored(direct, "cond/mp") == data
 
 
+def test_complete_with_empty_etag_is_checked_by_head(tmp_path, store, s3proxy, direct):
+    """RGW 16.2 answers CompleteMultipartUpload with an empty ETag: the object's
+    ETag then comes from a HEAD, so a Complete that did not happen is an error."""
+    data, p = put_multipart_with_complete_fault(tmp_path, store, s3proxy, "complete_empty_etag",
+                                                "mp/empty-etag")
+    ok(p)
+    md5s = b"".join(hashlib.md5(data[i:i + (5 << 20)]).digest()
+                    for i in range(0, len(data), 5 << 20))
+    assert f"etag={hashlib.md5(md5s).hexdigest()}-2" in p.stdout
+    assert [(m, o) for m, _, o in s3proxy.log if m in ("POST", "HEAD")][-2:] == \
+        [("POST", 200), ("HEAD", 200)], s3proxy.log
+    assert stored(direct, "mp/empty-etag") == data
+    # A 200 with an empty ETag for a Complete that never reached the store:
+    # the HEAD finds nothing, the put fails and its upload is aborted.
+    _, p = put_multipart_with_complete_fault(tmp_path, store, s3proxy,
+                                             "complete_lost_empty_etag", "mp/lost-etag")
+    assert p.returncode == 1 and "errno=ENOENT" in p.stdout, p.stdout
+    with pytest.raises(direct.exceptions.NoSuchKey):
+        direct.get_object(Bucket=BUCKET, Key="mp/lost-etag")
+    assert [m for m, p, _ in s3proxy.requests if p.endswith("mp/lost-etag")][-1] == "DELETE"
+
+
+@pytest.mark.s3stores("rgw-proxy", reason="RGW's own Complete answer (an empty ETag) "
+                      "is what is measured")
+def test_rgw_complete_etag_is_empty_and_taken_from_head(tmp_path, store, s3proxy, direct):
+    data = os.urandom(6 * 1024 * 1024)
+    ok(store.run("put", "mp/rgw", write(tmp_path, "big", data), opts=MULTI))
+    post = [o for m, _, o in s3proxy.log if m in ("POST", "HEAD")]
+    assert post == [200, 200, 200], s3proxy.log  # Create, Complete, then the HEAD
+    assert stored(direct, "mp/rgw") == data
+
+
 def test_proxy_rejects_forged_signature_and_bad_digest(tmp_path, store, s3proxy, direct):
     f = write(tmp_path, "f", b"x")
     # A client with the wrong secret: not retried, S3's code, no secret in the text.

@@ -13,7 +13,9 @@ proxy sits in front of it and, for every request:
 * on demand injects faults: S3 error responses (500 InternalError, 503
   SlowDown, 400 RequestTimeout), a connection reset while reading the request
   body or while sending a response body, a delay, a 200 whose body is an error
-  on CompleteMultipartUpload, and a dropped response after a successful PUT.
+  on CompleteMultipartUpload, a Complete answered with an empty ETag (as RGW
+  16.2 does; forwarded, or never forwarded), and a dropped response after a
+  successful PUT.
 
 With verify=False (in front of a store that checks for itself, such as
 Ceph's RADOS Gateway) the proxy checks and emulates nothing: it forwards every
@@ -172,6 +174,13 @@ def _signature_of(auth, request, timestamp):
     cr = auth.canonical_request(request)
     sts = auth.string_to_sign(request, cr)
     return auth.signature(sts, request)
+
+
+def _complete_xml(path, etag):
+    bucket, _, key = path.lstrip("/").partition("/")
+    return (f'<?xml version="1.0" encoding="UTF-8"?>\n<CompleteMultipartUploadResult>'
+            f"<Location>{path}</Location><Bucket>{bucket}</Bucket><Key>{key}</Key>"
+            f"<ETag>{etag}</ETag></CompleteMultipartUploadResult>").encode()
 
 
 def _outcome(status, body):
@@ -349,6 +358,12 @@ def _make_handler(proxy):
                 self.send_raw(200, error_xml("InternalError", resource=path),
                               {"Content-Type": "application/xml"})
                 return
+            if fault and fault.action == "complete_lost_empty_etag":
+                # A 200 with an empty ETag (as RGW 16.2 answers a Complete)
+                # for a Complete that never reached the store.
+                proxy.record(self.command, path, "complete_lost_empty_etag")
+                self.send_raw(200, _complete_xml(path, ""), {"Content-Type": "application/xml"})
+                return
             upload_id = query.get("uploadId")
             if upload_id is not None and proxy.verify:
                 # s3rver lacks AbortMultipartUpload and answers 500 for a finished
@@ -379,6 +394,8 @@ def _make_handler(proxy):
             if upload_id is not None and self.command == "DELETE" and resp.status == 204:
                 with proxy.lock:
                     proxy.aborted.add(upload_id)
+            if fault and fault.action == "complete_empty_etag":
+                data = re.sub(rb"<ETag>[^<]*</ETag>", b"<ETag></ETag>", data)
             if fault and fault.action == "drop_response":
                 proxy.record(self.command, path, f"drop_response:{resp.status}")
                 self.reset_connection()
