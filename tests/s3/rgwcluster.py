@@ -37,6 +37,13 @@ import uuid
 BINARIES = ("ceph-mon", "ceph-osd", "radosgw", "monmaptool", "ceph", "radosgw-admin")
 
 
+def _die_with_parent():
+    """In the child before exec: SIGTERM when the test process dies, so a
+    killed pytest leaves no daemon behind (PR_SET_PDEATHSIG)."""
+    import ctypes
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)
+
+
 def free_port():
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -90,7 +97,8 @@ class RgwCluster:
         out = open(os.path.join(self.dir, "log", name + ".out"), "ab")
         proc = subprocess.Popen([*argv, "-f", "-c", self.conf], stdout=out,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                cwd=self.dir, start_new_session=True)
+                                cwd=self.dir, start_new_session=True,
+                                preexec_fn=_die_with_parent)
         out.close()
         self.procs[name] = proc
         with open(os.path.join(self.dir, "run", name + ".pid"), "w") as f:

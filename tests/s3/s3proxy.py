@@ -135,6 +135,10 @@ class S3Proxy:
             self.log = []
             self.requests = []
             self.max_in_flight = 0
+            # Upload ids are unique: what earlier tests completed or aborted
+            # (the RGW proxy lives for the whole session) is not this test's.
+            self.completed = set()
+            self.aborted = set()
 
     def take_fault(self, method, path, query):
         with self.lock:
