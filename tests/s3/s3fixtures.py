@@ -107,15 +107,18 @@ RGW_STATS = {}
 def rgw_cluster(tmp_path_factory):
     """One RGW cluster for the whole session. It must start: a machine
     without it fails these tests loudly (scripts/deps.sh --test installs it)."""
+    problem = None
+    cluster = RgwCluster(tmp_path_factory.mktemp("rgw"), ACCESS_KEY, SECRET_KEY)
     try:
-        cluster = RgwCluster(tmp_path_factory.mktemp("rgw"), ACCESS_KEY, SECRET_KEY).start()
-    except ClusterError as e:
-        pytest.fail(str(e), pytrace=False)
-    try:
+        cluster.start()
         rgw_client(cluster.port).create_bucket(Bucket=BUCKET)
+    except ClusterError as e:
+        problem = str(e)
     except Exception as e:  # noqa: BLE001 - any failure here must name the cluster
+        problem = f"RGW cluster: creating bucket {BUCKET} failed: {e}"
+    if problem:
         cluster.stop()
-        pytest.fail(f"RGW cluster: creating bucket {BUCKET} failed: {e}", pytrace=False)
+        pytest.fail(problem, pytrace=False)
     RGW_STATS["start_seconds"] = cluster.start_seconds
     RGW_STATS["stages"] = cluster.timings
     RGW_STATS["rss_start_kib"] = cluster.rss_kib()
