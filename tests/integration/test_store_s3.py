@@ -587,8 +587,9 @@ def test_ferry_presign_urls_for_odd_keys_are_accepted(tmp_path, store, direct, s
     assert other != url and http_get(other)[::2] == (403, "SignatureDoesNotMatch")
     p = ferry_presign(conf, "a b/c d.txt", "--ttl", "1")
     short = p.stdout.strip()
-    assert http_get(short)[0] == 200
-    # Expired: wait (bounded) for the second to pass; S3 says AccessDenied.
+    # Expired: wait (bounded) for the second to pass. S3 says AccessDenied, not
+    # SignatureDoesNotMatch: the signature itself is good. (Not first asserting
+    # a 200: on a loaded machine the second may be gone before the request.)
     deadline = time.monotonic() + 10
     while http_get(short)[0] == 200:
         assert time.monotonic() < deadline, "a 1 s presigned URL still works after 10 s"
