@@ -121,11 +121,14 @@ static const char *link_cache_control(const struct offload_serve *os,
 /* Presign key's URL into url for presign_ttl, or for a signed link at most
  * until the link expires (X-Amz-Date + *ttl <= expires). The presigner reads
  * the clock itself: when the second changed around it, its X-Amz-Date may be
- * a second later than ours, so it signs again. Returns 0 and *ttl, -ETIME
- * when the link expired meanwhile, or store_presign_get()'s error. */
+ * a second later than ours, so it signs again. The URL is for req's method
+ * (HEAD or GET). Returns 0 and *ttl, -ETIME when the link expired meanwhile,
+ * or store_presign()'s error. */
 static int link_presign(struct offload_serve *os, const struct http_request *req, const char *key,
                         long *ttl, struct buf *url)
 {
+    /* The signature covers the method: a HEAD gets a URL for a HEAD. */
+    const char *method = req->method_id == HTTP_M_HEAD ? "HEAD" : "GET";
     int r;
     time_t now;
     do {
@@ -136,7 +139,7 @@ static int link_presign(struct offload_serve *os, const struct http_request *req
         *ttl = left > 0 && left < os->ttl_s ? left : os->ttl_s;
         buf_reset(url);
         pthread_mutex_lock(&os->store_lock);
-        r = store_presign_get(os->store, key + os->prefix_len, *ttl, url);
+        r = store_presign(os->store, method, key + os->prefix_len, *ttl, url);
         pthread_mutex_unlock(&os->store_lock);
     } while (r == 0 && os->link_key && time(NULL) != now);
     return r;

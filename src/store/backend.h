@@ -21,7 +21,8 @@ struct store_ops {
     /* Optional: a stronger check than comparing what head() reports. */
     int (*verify)(struct store *s, const char *key, const struct store_digest *d,
                   struct store_error *err);
-    int (*presign_get)(struct store *s, const char *key, long ttl, struct buf *url);
+    /* Optional: method is "GET" or "HEAD". */
+    int (*presign)(struct store *s, const char *method, const char *key, long ttl, struct buf *url);
     int (*abort_multipart)(struct store *s, const char *key, const char *upload_id,
                            struct store_error *err);
     void (*destroy)(struct store *s);

@@ -333,11 +333,16 @@ int store_delete(struct store *s, const char *key, struct store_error *err)
     return r;
 }
 
+int store_presign(struct store *s, const char *method, const char *key, long ttl, struct buf *url)
+{
+    if (!s->ops->presign)
+        return -EOPNOTSUPP;
+    return s->ops->presign(s, method, key, ttl, url);
+}
+
 int store_presign_get(struct store *s, const char *key, long ttl, struct buf *url)
 {
-    if (!s->ops->presign_get)
-        return -EOPNOTSUPP;
-    return s->ops->presign_get(s, key, ttl, url);
+    return store_presign(s, "GET", key, ttl, url);
 }
 
 int store_abort_multipart(struct store *s, const char *key, const char *upload_id,

@@ -138,8 +138,13 @@ int store_delete(struct store *s, const char *key, struct store_error *err);
 int store_verify(struct store *s, const char *key, const struct store_digest *d,
                  struct store_error *err);
 
-/** Append a presigned GET URL for key valid for ttl seconds (1..604800) to url.
- * Returns 0, -EOPNOTSUPP for the dir store, -EINVAL, or -ENOBUFS. */
+/** Append a presigned URL for method ("GET" or "HEAD": the signature covers the
+ * method, so a store refuses a GET URL used for a HEAD) on key, valid for ttl
+ * seconds (1..604800), to url. Returns 0, -EOPNOTSUPP for the dir store, -EINVAL,
+ * or -ENOBUFS. Same thread rules as the other operations. */
+int store_presign(struct store *s, const char *method, const char *key, long ttl, struct buf *url);
+
+/** store_presign() for a GET. */
 int store_presign_get(struct store *s, const char *key, long ttl, struct buf *url);
 
 /** Abort the multipart upload upload_id of key. Returns 0 (also when it no

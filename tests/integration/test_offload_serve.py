@@ -8,9 +8,12 @@ import os
 import re
 import subprocess
 import types
+import urllib.error
+import urllib.request
 from unittest import mock
 from urllib.parse import quote, urlsplit, parse_qsl
 
+import pytest
 from botocore.auth import S3SigV4QueryAuth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
@@ -339,3 +342,38 @@ def test_presign_head_and_307(ferry_factory, tmp_path):
     assert loc.startswith("http://127.0.0.1:9/bkt/pre/x.jpg?"), loc
     assert "X-Amz-Expires=604800" in loc, loc
     assert r.header("Cache-Control") == f"private, max-age={604800 - 60480}", r
+
+
+def test_presign_redirect_is_fetched_from_the_store(ferry_factory, tmp_path, s3backend, direct):
+    """The presign redirect for every odd name, followed to the real store (RGW
+    itself, or the verifying proxy in front of s3rver): the object's exact bytes
+    for a GET, its length for a HEAD."""
+    from s3fixtures import ACCESS_KEY, BUCKET, SECRET_KEY
+    store = (f"[store]\ntype = s3\nendpoint = http://127.0.0.1:{s3backend.port}\n"
+             f"bucket = {BUCKET}\nregion = us-east-1\naccess_key = {ACCESS_KEY}\n"
+             f"secret_key = {SECRET_KEY}\nprefix = served/\n")
+    f, _ = start(ferry_factory, tmp_path, store, "redirect = presign\npresign_ttl = 5m\n")
+    for name in NAMES:
+        data = hashlib.sha256(name.encode()).digest() * 40
+        direct.put_object(Bucket=BUCKET, Key="served/" + name, Body=data)
+        r = request(f.port, path="/static/" + enc(name))
+        assert r.status == 302, (name, r)
+        loc = r.header("Location")
+        assert loc.startswith(f"http://127.0.0.1:{s3backend.port}/{BUCKET}/served/"), loc
+        with urllib.request.urlopen(loc) as got:
+            assert got.read() == data, (name, loc)
+        # The signature covers the method: a HEAD is redirected to a URL for a
+        # HEAD (the GET URL would be refused with 403 SignatureDoesNotMatch).
+        r = request(f.port, "HEAD", path="/static/" + enc(name))
+        assert r.status == 302, (name, r)
+        head_loc = r.header("Location")
+        with urllib.request.urlopen(urllib.request.Request(head_loc, method="HEAD")) as got:
+            assert got.headers["Content-Length"] == str(len(data)), (name, head_loc)
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(urllib.request.Request(loc, method="HEAD"))
+        assert e.value.code == 403, (name, loc)
+    # A name the store does not have: the redirect is made, the store says 404.
+    r = request(f.port, path="/static/" + enc("missing one.jpg"))
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(r.header("Location"))
+    assert e.value.code == 404 and b"<Code>NoSuchKey</Code>" in e.value.read()
