@@ -22,6 +22,9 @@ struct store_ops {
     int (*verify)(struct store *s, const char *key, const struct store_digest *d,
                   struct store_error *err);
     int (*presign_get)(struct store *s, const char *key, long ttl, struct buf *url);
+    /* Optional: s3 only. */
+    int (*sign_request)(struct store *s, const char *method, const char *key, const char *range,
+                        struct store_signed *out, struct store_error *err);
     int (*abort_multipart)(struct store *s, const char *key, const char *upload_id,
                            struct store_error *err);
     void (*destroy)(struct store *s);

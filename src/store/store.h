@@ -142,6 +142,36 @@ int store_verify(struct store *s, const char *key, const struct store_digest *d,
  * Returns 0, -EOPNOTSUPP for the dir store, -EINVAL, or -ENOBUFS. */
 int store_presign_get(struct store *s, const char *key, long ttl, struct buf *url);
 
+/* A request built and signed by the store for the caller to send itself (on
+ * its own transport, e.g. a worker's curl multi handle): store_sign_request(). */
+#define STORE_SIGNED_HEADERS_MAX 16
+struct store_signed {
+    char *url;                               /* absolute and encoded: send as it is */
+    char *headers[STORE_SIGNED_HEADERS_MAX]; /* "Name: value" lines to send, in order */
+    size_t nheaders;
+    char *ca_file;           /* the CA bundle the endpoint is verified with; NULL: the system's */
+    long connect_timeout_ms; /* [store] connect_timeout */
+    long low_speed_time_s;   /* [store] low_speed_time: no byte this long is a timeout */
+};
+
+/**
+ * Build, without sending it, the signed request method ("GET" or "HEAD") for
+ * key (below the store prefix, as for store_head()), asking for the single
+ * range (NULL: the whole object; "bytes=A-B", "bytes=A-" or "bytes=-N", sent
+ * and signed as given: check it with range_parse() first). The signature is
+ * valid for about 15 minutes (S3's clock skew limit): send it now. The caller
+ * may add headers S3 does not need signed (If-None-Match, If-Modified-Since).
+ * Fills *out (caller-owned: store_signed_finish()) and returns 0; -EOPNOTSUPP
+ * for the dir store; -EINVAL with err filled when it cannot be signed.
+ * Under the struct store's one-thread-at-a-time rule.
+ */
+int store_sign_request(struct store *s, const char *method, const char *key, const char *range,
+                       struct store_signed *out, struct store_error *err);
+
+/** Wipe (the headers carry a token and a signature) and free what
+ * store_sign_request() filled in sg; sg may then be reused. NULL-safe. Any thread. */
+void store_signed_finish(struct store_signed *sg);
+
 /** Abort the multipart upload upload_id of key. Returns 0 (also when it no
  * longer exists) or -errno; -EOPNOTSUPP for the dir store. */
 int store_abort_multipart(struct store *s, const char *key, const char *upload_id,
