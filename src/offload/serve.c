@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 struct offload_serve {
@@ -235,18 +236,31 @@ static int redirect_presign(struct offload_serve *os, struct conn *c, const char
 {
     struct buf url;
     buf_init(&url, 64 * 1024);
+    /* The URL is valid for presign_ttl, or less: never past the expiry of
+     * the credentials that sign it (store_presign_get() signs for that). */
+    long ttl = os->ttl_s;
+    time_t exp = store_credentials_expiry(os->store);
+    time_t now = time(NULL);
+    bool limited = exp && exp - now < ttl;
+    if (limited)
+        ttl = (long)(exp - now);
     pthread_mutex_lock(&os->store_lock);
-    int r = store_presign_get(os->store, key + os->prefix_len, os->ttl_s, &url);
+    int r = ttl < 1 ? -EKEYEXPIRED : store_presign_get(os->store, key + os->prefix_len, ttl, &url);
     pthread_mutex_unlock(&os->store_lock);
     if (r < 0 || !url.data) {
         buf_finish(&url);
         return respond_text(c, 500, "offload=presign",
-                            "500 Internal Server Error: cannot presign the object URL\n");
+                            r == -EKEYEXPIRED
+                                ? "500 Internal Server Error: the store's credentials have "
+                                  "expired\n"
+                                : "500 Internal Server Error: cannot presign the object URL\n");
     }
     /* A cache may keep the redirect for at most 90% of the URL's validity, so
      * that what it hands out still leaves the client time to use it. */
     char cc[64];
-    snprintf(cc, sizeof(cc), "private, max-age=%ld", os->ttl_s - os->ttl_s / 10);
+    if (limited)
+        ttl--; /* the store may have signed a second later, for a second less */
+    snprintf(cc, sizeof(cc), "private, max-age=%ld", ttl - ttl / 10);
     r = redirect_to(os, c, url.data, cc, "offload=presign");
     buf_finish(&url);
     return r;

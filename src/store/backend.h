@@ -36,6 +36,7 @@ struct store {
     struct store_options opts; /* defaults filled in */
     char *prefix;              /* prepended to every key */
     int conditional_create;
+    time_t creds_expires; /* the signing credentials' expiry; 0: none known */
 };
 
 /** Fill err (NULL-safe) with a status, code and printf-formatted message. */

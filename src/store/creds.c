@@ -113,6 +113,37 @@ fail:
     return r;
 }
 
+int creds_parse_expiry(const char *s, time_t *out)
+{
+    struct tm tm;
+    memset(&tm, 0, sizeof(tm));
+    const char *p = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
+    if (!p)
+        return -EINVAL;
+    if (*p == '.') /* fractional seconds: not needed for an expiry */
+        for (p++; *p >= '0' && *p <= '9'; p++)
+            ;
+    long offset = 0;
+    if (*p == 'Z') {
+        p++;
+    } else if ((*p == '+' || *p == '-') && strlen(p) == 6 && p[3] == ':') {
+        int hh = 0, mm = 0;
+        if (sscanf(p + 1, "%2d:%2d", &hh, &mm) != 2 || hh > 23 || mm > 59)
+            return -EINVAL;
+        offset = (hh * 3600L + mm * 60L) * (*p == '-' ? -1 : 1);
+        p += 6;
+    } else {
+        return -EINVAL;
+    }
+    if (*p)
+        return -EINVAL;
+    time_t t = timegm(&tm);
+    if (t == (time_t)-1)
+        return -EINVAL;
+    *out = t - offset;
+    return 0;
+}
+
 int creds_resolve(const char *cfg_access, const char *cfg_secret, const char *cfg_token,
                   const char *cfg_profile, struct creds *c, char *why, size_t whylen)
 {
@@ -131,7 +162,17 @@ int creds_resolve(const char *cfg_access, const char *cfg_secret, const char *cf
             snprintf(why, whylen, "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY must both be set");
             return -EINVAL;
         }
+        time_t expires = 0;
+        const char *exp = getenv("AWS_CREDENTIAL_EXPIRATION");
+        if (set(exp) && creds_parse_expiry(exp, &expires) < 0) {
+            snprintf(why, whylen,
+                     "AWS_CREDENTIAL_EXPIRATION: cannot parse '%.64s' "
+                     "(want 2026-01-31T12:00:00Z)",
+                     exp);
+            return -EINVAL;
+        }
         fill(c, ak, sk, getenv("AWS_SESSION_TOKEN"), "environment");
+        c->expires = expires;
         return 0;
     }
     const char *profile = set(cfg_profile) ? cfg_profile : getenv("AWS_PROFILE");

@@ -30,9 +30,10 @@ struct s3_store {
     CURL **pool;  /* easy handles for concurrent uploads */
     unsigned npool;
     struct creds creds;
-    char *scheme;   /* "http" or "https" */
-    char *host;     /* endpoint host[:port], as written */
-    char *basepath; /* endpoint path without a trailing '/', usually "" */
+    struct sigv4_key_cache keys; /* the signing key of the day */
+    char *scheme;                /* "http" or "https" */
+    char *host;                  /* endpoint host[:port], as written */
+    char *basepath;              /* endpoint path without a trailing '/', usually "" */
     char *bucket;
     char *region;
     char *ca_file; /* NULL: the system's */
@@ -393,6 +394,17 @@ struct s3_call {
 
 static void resp_reset(struct s3_resp *r);
 
+/* What the signer needs, with the store's cache of the day's signing key. */
+static struct sigv4_creds signing_creds(struct s3_store *s)
+{
+    return (struct sigv4_creds){.access_key = s->creds.access_key,
+                                .secret_key = s->creds.secret_key,
+                                .session_token = s->creds.session_token,
+                                .region = s->region,
+                                .service = "s3",
+                                .keys = &s->keys};
+}
+
 /* Sign req as of when: the URL into url and the header lines ("Name: value",
  * each malloc'd, in sending order) into hdr[*nhdr] (STORE_SIGNED_HEADERS_MAX
  * room). Returns 0, or -EINVAL with err filled; on failure nothing is left to
@@ -402,8 +414,7 @@ static int req_sign(struct s3_store *s, const struct s3_req *req, time_t when, s
 {
     char *host, *path;
     url_parts(s, req->key, &host, &path);
-    struct sigv4_creds sc = {s->creds.access_key, s->creds.secret_key, s->creds.session_token,
-                             s->region, "s3"};
+    struct sigv4_creds sc = signing_creds(s);
     const char *payload = req->payload_hash ? req->payload_hash : SIGV4_EMPTY_SHA256;
     struct sigv4_request sr = {
         .method = req->method,
@@ -1275,10 +1286,12 @@ static int s3_presign_get(struct store *st, const char *key, long ttl, struct bu
     struct s3_store *s = s3_of(st);
     char *fkey = full_key(st, key), *host, *path;
     url_parts(s, fkey, &host, &path);
-    struct sigv4_creds sc = {s->creds.access_key, s->creds.secret_key, s->creds.session_token,
-                             s->region, "s3"};
+    struct sigv4_creds sc = signing_creds(s);
     struct sigv4_request sr = {.method = "GET", .host = host, .path = path, .when = time(NULL)};
-    int r = url_begin(s, host, path, url);
+    /* Never valid past the credentials that sign it. */
+    if (st->creds_expires && st->creds_expires - sr.when < ttl)
+        ttl = (long)(st->creds_expires - sr.when);
+    int r = ttl < 1 ? -EKEYEXPIRED : url_begin(s, host, path, url);
     if (r == 0)
         r = buf_append_str(url, "?");
     if (r == 0)
@@ -1330,6 +1343,7 @@ static void s3_destroy(struct store *st)
     if (s->multi)
         curl_multi_cleanup(s->multi);
     creds_finish(&s->creds);
+    sigv4_key_cache_clear(&s->keys);
     free(s->scheme);
     free(s->host);
     free(s->basepath);
@@ -1422,6 +1436,7 @@ int s3_store_create(const struct ferry_conf *conf, struct store **out, struct st
         store_error_set(err, 0, "NoCredentials", "%s", why);
         goto fail;
     }
+    s->base.creds_expires = s->creds.expires;
     if (getrandom(&s->seed, sizeof(s->seed), GRND_NONBLOCK) != sizeof(s->seed))
         s->seed = (uint64_t)time(NULL) ^ (uint64_t)getpid();
     s->curl = curl_easy_init();

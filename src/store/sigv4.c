@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -198,6 +199,46 @@ static void signing_finish(struct signing *s)
     buf_finish(&s->signed_headers);
 }
 
+void sigv4_key_cache_clear(struct sigv4_key_cache *kc)
+{
+    if (kc)
+        OPENSSL_cleanse(kc, sizeof(*kc));
+}
+
+/* kSigning = HMAC(HMAC(HMAC(HMAC("AWS4" + secret, date), region), service),
+ * "aws4_request"), from c's cache when it holds the key for this day, access
+ * key, region and service. date is the request's "YYYYMMDDTHHMMSSZ". */
+static void signing_key(const struct sigv4_creds *c, const char *date, unsigned char out[32])
+{
+    char id[256];
+    int idn = snprintf(id, sizeof(id), "%s/%.8s/%s/%s", c->access_key, date, c->region, c->service);
+    bool cacheable = c->keys && idn > 0 && (size_t)idn < sizeof(id);
+    if (cacheable && strcmp(c->keys->id, id) == 0) {
+        memcpy(out, c->keys->key, 32);
+        return;
+    }
+    size_t klen = strlen(c->secret_key) + 4;
+    char *k0 = xmalloc(klen + 1);
+    snprintf(k0, klen + 1, "AWS4%s", c->secret_key);
+    unsigned char k1[32], k2[32], k3[32];
+    hmac_sha256(k0, klen, date, 8, k1);
+    OPENSSL_cleanse(k0, klen);
+    free(k0);
+    hmac_sha256(k1, 32, c->region, strlen(c->region), k2);
+    hmac_sha256(k2, 32, c->service, strlen(c->service), k3);
+    hmac_sha256(k3, 32, "aws4_request", 12, out);
+    OPENSSL_cleanse(k1, 32);
+    OPENSSL_cleanse(k2, 32);
+    OPENSSL_cleanse(k3, 32);
+    if (c->keys) {
+        c->keys->derivations++;
+        if (cacheable) {
+            memcpy(c->keys->key, out, 32);
+            memcpy(c->keys->id, id, (size_t)idn + 1);
+        }
+    }
+}
+
 /* Compute the hex signature over the canonical request built from s; append the
  * canonical request and the string to sign to creq_out and sts_out when not NULL. */
 static int signing_compute(struct signing *s, const char *payload, char sig[65],
@@ -240,23 +281,10 @@ static int signing_compute(struct signing *s, const char *payload, char sig[65],
     if (sts_out && buf_append(sts_out, sts, (size_t)n) < 0)
         return -ENOBUFS;
 
-    /* kSigning = HMAC(HMAC(HMAC(HMAC("AWS4" + secret, date), region), service),
-     * "aws4_request"). */
-    size_t klen = strlen(s->c->secret_key) + 4;
-    char *k0 = xmalloc(klen + 1);
-    snprintf(k0, klen + 1, "AWS4%s", s->c->secret_key);
-    unsigned char k1[32], k2[32], k3[32], k4[32], mac[32];
-    hmac_sha256(k0, klen, s->date, 8, k1);
-    OPENSSL_cleanse(k0, klen);
-    free(k0);
-    hmac_sha256(k1, 32, s->c->region, strlen(s->c->region), k2);
-    hmac_sha256(k2, 32, s->c->service, strlen(s->c->service), k3);
-    hmac_sha256(k3, 32, "aws4_request", 12, k4);
+    unsigned char k4[32], mac[32];
+    signing_key(s->c, s->date, k4);
     hmac_sha256(k4, 32, sts, (size_t)n, mac);
     store_hex(mac, 32, sig);
-    OPENSSL_cleanse(k1, 32);
-    OPENSSL_cleanse(k2, 32);
-    OPENSSL_cleanse(k3, 32);
     OPENSSL_cleanse(k4, 32);
     return 0;
 }

@@ -231,6 +231,11 @@ int store_presign_get(struct store *s, const char *key, long ttl, struct buf *ur
     return s->ops->presign_get(s, key, ttl, url);
 }
 
+time_t store_credentials_expiry(const struct store *s)
+{
+    return s->creds_expires;
+}
+
 int store_sign_request(struct store *s, const char *method, const char *key, const char *range,
                        struct store_signed *out, struct store_error *err)
 {

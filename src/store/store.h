@@ -138,8 +138,10 @@ int store_delete(struct store *s, const char *key, struct store_error *err);
 int store_verify(struct store *s, const char *key, const struct store_digest *d,
                  struct store_error *err);
 
-/** Append a presigned GET URL for key valid for ttl seconds (1..604800) to url.
- * Returns 0, -EOPNOTSUPP for the dir store, -EINVAL, or -ENOBUFS. */
+/** Append a presigned GET URL for key valid for ttl seconds (1..604800) to url,
+ * or for less: never past store_credentials_expiry(). Returns 0, -EOPNOTSUPP
+ * for the dir store, -EKEYEXPIRED when the credentials have expired, -EINVAL,
+ * or -ENOBUFS. */
 int store_presign_get(struct store *s, const char *key, long ttl, struct buf *url);
 
 /* A request built and signed by the store for the caller to send itself (on
@@ -171,6 +173,11 @@ int store_sign_request(struct store *s, const char *method, const char *key, con
 /** Wipe (the headers carry a token and a signature) and free what
  * store_sign_request() filled in sg; sg may then be reused. NULL-safe. Any thread. */
 void store_signed_finish(struct store_signed *sg);
+
+/** When the credentials the store signs with expire (wall-clock seconds), or 0
+ * when they do not or it is not known: presigned URLs must not outlive them
+ * (store_presign_get() shortens ttl to what is left). Any thread that may use s. */
+time_t store_credentials_expiry(const struct store *s);
 
 /** Abort the multipart upload upload_id of key. Returns 0 (also when it no
  * longer exists) or -errno; -EOPNOTSUPP for the dir store. */

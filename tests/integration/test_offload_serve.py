@@ -339,3 +339,42 @@ def test_presign_head_and_307(ferry_factory, tmp_path):
     assert loc.startswith("http://127.0.0.1:9/bkt/pre/x.jpg?"), loc
     assert "X-Amz-Expires=604800" in loc, loc
     assert r.header("Cache-Control") == f"private, max-age={604800 - 60480}", r
+
+
+def test_presign_never_outlives_the_credentials(ferry_factory, tmp_path):
+    # Session credentials that expire in 2 minutes: presign_ttl = 1h is cut to
+    # what is left, and the cache lifetime with it.
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    expiry = datetime.datetime.utcnow().replace(microsecond=0) + datetime.timedelta(seconds=120)
+    env = {"AWS_ACCESS_KEY_ID": "ASIAEXAMPLE", "AWS_SECRET_ACCESS_KEY": "secret",
+           "AWS_SESSION_TOKEN": "token", "AWS_CREDENTIAL_EXPIRATION": expiry.isoformat() + "Z",
+           "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent"}
+    store = "\n".join(line for line in S3.splitlines() if not line.startswith(("access_key",
+                                                                               "secret_key")))
+    f = ferry_factory(store + "\n" + offload_conf(spool, "redirect = presign\npresign_ttl = 1h\n"),
+                      env=env)
+    r = request(f.port, path="/static/x.jpg")
+    assert r.status == 302, r
+    q = dict(parse_qsl(urlsplit(r.header("Location")).query))
+    signed = datetime.datetime.strptime(q["X-Amz-Date"], "%Y%m%dT%H%M%SZ")
+    expires = int(q["X-Amz-Expires"])
+    assert signed + datetime.timedelta(seconds=expires) == expiry, (q, expiry)
+    assert 100 <= expires <= 120, q
+    assert q["X-Amz-Security-Token"] == "token", q
+    m = re.fullmatch(r"private, max-age=(\d+)", r.header("Cache-Control") or "")
+    assert m and 0 < int(m.group(1)) <= expires * 0.9 + 1, r
+
+
+def test_presign_with_expired_credentials_is_refused(ferry_factory, tmp_path):
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    env = {"AWS_ACCESS_KEY_ID": "ASIAEXAMPLE", "AWS_SECRET_ACCESS_KEY": "secret",
+           "AWS_SESSION_TOKEN": "token", "AWS_CREDENTIAL_EXPIRATION": "2020-01-01T00:00:00Z",
+           "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent"}
+    store = "\n".join(line for line in S3.splitlines() if not line.startswith(("access_key",
+                                                                               "secret_key")))
+    f = ferry_factory(store + "\n" + offload_conf(spool, "redirect = presign\n"), env=env)
+    r = request(f.port, path="/static/x.jpg")
+    assert r.status == 500 and r.header("Location") is None, r
+    assert r.body == b"500 Internal Server Error: the store's credentials have expired\n", r
