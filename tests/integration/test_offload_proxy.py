@@ -8,6 +8,7 @@ import os
 import socket
 import sys
 import time
+from urllib.parse import quote
 
 import pytest
 
@@ -18,6 +19,10 @@ from s3fixtures import (ACCESS_KEY, BUCKET, SECRET_KEY, direct,  # noqa: E402,F4
                         s3proxy, s3proxy_module, s3rver)
 
 PREFIX = "pre/"
+
+
+def enc(name):
+    return quote(name, safe="/")
 
 
 def s3_conf(port, extra_store=""):
@@ -247,3 +252,135 @@ def test_verify_remote_store_errors(ferry_factory, tmp_path, s3proxy):  # noqa: 
     s3proxy.add_fault("delay", method="HEAD", delay=5.0)
     r = request(f.port, path="/static/x.jpg", timeout=15)
     assert r.status == 504 and b"did not answer within 2s" in r.body, r
+
+
+# ---- never neither ----
+
+# 1,000 files pass in each mode but take 55-110 s here (the offloader's
+# uploads go through the Python proxy that 32 clients keep busy); 400 keep
+# the default run near 30 s a mode. FERRY_NEVER_NEITHER_FILES=1000 for the full run.
+LOAD_FILES = int(os.environ.get("FERRY_NEVER_NEITHER_FILES", "400"))
+LOAD_CLIENTS = 32
+
+
+def fetch(conns, url_or_path, ferry_port):
+    """GET a path from ferry or an absolute URL (the store) on the connections
+    kept in conns; returns (status, body, response)."""
+    import http.client
+    from urllib.parse import urlsplit as split
+    if url_or_path.startswith("http://"):
+        u = split(url_or_path)
+        host, port, target = u.hostname, u.port, u.path + ("?" + u.query if u.query else "")
+    else:
+        host, port, target = "127.0.0.1", ferry_port, url_or_path
+    for attempt in range(2):
+        conn = conns.get(port)
+        if conn is None:
+            conn = conns[port] = http.client.HTTPConnection(host, port, timeout=30)
+        try:
+            conn.request("GET", target)
+            resp = conn.getresponse()
+            body = resp.read()
+            if resp.getheader("Connection", "").lower() == "close":
+                conn.close()
+                del conns[port]
+            return resp.status, body, resp
+        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+            # A kept-alive connection the server had closed: once more, fresh.
+            conn.close()
+            del conns[port]
+            if attempt:
+                raise
+    raise AssertionError("unreachable")
+
+
+@pytest.mark.parametrize("mode", ["proxy", "presign", "public"])
+def test_never_neither_under_load(ferry_factory, tmp_path, s3proxy, s3rver, mode):  # noqa: F811
+    """Files flow through the offloader while 32 clients GET them continuously,
+    following redirects into the store: every answer has the right bytes, no
+    404, no error, in each mode."""
+    import random
+    import threading
+    prefix = f"nn-{mode}/"
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    offload = (f"[offload]\nspool = {spool}\nurl_prefix = /static/\nsettle = 50ms\n"
+               f"rescan_interval = 0\nconcurrency = 8\nredirect = {mode}\n")
+    if mode == "public":
+        # s3rver serves anonymous reads; the verifying proxy would not.
+        offload += f"public_url = http://127.0.0.1:{s3rver.port}/{BUCKET}/{prefix}\n"
+    conf = s3_conf(s3proxy.port).replace(f"prefix = {PREFIX}\n", f"prefix = {prefix}\n")
+    f = ferry_factory(conf + "\n" + offload)
+    digests = {}  # name -> sha256, once the file is in the spool under its name
+    names = []
+    lock = threading.Lock()
+    done = threading.Event()
+    errors = []
+    counts = {"local": 0, "remote": 0}
+
+    def client(seed):
+        rnd = random.Random(seed)
+        conns = {}
+        try:
+            while not done.is_set():
+                with lock:
+                    name = rnd.choice(names) if names else None
+                if name is None:
+                    time.sleep(0.01)
+                    continue
+                status, body, resp = fetch(conns, "/static/" + enc(name), f.port)
+                how = "local"
+                if status == 302 and mode != "proxy":
+                    status, body, _ = fetch(conns, resp.getheader("Location"), f.port)
+                    how = "remote"
+                if status != 200 or hashlib.sha256(body).digest() != digests[name]:
+                    errors.append((name, status, body[:200]))
+                    continue
+                # Proxied answers carry the store's ETag (the MD5), local ones ferry's.
+                if resp.getheader("ETag") == '"%s"' % hashlib.md5(body).hexdigest():
+                    how = "remote"
+                with lock:
+                    counts[how] += 1
+        except Exception as e:  # noqa: BLE001 - every failure counts
+            errors.append(("exception", repr(e)))
+        finally:
+            for c in conns.values():
+                c.close()
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(LOAD_CLIENTS)]
+    t0 = time.monotonic()
+    for t in threads:
+        t.start()
+    try:
+        rnd = random.Random(1)
+        for i in range(LOAD_FILES):
+            name = f"d{i % 10}/f {i}.bin"
+            data = os.urandom(rnd.randint(100, 16384))
+            (spool / name).parent.mkdir(exist_ok=True)
+            tmp = spool / (name + ".tmp")
+            tmp.write_bytes(data)
+            with lock:
+                digests[name] = hashlib.sha256(data).digest()
+            os.rename(tmp, spool / name)
+            with lock:
+                names.append(name)
+            if i % 50 == 49:
+                time.sleep(0.05)  # let requests interleave with the offloader
+        wait_for(lambda: not any(p.is_file() for p in spool.rglob("*")), 120,
+                 "every file offloaded")
+        time.sleep(0.5)  # requests for files that are only in the store now
+    finally:
+        done.set()
+        for t in threads:
+            t.join(60)
+    took = time.monotonic() - t0
+    print(f"never neither ({mode}): {LOAD_FILES} files, {counts} in {took:.1f}s")
+    assert not errors, errors[:10]
+    assert counts["local"] > 0 and counts["remote"] > LOAD_FILES / 10, counts
+    # Every file once more, now from the store only.
+    conns = {}
+    for name in names:
+        status, body, resp = fetch(conns, "/static/" + enc(name), f.port)
+        if status == 302:
+            status, body, _ = fetch(conns, resp.getheader("Location"), f.port)
+        assert status == 200 and hashlib.sha256(body).digest() == digests[name], (name, status)
