@@ -188,6 +188,25 @@ def test_slow_client_backpressure_reaches_the_store(ferry_factory, tmp_path, s3p
         s.close()
 
 
+def test_paused_transfer_is_not_a_store_timeout(ferry_factory, tmp_path, s3proxy,
+                                               direct):  # noqa: F811
+    # A client that reads nothing for longer than low_speed_time holds the
+    # store transfer paused; that is not the store being slow.
+    f, _ = start(ferry_factory, tmp_path, s3proxy, extra_store="low_speed_time = 1s\n")
+    data = os.urandom(32 * 1024 * 1024)
+    put(direct, "p.bin", data)
+    s = connect_slow_reader(f.port, rcvbuf=65536, timeout=30)
+    try:
+        s.sendall(b"GET /static/p.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        wait_for(lambda: any(m == "GET" for m, _, _ in s3proxy.requests), 10, "the store GET")
+        time.sleep(3.0)
+        r, rest = read_head(s)
+        assert r.status == 200, r
+        assert read_hashed(s, len(data), rest) == hashlib.sha256(data).digest()
+    finally:
+        s.close()
+
+
 def test_client_hangup_aborts_the_store_transfer(ferry_factory, tmp_path, s3proxy,
                                                  direct):  # noqa: F811
     f, _ = start(ferry_factory, tmp_path, s3proxy)
