@@ -109,9 +109,9 @@ def fetch(port, path="/", method="GET"):
 
 
 class Server:
-    def __init__(self, name, argv, port, env=None, cwd=None):
+    def __init__(self, name, argv, port, env=None, cwd=None, cpu=None):
         self.name, self.port = name, port
-        self.proc = subprocess.Popen(["taskset", "-c", SERVER_CPU] + argv, cwd=cwd, env=env,
+        self.proc = subprocess.Popen(["taskset", "-c", cpu or SERVER_CPU] + argv, cwd=cwd, env=env,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_port(port, self.proc)
         self.pid = self.proc.pid
@@ -202,10 +202,10 @@ allow_paths = /healthz
 """)
 
 
-def start_nginx_with(work, port, server):
+def start_nginx_with(work, port, server, http="", name="nginx", cpu=None):
     """nginx with one worker and everything under work/nginx, listening on
-    port with the server block's other directives given (also used by
-    bench/offload_serve/run.py)."""
+    port with the server block's other directives given, and more http-level
+    directives (also used by bench/offload_serve/run.py)."""
     with open(f"{work}/nginx/nginx.conf", "w") as f:
         f.write(f"""worker_processes 1;
 daemon off;
@@ -220,14 +220,15 @@ http {{
     fastcgi_temp_path {work}/nginx;
     uwsgi_temp_path {work}/nginx;
     scgi_temp_path {work}/nginx;
+{http}
     server {{
         listen 127.0.0.1:{port};
 {server}
     }}
 }}
 """)
-    return Server("nginx", ["nginx", "-c", f"{work}/nginx/nginx.conf", "-p", f"{work}/nginx"],
-                  port)
+    return Server(name, ["nginx", "-c", f"{work}/nginx/nginx.conf", "-p", f"{work}/nginx"],
+                  port, cpu=cpu)
 
 
 def start_nginx(work):
