@@ -13,6 +13,7 @@
 #include <curl/curl.h>
 #include <errno.h>
 #include <openssl/crypto.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,7 +26,6 @@
 
 /* One worker's transfers: a multi handle on that worker's loop. */
 struct proxy_loop {
-    struct offload_proxy *owner;
     struct evloop *loop;
     CURLM *multi;
     struct evloop_timer timer; /* curl's timeout */
@@ -35,6 +35,7 @@ struct proxy_loop {
 };
 
 struct offload_proxy {
+    uint64_t id; /* unique in the process: what the thread's cache matches */
     struct store *store;
     pthread_mutex_t *store_lock;
     uint64_t timeout_ms;
@@ -42,8 +43,16 @@ struct offload_proxy {
     struct proxy_loop *loops;
 };
 
-/* The last loop this thread used: the lookup without the lock. */
-static __thread struct proxy_loop *tl_loop;
+/* The last loop this thread used, the lookup without the lock. It is matched
+ * by the proxy's id and the evloop's address, never dereferenced first, so a
+ * proxy destroyed and another created at the same address cannot be
+ * mistaken for it. */
+static __thread struct {
+    uint64_t id;
+    const struct evloop *loop;
+    struct proxy_loop *pl;
+} tl_last;
+static _Atomic uint64_t proxy_ids;
 
 struct xfer {
     struct proxy_loop *pl;
@@ -420,15 +429,14 @@ static int on_curl_timer(CURLM *m, long ms, void *userp)
 
 static struct proxy_loop *loop_for(struct offload_proxy *p, struct evloop *l)
 {
-    struct proxy_loop *pl = tl_loop;
-    if (pl && pl->owner == p && pl->loop == l)
-        return pl;
+    if (tl_last.id == p->id && tl_last.loop == l)
+        return tl_last.pl;
+    struct proxy_loop *pl;
     pthread_mutex_lock(&p->loops_lock);
     for (pl = p->loops; pl && pl->loop != l; pl = pl->next)
         ;
     if (!pl) {
         pl = xcalloc(1, sizeof(*pl));
-        pl->owner = p;
         pl->loop = l;
         pl->multi = curl_multi_init();
         if (!pl->multi)
@@ -442,7 +450,9 @@ static struct proxy_loop *loop_for(struct offload_proxy *p, struct evloop *l)
         p->loops = pl;
     }
     pthread_mutex_unlock(&p->loops_lock);
-    tl_loop = pl;
+    tl_last.id = p->id;
+    tl_last.loop = l;
+    tl_last.pl = pl;
     return pl;
 }
 
@@ -450,6 +460,7 @@ struct offload_proxy *offload_proxy_create(struct store *store, pthread_mutex_t 
                                            uint64_t timeout_ms)
 {
     struct offload_proxy *p = xcalloc(1, sizeof(*p));
+    p->id = atomic_fetch_add(&proxy_ids, 1) + 1; /* 0 is the empty cache's */
     p->store = store;
     p->store_lock = lock;
     p->timeout_ms = timeout_ms;
@@ -468,8 +479,6 @@ void offload_proxy_destroy(struct offload_proxy *p)
         curl_multi_setopt(pl->multi, CURLMOPT_SOCKETFUNCTION, NULL);
         curl_multi_setopt(pl->multi, CURLMOPT_TIMERFUNCTION, NULL);
         curl_multi_cleanup(pl->multi);
-        if (tl_loop == pl)
-            tl_loop = NULL;
         free(pl);
     }
     pthread_mutex_destroy(&p->loops_lock);

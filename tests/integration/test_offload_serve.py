@@ -378,3 +378,18 @@ def test_presign_with_expired_credentials_is_refused(ferry_factory, tmp_path):
     r = request(f.port, path="/static/x.jpg")
     assert r.status == 500 and r.header("Location") is None, r
     assert r.body == b"500 Internal Server Error: the store's credentials have expired\n", r
+
+
+def test_verify_remote_with_the_dir_store(ferry_factory, tmp_path):
+    # A public redirect only for what the dir store holds; 404 for a file in
+    # neither place.
+    store, conf = dir_store(tmp_path, prefix="pre/")
+    f, spool = start(ferry_factory, tmp_path, conf,
+                     f"redirect = public\npublic_url = {PUBLIC}\nverify_remote = on\n")
+    (store / "pre").mkdir()
+    (store / "pre" / "there.jpg").write_bytes(b"stored")
+    r = request(f.port, path="/static/there.jpg")
+    assert r.status == 302 and r.header("Location") == PUBLIC + "there.jpg", r
+    r = request(f.port, path="/static/gone.jpg")
+    assert r.status == 404 and r.header("Location") is None and r.body == b"404 Not Found\n", r
+    assert sorted(log_notes(f, 2)) == ["offload=missing", "offload=redirect"]
