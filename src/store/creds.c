@@ -35,6 +35,7 @@ static void fill(struct creds *c, const char *ak, const char *sk, const char *to
 struct profile_scan {
     const char *profile;
     char *access_key, *secret_key, *session_token;
+    char *expires; /* x_security_token_expires, as saml2aws and gimme-aws-creds write it */
     int found;
 };
 
@@ -56,6 +57,8 @@ static int profile_line(void *user, const char *section, const char *name, const
         replace(&p->secret_key, value);
     else if (strcmp(name, "aws_session_token") == 0)
         replace(&p->session_token, value);
+    else if (strcmp(name, "x_security_token_expires") == 0)
+        replace(&p->expires, value);
     return 1;
 }
 
@@ -64,6 +67,7 @@ static void scan_free(struct profile_scan *p)
     secret_free(&p->access_key);
     secret_free(&p->secret_key);
     secret_free(&p->session_token);
+    secret_free(&p->expires);
 }
 
 static int from_file(const char *profile, struct creds *c, char *why, size_t whylen)
@@ -80,6 +84,7 @@ static int from_file(const char *profile, struct creds *c, char *why, size_t why
         path = home_path;
     }
     struct profile_scan scan = {.profile = profile};
+    time_t expires = 0;
     FILE *f = fopen(path, "re");
     int r;
     if (!f) {
@@ -101,10 +106,16 @@ static int from_file(const char *profile, struct creds *c, char *why, size_t why
                  "profile '%s' in '%s' lacks aws_access_key_id or aws_secret_access_key", profile,
                  path);
         r = -EINVAL;
+    } else if (set(scan.expires) && creds_parse_expiry(scan.expires, &expires) < 0) {
+        snprintf(why, whylen,
+                 "profile '%s' in '%s': x_security_token_expires: cannot parse '%.64s'", profile,
+                 path, scan.expires);
+        r = -EINVAL;
     } else {
         char source[64];
         snprintf(source, sizeof(source), "file:%s", profile);
         fill(c, scan.access_key, scan.secret_key, scan.session_token, source);
+        c->expires = expires;
         r = 0;
     }
 fail:

@@ -13,7 +13,9 @@ struct creds {
     char *access_key;
     char *secret_key;
     char *session_token; /* NULL when none */
-    time_t expires;  /* when temporary credentials expire (AWS_CREDENTIAL_EXPIRATION); 0: unknown */
+    /* When temporary credentials expire (AWS_CREDENTIAL_EXPIRATION, or
+     * x_security_token_expires in the file); 0: unknown. */
+    time_t expires;
     char source[64]; /* "config", "environment", "file:PROFILE": for messages */
 };
 

@@ -507,6 +507,26 @@ static void test_creds_expiry(void)
     ASSERT_EQ(creds_resolve(NULL, NULL, NULL, NULL, &c, why, sizeof(why)), 0);
     ASSERT_EQ(c.expires, 0);
     creds_finish(&c);
+    /* The shared credentials file, as saml2aws writes it. */
+    unsetenv("AWS_ACCESS_KEY_ID");
+    unsetenv("AWS_SECRET_ACCESS_KEY");
+    char file[512];
+    snprintf(file, sizeof(file), "%s/credentials-exp", tmpdir);
+    FILE *f = fopen(file, "w");
+    fputs("[default]\naws_access_key_id = ASIAFILE\naws_secret_access_key = filesecret\n"
+          "aws_session_token = filetoken\nx_security_token_expires = 2026-12-04T18:00:00Z\n"
+          "[bad]\naws_access_key_id = ASIAFILE\naws_secret_access_key = filesecret\n"
+          "x_security_token_expires = later\n",
+          f);
+    fclose(f);
+    setenv("AWS_SHARED_CREDENTIALS_FILE", file, 1);
+    ASSERT_EQ(creds_resolve(NULL, NULL, NULL, NULL, &c, why, sizeof(why)), 0);
+    ASSERT_STREQ(c.access_key, "ASIAFILE");
+    ASSERT_EQ(c.expires, 1796407200);
+    creds_finish(&c);
+    ASSERT_EQ(creds_resolve(NULL, NULL, NULL, "bad", &c, why, sizeof(why)), -EINVAL);
+    ASSERT_TRUE(strstr(why, "x_security_token_expires") != NULL);
+    unsetenv("AWS_SHARED_CREDENTIALS_FILE");
     /* Long-lived credentials in the config never expire. */
     ASSERT_EQ(creds_resolve("CFGAK", "cfgsecret", NULL, NULL, &c, why, sizeof(why)), 0);
     ASSERT_EQ(c.expires, 0);
