@@ -15,6 +15,8 @@ const struct cli_command cli_commands[] = {
      "switch maintenance mode off; returns once every worker has"},
     {"status", cmd_status, "[-c FILE] [--json]", "show maintenance state and counters"},
     {"presign", cmd_presign, "[-c FILE] KEY [--ttl SECS]", "print a presigned GET URL for KEY"},
+    {"sign", cmd_sign, "[-c FILE] PATH [--ttl DURATION] [--expires EPOCH]",
+     "print a signed, expiring link to PATH"},
     {"check", cmd_check, "[-c FILE] [--print]", "validate the configuration and exit"},
     {"version", cmd_version, "", "print the version"},
     {NULL, NULL, NULL, NULL},

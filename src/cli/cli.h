@@ -57,6 +57,7 @@ int cmd_status(int argc, char **argv);
 int cmd_check(int argc, char **argv);
 int cmd_version(int argc, char **argv);
 int cmd_presign(int argc, char **argv);
+int cmd_sign(int argc, char **argv);
 int cmd_offload(int argc, char **argv);
 
 #endif

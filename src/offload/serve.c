@@ -10,6 +10,7 @@
 #include "http/server.h"
 #include "http/static.h"
 #include "offload/keymap.h"
+#include "offload/link.h"
 #include "offload/proxy.h"
 #include "store/dir.h"
 #include "store/store.h"
@@ -17,6 +18,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <fnmatch.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -40,6 +42,9 @@ struct offload_serve {
     struct offload_proxy *proxy; /* s3 proxy or verify_remote: transfers on the workers */
     struct mime_table *mime;
     size_t prefix_len; /* [store] prefix */
+    /* link_secret and link_secret_previous (NULL when unset): read-only keys
+     * every worker checks links with. */
+    struct offload_link_key *link_key, *link_prev;
 };
 
 int offload_serve_mode(const struct ferry_conf *conf)
@@ -73,6 +78,78 @@ size_t offload_serve_encode(const char *rel, size_t len, char *out)
     }
     out[n] = '\0';
     return n;
+}
+
+/* ---- signed links (issue 11, link.h) ----
+ * With link_secret set, every request under url_prefix is checked first
+ * (link_refuse()); what is answered for a good link then never outlives it:
+ * a file gets "Cache-Control: private, max-age=" its time left, a presigned
+ * redirect a validity and max-age within it (link_left()). */
+
+static int link_keys_create(struct offload_serve *os, char *err, size_t errlen)
+{
+    const char *cur = os->conf->offload.link_secret, *prev = os->conf->offload.link_secret_previous;
+    if ((cur[0] && offload_link_key_create(cur, strlen(cur), &os->link_key) < 0) ||
+        (prev[0] && offload_link_key_create(prev, strlen(prev), &os->link_prev) < 0)) {
+        snprintf(err, errlen, "[offload] link_secret: cannot set up HMAC-SHA256");
+        return -EIO;
+    }
+    return 0;
+}
+
+/* Seconds left at now for the link of a request link_refuse() let through (0
+ * once expired), or -1 when links are not signed. */
+static long link_left(const struct offload_serve *os, const struct http_request *req, time_t now)
+{
+    int64_t expires;
+    if (!os->link_key || offload_link_expires(req->query.p, req->query.len, &expires) < 0)
+        return -1;
+    if (expires <= (int64_t)now)
+        return 0;
+    return expires - (int64_t)now > LONG_MAX ? LONG_MAX : (long)(expires - (int64_t)now);
+}
+
+/* The Cache-Control of a file answered through a signed link, in buf, or NULL. */
+static const char *link_cache_control(const struct offload_serve *os,
+                                      const struct http_request *req, char *buf, size_t len)
+{
+    long left = link_left(os, req, time(NULL));
+    if (left < 0)
+        return NULL;
+    snprintf(buf, len, "private, max-age=%ld", left);
+    return buf;
+}
+
+/* Presign key's URL into url for presign_ttl, or for a signed link at most
+ * until the link expires (X-Amz-Date + *ttl <= expires), and never past the
+ * signing credentials' expiry. The presigner reads the clock itself: when the
+ * second changed around it, its X-Amz-Date may be a second later than ours,
+ * so it signs again. Returns 0 and *ttl, -ETIME when the link expired
+ * meanwhile, -EKEYEXPIRED when the credentials have, or store_presign_get()'s
+ * error. */
+static int link_presign(struct offload_serve *os, const struct http_request *req, const char *key,
+                        long *ttl, struct buf *url)
+{
+    int r;
+    time_t now;
+    /* Nor past the expiry of the credentials that sign it. */
+    time_t creds_exp = store_credentials_expiry(os->store);
+    do {
+        now = time(NULL);
+        long left = link_left(os, req, now);
+        if (left == 0)
+            return -ETIME;
+        *ttl = left > 0 && left < os->ttl_s ? left : os->ttl_s;
+        if (creds_exp && creds_exp - now < *ttl)
+            *ttl = (long)(creds_exp - now);
+        if (*ttl < 1)
+            return -EKEYEXPIRED;
+        buf_reset(url);
+        pthread_mutex_lock(&os->store_lock);
+        r = store_presign_get(os->store, key + os->prefix_len, *ttl, url);
+        pthread_mutex_unlock(&os->store_lock);
+    } while (r == 0 && (os->link_key || creds_exp) && time(NULL) != now);
+    return r;
 }
 
 int offload_serve_create(const struct ferry_conf *conf, struct offload_serve **out, char *err,
@@ -125,6 +202,10 @@ int offload_serve_create(const struct ferry_conf *conf, struct offload_serve **o
             return r;
         }
     }
+    if (link_keys_create(os, err, errlen) < 0) {
+        offload_serve_destroy(os);
+        return -EIO;
+    }
     if (s3 && (os->mode == REDIRECT_PROXY || verify)) {
         /* Curl's connect and low-speed limits answer first; this is the
          * core's backstop for a transfer that would hang anyway. */
@@ -146,6 +227,8 @@ void offload_serve_destroy(struct offload_serve *os)
         close(os->store_fd);
     offload_proxy_destroy(os->proxy);
     store_destroy(os->store);
+    offload_link_key_destroy(os->link_key);
+    offload_link_key_destroy(os->link_prev);
     mime_table_destroy(os->mime);
     pthread_mutex_destroy(&os->store_lock);
     free(os);
@@ -190,6 +273,28 @@ static int respond_text(struct conn *c, int status, const char *note, const char
     return HANDLER_DONE;
 }
 
+/* With link_secret set: answer 403 for a missing or wrong signature and 410
+ * for an expired link (short bodies that say nothing about the secret), and
+ * return HANDLER_DONE; else HANDLER_PASS. path is the decoded request path,
+ * the one signed. */
+static int link_refuse(const struct offload_serve *os, struct conn *c,
+                       const struct http_request *req, const char *path, size_t plen)
+{
+    if (!os->link_key)
+        return HANDLER_PASS;
+    switch (offload_link_check(os->link_key, os->link_prev, path, plen, req->query.p,
+                               req->query.len, (int64_t)time(NULL))) {
+    case OFFLOAD_LINK_OK:
+        return HANDLER_PASS;
+    case OFFLOAD_LINK_EXPIRED:
+        return respond_text(c, 410, "offload=expired", "410 Gone\n");
+    case OFFLOAD_LINK_MISSING:
+        return respond_text(c, 403, "offload=unsigned", "403 Forbidden\n");
+    default:
+        return respond_text(c, 403, "offload=badsig", "403 Forbidden\n");
+    }
+}
+
 /* Serve fd (opened below the spool or the dir store) as a static file. */
 static int serve_open_fd(struct offload_serve *os, struct conn *c, const struct http_request *req,
                          int fd, const char *rel, const char *note)
@@ -200,7 +305,9 @@ static int serve_open_fd(struct offload_serve *os, struct conn *c, const struct 
         return respond_text(c, 500, note, "500 Internal Server Error\n");
     }
     conn_set_log_note(c, note);
-    return static_serve_fd(c, req, fd, &st, mime_of(os, rel));
+    char cc[48];
+    return static_serve_fd_with_cache_control(c, req, fd, &st, mime_of(os, rel),
+                                              link_cache_control(os, req, cc, sizeof(cc)));
 }
 
 static int redirect_to(struct offload_serve *os, struct conn *c, const char *location,
@@ -236,17 +343,12 @@ static int redirect_presign(struct offload_serve *os, struct conn *c, const char
 {
     struct buf url;
     buf_init(&url, 64 * 1024);
-    /* The URL is valid for presign_ttl, or less: never past the expiry of
-     * the credentials that sign it (store_presign_get() signs for that). */
-    long ttl = os->ttl_s;
-    time_t exp = store_credentials_expiry(os->store);
-    time_t now = time(NULL);
-    bool limited = exp && exp - now < ttl;
-    if (limited)
-        ttl = (long)(exp - now);
-    pthread_mutex_lock(&os->store_lock);
-    int r = ttl < 1 ? -EKEYEXPIRED : store_presign_get(os->store, key + os->prefix_len, ttl, &url);
-    pthread_mutex_unlock(&os->store_lock);
+    long ttl;
+    int r = link_presign(os, conn_request(c), key, &ttl, &url);
+    if (r == -ETIME) {
+        buf_finish(&url);
+        return respond_text(c, 410, "offload=expired", "410 Gone\n");
+    }
     if (r < 0 || !url.data) {
         buf_finish(&url);
         return respond_text(c, 500, "offload=presign",
@@ -258,8 +360,6 @@ static int redirect_presign(struct offload_serve *os, struct conn *c, const char
     /* A cache may keep the redirect for at most 90% of the URL's validity, so
      * that what it hands out still leaves the client time to use it. */
     char cc[64];
-    if (limited)
-        ttl--; /* the store may have signed a second later, for a second less */
     snprintf(cc, sizeof(cc), "private, max-age=%ld", ttl - ttl / 10);
     r = redirect_to(os, c, url.data, cc, "offload=presign");
     buf_finish(&url);
@@ -384,6 +484,8 @@ static int handle_decoded(struct offload_serve *os, struct conn *c, const struct
             return respond_text(c, 404, "offload=missing", "404 Not Found\n");
         return respond_text(c, 400, "offload=refused", "400 Bad Request: invalid path\n");
     }
+    if (link_refuse(os, c, req, path, plen) == HANDLER_DONE)
+        return HANDLER_DONE;
     int fd = static_open_beneath(os->spool_fd, rel);
     if (fd >= 0)
         return serve_open_fd(os, c, req, fd, rel, "offload=local");
