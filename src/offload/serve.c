@@ -11,6 +11,7 @@
 #include "http/static.h"
 #include "offload/keymap.h"
 #include "offload/link.h"
+#include "offload/proxy.h"
 #include "store/dir.h"
 #include "store/store.h"
 
@@ -34,10 +35,11 @@ struct offload_serve {
     long ttl_s;          /* presign_ttl in seconds */
     int spool_fd;        /* the spool, opened once */
     int store_fd;        /* proxy with the dir store: its directory; else -1 */
-    struct store *store; /* presign: the s3 client; NULL otherwise */
-    /* A struct store is used by one thread at a time; presigning is a short
-     * computation, so the workers take turns. */
+    struct store *store; /* presign, s3 proxy, verify_remote: the store client; else NULL */
+    /* A struct store is used by one thread at a time; presigning and signing
+     * are short computations, so the workers take turns. */
     pthread_mutex_t store_lock;
+    struct offload_proxy *proxy; /* s3 proxy or verify_remote: transfers on the workers */
     struct mime_table *mime;
     size_t prefix_len; /* [store] prefix */
     /* link_secret and link_secret_previous (NULL when unset): read-only keys
@@ -119,11 +121,12 @@ static const char *link_cache_control(const struct offload_serve *os,
 }
 
 /* Presign key's URL into url for presign_ttl, or for a signed link at most
- * until the link expires (X-Amz-Date + *ttl <= expires). The presigner reads
- * the clock itself: when the second changed around it, its X-Amz-Date may be
- * a second later than ours, so it signs again. The URL is for req's method
- * (HEAD or GET). Returns 0 and *ttl, -ETIME when the link expired meanwhile,
- * or store_presign()'s error. */
+ * until the link expires (X-Amz-Date + *ttl <= expires), and never past the
+ * signing credentials' expiry. The presigner reads the clock itself: when the
+ * second changed around it, its X-Amz-Date may be a second later than ours,
+ * so it signs again. The URL is for req's method (HEAD or GET). Returns 0 and
+ * *ttl, -ETIME when the link expired meanwhile, -EKEYEXPIRED when the
+ * credentials have, or store_presign()'s error. */
 static int link_presign(struct offload_serve *os, const struct http_request *req, const char *key,
                         long *ttl, struct buf *url)
 {
@@ -131,17 +134,23 @@ static int link_presign(struct offload_serve *os, const struct http_request *req
     const char *method = req->method_id == HTTP_M_HEAD ? "HEAD" : "GET";
     int r;
     time_t now;
+    /* Nor past the expiry of the credentials that sign it. */
+    time_t creds_exp = store_credentials_expiry(os->store);
     do {
         now = time(NULL);
         long left = link_left(os, req, now);
         if (left == 0)
             return -ETIME;
         *ttl = left > 0 && left < os->ttl_s ? left : os->ttl_s;
+        if (creds_exp && creds_exp - now < *ttl)
+            *ttl = (long)(creds_exp - now);
+        if (*ttl < 1)
+            return -EKEYEXPIRED;
         buf_reset(url);
         pthread_mutex_lock(&os->store_lock);
         r = store_presign(os->store, method, key + os->prefix_len, *ttl, url);
         pthread_mutex_unlock(&os->store_lock);
-    } while (r == 0 && os->link_key && time(NULL) != now);
+    } while (r == 0 && (os->link_key || creds_exp) && time(NULL) != now);
     return r;
 }
 
@@ -164,13 +173,7 @@ int offload_serve_create(const struct ferry_conf *conf, struct offload_serve **o
         offload_serve_destroy(os);
         return -e;
     }
-    if (os->mode == REDIRECT_PROXY && conf->store.type != STORE_DIR) {
-        snprintf(err, errlen,
-                 "[offload] redirect = proxy with the s3 store is not implemented yet");
-        offload_serve_destroy(os);
-        return -EINVAL;
-    }
-    if (os->mode == REDIRECT_PROXY) {
+    if (os->mode == REDIRECT_PROXY && conf->store.type == STORE_DIR) {
         /* The dir store creates its directory on first use, as it would here. */
         int r = fsdir_make(conf->store.path, 0755);
         if (r < 0) {
@@ -186,11 +189,16 @@ int offload_serve_create(const struct ferry_conf *conf, struct offload_serve **o
             return -e;
         }
     }
-    if (os->mode == REDIRECT_PRESIGN) {
+    bool s3 = conf->store.type == STORE_S3;
+    bool verify = conf->offload.verify_remote && os->mode != REDIRECT_PROXY;
+    if (os->mode == REDIRECT_PRESIGN || (s3 && os->mode == REDIRECT_PROXY) || verify) {
         struct store_error serr = {0};
         int r = store_create(conf, NULL, &os->store, &serr);
         if (r < 0) {
-            snprintf(err, errlen, "the store for presigned redirects: %s",
+            snprintf(err, errlen, "the store for %s: %s",
+                     os->mode == REDIRECT_PRESIGN ? "presigned redirects"
+                     : os->mode == REDIRECT_PROXY ? "proxy mode"
+                                                  : "verify_remote",
                      serr.message[0] ? serr.message : strerror(-r));
             offload_serve_destroy(os);
             return r;
@@ -199,6 +207,12 @@ int offload_serve_create(const struct ferry_conf *conf, struct offload_serve **o
     if (link_keys_create(os, err, errlen) < 0) {
         offload_serve_destroy(os);
         return -EIO;
+    }
+    if (s3 && (os->mode == REDIRECT_PROXY || verify)) {
+        /* Curl's connect and low-speed limits answer first; this is the
+         * core's backstop for a transfer that would hang anyway. */
+        uint64_t t = conf->store.connect_timeout_ms + 2 * conf->store.low_speed_time_ms + 5000;
+        os->proxy = offload_proxy_create(os->store, &os->store_lock, t);
     }
     os->mime = mime_table_create(conf->server.mime_types);
     *out = os;
@@ -213,6 +227,7 @@ void offload_serve_destroy(struct offload_serve *os)
         close(os->spool_fd);
     if (os->store_fd >= 0)
         close(os->store_fd);
+    offload_proxy_destroy(os->proxy);
     store_destroy(os->store);
     offload_link_key_destroy(os->link_key);
     offload_link_key_destroy(os->link_prev);
@@ -262,6 +277,13 @@ static void serve_note(struct conn *c, const char *note)
     conn_set_handler(c, k);
 }
 
+static const char *mime_of(struct offload_serve *os, const char *rel)
+{
+    const char *slash = strrchr(rel, '/');
+    const char *name = slash ? slash + 1 : rel;
+    return mime_table_lookup(os->mime, name, strlen(name));
+}
+
 static int respond_text(struct conn *c, int status, const char *note, const char *body)
 {
     serve_note(c, note);
@@ -301,11 +323,8 @@ static int serve_open_fd(struct offload_serve *os, struct conn *c, const struct 
         return respond_text(c, 500, note, "500 Internal Server Error\n");
     }
     serve_note(c, note);
-    const char *slash = strrchr(rel, '/');
-    const char *name = slash ? slash + 1 : rel;
     char cc[48];
-    return static_serve_fd_with_cache_control(c, req, fd, &st,
-                                              mime_table_lookup(os->mime, name, strlen(name)),
+    return static_serve_fd_with_cache_control(c, req, fd, &st, mime_of(os, rel),
                                               link_cache_control(os, req, cc, sizeof(cc)));
 }
 
@@ -351,7 +370,10 @@ static int redirect_presign(struct offload_serve *os, struct conn *c, const char
     if (r < 0 || !url.data) {
         buf_finish(&url);
         return respond_text(c, 500, "offload=presign",
-                            "500 Internal Server Error: cannot presign the object URL\n");
+                            r == -EKEYEXPIRED
+                                ? "500 Internal Server Error: the store's credentials have "
+                                  "expired\n"
+                                : "500 Internal Server Error: cannot presign the object URL\n");
     }
     /* A cache may keep the redirect for at most 90% of the URL's validity, so
      * that what it hands out still leaves the client time to use it. */
@@ -376,6 +398,71 @@ static int proxy_dir(struct offload_serve *os, struct conn *c, const struct http
     return serve_open_fd(os, c, req, fd, key, "offload=proxy");
 }
 
+/* A redirect, once the store confirmed the object (or without asking it). */
+static int redirect_now(struct offload_serve *os, struct conn *c, const char *rel, size_t rel_len,
+                        const char *key)
+{
+    if (os->mode == REDIRECT_PUBLIC)
+        return redirect_public(os, c, rel, rel_len);
+    return redirect_presign(os, c, key);
+}
+
+/* verify_remote: what the redirect needs once the store answered. */
+struct verify_ctx {
+    struct offload_serve *os;
+    char *key;
+    size_t rel_len;
+    char rel[];
+};
+
+static int verify_failed(struct conn *c, int result, const char *why)
+{
+    char body[320];
+    if (result == -ENOENT)
+        return respond_text(c, 404, "offload=missing", "404 Not Found\n");
+    if (result == -ETIMEDOUT)
+        snprintf(body, sizeof(body), "504 Gateway Timeout: %s\n", why);
+    else
+        snprintf(body, sizeof(body), "502 Bad Gateway: %s\n", why);
+    return respond_text(c, result == -ETIMEDOUT ? 504 : 502, "offload=verify", body);
+}
+
+static void verified(struct conn *c, void *arg, int result, const char *why)
+{
+    struct verify_ctx *v = arg;
+    if (c && result == 0)
+        redirect_now(v->os, c, v->rel, v->rel_len, v->key);
+    else if (c)
+        verify_failed(c, result, why);
+    free(v);
+}
+
+/* verify_remote = on: redirect only to an object the store has. */
+static int verify_then_redirect(struct offload_serve *os, struct conn *c, const char *rel,
+                                size_t rel_len, const char *key)
+{
+    if (!os->proxy) {
+        /* The dir store: a local stat, no need to wait elsewhere. */
+        struct store_info info;
+        struct store_error serr = {0};
+        pthread_mutex_lock(&os->store_lock);
+        int r = store_head(os->store, key + os->prefix_len, &info, &serr);
+        pthread_mutex_unlock(&os->store_lock);
+        if (r < 0)
+            return verify_failed(c, r == -ENOENT ? r : -EIO, serr.message);
+        return redirect_now(os, c, rel, rel_len, key);
+    }
+    size_t klen = strlen(key);
+    struct verify_ctx *v = xmalloc(sizeof(*v) + rel_len + 1 + klen + 1);
+    v->os = os;
+    v->rel_len = rel_len;
+    memcpy(v->rel, rel, rel_len);
+    v->rel[rel_len] = '\0';
+    v->key = v->rel + rel_len + 1;
+    memcpy(v->key, key, klen + 1);
+    return offload_proxy_head(os->proxy, c, key + os->prefix_len, verified, v);
+}
+
 /* The file is not in the spool: answer from the store per the mode. */
 static int serve_remote(struct offload_serve *os, struct conn *c, const struct http_request *req,
                         const char *rel, size_t rel_len)
@@ -385,14 +472,15 @@ static int serve_remote(struct offload_serve *os, struct conn *c, const struct h
     char key[OFFLOAD_KEY_MAX + 1];
     if (offload_key_from_rel(os->conf->store.prefix, rel, rel_len, key, sizeof(key)) < 0)
         return respond_text(c, 404, "offload=missing", "404 Not Found\n");
-    switch (os->mode) {
-    case REDIRECT_PUBLIC:
-        return redirect_public(os, c, rel, rel_len);
-    case REDIRECT_PRESIGN:
-        return redirect_presign(os, c, key);
-    default:
-        return proxy_dir(os, c, req, key);
+    if (os->mode == REDIRECT_PROXY && os->proxy) {
+        serve_note(c, "offload=proxy");
+        return offload_proxy_get(os->proxy, c, req, key + os->prefix_len, mime_of(os, rel));
     }
+    if (os->mode == REDIRECT_PROXY)
+        return proxy_dir(os, c, req, key);
+    if (os->conf->offload.verify_remote)
+        return verify_then_redirect(os, c, rel, rel_len, key);
+    return redirect_now(os, c, rel, rel_len, key);
 }
 
 static int handle_decoded(struct offload_serve *os, struct conn *c, const struct http_request *req,

@@ -9,6 +9,7 @@
 #include "common/timeutil.h"
 
 #include <errno.h>
+#include <openssl/crypto.h>
 #include <stdatomic.h>
 #include <openssl/evp.h>
 #include <stdarg.h>
@@ -343,6 +344,32 @@ int store_presign(struct store *s, const char *method, const char *key, long ttl
 int store_presign_get(struct store *s, const char *key, long ttl, struct buf *url)
 {
     return store_presign(s, "GET", key, ttl, url);
+}
+
+time_t store_credentials_expiry(const struct store *s)
+{
+    return s->creds_expires;
+}
+
+int store_sign_request(struct store *s, const char *method, const char *key, const char *range,
+                       struct store_signed *out, struct store_error *err)
+{
+    if (!s->ops->sign_request)
+        return -EOPNOTSUPP;
+    return s->ops->sign_request(s, method, key, range, out, err);
+}
+
+void store_signed_finish(struct store_signed *sg)
+{
+    if (!sg)
+        return;
+    for (size_t i = 0; i < sg->nheaders; i++) {
+        OPENSSL_cleanse(sg->headers[i], strlen(sg->headers[i]));
+        free(sg->headers[i]);
+    }
+    free(sg->url);
+    free(sg->ca_file);
+    memset(sg, 0, sizeof(*sg));
 }
 
 int store_abort_multipart(struct store *s, const char *key, const char *upload_id,

@@ -493,6 +493,15 @@ class ResponseReader:
         return closed
 
 
+def rss_kib(pid):
+    """The resident set size of process pid, in KiB."""
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
 def connect_slow_reader(port, rcvbuf=4096, timeout=5.0):
     """A connection with a small receive buffer (set before connect, so the
     window is small from the start): the server's sends stall as soon as the

@@ -192,11 +192,11 @@ def test_public_url_must_fix_the_host(tmp_path):
         assert "public_url" in p.stderr and why in p.stderr, p.stderr
 
 
-def test_check_refuses_proxy_with_s3_and_public_without_url(tmp_path):
+def test_check_accepts_proxy_with_s3_refuses_public_without_url(tmp_path):
     conf = tmp_path / "c.conf"
     conf.write_text(S3 + "[offload]\nredirect = proxy\n")
     p = subprocess.run([FERRY_BIN, "check", "-c", str(conf)], capture_output=True, text=True)
-    assert p.returncode == 2 and "not implemented yet" in p.stderr, p
+    assert p.returncode == 0, p
     conf.write_text(S3 + "[offload]\nredirect = public\n")
     p = subprocess.run([FERRY_BIN, "check", "-c", str(conf)], capture_output=True, text=True)
     assert p.returncode == 2 and "public needs public_url" in p.stderr, p
@@ -377,3 +377,57 @@ def test_presign_redirect_is_fetched_from_the_store(ferry_factory, tmp_path, s3b
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(r.header("Location"))
     assert e.value.code == 404 and b"<Code>NoSuchKey</Code>" in e.value.read()
+
+
+def test_presign_never_outlives_the_credentials(ferry_factory, tmp_path):
+    # Session credentials that expire in 2 minutes: presign_ttl = 1h is cut to
+    # what is left, and the cache lifetime with it.
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    expiry = datetime.datetime.utcnow().replace(microsecond=0) + datetime.timedelta(seconds=120)
+    env = {"AWS_ACCESS_KEY_ID": "ASIAEXAMPLE", "AWS_SECRET_ACCESS_KEY": "secret",
+           "AWS_SESSION_TOKEN": "token", "AWS_CREDENTIAL_EXPIRATION": expiry.isoformat() + "Z",
+           "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent"}
+    store = "\n".join(line for line in S3.splitlines() if not line.startswith(("access_key",
+                                                                               "secret_key")))
+    f = ferry_factory(store + "\n" + offload_conf(spool, "redirect = presign\npresign_ttl = 1h\n"),
+                      env=env)
+    r = request(f.port, path="/static/x.jpg")
+    assert r.status == 302, r
+    q = dict(parse_qsl(urlsplit(r.header("Location")).query))
+    signed = datetime.datetime.strptime(q["X-Amz-Date"], "%Y%m%dT%H%M%SZ")
+    expires = int(q["X-Amz-Expires"])
+    assert signed + datetime.timedelta(seconds=expires) == expiry, (q, expiry)
+    assert 100 <= expires <= 120, q
+    assert q["X-Amz-Security-Token"] == "token", q
+    m = re.fullmatch(r"private, max-age=(\d+)", r.header("Cache-Control") or "")
+    assert m and 0 < int(m.group(1)) <= expires * 0.9 + 1, r
+
+
+def test_presign_with_expired_credentials_is_refused(ferry_factory, tmp_path):
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    env = {"AWS_ACCESS_KEY_ID": "ASIAEXAMPLE", "AWS_SECRET_ACCESS_KEY": "secret",
+           "AWS_SESSION_TOKEN": "token", "AWS_CREDENTIAL_EXPIRATION": "2020-01-01T00:00:00Z",
+           "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent"}
+    store = "\n".join(line for line in S3.splitlines() if not line.startswith(("access_key",
+                                                                               "secret_key")))
+    f = ferry_factory(store + "\n" + offload_conf(spool, "redirect = presign\n"), env=env)
+    r = request(f.port, path="/static/x.jpg")
+    assert r.status == 500 and r.header("Location") is None, r
+    assert r.body == b"500 Internal Server Error: the store's credentials have expired\n", r
+
+
+def test_verify_remote_with_the_dir_store(ferry_factory, tmp_path):
+    # A public redirect only for what the dir store holds; 404 for a file in
+    # neither place.
+    store, conf = dir_store(tmp_path, prefix="pre/")
+    f, spool = start(ferry_factory, tmp_path, conf,
+                     f"redirect = public\npublic_url = {PUBLIC}\nverify_remote = on\n")
+    (store / "pre").mkdir()
+    (store / "pre" / "there.jpg").write_bytes(b"stored")
+    r = request(f.port, path="/static/there.jpg")
+    assert r.status == 302 and r.header("Location") == PUBLIC + "there.jpg", r
+    r = request(f.port, path="/static/gone.jpg")
+    assert r.status == 404 and r.header("Location") is None and r.body == b"404 Not Found\n", r
+    assert sorted(log_notes(f, 2)) == ["offload=missing", "offload=redirect"]

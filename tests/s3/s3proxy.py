@@ -12,7 +12,8 @@ proxy sits in front of it and, for every request:
   PreconditionFailed), which s3rver lacks;
 * on demand injects faults: S3 error responses (500 InternalError, 503
   SlowDown, 400 RequestTimeout), a connection reset while reading the request
-  body or while sending a response body, a delay, a 200 whose body is an error
+  body or while sending a response body, a delay, a slowly sent GET body
+  (slow_body: 64 KiB pieces `delay` apart), a 200 whose body is an error
   on CompleteMultipartUpload, a Complete answered with an empty ETag (as RGW
   16.2 does; forwarded, or never forwarded), and a dropped response after a
   successful PUT.
@@ -304,8 +305,10 @@ def _make_handler(proxy):
 
         def upstream(self, method, body, headers=None):
             conn = http.client.HTTPConnection("127.0.0.1", proxy.upstream_port, timeout=60)
-            dropped = ("connection", "expect") + (("if-none-match",) if proxy.verify else ())
-            hdrs = {k: v for k, v in self.headers.items() if k.lower() not in dropped}
+            # If-None-Match: * on writes is emulated here (verify mode); on reads it goes on.
+            drop = ("connection", "expect") + (
+                ("if-none-match",) if proxy.verify and method in ("PUT", "POST") else ())
+            hdrs = {k: v for k, v in self.headers.items() if k.lower() not in drop}
             hdrs.update(headers or {})
             conn.request(method, self.path, body=body if method in ("PUT", "POST") else None,
                          headers=hdrs)
@@ -415,6 +418,9 @@ def _make_handler(proxy):
                 proxy.record(self.command, path, "reset_response")
                 self.reset_connection()
                 return
+            if fault and fault.action == "slow_body" and self.command == "GET":
+                self.send_slowly(resp, data, fault, path)
+                return
             proxy.record(self.command, path, _outcome(resp.status, data))
             self.send_response(resp.status)
             # A HEAD answer keeps the object's Content-Length; others carry data.
@@ -429,6 +435,27 @@ def _make_handler(proxy):
             if self.command != "HEAD":
                 self.wfile.write(data)
             self.wfile.flush()
+
+        def send_slowly(self, resp, data, fault, path):
+            """The body in 64 KiB pieces fault.delay seconds apart; records
+            "slow_body:sent" or, when the client (ferry) closed the connection
+            first, "slow_body:closed"."""
+            self.send_response(resp.status)
+            for k, v in resp.getheaders():
+                if k.lower() not in ("connection", "transfer-encoding", "content-length"):
+                    self.send_header(k, v)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            try:
+                for i in range(0, len(data), 65536):
+                    self.wfile.write(data[i:i + 65536])
+                    self.wfile.flush()
+                    time.sleep(fault.delay)
+            except OSError:
+                proxy.record(self.command, path, "slow_body:closed")
+                self.close_connection = True
+                return
+            proxy.record(self.command, path, "slow_body:sent")
 
         def handle_counted(self):
             with proxy.lock:
