@@ -236,6 +236,8 @@ struct admin {
     size_t ncmds;
     struct admin_section *sections;
     size_t nsections;
+    admin_status_hook_fn status_hook; /* admin_set_status_hook() */
+    void *status_hook_arg;
 };
 
 static void client_on_event(struct evloop *l, int fd, uint32_t events, void *arg);
@@ -436,13 +438,16 @@ static int status_admin_section(json_t *section, struct buf *text, void *arg)
     return r;
 }
 
-static int status_add_section(json_t *reply, struct buf *text, const char *name, admin_status_fn fn,
-                              void *arg)
+static int status_add_section(struct admin *a, json_t *reply, struct buf *text, const char *name,
+                              admin_status_fn fn, void *arg)
 {
     json_t *section = json_object();
     if (!section || json_object_set_new(reply, name, section) < 0)
         return -ENOMEM;
-    return fn(section, text, arg);
+    int r = fn(section, text, arg);
+    if (r == 0 && a->status_hook)
+        r = a->status_hook(name, section, text, a->status_hook_arg);
+    return r;
 }
 
 static void status_command(struct admin *a, json_t *reply)
@@ -452,12 +457,12 @@ static void status_command(struct admin *a, json_t *reply)
     int r = 0;
     const char *failed = NULL;
     for (size_t i = 0; r == 0 && i < a->nsections; i++) {
-        r = status_add_section(reply, &text, a->sections[i].name, a->sections[i].fn,
+        r = status_add_section(a, reply, &text, a->sections[i].name, a->sections[i].fn,
                                a->sections[i].arg);
         failed = a->sections[i].name;
     }
     if (r == 0) {
-        r = status_add_section(reply, &text, "admin", status_admin_section, a);
+        r = status_add_section(a, reply, &text, "admin", status_admin_section, a);
         failed = "admin";
     }
     if (r == 0) {
@@ -778,6 +783,12 @@ int admin_register_status(struct admin *a, const char *name, admin_status_fn fn,
     a->sections = xrealloc(a->sections, (a->nsections + 1) * sizeof(*a->sections));
     a->sections[a->nsections++] = (struct admin_section){xstrdup(name), fn, arg};
     return 0;
+}
+
+void admin_set_status_hook(struct admin *a, admin_status_hook_fn fn, void *arg)
+{
+    a->status_hook = fn;
+    a->status_hook_arg = arg;
 }
 
 void admin_get_stats(const struct admin *a, struct admin_stats *out)

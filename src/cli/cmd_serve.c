@@ -7,7 +7,10 @@
 #include "fcgi/pm.h"
 #include "http/server.h"
 #include "http/server_admin.h"
+#include "http/server_metrics.h"
 #include "maint/maint.h"
+#include "metrics/metrics.h"
+#include "metrics/metrics_http.h"
 #include "offload/offload.h"
 #include "offload/serve.h"
 
@@ -54,6 +57,8 @@ int cmd_serve(int argc, char **argv)
     struct offload *off = NULL;
     struct fcgi_pm *pm = NULL;
     struct fcgi_client *fclient = NULL;
+    struct metrics *metrics = metrics_create();
+    struct metrics_http *mhttp = NULL;
     struct server *s = maint_state_dir_prepare(conf.server.state_dir, err, sizeof(err)) < 0
                            ? NULL
                            : server_create(&conf, err, sizeof(err));
@@ -108,6 +113,18 @@ int cmd_serve(int argc, char **argv)
             offload_register_admin(off, admin) < 0 || offload_start(off, err, sizeof(err)) < 0)
             goto fail;
     }
+    /* Every component's metric families, then the endpoint that serves them
+     * ([metrics] listen) and the "metrics" members of `ferry status`. */
+    what = "cannot start the metrics";
+    if (metrics_register_process(metrics, "server") < 0 ||
+        server_register_metrics(s, metrics) < 0 || maint_register_metrics(maint, metrics) < 0 ||
+        (off && offload_register_metrics(off, metrics) < 0)) {
+        snprintf(err, sizeof(err), "a metric family is registered twice");
+        goto fail;
+    }
+    metrics_attach_admin(metrics, admin);
+    if (metrics_http_start(&conf, metrics, &mhttp, err, sizeof(err)) < 0)
+        goto fail;
     what = "cannot start";
     if (cli_serve_setup && cli_serve_setup(s) != 0) {
         snprintf(err, sizeof(err), "the test setup failed");
@@ -133,11 +150,13 @@ fail:
 out:
     fcgi_client_destroy(fclient); /* before the pm frees the gate */
     fcgi_pm_destroy(pm);
+    metrics_http_stop(mhttp);
     maint_detach(maint);
     admin_destroy(admin);
     offload_destroy(off);
     server_destroy(s);
     offload_serve_destroy(oserve);
+    metrics_destroy(metrics);
     conf_finish(&conf);
     return r;
 }

@@ -692,10 +692,6 @@ static void conf_validate(struct parse_ctx *ctx)
         conf_error(ctx, 0, "key 'redirect': public needs public_url");
     if (c->offload.redirect == REDIRECT_PRESIGN && c->store.type != STORE_S3)
         conf_error(ctx, 0, "key 'redirect': presign needs [store] type = s3");
-    if (c->offload.redirect == REDIRECT_PROXY && c->store.type == STORE_S3)
-        conf_error(ctx, 0,
-                   "key 'redirect': proxy with [store] type = s3 is not implemented yet "
-                   "(use public or presign)");
     bool public_redirect = c->offload.redirect == REDIRECT_PUBLIC ||
                            (c->offload.redirect == REDIRECT_AUTO && c->store.type == STORE_S3 &&
                             c->offload.public_url[0]);

@@ -427,6 +427,7 @@ int static_handle(struct conn *c, const struct http_request *req, void *arg)
 {
     struct server *s = arg;
     struct worker *w = c->w;
+    c->handler = HANDLER_KIND_STATIC;
     if (static_check_request(c, req) == HANDLER_DONE)
         return HANDLER_DONE;
     long plen = static_decode_path(req->path.p, req->path.len, w->path_buf,

@@ -11,6 +11,7 @@
 #include "http/static.h"
 #include "offload/keymap.h"
 #include "offload/link.h"
+#include "offload/proxy.h"
 #include "store/dir.h"
 #include "store/store.h"
 
@@ -34,10 +35,11 @@ struct offload_serve {
     long ttl_s;          /* presign_ttl in seconds */
     int spool_fd;        /* the spool, opened once */
     int store_fd;        /* proxy with the dir store: its directory; else -1 */
-    struct store *store; /* presign: the s3 client; NULL otherwise */
-    /* A struct store is used by one thread at a time; presigning is a short
-     * computation, so the workers take turns. */
+    struct store *store; /* presign, s3 proxy, verify_remote: the store client; else NULL */
+    /* A struct store is used by one thread at a time; presigning and signing
+     * are short computations, so the workers take turns. */
     pthread_mutex_t store_lock;
+    struct offload_proxy *proxy; /* s3 proxy or verify_remote: transfers on the workers */
     struct mime_table *mime;
     size_t prefix_len; /* [store] prefix */
     /* link_secret and link_secret_previous (NULL when unset): read-only keys
@@ -126,26 +128,37 @@ static const char *link_cache_control(const struct offload_serve *os,
 }
 
 /* Presign key's URL into url for presign_ttl, or for a signed link at most
- * until the link expires (X-Amz-Date + *ttl <= expires). The presigner reads
- * the clock itself: when the second changed around it, its X-Amz-Date may be
- * a second later than ours, so it signs again. Returns 0 and *ttl, -ETIME
- * when the link expired meanwhile, or store_presign_get()'s error. */
-static int link_presign(struct offload_serve *os, const struct http_request *req, const char *key,
-                        long *ttl, struct buf *url)
+ * until the link expires (X-Amz-Date + *ttl <= expires), and never past the
+ * signing credentials' expiry. The presigner reads the clock itself: when the
+ * second changed around it, its X-Amz-Date may be a second later than ours,
+ * so it signs again. The URL is for req's method (HEAD or GET). Returns 0 and
+ * *ttl, -ETIME when the link expired meanwhile, -EKEYEXPIRED when the
+ * credentials have, or store_presign()'s error. linked = false: no link
+ * bounds the URL (an application named the upload). */
+static int link_presign(struct offload_serve *os, const struct http_request *req, bool linked,
+                        const char *key, long *ttl, struct buf *url)
 {
+    /* The signature covers the method: a HEAD gets a URL for a HEAD. */
+    const char *method = req->method_id == HTTP_M_HEAD ? "HEAD" : "GET";
     int r;
     time_t now;
+    /* Nor past the expiry of the credentials that sign it. */
+    time_t creds_exp = store_credentials_expiry(os->store);
     do {
         now = time(NULL);
-        long left = link_left(os, req, now);
+        long left = link_left(os, linked ? req : NULL, now);
         if (left == 0)
             return -ETIME;
         *ttl = left > 0 && left < os->ttl_s ? left : os->ttl_s;
+        if (creds_exp && creds_exp - now < *ttl)
+            *ttl = (long)(creds_exp - now);
+        if (*ttl < 1)
+            return -EKEYEXPIRED;
         buf_reset(url);
         pthread_mutex_lock(&os->store_lock);
-        r = store_presign_get(os->store, key + os->prefix_len, *ttl, url);
+        r = store_presign(os->store, method, key + os->prefix_len, *ttl, url);
         pthread_mutex_unlock(&os->store_lock);
-    } while (r == 0 && os->link_key && time(NULL) != now);
+    } while (r == 0 && (os->link_key || creds_exp) && time(NULL) != now);
     return r;
 }
 
@@ -183,13 +196,7 @@ int offload_serve_create(const struct ferry_conf *conf, struct offload_serve **o
         offload_serve_destroy(os);
         return -e;
     }
-    if (os->mode == REDIRECT_PROXY && conf->store.type != STORE_DIR) {
-        snprintf(err, errlen,
-                 "[offload] redirect = proxy with the s3 store is not implemented yet");
-        offload_serve_destroy(os);
-        return -EINVAL;
-    }
-    if (os->mode == REDIRECT_PROXY) {
+    if (os->mode == REDIRECT_PROXY && conf->store.type == STORE_DIR) {
         /* The dir store creates its directory on first use, as it would here. */
         int r = fsdir_make(conf->store.path, 0755);
         if (r < 0) {
@@ -205,11 +212,16 @@ int offload_serve_create(const struct ferry_conf *conf, struct offload_serve **o
             return -e;
         }
     }
-    if (os->mode == REDIRECT_PRESIGN) {
+    bool s3 = conf->store.type == STORE_S3;
+    bool verify = conf->offload.verify_remote && os->mode != REDIRECT_PROXY;
+    if (os->mode == REDIRECT_PRESIGN || (s3 && os->mode == REDIRECT_PROXY) || verify) {
         struct store_error serr = {0};
         int r = store_create(conf, NULL, &os->store, &serr);
         if (r < 0) {
-            snprintf(err, errlen, "the store for presigned redirects: %s",
+            snprintf(err, errlen, "the store for %s: %s",
+                     os->mode == REDIRECT_PRESIGN ? "presigned redirects"
+                     : os->mode == REDIRECT_PROXY ? "proxy mode"
+                                                  : "verify_remote",
                      serr.message[0] ? serr.message : strerror(-r));
             offload_serve_destroy(os);
             return r;
@@ -218,6 +230,12 @@ int offload_serve_create(const struct ferry_conf *conf, struct offload_serve **o
     if (link_keys_create(os, err, errlen) < 0) {
         offload_serve_destroy(os);
         return -EIO;
+    }
+    if (s3 && (os->mode == REDIRECT_PROXY || verify)) {
+        /* Curl's connect and low-speed limits answer first; this is the
+         * core's backstop for a transfer that would hang anyway. */
+        uint64_t t = conf->store.connect_timeout_ms + 2 * conf->store.low_speed_time_ms + 5000;
+        os->proxy = offload_proxy_create(os->store, &os->store_lock, t);
     }
     os->mime = mime_table_create(conf->server.mime_types);
     *out = os;
@@ -232,6 +250,7 @@ void offload_serve_destroy(struct offload_serve *os)
         close(os->spool_fd);
     if (os->store_fd >= 0)
         close(os->store_fd);
+    offload_proxy_destroy(os->proxy);
     store_destroy(os->store);
     offload_link_key_destroy(os->link_key);
     offload_link_key_destroy(os->link_prev);
@@ -267,9 +286,35 @@ static bool rel_ignored(const struct offload_serve *os, const char *rel)
     return false;
 }
 
+/* The access log note and the handler the metrics count the request under:
+ * the redirect modes by name, everything else the handler answers (the local
+ * file, a 404 or a refusal under url_prefix) as offload_local. */
+static void serve_note(struct conn *c, const char *note)
+{
+    /* offload=WHAT or accel=WHAT: an upload an application named counts as
+     * the same kind of answer. */
+    const char *what = strchr(note, '=') + 1;
+    enum handler_kind k = HANDLER_KIND_OFFLOAD_LOCAL;
+    if (strcmp(what, "redirect") == 0)
+        k = HANDLER_KIND_REDIRECT;
+    else if (strcmp(what, "presign") == 0)
+        k = HANDLER_KIND_PRESIGN;
+    else if (strcmp(what, "proxy") == 0)
+        k = HANDLER_KIND_PROXY;
+    conn_set_log_note(c, note);
+    conn_set_handler(c, k);
+}
+
+static const char *mime_of(struct offload_serve *os, const char *rel)
+{
+    const char *slash = strrchr(rel, '/');
+    const char *name = slash ? slash + 1 : rel;
+    return mime_table_lookup(os->mime, name, strlen(name));
+}
+
 static int respond_text(struct conn *c, int status, const char *note, const char *body)
 {
-    conn_set_log_note(c, note);
+    serve_note(c, note);
     conn_respond_simple(c, status, "text/plain", body);
     return HANDLER_DONE;
 }
@@ -306,9 +351,7 @@ static int serve_open_fd(struct offload_serve *os, struct conn *c, const struct 
         close(fd);
         return respond_text(c, 500, note, "500 Internal Server Error\n");
     }
-    conn_set_log_note(c, note);
-    const char *slash = strrchr(rel, '/');
-    const char *name = slash ? slash + 1 : rel;
+    serve_note(c, note);
     char cc[48];
     struct static_serve_opts o = {0};
     if (a) {
@@ -318,8 +361,7 @@ static int serve_open_fd(struct offload_serve *os, struct conn *c, const struct 
     } else {
         o.cache_control = link_cache_control(os, req, cc, sizeof(cc));
     }
-    return static_serve_fd_opts(c, req, fd, &st, mime_table_lookup(os->mime, name, strlen(name)),
-                                &o);
+    return static_serve_fd_opts(c, req, fd, &st, mime_of(os, rel), &o);
 }
 
 static int redirect_to(struct offload_serve *os, struct conn *c, const char *location,
@@ -329,7 +371,7 @@ static int redirect_to(struct offload_serve *os, struct conn *c, const char *loc
     static const char *const bodies[] = {"302 Found\n", "303 See Other\n",
                                          "307 Temporary Redirect\n"};
     const char *body = bodies[os->status == 302 ? 0 : os->status == 303 ? 1 : 2];
-    conn_set_log_note(c, note);
+    serve_note(c, note);
     conn_respond_start(c, os->status);
     conn_respond_header(c, "Location", location);
     if (cache_control)
@@ -361,7 +403,7 @@ static int redirect_presign(struct offload_serve *os, struct conn *c, const char
     buf_init(&url, 64 * 1024);
     long ttl;
     /* An application's decision carries no link to bound the URL by. */
-    int r = link_presign(os, a ? NULL : conn_request(c), key, &ttl, &url);
+    int r = link_presign(os, conn_request(c), !a, key, &ttl, &url);
     if (r == -ETIME) {
         buf_finish(&url);
         return respond_text(c, 410, "offload=expired", "410 Gone\n");
@@ -369,7 +411,10 @@ static int redirect_presign(struct offload_serve *os, struct conn *c, const char
     if (r < 0 || !url.data) {
         buf_finish(&url);
         return respond_text(c, 500, NOTE(a, "presign"),
-                            "500 Internal Server Error: cannot presign the object URL\n");
+                            r == -EKEYEXPIRED
+                                ? "500 Internal Server Error: the store's credentials have "
+                                  "expired\n"
+                                : "500 Internal Server Error: cannot presign the object URL\n");
     }
     /* A cache may keep the redirect for at most 90% of the URL's validity, so
      * that what it hands out still leaves the client time to use it. */
@@ -396,6 +441,72 @@ static int proxy_dir(struct offload_serve *os, struct conn *c, const struct http
     return serve_open_fd(os, c, req, fd, key, NOTE(a, "proxy"), a);
 }
 
+/* A redirect, once the store confirmed the object (or without asking it). */
+static int redirect_now(struct offload_serve *os, struct conn *c, const char *rel, size_t rel_len,
+                        const char *key, const struct offload_serve_accel *a)
+{
+    if (os->mode == REDIRECT_PUBLIC)
+        return redirect_public(os, c, rel, rel_len, a);
+    return redirect_presign(os, c, key, a);
+}
+
+/* verify_remote: what the redirect needs once the store answered. */
+struct verify_ctx {
+    struct offload_serve *os;
+    char *key;
+    size_t rel_len;
+    char rel[];
+};
+
+static int verify_failed(struct conn *c, int result, const char *why)
+{
+    char body[320];
+    if (result == -ENOENT)
+        return respond_text(c, 404, "offload=missing", "404 Not Found\n");
+    if (result == -ETIMEDOUT)
+        snprintf(body, sizeof(body), "504 Gateway Timeout: %s\n", why);
+    else
+        snprintf(body, sizeof(body), "502 Bad Gateway: %s\n", why);
+    return respond_text(c, result == -ETIMEDOUT ? 504 : 502, "offload=verify", body);
+}
+
+static void verified(struct conn *c, void *arg, int result, const char *why)
+{
+    struct verify_ctx *v = arg;
+    if (c && result == 0)
+        redirect_now(v->os, c, v->rel, v->rel_len, v->key, NULL);
+    else if (c)
+        verify_failed(c, result, why);
+    free(v);
+}
+
+/* verify_remote = on: redirect only to an object the store has. */
+static int verify_then_redirect(struct offload_serve *os, struct conn *c, const char *rel,
+                                size_t rel_len, const char *key,
+                                const struct offload_serve_accel *a)
+{
+    if (!os->proxy) {
+        /* The dir store: a local stat, no need to wait elsewhere. */
+        struct store_info info;
+        struct store_error serr = {0};
+        pthread_mutex_lock(&os->store_lock);
+        int r = store_head(os->store, key + os->prefix_len, &info, &serr);
+        pthread_mutex_unlock(&os->store_lock);
+        if (r < 0)
+            return verify_failed(c, r == -ENOENT ? r : -EIO, serr.message);
+        return redirect_now(os, c, rel, rel_len, key, a);
+    }
+    size_t klen = strlen(key);
+    struct verify_ctx *v = xmalloc(sizeof(*v) + rel_len + 1 + klen + 1);
+    v->os = os;
+    v->rel_len = rel_len;
+    memcpy(v->rel, rel, rel_len);
+    v->rel[rel_len] = '\0';
+    v->key = v->rel + rel_len + 1;
+    memcpy(v->key, key, klen + 1);
+    return offload_proxy_head(os->proxy, c, key + os->prefix_len, verified, v);
+}
+
 /* The file is not in the spool: answer from the store per the mode. */
 static int serve_remote(struct offload_serve *os, struct conn *c, const struct http_request *req,
                         const char *rel, size_t rel_len, const struct offload_serve_accel *a)
@@ -405,14 +516,23 @@ static int serve_remote(struct offload_serve *os, struct conn *c, const struct h
     char key[OFFLOAD_KEY_MAX + 1];
     if (offload_key_from_rel(os->conf->store.prefix, rel, rel_len, key, sizeof(key)) < 0)
         return respond_text(c, 404, NOTE(a, "missing"), "404 Not Found\n");
-    switch (os->mode) {
-    case REDIRECT_PUBLIC:
-        return redirect_public(os, c, rel, rel_len, a);
-    case REDIRECT_PRESIGN:
-        return redirect_presign(os, c, key, a);
-    default:
-        return proxy_dir(os, c, req, key, a);
+    if (os->mode == REDIRECT_PROXY && os->proxy) {
+        /* The s3 proxy answers through a producer of its own (conn_defer()),
+         * which a backend's deferred response cannot hand over to yet. */
+        if (a)
+            return respond_text(c, 502, "accel=unsupported",
+                                "502 Bad Gateway: X-Accel-Redirect to an object proxied from "
+                                "the s3 store is not supported yet\n");
+        serve_note(c, "offload=proxy");
+        return offload_proxy_get(os->proxy, c, req, key + os->prefix_len, mime_of(os, rel));
     }
+    if (os->mode == REDIRECT_PROXY)
+        return proxy_dir(os, c, req, key, a);
+    /* Asking the s3 store first would also need a producer of its own: an
+     * application's decision is redirected without it. */
+    if (os->conf->offload.verify_remote && !(a && os->proxy))
+        return verify_then_redirect(os, c, rel, rel_len, key, a);
+    return redirect_now(os, c, rel, rel_len, key, a);
 }
 
 /* Answer for rel (valid, below the spool): the local file, else the store.
@@ -442,7 +562,7 @@ static int handle_decoded(struct offload_serve *os, struct conn *c, const struct
     if (in == 0)
         return HANDLER_PASS;
     if (static_check_request(c, req) == HANDLER_DONE) {
-        conn_set_log_note(c, "offload=refused");
+        serve_note(c, "offload=refused");
         return HANDLER_DONE;
     }
     if (in < 0) {

@@ -21,7 +21,11 @@ struct store_ops {
     /* Optional: a stronger check than comparing what head() reports. */
     int (*verify)(struct store *s, const char *key, const struct store_digest *d,
                   struct store_error *err);
-    int (*presign_get)(struct store *s, const char *key, long ttl, struct buf *url);
+    /* Optional: method is "GET" or "HEAD". */
+    int (*presign)(struct store *s, const char *method, const char *key, long ttl, struct buf *url);
+    /* Optional: s3 only. */
+    int (*sign_request)(struct store *s, const char *method, const char *key, const char *range,
+                        struct store_signed *out, struct store_error *err);
     int (*abort_multipart)(struct store *s, const char *key, const char *upload_id,
                            struct store_error *err);
     void (*destroy)(struct store *s);
@@ -33,6 +37,7 @@ struct store {
     struct store_options opts; /* defaults filled in */
     char *prefix;              /* prepended to every key */
     int conditional_create;
+    time_t creds_expires; /* the signing credentials' expiry; 0: none known */
 };
 
 /** Fill err (NULL-safe) with a status, code and printf-formatted message. */

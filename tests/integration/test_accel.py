@@ -16,8 +16,7 @@ from conftest import FERRY_BIN, request, wait_for
 from test_fcgi import APP, PHP, backend_conf, wait_ready
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "s3"))
-from s3fixtures import (ACCESS_KEY, BUCKET, SECRET_KEY, direct,  # noqa: E402,F401
-                        s3proxy, s3proxy_module, s3rver)
+from s3fixtures import ACCESS_KEY, BUCKET, SECRET_KEY  # noqa: E402
 
 DISPOSITION = 'attachment; filename="report.pdf"'
 

@@ -21,8 +21,7 @@ import pytest
 from conftest import FERRY_BIN, ROOT, request, wait_for
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "s3"))
-from s3fixtures import (ACCESS_KEY, BUCKET, SECRET_KEY, direct,  # noqa: E402,F401
-                        s3proxy, s3proxy_module, s3rver)
+from s3fixtures import ACCESS_KEY, BUCKET, SECRET_KEY  # noqa: E402
 
 SECRET = "link-secret/with+odd=chars and spaces"
 OLD = "the previous secret"
