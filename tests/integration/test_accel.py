@@ -189,6 +189,20 @@ def test_offloaded_file_gets_a_presigned_redirect_into_the_store(ferry_factory, 
     assert notes(f, 2) == ["accel=presign", "accel=local"]
 
 
+def test_s3_proxy_mode_is_refused_plainly_for_now(ferry_factory, tmp_path, s3proxy, direct):
+    spool, conf = s3_offload(tmp_path, s3proxy.port)
+    f = start_app(ferry_factory, conf.replace("redirect = presign", "redirect = proxy"))
+    direct.put_object(Bucket=BUCKET, Key="pre/o.bin", Body=b"stored")
+    # Requested directly the object is proxied; named by the application, not yet.
+    r = request(f.port, path="/static/o.bin")
+    assert r.status == 200 and r.body == b"stored", r
+    r = request(f.port, path=ask("/static/o.bin"))
+    assert r.status == 502 and b"not supported yet" in r.body and b"version=" not in r.body, r
+    put(spool, "o.bin", b"local")  # a local copy is served as ever
+    assert_served(request(f.port, path=ask("/static/o.bin")), b"local")
+    assert notes(f, 3) == ["offload=proxy", "accel=unsupported", "accel=local"]
+
+
 def test_paths_outside_url_prefix_or_spool_get_502_and_a_log_line(ferry_factory, tmp_path):
     spool, _, conf = dir_offload(tmp_path)
     f = start_app(ferry_factory, conf)
