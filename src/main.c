@@ -15,6 +15,8 @@ const struct cli_command cli_commands[] = {
      "switch maintenance mode off; returns once every worker has"},
     {"status", cmd_status, "[-c FILE] [--json] [--watch[=SECS]]",
      "show each component's state and metrics"},
+    {"swap", cmd_swap, "[-c FILE] [--json]",
+     "hot-swap the FastCGI backend processes; returns once the old ones exited"},
     {"presign", cmd_presign, "[-c FILE] KEY [--ttl SECS]", "print a presigned GET URL for KEY"},
     {"sign", cmd_sign, "[-c FILE] PATH [--ttl DURATION] [--expires EPOCH]",
      "print a signed, expiring link to PATH"},

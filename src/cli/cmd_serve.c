@@ -3,6 +3,8 @@
 #include "admin/admin.h"
 #include "common/conf.h"
 #include "common/log.h"
+#include "fcgi/client.h"
+#include "fcgi/pm.h"
 #include "http/server.h"
 #include "http/server_admin.h"
 #include "http/server_metrics.h"
@@ -55,6 +57,8 @@ int cmd_serve(int argc, char **argv)
     struct offload *off = NULL;
     struct metrics *metrics = metrics_create();
     struct metrics_http *mhttp = NULL;
+    struct fcgi_pm *pm = NULL;
+    struct fcgi_client *fclient = NULL;
     struct server *s = maint_state_dir_prepare(conf.server.state_dir, err, sizeof(err)) < 0
                            ? NULL
                            : server_create(&conf, err, sizeof(err));
@@ -71,6 +75,27 @@ int cmd_serve(int argc, char **argv)
     maint = maint_attach(s, admin, &conf, err, sizeof(err));
     if (!maint)
         goto fail;
+    /* The FastCGI processes (issue 10): their socket is bound here, once, and
+     * held until exit. */
+    if (conf.backend.command[0]) {
+        what = "cannot start the backend";
+        pm = fcgi_pm_create(server_loop(s), &conf, err, sizeof(err));
+        if (!pm)
+            goto fail;
+        if (fcgi_pm_register_admin(pm, admin) < 0) {
+            snprintf(err, sizeof(err), "the backend's admin command is already registered");
+            goto fail;
+        }
+        /* Requests under location go to it (DESIGN.md request path, step 4). */
+        if (fcgi_client_create(&conf, fcgi_pm_gate(pm), &fclient, err, sizeof(err)) < 0)
+            goto fail;
+        fcgi_client_install(fclient, s);
+        fcgi_pm_show_client(pm, fclient);
+        what = "cannot start";
+    } else if (fcgi_pm_register_admin(NULL, admin) < 0) { /* `swap` says why not */
+        snprintf(err, sizeof(err), "the backend's admin command is already registered");
+        goto fail;
+    }
     /* Requests under url_prefix: local file, else redirect or proxy (issue 9). */
     if (conf.offload.spool[0]) {
         if (offload_serve_create(&conf, &oserve, err, sizeof(err)) < 0)
@@ -110,6 +135,7 @@ int cmd_serve(int argc, char **argv)
         log_warn("the offloader did not stop within %llums: its uploads in flight are "
                  "abandoned; the journal resumes them at the next start",
                  (unsigned long long)conf.server.shutdown_timeout_ms);
+        fcgi_pm_destroy(pm); /* no backend process outlives ferry */
         _exit(r < 0 ? EXIT_RUNTIME : EXIT_OK);
     }
     r = r < 0 ? EXIT_RUNTIME : EXIT_OK;
@@ -119,6 +145,8 @@ fail:
     r = EXIT_RUNTIME;
 out:
     metrics_http_stop(mhttp);
+    fcgi_client_destroy(fclient); /* before the pm frees the gate */
+    fcgi_pm_destroy(pm);
     maint_detach(maint);
     admin_destroy(admin);
     offload_destroy(off);
