@@ -55,10 +55,10 @@ int cmd_serve(int argc, char **argv)
     struct maint_ctl *maint = NULL;
     struct offload_serve *oserve = NULL;
     struct offload *off = NULL;
-    struct fcgi_pm *pm = NULL;
-    struct fcgi_client *fclient = NULL;
     struct metrics *metrics = metrics_create();
     struct metrics_http *mhttp = NULL;
+    struct fcgi_pm *pm = NULL;
+    struct fcgi_client *fclient = NULL;
     struct server *s = maint_state_dir_prepare(conf.server.state_dir, err, sizeof(err)) < 0
                            ? NULL
                            : server_create(&conf, err, sizeof(err));
@@ -148,9 +148,9 @@ fail:
     log_error("%s: %s", what, err);
     r = EXIT_RUNTIME;
 out:
+    metrics_http_stop(mhttp);
     fcgi_client_destroy(fclient); /* before the pm frees the gate */
     fcgi_pm_destroy(pm);
-    metrics_http_stop(mhttp);
     maint_detach(maint);
     admin_destroy(admin);
     offload_destroy(off);
