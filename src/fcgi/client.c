@@ -619,6 +619,7 @@ static bool fcgi_accel_serve(struct fcgi_req *r, const struct cgi_head *h)
     }
     /* The response is complete: the rest of the application's output is
      * not wanted, and the backend connection closes with r. */
+    atomic_fetch_add_explicit(&r->cl->served, 1, memory_order_relaxed);
     if (!r->body_ended)
         conn_set_close(r->c);
     req_free(r);

@@ -13,7 +13,7 @@ from urllib.parse import quote
 import pytest
 
 from conftest import FERRY_BIN, request, wait_for
-from test_fcgi import APP, PHP, backend_conf, wait_ready
+from test_fcgi import APP, PHP, backend_conf, status_json, wait_ready
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "s3"))
 from s3fixtures import ACCESS_KEY, BUCKET, SECRET_KEY  # noqa: E402
@@ -108,6 +108,8 @@ def test_accel_redirect_serves_the_local_file(ferry_factory, tmp_path):
                 headers={"Content-Type": "application/x-www-form-urlencoded"})
     assert_served(r, data)
     assert notes(f, 5) == ["accel=local"] * 5
+    # Each counts as a response the application completed.
+    assert status_json(f)["backend"]["served"] == 5
 
 
 def test_the_applications_own_status_is_kept_on_the_whole_file(ferry_factory, tmp_path):
