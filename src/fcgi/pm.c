@@ -728,19 +728,21 @@ static int status_section(json_t *section, struct buf *text, void *arg)
     struct fcgi_pm *pm = arg;
     uint32_t cap = fcgi_gate_capacity(pm->gate), inflight = fcgi_gate_in_flight(pm->gate);
     uint32_t held = pm->client ? fcgi_client_held(pm->client) : 0;
+    uint64_t served = pm->client ? fcgi_client_served(pm->client) : 0;
     json_t *gens = json_array();
     int r = admin_json_add(
-        section, json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:o}", "socket", pm->sock_path,
-                           "capacity", (json_int_t)cap, "in_flight", (json_int_t)inflight, "held",
-                           (json_int_t)held, "respawns", (json_int_t)pm->respawns, "swaps",
+        section, json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:o}", "socket",
+                           pm->sock_path, "capacity", (json_int_t)cap, "in_flight",
+                           (json_int_t)inflight, "held", (json_int_t)held, "served",
+                           (json_int_t)served, "respawns", (json_int_t)pm->respawns, "swaps",
                            (json_int_t)pm->swaps, "swaps_failed", (json_int_t)pm->swaps_failed,
                            "swap_in_progress", pm->swap.client != NULL, "generations", gens));
     if (r == 0)
         r = buf_printf(text,
                        "backend: socket %s, capacity %" PRIu32 ", in flight %" PRIu32
-                       ", held %" PRIu32 ", respawns %" PRIu64 ", swaps %" PRIu64 " (%" PRIu64
-                       " failed)%s\n",
-                       pm->sock_path, cap, inflight, held, pm->respawns, pm->swaps,
+                       ", held %" PRIu32 ", served %" PRIu64 ", respawns %" PRIu64
+                       ", swaps %" PRIu64 " (%" PRIu64 " failed)%s\n",
+                       pm->sock_path, cap, inflight, held, served, pm->respawns, pm->swaps,
                        pm->swaps_failed, pm->swap.client ? ", swap in progress" : "");
     for (struct pm_gen *g = pm->gens; g && r == 0; g = g->next) {
         size_t ready = 0;

@@ -65,7 +65,8 @@ struct fcgi_gate *fcgi_pm_gate(struct fcgi_pm *pm);
 
 struct fcgi_client;
 
-/** Show cl's held requests (fcgi_client_held()) in the status section. cl
+/** Show cl's held requests and served responses (fcgi_client_held(),
+ * fcgi_client_served()) in the status section. cl
  * must outlive the admin's last status call (destroy it after server_run()
  * returned). Supervisor thread. */
 void fcgi_pm_show_client(struct fcgi_pm *pm, const struct fcgi_client *cl);

@@ -341,4 +341,5 @@ def test_status_shows_requests_held_for_a_slot(ferry_factory):
     slow.join()
     fast.join()
     assert sorted(s for s, _ in got) == [200, 200]
-    assert backend(f)["held"] == 0 and backend(f)["in_flight"] == 0
+    b = backend(f)
+    assert b["held"] == 0 and b["in_flight"] == 0 and b["served"] == 2, b
