@@ -71,7 +71,10 @@ struct offload_serve_accel {
  * for c's request, as a request under url_prefix would be served (local
  * file, else the store per [offload] redirect), except that no signed link
  * is checked (the application decided) and a's status and headers apply.
- * The access log note says accel=local|proxy|presign|redirect|missing.
+ * The access log note says accel=local|proxy|presign|redirect|missing; an
+ * object the s3 proxy would serve gets 502 accel=unsupported (the proxy
+ * defers the connection itself), and verify_remote is not asked of the s3
+ * store.
  * Returns HANDLER_DONE when it answered, or -EPERM without answering when
  * the path is refused: not under url_prefix, not a valid name, a directory,
  * or reaching out of the spool or the store through a symlink. Worker
