@@ -935,11 +935,19 @@ static void resume_entry(const struct journal_entry *e, void *arg)
 {
     struct resume_ctx *rc = arg;
     struct offload *o = rc->o;
-    if (e->upload_id[0]) {
-        struct store_error err = {0};
-        if (store_abort_multipart(o->store, e->rel, e->upload_id, &err) == 0)
-            rc->aborted++;
-    }
+    /* An entry still uploading may have a multipart upload the journal never saw (the
+     * crash came between its creation and the record of its id): ask the store for
+     * all of them. Where it cannot list them, abort the one recorded. Only files large
+     * enough go multipart: a start after many crashes must not wait for a listing per
+     * small file. */
+    struct store_error err = {0};
+    unsigned n = 0;
+    bool listed = e->stage == OFFLOAD_UPLOADING && e->id.size >= o->threshold &&
+                  store_abort_all_multipart(o->store, e->rel, &n, &err) == 0;
+    rc->aborted += n;
+    if (!listed && e->upload_id[0] &&
+        store_abort_multipart(o->store, e->rel, e->upload_id, &err) == 0)
+        rc->aborted++;
     struct stat st;
     if (fstatat(o->spool_fd, e->rel, &st, AT_SYMLINK_NOFOLLOW) < 0 && errno == ENOENT) {
         rc->gone = xrealloc(rc->gone, (rc->ngone + 1) * sizeof(*rc->gone));

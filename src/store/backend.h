@@ -24,6 +24,8 @@ struct store_ops {
     int (*presign_get)(struct store *s, const char *key, long ttl, struct buf *url);
     int (*abort_multipart)(struct store *s, const char *key, const char *upload_id,
                            struct store_error *err);
+    int (*abort_all_multipart)(struct store *s, const char *key, unsigned *aborted,
+                               struct store_error *err);
     void (*destroy)(struct store *s);
 };
 

@@ -770,6 +770,45 @@ static int s3_abort_multipart(struct store *st, const char *key, const char *upl
     return r;
 }
 
+/* ListMultipartUploads with the full key as prefix, then abort each upload of exactly
+ * that key: also those whose id never reached the caller (a crash between
+ * CreateMultipartUpload's answer and the caller's record of the id). One page of
+ * 1000 uploads is plenty for one key. */
+static int s3_abort_all_multipart(struct store *st, const char *key, unsigned *aborted,
+                                  struct store_error *err)
+{
+    struct s3_store *s = s3_of(st);
+    char *fkey = full_key(st, key);
+    struct s3_req q;
+    struct s3_resp resp;
+    req_init(&q, "GET", NULL);
+    req_query(&q, "uploads", NULL);
+    req_query(&q, "prefix", fkey);
+    resp_init(&resp);
+    int r = s3_perform(s, &q, &resp, err);
+    unsigned n = 0;
+    const char *p = resp.body.data, *end = p ? p + resp.body.len : NULL;
+    while (r == 0 && p && p < end) {
+        const char *a = memmem(p, (size_t)(end - p), "<Upload>", 8);
+        const char *b = a ? memmem(a, (size_t)(end - a), "</Upload>", 9) : NULL;
+        if (!b)
+            break;
+        char k[1100], id[1024];
+        if (s3_xml_text(a, (size_t)(b - a), "Key", k, sizeof(k)) == 0 &&
+            s3_xml_text(a, (size_t)(b - a), "UploadId", id, sizeof(id)) == 0 &&
+            strcmp(k, fkey) == 0 && id[0]) {
+            r = s3_abort_full(s, fkey, id, err);
+            n += r == 0;
+        }
+        p = b + 9;
+    }
+    buf_finish(&resp.body);
+    free(fkey);
+    if (r == 0)
+        *aborted = n;
+    return r;
+}
+
 static int read_full(int fd, char *p, size_t n, uint64_t off)
 {
     size_t done = 0;
@@ -1286,6 +1325,7 @@ static const struct store_ops s3_ops = {
     .del = s3_del,
     .presign_get = s3_presign_get,
     .abort_multipart = s3_abort_multipart,
+    .abort_all_multipart = s3_abort_all_multipart,
     .destroy = s3_destroy,
 };
 

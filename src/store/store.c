@@ -290,3 +290,11 @@ mismatch:
                     "the stored object '%s' differs from the local file", key);
     return -EBADMSG;
 }
+
+int store_abort_all_multipart(struct store *s, const char *key, unsigned *aborted,
+                              struct store_error *err)
+{
+    if (!s->ops->abort_all_multipart)
+        return -EOPNOTSUPP;
+    return s->ops->abort_all_multipart(s, key, aborted, err);
+}

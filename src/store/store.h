@@ -147,6 +147,15 @@ int store_presign_get(struct store *s, const char *key, long ttl, struct buf *ur
 int store_abort_multipart(struct store *s, const char *key, const char *upload_id,
                           struct store_error *err);
 
+/** Abort every multipart upload in progress for exactly key, also those whose id the
+ * caller never learnt (a crash between CreateMultipartUpload's answer and recording
+ * the id): S3 lists them (ListMultipartUploads, which needs the
+ * s3:ListBucketMultipartUploads permission). Returns 0 and *aborted (how many), or
+ * -EOPNOTSUPP for the dir store, or -errno with err filled (then abort the ids you
+ * know with store_abort_multipart()). The thread that owns s. */
+int store_abort_all_multipart(struct store *s, const char *key, unsigned *aborted,
+                              struct store_error *err);
+
 /** Describe err in one line for logs ("SlowDown (503): Please reduce..."). */
 void store_error_format(const struct store_error *err, char *out, size_t outlen);
 

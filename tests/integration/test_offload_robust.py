@@ -1,0 +1,190 @@
+"""The offloader under abuse (issue 8): kill -9 at random moments while files flow,
+random faults from the store, a 6 GiB sparse file, credentials that expire while
+running, and an idle offloader that costs no CPU.
+
+Every check reads the store independently (the dir store's files, or boto3 against
+s3rver directly) and a sampler thread checks continuously that each file is local
+or stored with its exact bytes ("never neither").
+"""
+import os
+import random
+import subprocess
+import threading
+import time
+
+import pytest
+
+from conftest import FERRY_BIN, sanitizer_reports, wait_for
+from test_offload import Offloader, ok, s3get, sha
+from s3fixtures import (ACCESS_KEY, BUCKET, SECRET_KEY, clean_env, direct,  # noqa: F401
+                        s3proxy, s3proxy_module, s3rver)
+
+MIB = 1024 * 1024
+
+
+def is_sanitized():
+    with open(FERRY_BIN, "rb") as f:
+        binary = f.read()
+    return b"AddressSanitizer" in binary or b"ThreadSanitizer" in binary
+
+
+class Flow:
+    """Files renamed into the spool by a writer thread while a sampler thread checks,
+    over and over, that every file written so far is local or in the store with its
+    exact bytes. read(rel) returns the stored bytes or raises."""
+
+    def __init__(self, off, read, rng, sizes, pause):
+        self.off, self.read, self.rng = off, read, rng
+        self.sizes, self.pause = sizes, pause
+        self.files, self.confirmed, self.violations = {}, set(), []
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.written = threading.Event()
+        self.samples = 0
+        self.threads = [threading.Thread(target=self.writer, daemon=True),
+                        threading.Thread(target=self.sampler, daemon=True)]
+
+    def start(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def writer(self):
+        for i, size in enumerate(self.sizes):
+            if self.stop.is_set():
+                break
+            rel = f"w{i % 5}/f{i}.bin"
+            data = self.rng.randbytes(size)
+            self.off.put(rel + ".tmp", data)
+            os.rename(os.path.join(self.off.spool, rel + ".tmp"),
+                      os.path.join(self.off.spool, rel))
+            with self.lock:  # only now is it the offloader's to keep
+                self.files[rel] = data
+            time.sleep(self.pause)
+        self.written.set()
+
+    def sample_once(self):
+        with self.lock:
+            items = list(self.files.items())
+        for rel, data in items:
+            if rel in self.confirmed or os.path.exists(os.path.join(self.off.spool, rel)):
+                continue
+            # Not local (the local check came first): the store must hold it now.
+            try:
+                got = self.read(rel)
+            except Exception as e:  # noqa: BLE001
+                self.violations.append((rel, repr(e)))
+                continue
+            if sha(got) == sha(data):
+                self.confirmed.add(rel)
+            else:
+                self.violations.append((rel, "different bytes"))
+        self.samples += 1
+
+    def sampler(self):
+        while not self.stop.is_set():
+            self.sample_once()
+            time.sleep(0.01)
+
+    def finish(self):
+        self.stop.set()
+        for t in self.threads:
+            t.join(30)
+        self.sample_once()
+
+
+def multipart_conf(prefix=""):
+    return ((f"[store]\nprefix = {prefix}\n" if prefix else "")
+            + "[offload]\nconcurrency = 4\nmultipart_threshold = 5MiB\npart_size = 5MiB\n")
+
+
+def crash_sizes(rng, n):
+    # Mostly small files; every 24th is multipart-size (2 parts of 5 MiB).
+    return [rng.randrange(5 * MIB + 1, 9 * MIB) if i % 24 == 5 else rng.randrange(0, 40_000)
+            for i in range(n)]
+
+
+def kill9_while_flowing(off, flow, rng, rounds, low, high):
+    """Start the offloader, kill -9 it at a random moment, rounds times, while flow
+    runs. Returns how many files left the spool during each round."""
+    progress = []
+    for _ in range(rounds):
+        before = len(flow.confirmed)
+        proc = off.start()
+        time.sleep(rng.uniform(low, high))  # a random moment, not a wait for readiness
+        proc.kill()
+        proc.wait()
+        flow.sample_once()
+        progress.append(len(flow.confirmed) - before)
+    return progress
+
+
+def check_all_offloaded(off, files, read):
+    for rel, data in files.items():
+        assert sha(read(rel)) == sha(data), rel
+        assert sha(off.archived(rel)) == sha(data), rel
+        assert not os.path.exists(os.path.join(off.spool, rel)), rel
+    assert off.local() == set(), off.local()
+
+
+def crash_test(off, read, seed):
+    rng = random.Random(seed)
+    flow = Flow(off, read, random.Random(seed + 1), crash_sizes(rng, 240), 0.08).start()
+    t0 = time.monotonic()
+    try:
+        progress = kill9_while_flowing(off, flow, rng, 50, 0.1, 1.0)
+        assert flow.written.wait(30), "the writer did not finish"
+        # A clean run drains what is left.
+        p = ok(off.run("--once", timeout=120))
+    finally:
+        flow.finish()
+    took = time.monotonic() - t0
+    print(f"seed {seed}: 50 kills in {took:.1f}s, {len(flow.files)} files, "
+          f"{flow.samples} samples, progress per round {progress}")
+    assert flow.violations == [], (seed, flow.violations[:5])
+    check_all_offloaded(off, flow.files, read)
+    # Each restart resumed and made progress: most of the files left the spool while
+    # the offloader was being killed, not in the final clean run.
+    assert sum(progress) >= len(flow.files) // 3, (seed, progress)
+    assert sum(1 for n in progress if n > 0) >= 10, (seed, progress)
+    assert not sanitizer_reports(off.logtext() + p.stderr.decode(errors="replace"))
+    return flow
+
+
+def test_kill9_50_times_while_files_flow_dir_store(tmp_path):
+    seed = int(os.environ.get("FERRY_TEST_SEED", random.randrange(1 << 30)))
+    off = Offloader(tmp_path, extra=multipart_conf())
+    crash_test(off, off.stored, seed)
+
+
+def test_s3_kill9_50_times_while_files_flow(tmp_path, s3proxy, direct):
+    seed = int(os.environ.get("FERRY_TEST_SEED", random.randrange(1 << 30)))
+    off = Offloader(tmp_path, store="s3", s3port=s3proxy.port, extra=multipart_conf("crash/"))
+    crash_test(off, lambda rel: s3get(direct, "crash/" + rel), seed)
+    # Every multipart upload a killed run left open was aborted by a later run.
+    assert s3proxy.created, "no multipart upload was made"
+    assert s3proxy.open_uploads() == {}, (seed, s3proxy.open_uploads())
+
+
+def test_s3_kill9_before_upload_id_is_journalled_aborts_it(tmp_path, s3proxy, direct):
+    """kill -9 after the store created a multipart upload but before ferry learnt its
+    id (the answer is late): the journal has no id, so the next run asks the store
+    (ListMultipartUploads) and aborts it; nothing is left open."""
+    off = Offloader(tmp_path, store="s3", s3port=s3proxy.port, extra=multipart_conf("late/"))
+    data = os.urandom(6 * MIB)
+    off.put("big.bin", data)
+    s3proxy.add_fault("delay_response", method="POST", query="uploads", times=1, delay=30)
+    proc = off.start()
+    try:
+        wait_for(lambda: s3proxy.created, 30, "the multipart upload to be created")
+        assert len(s3proxy.open_uploads()) == 1
+    finally:
+        proc.kill()
+        proc.wait()
+    journal = open(os.path.join(off.wd, "run", "offload.journal"), "rb").read().decode()
+    assert " uploading big.bin " in journal and journal.rstrip().endswith(" - -"), journal
+    ok(off.run("--once"))
+    assert s3proxy.open_uploads() == {}, s3proxy.open_uploads()
+    assert "aborted 1 multipart upload(s) left open by an earlier run" in off.logtext()
+    assert "list_uploads" in s3proxy.outcomes("GET"), s3proxy.log
+    assert s3get(direct, "late/big.bin") == data
