@@ -1194,13 +1194,15 @@ void offload_get_stats(struct offload *o, struct offload_stats *out)
     pthread_mutex_lock(&o->mu);
     *out = o->st;
     pthread_mutex_unlock(&o->mu);
+    out->requests_retried = store_requests_retried(o->store) + store_requests_retried(o->vstore);
 }
 
 static int status_section(json_t *section, struct buf *text, void *arg)
 {
     struct offload *o = arg;
+    struct offload_stats s;
+    offload_get_stats(o, &s);
     pthread_mutex_lock(&o->mu);
-    struct offload_stats s = o->st;
     json_t *errors = json_array();
     uint64_t first = o->nerrors > OFFLOAD_LAST_ERRORS ? o->nerrors - OFFLOAD_LAST_ERRORS : 0;
     for (uint64_t i = first; i < o->nerrors; i++)
@@ -1210,7 +1212,7 @@ static int status_section(json_t *section, struct buf *text, void *arg)
         section,
         json_pack(
             "{s:s, s:{s:I, s:I, s:I, s:I}, s:I, s:I, s:I, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, "
-            "s:I, s:I}, s:o}",
+            "s:I, s:I, s:I}, s:o}",
             "spool", o->conf->offload.spool, "backlog", "files", (json_int_t)s.backlog_files,
             "bytes", (json_int_t)s.backlog_bytes, "oldest_ms", (json_int_t)s.oldest_pending_ms,
             "kept", (json_int_t)s.kept, "in_flight", (json_int_t)s.in_flight, "concurrency",
@@ -1219,19 +1221,21 @@ static int status_section(json_t *section, struct buf *text, void *arg)
             (json_int_t)s.archived, "deleted", (json_int_t)s.deleted, "failed",
             (json_int_t)s.failed, "retried", (json_int_t)s.retried, "skipped",
             (json_int_t)s.skipped, "rejected", (json_int_t)s.rejected, "bytes_uploaded",
-            (json_int_t)s.bytes_uploaded, "last_errors", errors));
+            (json_int_t)s.bytes_uploaded, "requests_retried", (json_int_t)s.requests_retried,
+            "last_errors", errors));
     if (r < 0)
         return r;
     if (buf_printf(text,
                    "offload: backlog %llu files (%llu bytes, oldest %llus), %llu in flight; "
                    "uploaded %llu, verified %llu, archived %llu, deleted %llu, failed %llu, "
-                   "retried %llu, rejected %llu\n",
+                   "retried %llu (store requests %llu), rejected %llu\n",
                    (unsigned long long)s.backlog_files, (unsigned long long)s.backlog_bytes,
                    (unsigned long long)(s.oldest_pending_ms / 1000),
                    (unsigned long long)s.in_flight, (unsigned long long)s.uploaded,
                    (unsigned long long)s.verified, (unsigned long long)s.archived,
                    (unsigned long long)s.deleted, (unsigned long long)s.failed,
-                   (unsigned long long)s.retried, (unsigned long long)s.rejected) < 0)
+                   (unsigned long long)s.retried, (unsigned long long)s.requests_retried,
+                   (unsigned long long)s.rejected) < 0)
         return -ENOBUFS;
     return 0;
 }

@@ -35,7 +35,14 @@ struct store {
     struct store_options opts; /* defaults filled in */
     char *prefix;              /* prepended to every key */
     int conditional_create;
+    uint64_t requests_retried; /* atomic: read by any thread, see store_requests_retried() */
 };
+
+/** Count one retried request of s (any thread). */
+static inline void store_count_retry(struct store *s)
+{
+    __atomic_add_fetch(&s->requests_retried, 1, __ATOMIC_RELAXED);
+}
 
 /** Fill err (NULL-safe) with a status, code and printf-formatted message. */
 void store_error_set(struct store_error *err, int status, const char *code, const char *fmt, ...)

@@ -638,6 +638,7 @@ static int s3_perform(struct s3_store *s, const struct s3_req *req, struct s3_re
             err->attempts = (int)attempt + 1;
         if (r == 0 || !retryable || attempt >= s->retries)
             return r;
+        store_count_retry(&s->base);
     }
 }
 
@@ -1110,6 +1111,7 @@ static void job_transfer_done(struct s3_job *j, CURLcode cc, CURLM *multi)
     int r = call_finish(&j->call, cc, &retryable, &j->err);
     j->err.attempts = (int)++j->attempt;
     if (r < 0 && retryable && j->attempt <= j->s->retries) {
+        store_count_retry(&j->s->base);
         j->retry_at_ms = time_mono_ms() + s3_next_backoff(j->s, j->attempt - 1) + 1;
         return;
     }

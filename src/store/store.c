@@ -298,3 +298,8 @@ int store_abort_all_multipart(struct store *s, const char *key, unsigned *aborte
         return -EOPNOTSUPP;
     return s->ops->abort_all_multipart(s, key, aborted, err);
 }
+
+uint64_t store_requests_retried(const struct store *s)
+{
+    return __atomic_load_n(&s->requests_retried, __ATOMIC_RELAXED);
+}

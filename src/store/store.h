@@ -156,6 +156,10 @@ int store_abort_multipart(struct store *s, const char *key, const char *upload_i
 int store_abort_all_multipart(struct store *s, const char *key, unsigned *aborted,
                               struct store_error *err);
 
+/** How many requests s has retried since it was created (a transient failure: a 5xx, a
+ * reset, a timeout, a refused checksum). Any thread, while s exists. */
+uint64_t store_requests_retried(const struct store *s);
+
 /** Describe err in one line for logs ("SlowDown (503): Please reduce..."). */
 void store_error_format(const struct store_error *err, char *out, size_t outlen);
 

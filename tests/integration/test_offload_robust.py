@@ -188,3 +188,57 @@ def test_s3_kill9_before_upload_id_is_journalled_aborts_it(tmp_path, s3proxy, di
     assert "aborted 1 multipart upload(s) left open by an earlier run" in off.logtext()
     assert "list_uploads" in s3proxy.outcomes("GET"), s3proxy.log
     assert s3get(direct, "late/big.bin") == data
+
+
+def test_s3_random_faults_everything_delivered(tmp_path, s3proxy, direct):
+    """The proxy fails about 20% of all store requests at random (5xx, SlowDown, resets
+    while the body is sent or the answer returns, lost and late answers, wrong ETags,
+    a 200 whose body is an error): every file still arrives exactly, nothing is
+    deleted before it is verifiably stored, and the retries show in `ferry status`."""
+    seed = int(os.environ.get("FERRY_TEST_SEED", random.randrange(1 << 30)))
+    print(f"chaos seed {seed}")
+    off = Offloader(tmp_path, store="s3", s3port=s3proxy.port,
+                    extra="[store]\nprefix = chaos/\nretries = 1\n[offload]\nconcurrency = 4\n"
+                          "multipart_threshold = 5MiB\npart_size = 5MiB\n")
+    rng = random.Random(seed)
+    sizes = [rng.randrange(6 * MIB, 11 * MIB) if i % 40 == 7 else rng.randrange(0, 50_000)
+             for i in range(120)]
+    s3proxy.chaos(0.2, seed)
+    off.start()
+    try:
+        wait_for(lambda: off.status() is not None, 10, "the admin socket")
+        flow = Flow(off, lambda rel: s3get(direct, "chaos/" + rel), random.Random(seed + 1),
+                    sizes, 0.02).start()
+        try:
+            assert flow.written.wait(60), "the writer did not finish"
+            wait_for(lambda: off.local() == set(), 120,
+                     f"the spool to drain (seed {seed}, left {sorted(off.local())[:5]})")
+            # The counters follow the unlink (directory fsync, journal): wait for them.
+            wait_for(lambda: off.status()["offload"]["totals"]["deleted"] >= len(flow.files),
+                     10, f"the deletes to be counted (seed {seed})")
+        finally:
+            flow.finish()
+        status = off.status()
+        st, text = status["offload"], status["text"]
+    finally:
+        s3proxy.chaos(0, seed)
+        off.stop_checked()
+    hits = dict(s3proxy.chaos_hits)
+    print(f"seed {seed}: {len(flow.files)} files, injected {hits}, totals {st['totals']}")
+    assert flow.violations == [], (seed, flow.violations[:5])
+    check_all_offloaded(off, flow.files, lambda rel: s3get(direct, "chaos/" + rel))
+    faults = sum(hits.values())
+    assert faults >= 25, (seed, hits)
+    # Every file was verified before its delete; the retries are reported.
+    totals = st["totals"]
+    assert totals["failed"] == 0 and totals["deleted"] == len(flow.files), (seed, st)
+    assert totals["verified"] >= len(flow.files), (seed, st)
+    # Most faults are retried by the store within one attempt at a file, the rest by
+    # the offloader with backoff: both show.
+    assert totals["requests_retried"] > 0 and totals["retried"] > 0, (seed, st)
+    # (A store request gives up after 2 tries, a file after each give-up; a slow
+    # answer is no failure.)
+    failures = faults - hits.get("delay", 0)
+    assert totals["requests_retried"] + totals["retried"] >= failures // 3, (seed, hits, st)
+    assert "store requests" in text, text
+    assert st["last_errors"], (seed, st)
