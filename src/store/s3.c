@@ -22,6 +22,7 @@
 #define RESP_BODY_MAX (1024 * 1024)
 #define MAX_QUERY 4
 #define MAX_HEADERS 8
+#define PART_READ_CHUNK (256 * 1024) /* hashing a multipart part before it is sent */
 
 struct s3_store {
     struct store base;
@@ -905,18 +906,36 @@ static int job_prepare(struct s3_job *j)
         uint64_t part_size = s->base.opts.part_size;
         uint64_t off = (j->part_no - 1) * part_size;
         size_t len = (size_t)(d->size - off < part_size ? d->size - off : part_size);
+        /* The part is hashed here in small reads and sent from the file itself (curl
+         * re-reads it for a resend), so memory does not grow with part_size. Should
+         * the file change in between, the store refuses the part: its Content-MD5
+         * and signed payload hash are of the bytes hashed here. */
         if (!j->part)
-            j->part = xmalloc((size_t)part_size);
-        int r = read_full(j->item.fd, j->part, len, off);
+            j->part = xmalloc(PART_READ_CHUNK);
+        EVP_MD_CTX *pm = EVP_MD_CTX_new(), *ps = EVP_MD_CTX_new();
+        EVP_DigestInit_ex(pm, EVP_md5(), NULL);
+        EVP_DigestInit_ex(ps, EVP_sha256(), NULL);
+        int r = 0;
+        for (size_t done = 0; done < len && r == 0;) {
+            size_t n = len - done < PART_READ_CHUNK ? len - done : PART_READ_CHUNK;
+            r = read_full(j->item.fd, j->part, n, off + done);
+            if (r == 0) {
+                EVP_DigestUpdate(pm, j->part, n);
+                EVP_DigestUpdate(ps, j->part, n);
+                EVP_DigestUpdate(j->all, j->part, n);
+                done += n;
+            }
+        }
+        unsigned char md5[16], sha[32];
+        EVP_DigestFinal_ex(pm, md5, NULL);
+        EVP_DigestFinal_ex(ps, sha, NULL);
+        EVP_MD_CTX_free(pm);
+        EVP_MD_CTX_free(ps);
         if (r < 0) {
             store_error_set(&j->err, 0, "ReadFailed", "reading part %zu of '%s': %s", j->part_no,
                             j->item.key, strerror(-r));
             return r;
         }
-        unsigned char md5[16], sha[32];
-        EVP_Digest(j->part, len, md5, NULL, EVP_md5(), NULL);
-        EVP_Digest(j->part, len, sha, NULL, EVP_sha256(), NULL);
-        EVP_DigestUpdate(j->all, j->part, len);
         digests_fill(&j->pg, md5, sha);
         snprintf(j->num, sizeof(j->num), "%zu", j->part_no);
         req_init(q, "PUT", j->fkey);
@@ -924,7 +943,8 @@ static int job_prepare(struct s3_job *j)
         req_query(q, "uploadId", j->upload_id);
         req_integrity(s, q, &j->pg);
         q->payload_hash = j->pg.sha_hex;
-        q->body = j->part;
+        q->body_fd = j->item.fd;
+        q->body_off = off;
         q->body_len = len;
         return 0;
     }

@@ -6,6 +6,7 @@ Every check reads the store independently (the dir store's files, or boto3 again
 s3rver directly) and a sampler thread checks continuously that each file is local
 or stored with its exact bytes ("never neither").
 """
+import hashlib
 import os
 import random
 import subprocess
@@ -242,3 +243,74 @@ def test_s3_random_faults_everything_delivered(tmp_path, s3proxy, direct):
     assert totals["requests_retried"] + totals["retried"] >= failures // 3, (seed, hits, st)
     assert "store requests" in text, text
     assert st["last_errors"], (seed, st)
+
+
+def vm_hwm_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+def offload_big(off, rel, size, timeout):
+    """Offload one sparse file of size bytes with a running `ferry offload`; returns
+    (seconds, peak RSS in KiB read from /proc/PID/status while it ran)."""
+    path = os.path.join(off.spool, rel)
+    with open(path, "wb") as f:
+        # Sparse, with a few real bytes so that a misplaced part would show.
+        for off_ in range(0, size, 1 << 30):
+            f.seek(off_)
+            f.write(f"GiB {off_ >> 30} begins here".encode())
+        f.truncate(size)
+    t0 = time.monotonic()
+    proc = off.start()
+    try:
+        wait_for(lambda: not os.path.exists(path) or proc.poll() is not None, timeout,
+                 f"{rel} offloaded")
+        hwm = vm_hwm_kb(proc.pid)
+    finally:
+        off.stop_checked()
+    return time.monotonic() - t0, hwm
+
+
+def sparse_sha(size):
+    h = hashlib.sha256()
+    chunk = bytearray(1 << 20)
+    marks = {o: f"GiB {o >> 30} begins here".encode() for o in range(0, size, 1 << 30)}
+    for pos in range(0, size, len(chunk)):
+        buf = bytearray(chunk) if pos in marks else chunk
+        if pos in marks:
+            buf[:len(marks[pos])] = marks[pos]
+        h.update(buf[:min(len(chunk), size - pos)])
+    return h.hexdigest()
+
+
+def file_sha(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(4 << 20)
+            if not b:
+                return h.hexdigest()
+            h.update(b)
+
+
+def test_s3_part_size_does_not_grow_rss(tmp_path, s3proxy, direct):
+    """Parts are sent from the file, not from a buffer of part_size: 64 MiB parts
+    keep ferry's peak RSS far below one part."""
+    if is_sanitized():
+        pytest.skip("a sanitizer build's RSS says nothing about ferry's")
+    off = Offloader(tmp_path, store="s3", s3port=s3proxy.port,
+                    extra="[store]\nprefix = rss/\n[offload]\nmultipart_threshold = 64MiB\n"
+                          "part_size = 64MiB\n")
+    size = 130 * MIB
+    took, hwm = offload_big(off, "big.bin", size, 120)
+    print(f"{size >> 20} MiB in 64 MiB parts: {took:.1f}s, VmHWM {hwm} KiB")
+    assert hwm < 24 * 1024, hwm
+    obj = direct.get_object(Bucket=BUCKET, Key="rss/big.bin")
+    h = hashlib.sha256()
+    for chunk in obj["Body"].iter_chunks(4 << 20):
+        h.update(chunk)
+    assert h.hexdigest() == sparse_sha(size)
+    assert file_sha(os.path.join(off.archive, "big.bin")) == sparse_sha(size)
