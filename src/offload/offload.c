@@ -256,6 +256,8 @@ static const char *const transient_codes[] = {"RequestTimeout",
                                               "IncompleteBody",
                                               "RequestTimeTooSkewed",
                                               "ExpiredToken",
+                                              "TokenRefreshRequired",
+                                              "BadRequest", /* a HEAD's: see s3.c */
                                               "SlowDown",
                                               "Throttling",
                                               "ThrottlingException",

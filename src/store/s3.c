@@ -390,6 +390,7 @@ struct s3_call {
     struct curl_slist *hl;
     struct buf url;
     struct xfer x;
+    int renewed; /* the store refused the credentials and fresh ones were found */
 };
 
 static void resp_reset(struct s3_resp *r);
@@ -403,6 +404,10 @@ static int call_start(struct s3_call *call, struct s3_store *s, CURL *c, const s
     memset(call, 0, sizeof(*call));
     call->x = (struct xfer){.s = s, .c = c, .req = req, .resp = resp};
     char *host, *path;
+    char why[256];
+    /* A rewritten credentials file (rotated session credentials) is followed before
+     * the store has to refuse the old ones; a file that cannot be read now keeps them. */
+    (void)creds_refresh(&s->creds, 0, why, sizeof(why));
     url_parts(s, req->key, &host, &path);
     struct sigv4_creds sc = {s->creds.access_key, s->creds.secret_key, s->creds.session_token,
                              s->region, "s3"};
@@ -506,6 +511,19 @@ fail:
 static int s3_http_error(const struct s3_req *req, struct s3_resp *resp, int *retryable,
                          struct store_error *err);
 
+/* Did the store refuse the request's credentials (rather than the request)? A 403
+ * without a body (HEAD) may be either. */
+static int creds_refused(const struct store_error *err)
+{
+    static const char *const codes[] = {
+        "ExpiredToken",          "TokenRefreshRequired", "InvalidToken", "InvalidAccessKeyId",
+        "SignatureDoesNotMatch", "AccessDenied",         "BadRequest"};
+    for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++)
+        if (strcmp(err->code, codes[i]) == 0)
+            return 1;
+    return 0;
+}
+
 /* Judge a finished transfer (cc is its result) and release what call_start()
  * set up. Returns 0 for a 2xx (without an error body when req->error_in_body),
  * else -errno with err filled and *retryable per the S3 retry rules. */
@@ -543,9 +561,17 @@ static int call_finish(struct s3_call *call, CURLcode cc, int *retryable, struct
              * CompleteMultipartUpload after it started answering. */
             r = s3_http_error(req, resp, retryable, err);
     }
+    /* Refused credentials (a session token expired, keys rotated): when the
+     * credentials file now holds others, the request is to be sent again at once. */
+    char why[256];
+    if (r < 0 && err && creds_refused(err) &&
+        creds_refresh(&call->x.s->creds, 1, why, sizeof(why)) == 1)
+        call->renewed = 1;
     /* A GET that already wrote to its output cannot be repeated. */
-    if (resp->written)
+    if (resp->written) {
         *retryable = 0;
+        call->renewed = 0;
+    }
     curl_slist_free_all(call->hl);
     call->hl = NULL;
     buf_finish(&call->url);
@@ -577,9 +603,11 @@ static int s3_http_error(const struct s3_req *req, struct s3_resp *resp, int *re
     s3_xml_text(body, resp->body.len, "Message", message, sizeof(message));
     long st = resp->status;
     if (!code[0]) {
-        /* HEAD responses carry no body. */
+        /* HEAD responses carry no body. A 400 to a HEAD, which has no body or
+         * parameters to get wrong, is most often an expired session token. */
         const char *c = st == 404   ? "NoSuchKey"
                         : st == 403 ? "AccessDenied"
+                        : st == 400 ? "BadRequest"
                         : st == 412 ? "PreconditionFailed"
                         : st == 416 ? "InvalidRange"
                         : st == 503 ? "ServiceUnavailable"
@@ -626,9 +654,8 @@ static unsigned s3_next_backoff(struct s3_store *s, unsigned attempt)
 static int s3_perform(struct s3_store *s, const struct s3_req *req, struct s3_resp *resp,
                       struct store_error *err)
 {
-    for (unsigned attempt = 0;; attempt++) {
-        if (attempt)
-            sleep_ms(s3_next_backoff(s, attempt - 1));
+    int renewed = 0;
+    for (unsigned attempt = 0;;) {
         struct s3_call call;
         int retryable = 0;
         int r = call_start(&call, s, s->curl, req, resp, err);
@@ -637,9 +664,14 @@ static int s3_perform(struct s3_store *s, const struct s3_req *req, struct s3_re
         r = call_finish(&call, curl_easy_perform(s->curl), &retryable, err);
         if (err)
             err->attempts = (int)attempt + 1;
+        if (r < 0 && call.renewed && !renewed) {
+            renewed = 1; /* once, at once, with the fresh credentials */
+            continue;
+        }
         if (r == 0 || !retryable || attempt >= s->retries)
             return r;
         store_count_retry(&s->base);
+        sleep_ms(s3_next_backoff(s, attempt++));
     }
 }
 
@@ -848,6 +880,7 @@ struct s3_job {
     struct s3_call call;
     int in_flight;
     unsigned attempt;
+    int renewed;          /* this request was sent again with fresh credentials */
     uint64_t retry_at_ms; /* waiting for a retry when non-zero */
     int result;
     struct store_error err;
@@ -880,6 +913,7 @@ static int job_prepare(struct s3_job *j)
     struct s3_req *q = &j->req;
     const struct store_digest *d = &j->item.digest;
     j->attempt = 0;
+    j->renewed = 0;
     switch (j->state) {
     case JOB_PUT:
         req_init(q, "PUT", j->fkey);
@@ -1129,6 +1163,11 @@ static void job_transfer_done(struct s3_job *j, CURLcode cc, CURLM *multi)
     j->in_flight = 0;
     int retryable = 0;
     int r = call_finish(&j->call, cc, &retryable, &j->err);
+    if (r < 0 && j->call.renewed && !j->renewed) {
+        j->renewed = 1; /* once per request, at once, with the fresh credentials */
+        job_start_request(j, multi);
+        return;
+    }
     j->err.attempts = (int)++j->attempt;
     if (r < 0 && retryable && j->attempt <= j->s->retries) {
         store_count_retry(&j->s->base);
