@@ -118,6 +118,8 @@ class S3Proxy:
         self.chaos_seed = None
         self.chaos_hits = {}  # fault kind -> times injected at random
         self.in_flight = 0
+        self.generation = 0  # reset() starts a new one: late records of older requests are dropped
+        self.local = threading.local()
         self.max_in_flight = 0  # most requests handled at the same time
         self.lock = threading.Lock()
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
@@ -141,6 +143,7 @@ class S3Proxy:
 
     def reset(self):
         with self.lock:
+            self.generation += 1
             self.faults = []
             self.log = []
             self.requests = []
@@ -191,7 +194,10 @@ class S3Proxy:
 
     def record(self, method, path, outcome):
         with self.lock:
-            self.log.append((method, path, outcome))
+            # A request of an earlier test (say one it delayed) that ends now is not
+            # this test's.
+            if getattr(self.local, "generation", self.generation) == self.generation:
+                self.log.append((method, path, outcome))
 
     def outcomes(self, method=None):
         with self.lock:
@@ -478,6 +484,7 @@ def _make_handler(proxy):
             self.wfile.flush()
 
         def handle_counted(self):
+            proxy.local.generation = proxy.generation
             with proxy.lock:
                 proxy.in_flight += 1
                 proxy.max_in_flight = max(proxy.max_in_flight, proxy.in_flight)
