@@ -319,6 +319,7 @@ static void job_fail(struct offload *o, struct job *j, const char *what, int r,
     j->next = o->retry;
     o->retry = j;
     pthread_cond_signal(&o->cond);
+    pthread_cond_signal(&o->hasher_cond); /* it requeues retries when due */
     pthread_mutex_unlock(&o->mu);
 }
 
@@ -337,6 +338,7 @@ static void job_retry_later(struct offload *o, struct job *j, const struct offlo
     j->next = o->retry;
     o->retry = j;
     pthread_cond_signal(&o->cond);
+    pthread_cond_signal(&o->hasher_cond); /* it requeues retries when due */
     pthread_mutex_unlock(&o->mu);
 }
 
@@ -833,8 +835,24 @@ static void *hasher_main(void *arg)
     unsigned cap = 2 * (unsigned)o->conf->offload.concurrency;
     pthread_mutex_lock(&o->mu);
     for (;;) {
-        while (!o->stopping && (!o->queue_head || o->nhashed >= cap))
-            pthread_cond_wait(&o->hasher_cond, &o->mu);
+        /* Retries whose backoff ends come back here on time: the uploader may be
+         * asleep in store_put_many() until someone has work for it. */
+        while (!o->stopping && (!o->queue_head || o->nhashed >= cap)) {
+            uint64_t now = time_mono_ms(), due = retry_next_due(o);
+            if (due <= now) {
+                pthread_mutex_unlock(&o->mu);
+                retry_requeue_due(o, now);
+                pthread_mutex_lock(&o->mu);
+                continue;
+            }
+            if (due == UINT64_MAX) {
+                pthread_cond_wait(&o->hasher_cond, &o->mu);
+            } else {
+                struct timespec ts;
+                deadline_after(due - now, &ts);
+                pthread_cond_timedwait(&o->hasher_cond, &o->mu, &ts);
+            }
+        }
         if (o->stopping)
             break;
         struct job *j = queue_pop(&o->queue_head, &o->queue_tail);
@@ -842,6 +860,7 @@ static void *hasher_main(void *arg)
         o->hashing = true;
         pthread_mutex_unlock(&o->mu);
         job_hash(o, j);
+        store_put_wake(o->store); /* a job for next(), or the hasher no longer busy */
         pthread_mutex_lock(&o->mu);
         o->hashing = false;
         pthread_cond_signal(&o->cond); /* the uploader may be waiting for the last one */
@@ -867,6 +886,7 @@ static void *finisher_main(void *arg)
         o->nfinish--;
         o->finishing = true;
         pthread_mutex_unlock(&o->mu);
+        store_put_wake(o->store); /* below 2 x limit again: next() may go on */
         job_finish(o, j);
         pthread_mutex_lock(&o->mu);
         o->finishing = false;
@@ -885,13 +905,6 @@ static void *uploader_main(void *arg)
     for (;;) {
         if (o->stopping)
             break;
-        uint64_t now = time_mono_ms(), due = retry_next_due(o);
-        if (due <= now) {
-            pthread_mutex_unlock(&o->mu);
-            retry_requeue_due(o, now);
-            pthread_mutex_lock(&o->mu);
-            continue;
-        }
         if (o->hashed_head) {
             pthread_mutex_unlock(&o->mu);
             int r = store_put_many(o->store, (unsigned)o->conf->offload.concurrency, put_next,
@@ -909,10 +922,10 @@ static void *uploader_main(void *arg)
         if (o->opts.once && o->drained && !o->retry && !o->queue_head && !o->hashing &&
             !o->finish_head && !o->finishing)
             break;
-        /* Sleep until work arrives, a retry is due, or a stop. */
-        uint64_t wait = due == UINT64_MAX ? 1000 : due - now;
+        /* Sleep until work arrives (the hasher brings back retries when they are
+         * due) or a stop; the timeout is only a safety net. */
         struct timespec ts;
-        deadline_after(wait, &ts);
+        deadline_after(1000, &ts);
         pthread_cond_timedwait(&o->cond, &o->mu, &ts);
     }
     bool by_itself = !o->stopping;
@@ -1161,6 +1174,7 @@ int offload_stop(struct offload *o, uint64_t timeout_ms)
     pthread_cond_signal(&o->cond);
     pthread_cond_broadcast(&o->hasher_cond);
     pthread_cond_broadcast(&o->finisher_cond);
+    store_put_wake(o->store);
     /* Uploads in flight cannot be cut short (the store finishes what it started), nor
      * a file being hashed or verified: wait for those threads within the bound, else
      * leave them to the process's exit. */

@@ -4,9 +4,9 @@
 
 #include "store/store.h"
 
-/* How soon store_put_many() asks again when next() had nothing ready
- * (store.h promises "within about 10 ms"). */
-#define STORE_STARVED_POLL_MS 10
+/* How soon store_put_many() asks again when next() had nothing ready and nobody
+ * called store_put_wake() (a safety net: callers wake it). */
+#define STORE_STARVED_POLL_MS 1000
 
 struct store_ops {
     int (*put_file)(struct store *s, const char *key, int fd, const struct store_digest *d,
@@ -36,7 +36,15 @@ struct store {
     char *prefix;              /* prepended to every key */
     int conditional_create;
     uint64_t requests_retried; /* atomic: read by any thread, see store_requests_retried() */
+    int wake_fd;               /* eventfd: store_put_wake(); -1 without (a backend made directly) */
 };
+
+/** Wait until store_put_wake() was called on s or timeout_ms passed; consumes the
+ * wakeup. (The s3 loop polls wake_fd with its sockets instead.) */
+void store_wait_starved(struct store *s, int timeout_ms);
+
+/** Consume a pending store_put_wake() of s, if any. */
+void store_wake_drain(struct store *s);
 
 /** Count one retried request of s (any thread). */
 static inline void store_count_retry(struct store *s)

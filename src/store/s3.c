@@ -1260,8 +1260,13 @@ static int s3_put_many(struct store *st, unsigned concurrency, store_next_fn nex
         int done_now = 0;
         for (unsigned i = 0; i < concurrency; i++)
             done_now |= jobs[i].fkey && jobs[i].state == JOB_DONE;
-        if (!done_now)
-            curl_multi_poll(multi, NULL, 0, (int)wait_ms, NULL);
+        if (!done_now) {
+            /* Sleeps until a transfer moves, a retry is due, or the caller has more
+             * (store_put_wake()): no polling of next() while nothing happens. */
+            struct curl_waitfd wake = {.fd = s->base.wake_fd, .events = CURL_WAIT_POLLIN};
+            curl_multi_poll(multi, &wake, s->base.wake_fd >= 0 ? 1 : 0, (int)wait_ms, NULL);
+            store_wake_drain(&s->base); /* the loop asks next() again now */
+        }
     }
     free(jobs);
     return 0;
@@ -1419,6 +1424,7 @@ int s3_store_create(const struct ferry_conf *conf, struct store **out, struct st
     pthread_once(&curl_once, curl_init_once);
     struct s3_store *s = xcalloc(1, sizeof(*s));
     s->base.ops = &s3_ops;
+    s->base.wake_fd = -1; /* store_create() makes it */
     const char *ep = conf->store.endpoint;
     int r = -EINVAL;
     if (!ep || !*ep) {
