@@ -14,7 +14,7 @@ for arg in "$@"; do
     --test) TEST=1; PKGS="$PKGS python3-pytest python3-boto3 python3-botocore libfcgi-dev clang libclang-rt-14-dev clang-format curl openssl systemd"
         # s3rver needs Node.js; use the machine's if it has one (Debian 12 ships 18).
         command -v npm >/dev/null 2>&1 || PKGS="$PKGS nodejs npm" ;;
-    --bench) PKGS="$PKGS nginx-light lighttpd lighttpd-modules-lua wrk rclone python3 procps curl" ;;
+    --bench) PKGS="$PKGS nginx-light lighttpd lighttpd-modules-lua wrk rclone python3 procps curl time" ;;
     *) echo "usage: scripts/deps.sh [--test] [--bench]" >&2; exit 2 ;;
     esac
 done
