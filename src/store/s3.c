@@ -880,8 +880,9 @@ struct s3_job {
     struct s3_call call;
     int in_flight;
     unsigned attempt;
-    int renewed;          /* this request was sent again with fresh credentials */
-    uint64_t retry_at_ms; /* waiting for a retry when non-zero */
+    int renewed;              /* this request was sent again with fresh credentials */
+    unsigned create_attempts; /* CreateMultipartUpload requests sent */
+    uint64_t retry_at_ms;     /* waiting for a retry when non-zero */
     int result;
     struct store_error err;
     struct digests whole;
@@ -896,11 +897,21 @@ struct s3_job {
     char xml_hash[65];
 };
 
+static int s3_abort_all_multipart(struct store *st, const char *key, unsigned *aborted,
+                                  struct store_error *err);
+
 static void job_finish(struct s3_job *j, int r)
 {
-    if (r < 0 && j->upload_id[0]) {
-        struct store_error aerr;
+    struct store_error aerr;
+    if (r < 0 && j->upload_id[0])
         s3_abort_full(j->s, j->fkey, j->upload_id, &aerr);
+    /* CreateMultipartUpload was sent more than once (an answer lost, a timeout): an
+     * earlier one may have created an upload whose id never arrived. Ours is
+     * finished or aborted by now, so whatever is still open for the key is such an
+     * orphan. Rare; it briefly holds up the other uploads, as resolve_existing(). */
+    if (j->create_attempts > 1) {
+        unsigned n;
+        s3_abort_all_multipart(&j->s->base, j->item.key, &n, &aerr);
     }
     j->result = r;
     j->state = JOB_DONE;
@@ -1043,6 +1054,7 @@ static void job_advance(struct s3_job *j, int r, CURLM *multi)
         job_finish(j, r);
         return;
     case JOB_CREATE:
+        j->create_attempts = j->attempt;
         if (r == 0 && (!j->resp.body.data ||
                        s3_xml_text(j->resp.body.data, j->resp.body.len, "UploadId", j->upload_id,
                                    sizeof(j->upload_id)) < 0 ||

@@ -487,3 +487,17 @@ def test_s3_uploader_idle_while_waiting_costs_nothing(tmp_path, s3proxy, direct)
     assert busy_cpu < 0.05 and idle_cpu < 0.05, (busy_cpu, idle_cpu)
     # The watcher's 100 ms tick and the uploader's 1 s timeout: about 25 in 2 s.
     assert busy_switches < 60 and idle_switches < 60, (busy_switches, idle_switches)
+
+
+def test_s3_lost_create_answer_leaves_no_upload_open(tmp_path, s3proxy, direct):
+    """CreateMultipartUpload's answer is lost (the store did create the upload) and
+    the request is sent again: the upload whose id never arrived is aborted too."""
+    off = Offloader(tmp_path, store="s3", s3port=s3proxy.port, extra=multipart_conf("lost/"))
+    data = os.urandom(6 * MIB)
+    off.put("big.bin", data)
+    s3proxy.add_fault("drop_response", method="POST", query="uploads", times=1)
+    ok(off.run("--once"))
+    assert s3get(direct, "lost/big.bin") == data
+    mine = [k for k in s3proxy.created.values() if k == "lost/big.bin"]
+    assert len(mine) == 2, s3proxy.log  # the lost one and the one that was used
+    assert "lost/big.bin" not in s3proxy.open_uploads().values(), s3proxy.log
