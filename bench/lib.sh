@@ -5,7 +5,8 @@
 #   bench_init                     work dir $BENCH_DIR with public/, ulimit -n raised
 #   bench_build_ferry              release build in build-bench/; sets $FERRY_BIN
 #   bench_start NAME               start ferry|nginx|lighttpd on a free port, pinned
-#                                  to $BENCH_SERVER_CPU; sets $SERVER_PID, $SERVER_PORT
+#                                  to $BENCH_SERVER_CPU, with $BENCH_CONF_DIR/NAME.conf
+#                                  (default bench/); sets $SERVER_PID, $SERVER_PORT
 #   bench_stop                     stop the server started last and wait for it
 #   bench_url PATH                 http://127.0.0.1:$SERVER_PORT/PATH
 #   bench_etag PATH                the server's ETag for PATH
@@ -63,10 +64,12 @@ bench_free_port() {
     "$BENCH_PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
-# Fill @DIR@, @ROOT@ and @PORT@ into a config template.
+# Fill @DIR@, @ROOT@ and @PORT@ into a config template; a script may redefine
+# bench_filter (stdin to stdout) for placeholders of its own.
+bench_filter() { cat; }
 bench_template() {
     sed -e "s|@DIR@|$BENCH_DIR|g" -e "s|@ROOT@|$BENCH_DIR/public|g" \
-        -e "s|@PORT@|$SERVER_PORT|g" "$1" >"$2"
+        -e "s|@PORT@|$SERVER_PORT|g" "$1" | bench_filter >"$2"
 }
 
 # Wait until the server answers HTTP (a benchmark helper, not a test: polling
@@ -85,18 +88,19 @@ bench_start() {
     SERVER_NAME=$1
     SERVER_PORT=$(bench_free_port)
     pin="taskset -c $BENCH_SERVER_CPU"
+    confs=${BENCH_CONF_DIR:-$BENCH_HERE}
     case "$SERVER_NAME" in
     ferry)
-        bench_template "$BENCH_HERE/ferry.conf" "$BENCH_DIR/ferry.conf"
+        bench_template "$confs/ferry.conf" "$BENCH_DIR/ferry.conf"
         $pin "$FERRY_BIN" serve -c "$BENCH_DIR/ferry.conf" >"$BENCH_DIR/ferry.log" 2>&1 &
         ;;
     nginx)
-        bench_template "$BENCH_HERE/nginx.conf" "$BENCH_DIR/nginx.conf"
+        bench_template "$confs/nginx.conf" "$BENCH_DIR/nginx.conf"
         $pin nginx -p "$BENCH_DIR" -c "$BENCH_DIR/nginx.conf" -e "$BENCH_DIR/nginx-error.log" \
             >"$BENCH_DIR/nginx.log" 2>&1 &
         ;;
     lighttpd)
-        bench_template "$BENCH_HERE/lighttpd.conf" "$BENCH_DIR/lighttpd.conf"
+        bench_template "$confs/lighttpd.conf" "$BENCH_DIR/lighttpd.conf"
         $pin lighttpd -D -f "$BENCH_DIR/lighttpd.conf" >"$BENCH_DIR/lighttpd.log" 2>&1 &
         ;;
     floor)

@@ -10,7 +10,10 @@ Subcommands (each prints one JSON object per line; -o FILE also appends it):
 
   measure.py wrk  --pid PID --name NAME --test TEST [-o FILE] -- WRK ARGS...
       run wrk (with bench/wrk.lua, which must be among WRK ARGS) and report
-      requests/s, server CPU microseconds per request and server RSS
+      requests/s, server CPU microseconds per request and server RSS;
+      --exclude COMM (repeatable) leaves the server's children of that name
+      out of the server and counts them as the application, with the process
+      tree of --app-pid PID (an application started outside the server)
   measure.py idle --pid PID --name NAME --port PORT --path PATH [--count N] [-o FILE]
       open N keep-alive connections, make one request on each, leave them idle,
       then report the server's RSS (and how many connections are still open)
@@ -128,12 +131,26 @@ def emit(result, out_path):
 BENCH_RE = re.compile(r"^BENCH (.*)$", re.M)
 
 
-def run_wrk(pid, wrk_cmd):
-    """Run wrk while sampling the server's CPU; returns the measurement dict."""
-    pids = proc_tree(pid)
+def _comm(pid):
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def run_wrk(pid, wrk_cmd, exclude=(), app_pid=None):
+    """Run wrk while sampling the server's CPU; returns the measurement dict.
+    Processes named in exclude, and the tree of app_pid, are measured apart
+    as the application."""
+    tree = proc_tree(pid)
+    pids = [p for p in tree if _comm(p) not in exclude]
+    app = [p for p in tree if p not in pids] + (proc_tree(app_pid) if app_pid else [])
     user0, sys0 = cpu_split_us(pids)
+    app0 = cpu_us(app)
     proc = subprocess.run(wrk_cmd, capture_output=True, text=True)
     user1, sys1 = cpu_split_us(pids)
+    app1 = cpu_us(app)
     before, after = user0 + sys0, user1 + sys1
     rss = rss_kib(pids)
     pss = pss_kib(pids)
@@ -161,13 +178,14 @@ def run_wrk(pid, wrk_cmd):
         "errors": errors,
         "p50_us": w["p50_us"],
         "p99_us": w["p99_us"],
+        "app_cpu_us_per_req": round((app1 - app0) / requests, 3) if requests and app else None,
     }
 
 
 def cmd_wrk(args):
     if not args.wrk:
         raise SystemExit("measure.py wrk: give the wrk command after --")
-    r = run_wrk(args.pid, args.wrk)
+    r = run_wrk(args.pid, args.wrk, tuple(args.exclude or ()), args.app_pid)
     r.update({"server": args.name, "test": args.test, "kind": "wrk"})
     problems = []
     if r["errors"]:
@@ -304,7 +322,8 @@ def load(path):
     results = {}
     for key, rs in runs.items():
         agg = dict(rs[0])
-        for field in ("rps", "cpu_us_per_req", "user_share", "rss_kib", "pss_kib", "still_open"):
+        for field in ("rps", "cpu_us_per_req", "user_share", "rss_kib", "pss_kib", "still_open",
+                      "app_cpu_us_per_req", "p99_us"):
             values = [r[field] for r in rs if r.get(field) is not None]
             if values:
                 agg[field] = statistics.median(values)
@@ -395,6 +414,8 @@ def main(argv):
     w.add_argument("--test", required=True)
     w.add_argument("--min-bytes", type=int)
     w.add_argument("--max-bytes", type=int)
+    w.add_argument("--exclude", action="append")
+    w.add_argument("--app-pid", type=int)
     w.add_argument("-o", "--output")
     w.add_argument("wrk", nargs=argparse.REMAINDER)
     i = sub.add_parser("idle")

@@ -41,7 +41,7 @@ if [ "${FERRY_TEST_QUICK:-0}" != 1 ]; then
         $PY -m pytest -q -p no:cacheprovider \
         --junitxml=build-asan/pytest.xml tests/integration
 
-    step "fuzz: request parser 60 s, admin protocol 20 s, maintenance 20 s, Range 10 s"
+    step "fuzz: request parser 60 s, admin protocol 20 s, maintenance 20 s, Range 10 s, links 10 s, FastCGI 10 s"
     fuzz() { # NAME SECONDS: run one target on its seeds plus a corpus kept in build-asan/
         if [ ! -x "build-asan/tests/fuzz/fuzz_$1" ]; then
             echo "build-asan has no fuzz_$1: reconfigure it with -Dfuzz=true" >&2
@@ -57,6 +57,8 @@ if [ "${FERRY_TEST_QUICK:-0}" != 1 ]; then
     fuzz admin 20
     fuzz maint 20
     fuzz range 10
+    fuzz link 10
+    fuzz fcgi 10
 fi
 
 # One closing line over every suite that ran (set -e: reaching here means none failed).

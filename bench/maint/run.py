@@ -109,9 +109,9 @@ def fetch(port, path="/", method="GET"):
 
 
 class Server:
-    def __init__(self, name, argv, port, env=None, cwd=None):
+    def __init__(self, name, argv, port, env=None, cwd=None, cpu=None):
         self.name, self.port = name, port
-        self.proc = subprocess.Popen(["taskset", "-c", SERVER_CPU] + argv, cwd=cwd, env=env,
+        self.proc = subprocess.Popen(["taskset", "-c", cpu or SERVER_CPU] + argv, cwd=cwd, env=env,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_port(port, self.proc)
         self.pid = self.proc.pid
@@ -176,27 +176,36 @@ def setup(work, ferry_bin):
     return rendered.encode()
 
 
-def start_ferry(work, ferry_bin):
+def start_ferry_with(work, ferry_bin, root, sections, name="ferry"):
+    """ferry with one worker, no access log and its state under work/run,
+    serving root, with the config sections given (also used by
+    bench/offload_serve/run.py)."""
     port = free_port()
     with open(f"{work}/ferry.conf", "w") as f:
         f.write(f"""[server]
 listen = 127.0.0.1:{port}
-root = {work}/public
+root = {root}
 workers = 1
 admin_socket = {work}/run/ferry.sock
 state_dir = {work}/run
 access_log = off
 error_log = {work}/ferry.log
-[maintenance]
+{sections}""")
+    return Server(name, [ferry_bin, "serve", "-c", f"{work}/ferry.conf"], port, cwd=work)
+
+
+def start_ferry(work, ferry_bin):
+    return start_ferry_with(work, ferry_bin, f"{work}/public", f"""[maintenance]
 page = {work}/maintenance.html
 retry_after = 300
 allow_paths = /healthz
 """)
-    return Server("ferry", [ferry_bin, "serve", "-c", f"{work}/ferry.conf"], port, cwd=work)
 
 
-def start_nginx(work):
-    port = free_port()
+def start_nginx_with(work, port, server, http="", name="nginx", cpu=None):
+    """nginx with one worker and everything under work/nginx, listening on
+    port with the server block's other directives given, and more http-level
+    directives (also used by bench/offload_serve/run.py)."""
     with open(f"{work}/nginx/nginx.conf", "w") as f:
         f.write(f"""worker_processes 1;
 daemon off;
@@ -211,9 +220,20 @@ http {{
     fastcgi_temp_path {work}/nginx;
     uwsgi_temp_path {work}/nginx;
     scgi_temp_path {work}/nginx;
+{http}
     server {{
         listen 127.0.0.1:{port};
-        root {work}/public;
+{server}
+    }}
+}}
+""")
+    return Server(name, ["nginx", "-c", f"{work}/nginx/nginx.conf", "-p", f"{work}/nginx"],
+                  port, cpu=cpu)
+
+
+def start_nginx(work):
+    port = free_port()
+    return start_nginx_with(work, port, f"""        root {work}/public;
         error_page 503 /maintenance-rendered.html;
         location / {{
             if (-f {work}/maintenance.flag) {{ return 503; }}
@@ -224,12 +244,7 @@ http {{
             add_header X-Maintenance-Mode 1 always;
             add_header Retry-After 300 always;
             add_header Cache-Control no-store always;
-        }}
-    }}
-}}
-""")
-    return Server("nginx", ["nginx", "-c", f"{work}/nginx/nginx.conf", "-p", f"{work}/nginx"],
-                  port)
+        }}""")
 
 
 def start_lighttpd(work):
@@ -239,15 +254,21 @@ def start_lighttpd(work):
     # The Lua script sends doc-root/../maintenance.html: the rendered page.
     os.makedirs(f"{work}/lt/public", exist_ok=True)
     shutil.copy(f"{work}/public/maintenance-rendered.html", f"{work}/lt/maintenance.html")
+    return start_lighttpd_with(work, port, f"{work}/lt/public",
+                               f'magnet.attract-raw-url-to = ( "{work}/maint.lua" )\n')
+
+
+def start_lighttpd_with(work, port, docroot, lines):
+    """lighttpd with mod_magnet on port serving docroot, with more config lines
+    (also used by bench/offload_serve/run.py)."""
     with open(f"{work}/lighttpd.conf", "w") as f:
         f.write(f"""server.modules = ( "mod_magnet" )
-server.document-root = "{work}/lt/public"
+server.document-root = "{docroot}"
 server.bind = "127.0.0.1"
 server.port = {port}
 server.errorlog = "{work}/lighttpd-error.log"
 server.max-connections = 4096
-magnet.attract-raw-url-to = ( "{work}/maint.lua" )
-""")
+{lines}""")
     return Server("lighttpd", ["lighttpd", "-D", "-f", f"{work}/lighttpd.conf"], port)
 
 
@@ -281,6 +302,14 @@ def admin_roundtrip(path, line):
     t1 = time.monotonic()
     assert json.loads(data)["ok"] is True, data
     return t1 - t0
+
+
+def save_results(path, results):
+    """Append results as JSON lines to path (nothing when path is None)."""
+    if path:
+        with open(path, "a") as f:
+            for r in results:
+                f.write(json.dumps(r) + "\n")
 
 
 def pct(xs, p):
@@ -349,10 +378,7 @@ def main():
             wrk.wait()
             srv.stop()
     finally:
-        if args.json:
-            with open(args.json, "a") as f:
-                for r in results:
-                    f.write(json.dumps(r) + "\n")
+        save_results(args.json, results)
         shutil.rmtree(work, ignore_errors=True)
 
     med = {}

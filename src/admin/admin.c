@@ -3,6 +3,7 @@
 #include "common/alloc.h"
 #include "common/buf.h"
 #include "common/evloop.h"
+#include "common/net.h"
 #include "common/text.h"
 #include "common/timeutil.h"
 
@@ -134,88 +135,9 @@ int admin_encode_value(struct buf *b, const char *p, size_t n)
 
 /* ---- the listening socket ---- */
 
-static int fill_sockaddr(const char *path, struct sockaddr_un *sun, char *err, size_t errlen)
-{
-    memset(sun, 0, sizeof(*sun));
-    sun->sun_family = AF_UNIX;
-    if (strlen(path) >= sizeof(sun->sun_path)) {
-        snprintf(err, errlen, "admin socket path '%s' is too long (at most %zu bytes)", path,
-                 sizeof(sun->sun_path) - 1);
-        return -ENAMETOOLONG;
-    }
-    memcpy(sun->sun_path, path, strlen(path));
-    return 0;
-}
-
-static void ensure_parent_dir(const char *path)
-{
-    char *dir = xstrdup(path);
-    char *slash = strrchr(dir, '/');
-    if (slash && slash != dir) {
-        *slash = '\0';
-        mkdir(dir, 0700); /* a failure shows up as bind()'s error */
-    }
-    free(dir);
-}
-
 int admin_listen(const char *path, char *err, size_t errlen)
 {
-    struct sockaddr_un sun;
-    int r = fill_sockaddr(path, &sun, err, errlen);
-    if (r < 0)
-        return r;
-    struct stat st;
-    if (lstat(path, &st) == 0) {
-        if (!S_ISSOCK(st.st_mode)) {
-            snprintf(err, errlen, "admin socket '%s' exists and is not a socket; not replacing it",
-                     path);
-            return -EEXIST;
-        }
-        int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (probe < 0) {
-            r = -errno;
-            snprintf(err, errlen, "socket: %s", strerror(-r));
-            return r;
-        }
-        int c = connect(probe, (struct sockaddr *)&sun, sizeof(sun));
-        int e = errno;
-        close(probe);
-        if (c == 0) {
-            snprintf(err, errlen, "admin socket '%s' is in use: another ferry is running", path);
-            return -EADDRINUSE;
-        }
-        if (e != ECONNREFUSED && e != ENOENT) {
-            snprintf(err, errlen, "admin socket '%s': %s", path, strerror(e));
-            return -e;
-        }
-        /* Nobody listens: a leftover of a server that did not stop cleanly. */
-        if (unlink(path) < 0 && errno != ENOENT) {
-            r = -errno;
-            snprintf(err, errlen, "cannot remove stale admin socket '%s': %s", path, strerror(-r));
-            return r;
-        }
-    }
-    ensure_parent_dir(path);
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        r = -errno;
-        snprintf(err, errlen, "socket: %s", strerror(-r));
-        return r;
-    }
-    /* Create the file 0600 from the start: chmod after bind would leave a window
-     * in which another user could connect. Startup is single-threaded. */
-    mode_t old = umask(0177);
-    int b = bind(fd, (struct sockaddr *)&sun, sizeof(sun));
-    int e = errno;
-    umask(old);
-    if (b < 0 || listen(fd, 64) < 0) {
-        if (b == 0)
-            e = errno;
-        close(fd);
-        snprintf(err, errlen, "cannot listen on admin socket '%s': %s", path, strerror(e));
-        return -e;
-    }
-    return fd;
+    return net_listen_unix(path, "admin socket", "another ferry is running", true, 64, err, errlen);
 }
 
 /* ---- replies ---- */
@@ -314,6 +236,8 @@ struct admin {
     size_t ncmds;
     struct admin_section *sections;
     size_t nsections;
+    admin_status_hook_fn status_hook; /* admin_set_status_hook() */
+    void *status_hook_arg;
 };
 
 static void client_on_event(struct evloop *l, int fd, uint32_t events, void *arg);
@@ -514,13 +438,16 @@ static int status_admin_section(json_t *section, struct buf *text, void *arg)
     return r;
 }
 
-static int status_add_section(json_t *reply, struct buf *text, const char *name, admin_status_fn fn,
-                              void *arg)
+static int status_add_section(struct admin *a, json_t *reply, struct buf *text, const char *name,
+                              admin_status_fn fn, void *arg)
 {
     json_t *section = json_object();
     if (!section || json_object_set_new(reply, name, section) < 0)
         return -ENOMEM;
-    return fn(section, text, arg);
+    int r = fn(section, text, arg);
+    if (r == 0 && a->status_hook)
+        r = a->status_hook(name, section, text, a->status_hook_arg);
+    return r;
 }
 
 static void status_command(struct admin *a, json_t *reply)
@@ -530,12 +457,12 @@ static void status_command(struct admin *a, json_t *reply)
     int r = 0;
     const char *failed = NULL;
     for (size_t i = 0; r == 0 && i < a->nsections; i++) {
-        r = status_add_section(reply, &text, a->sections[i].name, a->sections[i].fn,
+        r = status_add_section(a, reply, &text, a->sections[i].name, a->sections[i].fn,
                                a->sections[i].arg);
         failed = a->sections[i].name;
     }
     if (r == 0) {
-        r = status_add_section(reply, &text, "admin", status_admin_section, a);
+        r = status_add_section(a, reply, &text, "admin", status_admin_section, a);
         failed = "admin";
     }
     if (r == 0) {
@@ -858,6 +785,12 @@ int admin_register_status(struct admin *a, const char *name, admin_status_fn fn,
     return 0;
 }
 
+void admin_set_status_hook(struct admin *a, admin_status_hook_fn fn, void *arg)
+{
+    a->status_hook = fn;
+    a->status_hook_arg = arg;
+}
+
 void admin_get_stats(const struct admin *a, struct admin_stats *out)
 {
     *out = a->stats;
@@ -956,7 +889,7 @@ int admin_call(const char *path, const char *line, struct buf *reply, int timeou
                size_t errlen)
 {
     struct sockaddr_un sun;
-    int r = fill_sockaddr(path, &sun, err, errlen);
+    int r = net_unix_addr(path, "admin socket", &sun, err, errlen);
     if (r < 0)
         return r;
     size_t len = strlen(line);

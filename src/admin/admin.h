@@ -178,6 +178,18 @@ int admin_register(struct admin *a, const char *name, admin_cmd_fn fn, void *arg
  * order, before "admin". Returns 0 or -EEXIST. */
 int admin_register_status(struct admin *a, const char *name, admin_status_fn fn, void *arg);
 
+/**
+ * A hook run after every status section's own function (the built-in
+ * "admin" included), with the section's name, object and the shared text:
+ * the metrics registry adds each component's metrics this way
+ * (metrics_attach_admin()). Same returns as admin_status_fn.
+ */
+typedef int (*admin_status_hook_fn)(const char *name, json_t *section, struct buf *text, void *arg);
+
+/** Install the status hook (NULL: none); arg stays the caller's and must
+ * outlive the admin. One hook at a time. The admin's loop thread. */
+void admin_set_status_hook(struct admin *a, admin_status_hook_fn fn, void *arg);
+
 /** Counters of the clients (see struct admin_stats). */
 void admin_get_stats(const struct admin *a, struct admin_stats *out);
 

@@ -39,6 +39,10 @@ int cli_open_log(const struct ferry_conf *c);
 int cli_admin_run(const char *conf_path, const char *line, int timeout_ms, bool json,
                   const char *fail_member);
 
+/** Parse a control command's -c FILE and --json. Returns 0, or EXIT_USAGE
+ * after printing the usage. */
+int cli_admin_parse(int argc, char **argv, const char **path, bool *json);
+
 /** A control command with only -c FILE and --json: parse them and send command. */
 int cli_admin_simple(int argc, char **argv, const char *command);
 
@@ -57,6 +61,8 @@ int cmd_status(int argc, char **argv);
 int cmd_check(int argc, char **argv);
 int cmd_version(int argc, char **argv);
 int cmd_presign(int argc, char **argv);
+int cmd_sign(int argc, char **argv);
 int cmd_offload(int argc, char **argv);
+int cmd_swap(int argc, char **argv);
 
 #endif

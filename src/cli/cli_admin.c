@@ -69,10 +69,10 @@ int cli_admin_run(const char *conf_path, const char *line, int timeout_ms, bool 
     return rc;
 }
 
-int cli_admin_simple(int argc, char **argv, const char *command)
+int cli_admin_parse(int argc, char **argv, const char **path, bool *json)
 {
-    const char *path = NULL;
-    bool json = false;
+    *path = NULL;
+    *json = false;
     static const struct option opts[] = {
         {"config", required_argument, NULL, 'c'},
         {"json", no_argument, NULL, 'j'},
@@ -82,13 +82,23 @@ int cli_admin_simple(int argc, char **argv, const char *command)
     optind = 1;
     while ((ch = getopt_long(argc, argv, "+c:j", opts, NULL)) != -1) {
         if (ch == 'c')
-            path = optarg;
+            *path = optarg;
         else if (ch == 'j')
-            json = true;
+            *json = true;
         else
             return cli_usage(argv[0]);
     }
     if (optind != argc)
         return cli_usage(argv[0]);
+    return 0;
+}
+
+int cli_admin_simple(int argc, char **argv, const char *command)
+{
+    const char *path;
+    bool json;
+    int r = cli_admin_parse(argc, argv, &path, &json);
+    if (r != 0)
+        return r;
     return cli_admin_run(path, command, 30000, json, NULL);
 }

@@ -4,6 +4,8 @@
 #include "common/conf.h"
 #include "common/evloop.h"
 #include "common/log.h"
+#include "metrics/metrics.h"
+#include "metrics/metrics_http.h"
 #include "offload/offload.h"
 
 #include <errno.h>
@@ -86,6 +88,8 @@ static int offload_run(const struct ferry_conf *conf, bool once, bool progress)
     struct offload_main m = {.signal_fd = -1, .progress = progress, .tty = isatty(2) == 1};
     struct admin *admin = NULL;
     struct offload *o = NULL;
+    struct metrics *metrics = metrics_create();
+    struct metrics_http *mhttp = NULL;
     char err[512] = "";
     int ret = EXIT_RUNTIME;
     sigset_t mask;
@@ -115,6 +119,17 @@ static int offload_run(const struct ferry_conf *conf, bool once, bool progress)
     struct offload_opts oo = {.once = once, .finished = on_finished, .finished_arg = &m};
     if (offload_create(conf, &oo, &o, err, sizeof(err)) < 0 ||
         offload_register_admin(o, admin) < 0 || offload_start(o, err, sizeof(err)) < 0) {
+        log_error("cannot start: %s", err);
+        goto done;
+    }
+    /* [metrics] listen serves the offloader's metrics when it runs alone too. */
+    if (metrics_register_process(metrics, "offload") < 0 ||
+        offload_register_metrics(o, metrics) < 0) {
+        log_error("cannot start: a metric family is registered twice");
+        goto done;
+    }
+    metrics_attach_admin(metrics, admin);
+    if (metrics_http_start(conf, metrics, &mhttp, err, sizeof(err)) < 0) {
         log_error("cannot start: %s", err);
         goto done;
     }
@@ -148,8 +163,10 @@ static int offload_run(const struct ferry_conf *conf, bool once, bool progress)
     else
         ret = EXIT_OK;
 done:
+    metrics_http_stop(mhttp);
     admin_destroy(admin);
     offload_destroy(o);
+    metrics_destroy(metrics);
     if (m.signal_fd >= 0) {
         evloop_fd_del(m.loop, m.signal_fd);
         close(m.signal_fd);

@@ -8,6 +8,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <ini.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -99,6 +100,17 @@ static int check_public_url(const char *value, char *why, size_t whylen)
     }
     if (value[strlen(value) - 1] != '/') {
         snprintf(why, whylen, "'%s' must end with '/'", value);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/* A URL prefix that a location matches on: starts and ends with '/'. */
+static int check_location(const char *value, char *why, size_t whylen)
+{
+    size_t n = strlen(value);
+    if (n == 0 || value[0] != '/' || value[n - 1] != '/') {
+        snprintf(why, whylen, "'%s' must start and end with '/'", value);
         return -EINVAL;
     }
     return 0;
@@ -231,11 +243,54 @@ const struct conf_key conf_keys[] = {
      "validity of presigned URLs, 1s to 7d"},
     {"offload", "redirect_status", CONF_ENUM, 0, 0, "302|303|307", "302", OFF(offload.redirect_status), NULL,
      "status code of public and presign redirects"},
+    {"offload", "verify_remote", CONF_BOOL, 0, 0, NULL, "off", OFF(offload.verify_remote), NULL,
+     "HEAD the store before redirecting a file that is not local; 404 when it is in neither place"},
+    {"offload", "link_secret", CONF_SECRET, 0, 0, NULL, "", OFF(offload.link_secret), NULL,
+     "set: requests under url_prefix need expires= and sig= made with it (ferry sign); empty: no check"},
+    {"offload", "link_secret_previous", CONF_SECRET, 0, 0, NULL, "", OFF(offload.link_secret_previous), NULL,
+     "a former link_secret whose links are still accepted, for rotation"},
+
+    {"backend", "command", CONF_STR, 0, 0, NULL, "", OFF(backend.command), NULL,
+     "FastCGI application started with the socket as fd 0; empty: no backend"},
+    {"backend", "location", CONF_STR, 0, 0, NULL, "/app/", OFF(backend.location), check_location,
+     "requests under this prefix go to the FastCGI backend"},
+    {"backend", "socket", CONF_PATH, 0, 0, NULL, "./run/app.sock", OFF(backend.socket), NULL,
+     "unix socket ferry binds at start and holds for its whole life; the processes accept on it"},
+    {"backend", "processes", CONF_INT, 1, 1024, NULL, "4", OFF(backend.processes), NULL,
+     "copies of command per generation"},
+    {"backend", "concurrency", CONF_INT, 1, 1024, NULL, "1", OFF(backend.concurrency), NULL,
+     "requests one process handles at once (1 for php-cgi and plain libfcgi)"},
+    {"backend", "hold_timeout", CONF_DURATION, 0, 3600 * SEC, NULL, "15s", OFF(backend.hold_timeout_ms), NULL,
+     "how long a request may wait for a free backend process before it gets the 503 page"},
+    {"backend", "hold_queue", CONF_INT, 0, 1000000, NULL, "1024", OFF(backend.hold_queue), NULL,
+     "requests waiting beyond this many get the 503 page at once"},
+    {"backend", "ready_timeout", CONF_DURATION, 100, 3600 * SEC, NULL, "30s", OFF(backend.ready_timeout_ms), NULL,
+     "a new generation must be ready within this, else it is killed and the old one keeps serving"},
+    {"backend", "ready_grace", CONF_DURATION, 0, 600 * SEC, NULL, "1s", OFF(backend.ready_grace_ms), NULL,
+     "a process that does not report ready on FERRY_READY_FD counts as ready when alive this long"},
+    {"backend", "drain_timeout", CONF_DURATION, 0, DAY, NULL, "60s", OFF(backend.drain_timeout_ms), NULL,
+     "how long an old generation may finish its requests after stop_signal before SIGTERM"},
+    {"backend", "timeout", CONF_DURATION, 1 * SEC, DAY, NULL, "60s", OFF(backend.timeout_ms), NULL,
+     "a backend that sends nothing for this long gets the request answered 504"},
+    {"backend", "stop_signal", CONF_ENUM, 0, 0, "USR1|USR2|TERM|INT|QUIT|HUP|WINCH", "USR1", OFF(backend.stop_signal), NULL,
+     "tells an old generation to stop accepting and exit when done (libfcgi and php-cgi: USR1)"},
+    {"backend", "script_filename", CONF_PATH, 0, 0, NULL, "", OFF(backend.script_filename), NULL,
+     "SCRIPT_FILENAME sent with every request (a front controller such as index.php); empty: root + path"},
+    {"backend", "accel_redirect", CONF_BOOL, 0, 0, NULL, "off", OFF(backend.accel_redirect), NULL,
+     "honour accel_headers in backend responses: ferry serves the named upload instead"},
+    {"backend", "accel_headers", CONF_LIST, 0, 0, NULL, "X-Accel-Redirect X-Sendfile", OFF(backend.accel_headers), NULL,
+     "response headers that name an upload to serve (a URL path under url_prefix, or a file path in the spool)"},
+
+    {"metrics", "listen", CONF_STR, 0, 0, NULL, "", OFF(metrics.listen), check_listen,
+     "address of the Prometheus endpoint (/metrics), e.g. 127.0.0.1:9180; empty: off"},
+    {"metrics", "allow_from", CONF_LIST, 0, 0, NULL, "127.0.0.1/32 ::1/128", OFF(metrics.allow_from), check_cidrs,
+     "clients allowed to scrape /metrics; others get 403"},
     {NULL, NULL, 0, 0, 0, NULL, NULL, 0, NULL, NULL},
 };
 /* clang-format on */
 
-static const char *const known_sections[] = {"server", "maintenance", "store", "offload", NULL};
+static const char *const known_sections[] = {"server",  "maintenance", "store", "offload",
+                                             "backend", "metrics",     NULL};
 
 static const char *enum_choices(const struct conf_key *k)
 {
@@ -637,10 +692,26 @@ static void conf_validate(struct parse_ctx *ctx)
         conf_error(ctx, 0, "key 'redirect': public needs public_url");
     if (c->offload.redirect == REDIRECT_PRESIGN && c->store.type != STORE_S3)
         conf_error(ctx, 0, "key 'redirect': presign needs [store] type = s3");
-    if (c->offload.redirect == REDIRECT_PROXY && c->store.type == STORE_S3)
+    bool public_redirect = c->offload.redirect == REDIRECT_PUBLIC ||
+                           (c->offload.redirect == REDIRECT_AUTO && c->store.type == STORE_S3 &&
+                            c->offload.public_url[0]);
+    if (c->offload.link_secret[0] && public_redirect)
         conf_error(ctx, 0,
-                   "key 'redirect': proxy with [store] type = s3 is not implemented yet "
-                   "(use public or presign)");
+                   "key 'link_secret': signed links with a public redirect would let anyone "
+                   "bypass the check at public_url (use redirect = presign or proxy)");
+    if (c->offload.link_secret_previous[0] && !c->offload.link_secret[0])
+        conf_error(ctx, 0, "key 'link_secret_previous': set without link_secret");
+    if (strpbrk(c->metrics.listen, " \t"))
+        conf_error(ctx, 0, "key 'listen' in [metrics]: one address only, got '%s'",
+                   c->metrics.listen);
+}
+
+int conf_stop_signal_number(int stop_signal)
+{
+    static const int numbers[] = {SIGUSR1, SIGUSR2, SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGWINCH};
+    if (stop_signal < 0 || (size_t)stop_signal >= sizeof(numbers) / sizeof(numbers[0]))
+        return SIGUSR1;
+    return numbers[stop_signal];
 }
 
 int conf_load(struct ferry_conf *c, const char *path, struct buf *err)

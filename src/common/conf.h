@@ -23,6 +23,16 @@ enum conf_verify { VERIFY_HEAD = 0, VERIFY_READBACK = 1 };
  * public_url, else presign (offload_serve_mode() in offload/serve.h). */
 enum conf_redirect { REDIRECT_AUTO = 0, REDIRECT_PUBLIC, REDIRECT_PRESIGN, REDIRECT_PROXY };
 enum conf_redirect_status { REDIRECT_302 = 0, REDIRECT_303, REDIRECT_307 };
+/* [backend] stop_signal; conf_stop_signal_number() maps it to SIGUSR1 etc. */
+enum conf_stop_signal {
+    STOP_USR1 = 0,
+    STOP_USR2,
+    STOP_TERM,
+    STOP_INT,
+    STOP_QUIT,
+    STOP_HUP,
+    STOP_WINCH
+};
 
 struct ferry_conf {
     char *path; /* file it came from, NULL for built-in defaults */
@@ -98,7 +108,33 @@ struct ferry_conf {
         char *public_url; /* "" or http(s)://HOST/...; ends with '/' */
         uint64_t presign_ttl_ms;
         int redirect_status; /* enum conf_redirect_status */
+        int verify_remote;   /* bool: HEAD the store before redirecting */
+        char *link_secret;   /* "" = links under url_prefix need no signature */
+        char *link_secret_previous;
     } offload;
+
+    struct {
+        char *command; /* "" = no backend: location is served like any path */
+        char *location;
+        char *socket;
+        long long processes;
+        long long concurrency; /* requests one process takes at once */
+        uint64_t hold_timeout_ms;
+        long long hold_queue;
+        uint64_t ready_timeout_ms;
+        uint64_t ready_grace_ms;
+        uint64_t drain_timeout_ms;
+        uint64_t timeout_ms; /* no byte from the backend this long: 504 */
+        int stop_signal;     /* enum conf_stop_signal */
+        char *script_filename;
+        int accel_redirect; /* bool */
+        struct conf_list accel_headers;
+    } backend;
+
+    struct {
+        char *listen; /* "" = no metrics listener */
+        struct conf_list allow_from;
+    } metrics;
 };
 
 enum conf_type {
@@ -152,6 +188,9 @@ int conf_parse_duration(const char *s, uint64_t *out_ms);
 /** Parse a size ("512", "64KiB", "16MiB", "1GiB", "2TiB"; K/M/G/T are binary too)
  * into bytes. Returns 0 or -EINVAL/-ERANGE. */
 int conf_parse_size(const char *s, uint64_t *out_bytes);
+
+/** The signal number of a [backend] stop_signal value (enum conf_stop_signal). */
+int conf_stop_signal_number(int stop_signal);
 
 /** Write the effective configuration as INI to b (secrets masked). */
 void conf_dump(const struct ferry_conf *c, struct buf *b);

@@ -44,6 +44,7 @@ struct evloop {
     size_t heap_len, heap_cap;
     uint64_t timer_seq;
     uint64_t now_ms;
+    uint64_t now_us; /* the same instant as now_ms */
     time_t now_wall;
     bool stop;
     evloop_fn before_wait;
@@ -57,13 +58,19 @@ struct evloop {
 
 void evloop_update_time(struct evloop *l)
 {
-    l->now_ms = time_mono_ms();
+    l->now_us = time_mono_us();
+    l->now_ms = l->now_us / 1000;
     l->now_wall = time(NULL);
 }
 
 uint64_t evloop_now(const struct evloop *l)
 {
     return l->now_ms;
+}
+
+uint64_t evloop_now_us(const struct evloop *l)
+{
+    return l->now_us;
 }
 
 time_t evloop_wall(const struct evloop *l)

@@ -100,6 +100,10 @@ void evloop_stop(struct evloop *l);
  * timers run); exact enough for timeouts. */
 uint64_t evloop_now(const struct evloop *l);
 
+/** evloop_now() in microseconds (the same instant): when this round began,
+ * e.g. a request's start as seen by its worker, without a clock call. */
+uint64_t evloop_now_us(const struct evloop *l);
+
 /** Wall-clock seconds, refreshed with evloop_now(). */
 time_t evloop_wall(const struct evloop *l);
 

@@ -1,5 +1,7 @@
 #include "common/net.h"
 
+#include "common/alloc.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -7,6 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 static int parse_port(const char *s, uint16_t *out)
@@ -211,4 +215,90 @@ void net_format_addr(const struct sockaddr *sa, char *out, size_t outlen)
         snprintf(out, outlen, "[%s]:%u", ip, ntohs(((const struct sockaddr_in6 *)sa)->sin6_port));
     else
         snprintf(out, outlen, "%s", ip);
+}
+
+int net_unix_addr(const char *path, const char *what, struct sockaddr_un *sun, char *err,
+                  size_t errlen)
+{
+    memset(sun, 0, sizeof(*sun));
+    sun->sun_family = AF_UNIX;
+    if (strlen(path) >= sizeof(sun->sun_path)) {
+        snprintf(err, errlen, "%s path '%s' is too long (at most %zu bytes)", what, path,
+                 sizeof(sun->sun_path) - 1);
+        return -ENAMETOOLONG;
+    }
+    memcpy(sun->sun_path, path, strlen(path));
+    return 0;
+}
+
+static void ensure_parent_dir(const char *path)
+{
+    char *dir = xstrdup(path);
+    char *slash = strrchr(dir, '/');
+    if (slash && slash != dir) {
+        *slash = '\0';
+        mkdir(dir, 0700); /* a failure shows up as bind()'s error */
+    }
+    free(dir);
+}
+
+int net_listen_unix(const char *path, const char *what, const char *in_use, bool nonblock,
+                    int backlog, char *err, size_t errlen)
+{
+    struct sockaddr_un sun;
+    int r = net_unix_addr(path, what, &sun, err, errlen);
+    if (r < 0)
+        return r;
+    struct stat st;
+    if (lstat(path, &st) == 0) {
+        if (!S_ISSOCK(st.st_mode)) {
+            snprintf(err, errlen, "%s '%s' exists and is not a socket; not replacing it", what,
+                     path);
+            return -EEXIST;
+        }
+        int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (probe < 0) {
+            r = -errno;
+            snprintf(err, errlen, "socket: %s", strerror(-r));
+            return r;
+        }
+        int c = connect(probe, (struct sockaddr *)&sun, sizeof(sun));
+        int e = errno;
+        close(probe);
+        if (c == 0) {
+            snprintf(err, errlen, "%s '%s' is in use: %s", what, path, in_use);
+            return -EADDRINUSE;
+        }
+        if (e != ECONNREFUSED && e != ENOENT) {
+            snprintf(err, errlen, "%s '%s': %s", what, path, strerror(e));
+            return -e;
+        }
+        /* Nobody listens: a leftover of a server that did not stop cleanly. */
+        if (unlink(path) < 0 && errno != ENOENT) {
+            r = -errno;
+            snprintf(err, errlen, "cannot remove stale %s '%s': %s", what, path, strerror(-r));
+            return r;
+        }
+    }
+    ensure_parent_dir(path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | (nonblock ? SOCK_NONBLOCK : 0), 0);
+    if (fd < 0) {
+        r = -errno;
+        snprintf(err, errlen, "socket: %s", strerror(-r));
+        return r;
+    }
+    /* Create the file 0600 from the start: chmod after bind would leave a window
+     * in which another user could connect. */
+    mode_t old = umask(0177);
+    int b = bind(fd, (struct sockaddr *)&sun, sizeof(sun));
+    int e = errno;
+    umask(old);
+    if (b < 0 || listen(fd, backlog) < 0) {
+        if (b == 0)
+            e = errno;
+        close(fd);
+        snprintf(err, errlen, "cannot listen on %s '%s': %s", what, path, strerror(e));
+        return -e;
+    }
+    return fd;
 }

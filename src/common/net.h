@@ -34,6 +34,24 @@ bool net_cidr_match(const struct net_cidr *c, const struct sockaddr *sa);
  * SO_REUSEADDR. Returns the fd or -errno. */
 int net_listen(const struct net_addr *a, int backlog);
 
+struct sockaddr_un;
+
+/** Fill sun for the unix socket path. Returns 0, or -ENAMETOOLONG with
+ * "WHAT path '...' is too long" in err. Any thread. */
+int net_unix_addr(const char *path, const char *what, struct sockaddr_un *sun, char *err,
+                  size_t errlen);
+
+/** Create a listening unix stream socket at path, mode 0600 from the start,
+ * close-on-exec, non-blocking when nonblock: refuses when something answers
+ * there (-EADDRINUSE, err says "WHAT '...' is in use: IN_USE"), removes a
+ * stale socket file nobody listens on, refuses to replace anything that is
+ * not a socket (-EEXIST), creates a missing parent directory (mode 0700).
+ * what names the socket in messages ("admin socket"). Returns the fd (the
+ * caller's) or -errno with a message in err. Changes the umask briefly: call
+ * before other threads create files. */
+int net_listen_unix(const char *path, const char *what, const char *in_use, bool nonblock,
+                    int backlog, char *err, size_t errlen);
+
 /** Sockets passed by the service manager (LISTEN_PID/LISTEN_FDS, starting at fd 3).
  * Returns how many (0 when none were passed for this process) and unsets the
  * variables so children do not inherit them. The fds are made non-blocking and

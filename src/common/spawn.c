@@ -18,7 +18,7 @@ extern char **environ;
 
 void spawn_opts_init(struct spawn_opts *o)
 {
-    *o = (struct spawn_opts){.stdin_fd = -1, .stdout_fd = -1, .stderr_fd = -1};
+    *o = (struct spawn_opts){.stdin_fd = -1, .stdout_fd = -1, .stderr_fd = -1, .fd3 = -1};
 }
 
 static bool spawn_fd_valid(int fd)
@@ -27,8 +27,10 @@ static bool spawn_fd_valid(int fd)
 }
 
 /* The file actions run in order in the child: every given fd is >= 3, so
- * the dup2s onto 0..2 never clobber one another's source, and closefrom(3)
- * then drops the sources and anything else not close-on-exec. */
+ * the dup2s onto 0..2 never clobber one another's source; fd 3 is filled
+ * last, after every other source has been read (one of them may be fd 3),
+ * and closefrom() then drops the sources and anything else not
+ * close-on-exec. */
 static int spawn_build_actions(const struct spawn_opts *o, posix_spawn_file_actions_t *fa)
 {
     int r;
@@ -42,8 +44,10 @@ static int spawn_build_actions(const struct spawn_opts *o, posix_spawn_file_acti
         r = posix_spawn_file_actions_adddup2(fa, o->stderr_fd, 2);
     if (r == 0 && o->cwd)
         r = posix_spawn_file_actions_addchdir_np(fa, o->cwd);
+    if (r == 0 && o->fd3 >= 0)
+        r = posix_spawn_file_actions_adddup2(fa, o->fd3, 3);
     if (r == 0)
-        r = posix_spawn_file_actions_addclosefrom_np(fa, 3);
+        r = posix_spawn_file_actions_addclosefrom_np(fa, o->fd3 >= 0 ? 4 : 3);
     return -r;
 }
 
@@ -67,7 +71,7 @@ static int spawn_build_attr(posix_spawnattr_t *attr)
 int spawn_process(const struct spawn_opts *o, struct spawn_child *out)
 {
     if (!o->argv || !o->argv[0] || !spawn_fd_valid(o->stdin_fd) || !spawn_fd_valid(o->stdout_fd) ||
-        !spawn_fd_valid(o->stderr_fd))
+        !spawn_fd_valid(o->stderr_fd) || !spawn_fd_valid(o->fd3))
         return -EINVAL;
 
     posix_spawn_file_actions_t fa;

@@ -34,10 +34,13 @@ struct spawn_opts {
     int stdin_fd;
     int stdout_fd; /* the child's fd 1; -1: inherit the caller's fd 1 */
     int stderr_fd; /* the child's fd 2; -1: inherit the caller's fd 2 */
+    /* The child's fd 3 (a readiness pipe, say), dup2'ed like stdin_fd; -1:
+     * none, and fd 3 is closed like every fd above 2. */
+    int fd3;
 };
 
 /** Set o to the defaults: no env/cwd override, stdin /dev/null, stdout and
- * stderr inherited. The caller fills argv. */
+ * stderr inherited, no fd 3. The caller fills argv. */
 void spawn_opts_init(struct spawn_opts *o);
 
 struct spawn_child {
@@ -47,7 +50,8 @@ struct spawn_child {
 };
 
 /** Start o->argv. Fds given in o must be -1 or >= 3. The child starts with
- * an empty signal mask, all dispositions SIG_DFL, and only fds 0, 1, 2 open.
+ * an empty signal mask, all dispositions SIG_DFL, and only fds 0, 1, 2 open
+ * (and 3 when o->fd3 is given).
  * Exec failures come back here: -ENOENT (no such program or cwd), -EACCES
  * (not executable), -ENOEXEC ...; -EINVAL for bad opts; -errno from
  * posix_spawn or pidfd_open. On success fills *out (the caller now owns the

@@ -9,6 +9,9 @@
 /** Monotonic clock in milliseconds. Any thread. */
 uint64_t time_mono_ms(void);
 
+/** Monotonic clock in microseconds (same clock as time_mono_ms()). Any thread. */
+uint64_t time_mono_us(void);
+
 /** Format t as an IMF-fixdate ("Sun, 06 Nov 1994 08:49:37 GMT", 29 chars) into
  * out (at least 32 bytes). Any thread. */
 void time_format_http(time_t t, char *out);

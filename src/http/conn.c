@@ -40,6 +40,7 @@ static int conn_write(struct conn *c);
 static int conn_flush(struct conn *c);
 static void request_done(struct conn *c);
 static void access_log_write(struct conn *c);
+static uint64_t body_bytes_sent(const struct conn *c);
 static void conn_update_events(struct conn *c);
 static void body_pump(struct conn *c);
 
@@ -253,11 +254,39 @@ static void response_release(struct conn *c)
     c->out_left = -1;
 }
 
+const uint64_t http_duration_bounds_us[HTTP_DURATION_BUCKETS] = {
+    500,    1000,   2500,   5000,    10000,   25000,   50000,
+    100000, 250000, 500000, 1000000, 2500000, 5000000, 10000000,
+};
+
+/* The request's metrics, in the worker's own counters (plain adds). The
+ * duration is measured on the loop's clock, as nginx's $request_time is on
+ * its cached time: from the round that read the head to the round that
+ * finished the response, so a response written in the round its request
+ * arrived counts as 0 and no clock is read per request. */
+static void request_metrics(struct conn *c)
+{
+    struct worker_metrics *m = &c->w->metrics;
+    unsigned k = c->handler < HANDLER_KIND_COUNT ? (unsigned)c->handler : HANDLER_KIND_CORE;
+    int cls = c->status >= 100 && c->status <= 599 ? c->status / 100 - 1 : STATUS_CLASSES - 1;
+    uint64_t now = evloop_now_us(c->w->loop);
+    uint64_t us = now > c->start_us ? now - c->start_us : 0;
+    size_t b = 0;
+    while (b < HTTP_DURATION_BUCKETS && us > http_duration_bounds_us[b])
+        b++;
+    WORKER_STAT_ADD(m->requests[k][cls], 1);
+    WORKER_STAT_ADD(m->body_bytes[k], body_bytes_sent(c));
+    WORKER_STAT_ADD(m->duration[k][b], 1);
+    WORKER_STAT_ADD(m->duration_us[k], us);
+    c->handler = HANDLER_KIND_CORE;
+}
+
 static void request_end_counters(struct conn *c)
 {
     if (!c->in_request)
         return;
     struct worker *w = c->w;
+    request_metrics(c);
     c->in_request = false;
     /* Exempt first: a reader between the two must never see fewer non-exempt
      * requests in flight than there are (`ferry down --drain` trusts it). */
@@ -421,6 +450,11 @@ void conn_set_log_note(struct conn *c, const char *note)
     c->log_note = note;
 }
 
+void conn_set_handler(struct conn *c, enum handler_kind kind)
+{
+    c->handler = kind;
+}
+
 const struct ferry_state *conn_state(const struct conn *c)
 {
     return c->w->state;
@@ -456,12 +490,12 @@ void conn_mark_exempt(struct conn *c)
 
 void conn_count_maint_served(struct conn *c)
 {
-    atomic_fetch_add_explicit(&c->w->stat_maint_served, 1, memory_order_relaxed);
+    WORKER_STAT_ADD(c->w->stat_maint_served, 1);
 }
 
 void conn_count_maint_bypassed(struct conn *c)
 {
-    atomic_fetch_add_explicit(&c->w->stat_maint_bypassed, 1, memory_order_relaxed);
+    WORKER_STAT_ADD(c->w->stat_maint_bypassed, 1);
 }
 
 static int out_str(struct conn *c, const char *s, size_t len)
@@ -1042,6 +1076,8 @@ static void conn_error(struct conn *c, int status)
     c->keep_alive = false;
     if (!c->in_request) {
         c->in_request = true;
+        c->handler = HANDLER_KIND_CORE;
+        c->start_us = evloop_now_us(c->w->loop);
         atomic_fetch_add_explicit(&c->w->stat_inflight, 1, memory_order_relaxed);
     }
     c->state = CONN_WRITE;
@@ -1055,7 +1091,7 @@ static void request_done(struct conn *c)
 {
     struct worker *w = c->w;
     access_log_write(c);
-    atomic_fetch_add_explicit(&w->stat_requests, 1, memory_order_relaxed);
+    WORKER_STAT_ADD(w->stat_requests, 1);
     request_end_counters(c);
     response_release(c);
     deferred_free(c);
@@ -1143,6 +1179,8 @@ static void dispatch(struct conn *c, struct http_request *req)
     struct server *s = c->w->srv;
     c->in_request = true;
     c->exempt = false;
+    c->handler = HANDLER_KIND_CORE;
+    c->start_us = evloop_now_us(c->w->loop);
     atomic_fetch_add_explicit(&c->w->stat_inflight, 1, memory_order_relaxed);
     c->minor_version = req->minor_version;
     c->head_only = req->method_id == HTTP_M_HEAD;

@@ -30,6 +30,28 @@ enum conn_state {
 
 #define IN_POOL_MAX 64
 
+/* A per-worker counter: written only by its worker's thread, read by anyone
+ * with relaxed loads (the scrape sums the workers). The relaxed load and
+ * store compile to a plain add: no locked instruction on the request path. */
+#define WORKER_STAT_ADD(field, n)                                                                  \
+    atomic_store_explicit(&(field), atomic_load_explicit(&(field), memory_order_relaxed) + (n),    \
+                          memory_order_relaxed)
+
+/* Request durations (ferry_http_request_duration_seconds), in microseconds. */
+#define HTTP_DURATION_BUCKETS 14
+extern const uint64_t http_duration_bounds_us[HTTP_DURATION_BUCKETS];
+
+enum { STATUS_CLASSES = 5 }; /* 1xx .. 5xx */
+
+/* The metrics a worker keeps for the scrape (server_metrics.c). */
+struct worker_metrics {
+    _Atomic uint64_t requests[HANDLER_KIND_COUNT][STATUS_CLASSES];
+    _Atomic uint64_t body_bytes[HANDLER_KIND_COUNT];
+    _Atomic uint64_t duration[HANDLER_KIND_COUNT][HTTP_DURATION_BUCKETS + 1]; /* not cumulative */
+    _Atomic uint64_t duration_us[HANDLER_KIND_COUNT];
+    _Atomic uint64_t conns_refused; /* closed at accept: max_connections reached */
+};
+
 /* A request's fields kept for the access log as offsets into its head. */
 struct log_span {
     uint32_t off, len;
@@ -81,7 +103,9 @@ struct conn {
     int status;
     int minor_version;
     struct log_span lg_method, lg_target, lg_referer, lg_ua;
-    const char *log_note; /* conn_set_log_note(); static storage, cleared per log line */
+    const char *log_note;      /* conn_set_log_note(); static storage, cleared per log line */
+    enum handler_kind handler; /* conn_set_handler(); reset per request */
+    uint64_t start_us;         /* when the request's head was dispatched (loop time) */
     uint64_t linger_bytes;
 
     /* Deferred responses (conn_defer()). */
@@ -129,6 +153,7 @@ struct worker {
     _Atomic uint64_t stat_inflight_exempt;
     _Atomic uint64_t stat_maint_served;
     _Atomic uint64_t stat_maint_bypassed;
+    struct worker_metrics metrics;
 };
 
 struct handler_entry {
@@ -144,6 +169,7 @@ struct server {
     size_t nlisten;
     int nworkers;
     struct worker *workers;
+    pthread_mutex_t *workers_mu; /* taken to (de)allocate workers, and by the metrics collector */
     struct handler_entry handlers[HANDLER_SLOT_COUNT];
     int access_fd; /* -1 when off */
     struct mime_table *mime;

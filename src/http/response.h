@@ -65,6 +65,26 @@ void conn_respond_simple(struct conn *c, int status, const char *content_type, c
  * combined fields: how a handler answered ("offload=redirect"). Worker thread. */
 void conn_set_log_note(struct conn *c, const char *note);
 
+/* Which handler answered a request, for the metrics (ferry_http_requests_total
+ * and friends, label "handler"). A request nobody claims (parse errors, 413,
+ * the 500 of a handler that did not answer) counts as HANDLER_KIND_CORE. */
+enum handler_kind {
+    HANDLER_KIND_CORE = 0,      /* "core": answered by the server itself */
+    HANDLER_KIND_STATIC,        /* "static": files from [server] root */
+    HANDLER_KIND_MAINTENANCE,   /* "maintenance": the 503 page */
+    HANDLER_KIND_OFFLOAD_LOCAL, /* "offload_local": under url_prefix, from the spool (or refused) */
+    HANDLER_KIND_REDIRECT,      /* "redirect": to [offload] public_url */
+    HANDLER_KIND_PRESIGN,       /* "presign": to a presigned store URL */
+    HANDLER_KIND_PROXY,         /* "proxy": the object served from the store */
+    HANDLER_KIND_BACKEND,       /* "backend": FastCGI */
+    HANDLER_KIND_COUNT,
+};
+
+/** Say which handler answers the current request (the last call wins; it is
+ * reset for each request). A plain store, no atomics: call it from the
+ * handler, worker thread. */
+void conn_set_handler(struct conn *c, enum handler_kind kind);
+
 /** Close the connection after this response (framing in doubt, or asked for). */
 void conn_set_close(struct conn *c);
 

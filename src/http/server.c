@@ -138,6 +138,7 @@ static void worker_on_accept(struct evloop *l, int lfd, uint32_t events, void *a
         if (open_now >= s->conf->server.max_connections) {
             /* Over the limit: close at once so served connections are unaffected. */
             atomic_fetch_sub_explicit(&s->conns_total_open, 1, memory_order_relaxed);
+            WORKER_STAT_ADD(w->metrics.conns_refused, 1);
             close(fd);
             continue;
         }
@@ -269,6 +270,8 @@ struct server *server_create(const struct ferry_conf *conf, char *err, size_t er
 {
     struct server *s = xcalloc(1, sizeof(*s));
     s->conf = conf;
+    s->workers_mu = xmalloc(sizeof(*s->workers_mu));
+    pthread_mutex_init(s->workers_mu, NULL);
     s->access_fd = -1;
     s->root_fd = -1;
     s->signal_fd = s->ack_fd = s->idle_fd = -1;
@@ -392,6 +395,8 @@ void server_destroy(struct server *s)
     for (int i = 0; i < STATE_PARTS; i++)
         state_release_part(s, st, i);
     free(st);
+    pthread_mutex_destroy(s->workers_mu);
+    free(s->workers_mu);
     free(s);
 }
 
@@ -426,9 +431,8 @@ void server_on_idle(struct server *s, server_idle_cb cb, void *arg)
 void server_get_stats(const struct server *s, struct server_stats *out)
 {
     memset(out, 0, sizeof(*out));
-    if (!s->workers)
-        return;
-    for (int i = 0; i < s->nworkers; i++) {
+    pthread_mutex_lock(s->workers_mu);
+    for (int i = 0; s->workers && i < s->nworkers; i++) {
         struct worker *w = &s->workers[i];
         out->connections_open += atomic_load_explicit(&w->stat_conns_open, memory_order_relaxed);
         out->connections_total += atomic_load_explicit(&w->stat_conns_total, memory_order_relaxed);
@@ -439,6 +443,7 @@ void server_get_stats(const struct server *s, struct server_stats *out)
         out->maint_served += atomic_load_explicit(&w->stat_maint_served, memory_order_relaxed);
         out->maint_bypassed += atomic_load_explicit(&w->stat_maint_bypassed, memory_order_relaxed);
     }
+    pthread_mutex_unlock(s->workers_mu);
 }
 
 /* ---- state publication ---- */
@@ -636,7 +641,9 @@ int server_run(struct server *s)
         return r;
     evloop_timer_init(&s->shutdown_timer, on_shutdown_timeout, s);
 
+    pthread_mutex_lock(s->workers_mu);
     s->workers = xcalloc((size_t)s->nworkers, sizeof(struct worker));
+    pthread_mutex_unlock(s->workers_mu);
     r = workers_start(s);
     if (r == 0) {
         char addr[80] = "";
@@ -664,9 +671,11 @@ int server_run(struct server *s)
     retire_collect(s, true);
     for (int i = 0; i < s->nworkers; i++)
         worker_finish(&s->workers[i]);
+    pthread_mutex_lock(s->workers_mu);
     free(s->workers);
     s->workers = NULL;
     s->nworkers = 0;
+    pthread_mutex_unlock(s->workers_mu);
     evloop_fd_del(s->loop, s->signal_fd);
     evloop_fd_del(s->loop, s->idle_fd);
     evloop_fd_del(s->loop, s->ack_fd);

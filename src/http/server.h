@@ -100,7 +100,9 @@ int server_publish(struct server *s, enum server_state_part part, const void *sn
 /** The state most recently published (supervisor's view). */
 const struct ferry_state *server_state(const struct server *s);
 
-/** Totals across workers (relaxed reads; exact once workers are quiet). */
+/** Totals across workers (relaxed reads; exact once workers are quiet). Any
+ * thread (server_get_stats() takes a lock only against server_run() freeing
+ * the workers). */
 struct server_stats {
     uint64_t connections_open;
     uint64_t connections_total;

@@ -16,7 +16,10 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <linux/openat2.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,14 +27,79 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+/* static_open_beneath() without openat2: rel walked one component at a time
+ * with O_NOFOLLOW, so no symlink is followed at all. Stricter than RESOLVE_BENEATH (a symlink that
+ * stays inside is refused too), never looser; ".." cannot occur (static_decode_path() rejects dot
+ * segments, and so does this walk). */
+static int open_nofollow(int dirfd, const char *rel)
+{
+    char part[NAME_MAX + 1];
+    int cur = dirfd;
+    const char *p = rel;
+    for (;;) {
+        while (*p == '/')
+            p++;
+        const char *end = strchr(p, '/');
+        size_t n = end ? (size_t)(end - p) : strlen(p);
+        bool last = !end || end[strspn(end, "/")] == '\0';
+        int fd;
+        if (n == 0 || n > NAME_MAX || (p[0] == '.' && (n == 1 || (n == 2 && p[1] == '.')))) {
+            fd = -(n > NAME_MAX ? ENAMETOOLONG : ENOENT);
+        } else {
+            memcpy(part, p, n);
+            part[n] = '\0';
+            int flags = O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY;
+            flags |= last ? O_NONBLOCK : O_DIRECTORY | O_PATH;
+            fd = openat(cur, part, flags);
+            if (fd < 0)
+                fd = -errno;
+        }
+        if (cur != dirfd)
+            close(cur);
+        if (fd < 0 || last)
+            return fd;
+        cur = fd;
+        p += n;
+    }
+}
+
 int static_open_beneath(int dirfd, const char *rel)
 {
-    struct open_how how = {
-        .flags = O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY,
-        .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS,
-    };
-    int fd = (int)syscall(SYS_openat2, dirfd, rel, &how, sizeof(how));
-    return fd < 0 ? -errno : fd;
+    static atomic_bool no_openat2;
+    if (!atomic_load_explicit(&no_openat2, memory_order_relaxed)) {
+        struct open_how how = {
+            .flags = O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY,
+            .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS,
+        };
+        int fd = (int)syscall(SYS_openat2, dirfd, rel, &how, sizeof(how));
+        if (fd >= 0)
+            return fd;
+        if (errno != ENOSYS)
+            return -errno;
+        atomic_store_explicit(&no_openat2, true, memory_order_relaxed);
+    }
+    return open_nofollow(dirfd, rel);
+}
+
+int static_open_errno_status(int err)
+{
+    switch (err) {
+    case ENOENT:
+    case ENOTDIR:
+    case ELOOP:
+    case EXDEV:
+    case ENAMETOOLONG:
+        return 404;
+    case EACCES:
+    case EPERM:
+        return 403;
+    case EMFILE:
+    case ENFILE:
+    case ENOMEM:
+        return 503;
+    default:
+        return 500;
+    }
 }
 
 long static_decode_path(const char *p, size_t len, char *out, size_t cap)
@@ -113,15 +181,34 @@ static void respond_error(struct conn *c, int status, const char *body)
     conn_respond_simple(c, status, "text/plain", body);
 }
 
+static void respond_open_error(struct conn *c, int err)
+{
+    switch (static_open_errno_status(err)) {
+    case 404:
+        respond_error(c, 404, "404 Not Found\n");
+        break;
+    case 403:
+        respond_error(c, 403, "403 Forbidden\n");
+        break;
+    case 503:
+        respond_error(c, 503, "503 Service Unavailable: out of file descriptors or memory\n");
+        break;
+    default:
+        respond_error(c, 500, "500 Internal Server Error\n");
+        break;
+    }
+}
+
 /* What a response is made from: a cached entry or an open file. */
 struct file_view {
     off_t size;
     time_t mtime;
     const char *etag;
     const char *lastmod;
-    const char *ctype;      /* used only when served from fd */
-    int fd;                 /* -1 when served from e */
-    struct fcache_entry *e; /* NULL when served from fd */
+    const char *ctype;         /* used only when served from fd */
+    int fd;                    /* -1 when served from e */
+    struct fcache_entry *e;    /* NULL when served from fd */
+    const char *cache_control; /* NULL: no Cache-Control header */
 };
 
 static void view_body(struct conn *c, struct file_view *v, off_t start, off_t len)
@@ -159,6 +246,8 @@ static int static_serve(struct conn *c, const struct http_request *req, struct f
         conn_respond_start(c, 304);
         conn_respond_header(c, "ETag", v->etag);
         conn_respond_header(c, "Last-Modified", v->lastmod);
+        if (v->cache_control)
+            conn_respond_header(c, "Cache-Control", v->cache_control);
         conn_respond_body(c, "", 0, NULL, NULL);
         return HANDLER_DONE;
     }
@@ -196,6 +285,8 @@ static int static_serve(struct conn *c, const struct http_request *req, struct f
         conn_respond_header(c, "ETag", v->etag);
         conn_respond_header(c, "Accept-Ranges", "bytes");
     }
+    if (v->cache_control)
+        conn_respond_header(c, "Cache-Control", v->cache_control);
     if (rr == RANGE_SATISFIABLE) {
         char cr[96];
         snprintf(cr, sizeof(cr), "bytes %llu-%llu/%lld", (unsigned long long)start,
@@ -275,6 +366,13 @@ int static_check_request(struct conn *c, const struct http_request *req)
 int static_serve_fd(struct conn *c, const struct http_request *req, int fd, const struct stat *st,
                     const char *content_type)
 {
+    return static_serve_fd_with_cache_control(c, req, fd, st, content_type, NULL);
+}
+
+int static_serve_fd_with_cache_control(struct conn *c, const struct http_request *req, int fd,
+                                       const struct stat *st, const char *content_type,
+                                       const char *cache_control)
+{
     if (!S_ISREG(st->st_mode)) {
         close(fd);
         respond_error(c, 403, "403 Forbidden\n");
@@ -288,7 +386,8 @@ int static_serve_fd(struct conn *c, const struct http_request *req, int fd, cons
                           .lastmod = lastmod,
                           .ctype = content_type,
                           .fd = fd,
-                          .e = NULL};
+                          .e = NULL,
+                          .cache_control = cache_control};
     return static_serve(c, req, &v);
 }
 
@@ -298,6 +397,7 @@ int static_handle(struct conn *c, const struct http_request *req, void *arg)
 {
     struct server *s = arg;
     struct worker *w = c->w;
+    c->handler = HANDLER_KIND_STATIC;
     if (static_check_request(c, req) == HANDLER_DONE)
         return HANDLER_DONE;
     long plen = static_decode_path(req->path.p, req->path.len, w->path_buf,
@@ -319,10 +419,7 @@ int static_handle(struct conn *c, const struct http_request *req, void *arg)
     const char *rel = w->path_buf[1] ? w->path_buf + 1 : ".";
     int fd = static_open_beneath(s->root_fd, rel);
     if (fd < 0) {
-        if (fd == -EACCES || fd == -EPERM)
-            respond_error(c, 403, "403 Forbidden\n");
-        else
-            respond_error(c, 404, "404 Not Found\n");
+        respond_open_error(c, -fd);
         return HANDLER_DONE;
     }
     struct stat st;

@@ -22,9 +22,17 @@ long static_decode_path(const char *p, size_t len, char *out, size_t cap);
 
 /** Open rel (relative, NUL-terminated) below dirfd for reading with openat2
  * RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS (O_NONBLOCK, O_CLOEXEC): nothing
- * outside dirfd is reachable, not even through symlinks. Returns the fd (the
- * caller's) or -errno. Any thread. */
+ * outside dirfd is reachable, not even through symlinks. Where the kernel has
+ * no openat2 (ENOSYS), rel is walked component by component with O_NOFOLLOW
+ * instead: no symlink is followed at all. Returns the fd (the caller's) or
+ * -errno. Any thread. */
 int static_open_beneath(int dirfd, const char *rel);
+
+/** The status for a failed static_open_beneath() (err > 0): 404 for names that
+ * do not resolve (ENOENT, ENOTDIR, ELOOP, EXDEV, ENAMETOOLONG), 403 for EACCES
+ * and EPERM, 503 when out of descriptors or memory, else 500 — never a 404 for
+ * a file that may exist. Pure. */
+int static_open_errno_status(int err);
 
 /**
  * Refuse what no file can answer: methods other than GET and HEAD (405 with
@@ -53,5 +61,11 @@ int static_check_request(struct conn *c, const struct http_request *req);
  */
 int static_serve_fd(struct conn *c, const struct http_request *req, int fd, const struct stat *st,
                     const char *content_type);
+
+/** static_serve_fd() with a Cache-Control header (cache_control, copied; NULL:
+ * none) on the 200, 206 and 304 answers. Same ownership of fd and returns. */
+int static_serve_fd_with_cache_control(struct conn *c, const struct http_request *req, int fd,
+                                       const struct stat *st, const char *content_type,
+                                       const char *cache_control);
 
 #endif

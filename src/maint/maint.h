@@ -208,6 +208,13 @@ struct maint_ctl;
 struct maint_ctl *maint_attach(struct server *s, struct admin *admin, const struct ferry_conf *conf,
                                char *err, size_t errlen);
 
+struct metrics;
+
+/** Register the "maintenance" metric families (mode, responses served,
+ * bypassed) of m with reg. m must outlive every rendering of reg. Returns as
+ * metrics_register(). Supervisor thread, at startup. */
+int maint_register_metrics(struct maint_ctl *m, struct metrics *reg);
+
 /** Free what maint_attach() set up, after server_run() returned and before
  * admin_destroy() and server_destroy(). NULL-safe. */
 void maint_detach(struct maint_ctl *m);

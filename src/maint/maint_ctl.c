@@ -12,9 +12,11 @@
 #include "http/parser.h"
 #include "http/response.h"
 #include "http/server.h"
+#include "metrics/metrics.h"
 
 #include <errno.h>
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +35,7 @@ struct maint_ctl {
     struct evloop_timer drain_timer;
     uint64_t drain_started_ms;
     json_t *drain_reply; /* the reply so far (owned here until sent) */
+    _Atomic bool on;     /* the published state is "on": for the metrics collector */
 };
 
 static void format_iso(int64_t ms, char *out, size_t outlen)
@@ -95,6 +98,7 @@ static int maint_handle_request(struct conn *c, const struct http_request *req, 
         conn_set_close(c);
     maint_snapshot_ref(snap);
     conn_respond_body(c, body->data, body->len, release_snapshot, snap);
+    conn_set_handler(c, HANDLER_KIND_MAINTENANCE);
     conn_count_maint_served(c);
     return HANDLER_DONE;
 }
@@ -117,6 +121,7 @@ static int publish_window(struct maint_ctl *m)
     const struct maint_snapshot *snap = NULL;
     if (m->win.mode == MAINT_ON)
         snap = maint_snapshot_create(&m->policy, &m->win);
+    atomic_store_explicit(&m->on, snap != NULL, memory_order_relaxed);
     return server_publish(m->s, STATE_MAINT, snap);
 }
 
@@ -605,4 +610,35 @@ void maint_detach(struct maint_ctl *m)
      * policy: the policy is freed here, so detach only after server_run(). */
     maint_policy_finish(&m->policy);
     free(m);
+}
+
+/* ---- metrics ---- */
+
+static const struct metrics_family maint_families[] = {
+    {.name = "maintenance_mode",
+     .help = "1 while maintenance mode is on (the 503 page is served), else 0.",
+     .type = METRICS_GAUGE},
+    {.name = "maintenance_responses_total",
+     .help = "Requests answered with the maintenance page.",
+     .type = METRICS_COUNTER},
+    {.name = "maintenance_bypassed_total",
+     .help = "Requests let through during maintenance (allow_paths, allow_from, bypass cookie).",
+     .type = METRICS_COUNTER},
+};
+
+static int maint_collect(struct metrics_collector *mc, void *arg)
+{
+    struct maint_ctl *m = arg;
+    struct server_stats st;
+    server_get_stats(m->s, &st);
+    metrics_value(mc, 0, NULL, atomic_load_explicit(&m->on, memory_order_relaxed) ? 1 : 0);
+    metrics_value(mc, 1, NULL, (double)st.maint_served);
+    metrics_value(mc, 2, NULL, (double)st.maint_bypassed);
+    return 0;
+}
+
+int maint_register_metrics(struct maint_ctl *m, struct metrics *reg)
+{
+    return metrics_register(reg, "maintenance", maint_families,
+                            sizeof(maint_families) / sizeof(maint_families[0]), maint_collect, m);
 }

@@ -8,6 +8,7 @@
 #include "common/fsdir.h"
 #include "common/log.h"
 #include "common/timeutil.h"
+#include "metrics/metrics.h"
 #include "http/mime.h"
 #include "offload/journal.h"
 #include "offload/keymap.h"
@@ -1343,4 +1344,83 @@ int offload_dry_run(const struct ferry_conf *conf, FILE *out, char *err, size_t 
         return -errno;
     }
     return dry.count;
+}
+
+/* ---- metrics ---- */
+
+enum {
+    OF_BACKLOG_FILES,
+    OF_BACKLOG_BYTES,
+    OF_BACKLOG_OLDEST,
+    OF_IN_FLIGHT,
+    OF_FILES,
+    OF_RETRIES,
+    OF_BYTES_UPLOADED,
+    OF_STORE_DURATION,
+    OF_COUNT,
+};
+
+static const struct metrics_family offload_families[OF_COUNT] = {
+    [OF_BACKLOG_FILES] = {.name = "offload_backlog_files",
+                          .help = "Files in the spool waiting to be offloaded.",
+                          .type = METRICS_GAUGE},
+    [OF_BACKLOG_BYTES] = {.name = "offload_backlog_bytes",
+                          .help = "Bytes of the files waiting to be offloaded.",
+                          .type = METRICS_GAUGE},
+    [OF_BACKLOG_OLDEST] = {.name = "offload_backlog_oldest_seconds",
+                           .help = "Age of the oldest file waiting to be offloaded.",
+                           .type = METRICS_GAUGE},
+    [OF_IN_FLIGHT] = {.name = "offload_transfers_in_flight",
+                      .help = "Uploads to the store in progress.",
+                      .type = METRICS_GAUGE},
+    [OF_FILES] = {.name = "offload_files_total",
+                  .help = "Files that passed each stage: uploaded, verified, archived, deleted "
+                          "(locally, once stored), failed (left in place), rejected.",
+                  .type = METRICS_COUNTER,
+                  .labels = {"stage"}},
+    [OF_RETRIES] = {.name = "offload_retries_total",
+                    .help = "Uploads retried after a transient failure.",
+                    .type = METRICS_COUNTER},
+    [OF_BYTES_UPLOADED] = {.name = "offload_uploaded_bytes_total",
+                           .help = "Bytes uploaded to the store.",
+                           .type = METRICS_COUNTER},
+    [OF_STORE_DURATION] = {.name = "store_request_duration_seconds",
+                           .help = "Store operations (retries included), by operation and "
+                                   "outcome.",
+                           .type = METRICS_HISTOGRAM,
+                           .labels = {"operation", "outcome"},
+                           .buckets = store_duration_bounds,
+                           .nbuckets = STORE_DURATION_BUCKETS},
+};
+
+static int offload_collect(struct metrics_collector *mc, void *arg)
+{
+    struct offload_stats st;
+    offload_get_stats(arg, &st);
+    metrics_value(mc, OF_BACKLOG_FILES, NULL, (double)st.backlog_files);
+    metrics_value(mc, OF_BACKLOG_BYTES, NULL, (double)st.backlog_bytes);
+    metrics_value(mc, OF_BACKLOG_OLDEST, NULL, (double)st.oldest_pending_ms / 1000.0);
+    metrics_value(mc, OF_IN_FLIGHT, NULL, (double)st.in_flight);
+    const struct {
+        const char *stage;
+        uint64_t n;
+    } stages[] = {{"uploaded", st.uploaded}, {"verified", st.verified}, {"archived", st.archived},
+                  {"deleted", st.deleted},   {"failed", st.failed},     {"rejected", st.rejected}};
+    for (size_t i = 0; i < sizeof(stages) / sizeof(stages[0]); i++)
+        metrics_value(mc, OF_FILES, &stages[i].stage, (double)stages[i].n);
+    metrics_value(mc, OF_RETRIES, NULL, (double)st.retried);
+    metrics_value(mc, OF_BYTES_UPLOADED, NULL, (double)st.bytes_uploaded);
+    struct store_request_stats rs;
+    store_get_request_stats(&rs);
+    for (int op = 0; op < STORE_OPS; op++)
+        for (int o = 0; o < STORE_OUTCOMES; o++)
+            metrics_histogram(mc, OF_STORE_DURATION,
+                              (const char *const[]){store_op_name(op), store_outcome_name(o)},
+                              rs.count[op][o], (double)rs.sum_us[op][o] / 1e6);
+    return 0;
+}
+
+int offload_register_metrics(struct offload *o, struct metrics *m)
+{
+    return metrics_register(m, "offload", offload_families, OF_COUNT, offload_collect, o);
 }

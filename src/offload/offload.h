@@ -97,6 +97,14 @@ int offload_start(struct offload *o, char *err, size_t errlen);
  * Returns 0 or -EEXIST. */
 int offload_register_admin(struct offload *o, struct admin *a);
 
+struct metrics;
+
+/** Register the "offload" metric families (backlog, files by stage, retries,
+ * bytes, transfers in flight, and the store's request durations) with m. o
+ * must outlive every rendering of m. Returns as metrics_register(). Caller's
+ * thread, at startup. */
+int offload_register_metrics(struct offload *o, struct metrics *m);
+
 /** Ask both threads to stop and join them: uploads in flight finish (or fail) and are
  * then verified and deleted as usual or left for the next start; nothing unverified is
  * deleted. Returns 0 once joined, or -ETIMEDOUT when the uploader was still busy after

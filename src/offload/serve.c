@@ -10,18 +10,22 @@
 #include "http/server.h"
 #include "http/static.h"
 #include "offload/keymap.h"
+#include "offload/link.h"
+#include "offload/proxy.h"
 #include "store/dir.h"
 #include "store/store.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <fnmatch.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 struct offload_serve {
@@ -31,12 +35,16 @@ struct offload_serve {
     long ttl_s;          /* presign_ttl in seconds */
     int spool_fd;        /* the spool, opened once */
     int store_fd;        /* proxy with the dir store: its directory; else -1 */
-    struct store *store; /* presign: the s3 client; NULL otherwise */
-    /* A struct store is used by one thread at a time; presigning is a short
-     * computation, so the workers take turns. */
+    struct store *store; /* presign, s3 proxy, verify_remote: the store client; else NULL */
+    /* A struct store is used by one thread at a time; presigning and signing
+     * are short computations, so the workers take turns. */
     pthread_mutex_t store_lock;
+    struct offload_proxy *proxy; /* s3 proxy or verify_remote: transfers on the workers */
     struct mime_table *mime;
     size_t prefix_len; /* [store] prefix */
+    /* link_secret and link_secret_previous (NULL when unset): read-only keys
+     * every worker checks links with. */
+    struct offload_link_key *link_key, *link_prev;
 };
 
 int offload_serve_mode(const struct ferry_conf *conf)
@@ -72,6 +80,80 @@ size_t offload_serve_encode(const char *rel, size_t len, char *out)
     return n;
 }
 
+/* ---- signed links (issue 11, link.h) ----
+ * With link_secret set, every request under url_prefix is checked first
+ * (link_refuse()); what is answered for a good link then never outlives it:
+ * a file gets "Cache-Control: private, max-age=" its time left, a presigned
+ * redirect a validity and max-age within it (link_left()). */
+
+static int link_keys_create(struct offload_serve *os, char *err, size_t errlen)
+{
+    const char *cur = os->conf->offload.link_secret, *prev = os->conf->offload.link_secret_previous;
+    if ((cur[0] && offload_link_key_create(cur, strlen(cur), &os->link_key) < 0) ||
+        (prev[0] && offload_link_key_create(prev, strlen(prev), &os->link_prev) < 0)) {
+        snprintf(err, errlen, "[offload] link_secret: cannot set up HMAC-SHA256");
+        return -EIO;
+    }
+    return 0;
+}
+
+/* Seconds left at now for the link of a request link_refuse() let through (0
+ * once expired), or -1 when links are not signed. */
+static long link_left(const struct offload_serve *os, const struct http_request *req, time_t now)
+{
+    int64_t expires;
+    if (!os->link_key || offload_link_expires(req->query.p, req->query.len, &expires) < 0)
+        return -1;
+    if (expires <= (int64_t)now)
+        return 0;
+    return expires - (int64_t)now > LONG_MAX ? LONG_MAX : (long)(expires - (int64_t)now);
+}
+
+/* The Cache-Control of a file answered through a signed link, in buf, or NULL. */
+static const char *link_cache_control(const struct offload_serve *os,
+                                      const struct http_request *req, char *buf, size_t len)
+{
+    long left = link_left(os, req, time(NULL));
+    if (left < 0)
+        return NULL;
+    snprintf(buf, len, "private, max-age=%ld", left);
+    return buf;
+}
+
+/* Presign key's URL into url for presign_ttl, or for a signed link at most
+ * until the link expires (X-Amz-Date + *ttl <= expires), and never past the
+ * signing credentials' expiry. The presigner reads the clock itself: when the
+ * second changed around it, its X-Amz-Date may be a second later than ours,
+ * so it signs again. The URL is for req's method (HEAD or GET). Returns 0 and
+ * *ttl, -ETIME when the link expired meanwhile, -EKEYEXPIRED when the
+ * credentials have, or store_presign()'s error. */
+static int link_presign(struct offload_serve *os, const struct http_request *req, const char *key,
+                        long *ttl, struct buf *url)
+{
+    /* The signature covers the method: a HEAD gets a URL for a HEAD. */
+    const char *method = req->method_id == HTTP_M_HEAD ? "HEAD" : "GET";
+    int r;
+    time_t now;
+    /* Nor past the expiry of the credentials that sign it. */
+    time_t creds_exp = store_credentials_expiry(os->store);
+    do {
+        now = time(NULL);
+        long left = link_left(os, req, now);
+        if (left == 0)
+            return -ETIME;
+        *ttl = left > 0 && left < os->ttl_s ? left : os->ttl_s;
+        if (creds_exp && creds_exp - now < *ttl)
+            *ttl = (long)(creds_exp - now);
+        if (*ttl < 1)
+            return -EKEYEXPIRED;
+        buf_reset(url);
+        pthread_mutex_lock(&os->store_lock);
+        r = store_presign(os->store, method, key + os->prefix_len, *ttl, url);
+        pthread_mutex_unlock(&os->store_lock);
+    } while (r == 0 && (os->link_key || creds_exp) && time(NULL) != now);
+    return r;
+}
+
 int offload_serve_create(const struct ferry_conf *conf, struct offload_serve **out, char *err,
                          size_t errlen)
 {
@@ -91,13 +173,7 @@ int offload_serve_create(const struct ferry_conf *conf, struct offload_serve **o
         offload_serve_destroy(os);
         return -e;
     }
-    if (os->mode == REDIRECT_PROXY && conf->store.type != STORE_DIR) {
-        snprintf(err, errlen,
-                 "[offload] redirect = proxy with the s3 store is not implemented yet");
-        offload_serve_destroy(os);
-        return -EINVAL;
-    }
-    if (os->mode == REDIRECT_PROXY) {
+    if (os->mode == REDIRECT_PROXY && conf->store.type == STORE_DIR) {
         /* The dir store creates its directory on first use, as it would here. */
         int r = fsdir_make(conf->store.path, 0755);
         if (r < 0) {
@@ -113,15 +189,30 @@ int offload_serve_create(const struct ferry_conf *conf, struct offload_serve **o
             return -e;
         }
     }
-    if (os->mode == REDIRECT_PRESIGN) {
+    bool s3 = conf->store.type == STORE_S3;
+    bool verify = conf->offload.verify_remote && os->mode != REDIRECT_PROXY;
+    if (os->mode == REDIRECT_PRESIGN || (s3 && os->mode == REDIRECT_PROXY) || verify) {
         struct store_error serr = {0};
         int r = store_create(conf, NULL, &os->store, &serr);
         if (r < 0) {
-            snprintf(err, errlen, "the store for presigned redirects: %s",
+            snprintf(err, errlen, "the store for %s: %s",
+                     os->mode == REDIRECT_PRESIGN ? "presigned redirects"
+                     : os->mode == REDIRECT_PROXY ? "proxy mode"
+                                                  : "verify_remote",
                      serr.message[0] ? serr.message : strerror(-r));
             offload_serve_destroy(os);
             return r;
         }
+    }
+    if (link_keys_create(os, err, errlen) < 0) {
+        offload_serve_destroy(os);
+        return -EIO;
+    }
+    if (s3 && (os->mode == REDIRECT_PROXY || verify)) {
+        /* Curl's connect and low-speed limits answer first; this is the
+         * core's backstop for a transfer that would hang anyway. */
+        uint64_t t = conf->store.connect_timeout_ms + 2 * conf->store.low_speed_time_ms + 5000;
+        os->proxy = offload_proxy_create(os->store, &os->store_lock, t);
     }
     os->mime = mime_table_create(conf->server.mime_types);
     *out = os;
@@ -136,7 +227,10 @@ void offload_serve_destroy(struct offload_serve *os)
         close(os->spool_fd);
     if (os->store_fd >= 0)
         close(os->store_fd);
+    offload_proxy_destroy(os->proxy);
     store_destroy(os->store);
+    offload_link_key_destroy(os->link_key);
+    offload_link_key_destroy(os->link_prev);
     mime_table_destroy(os->mime);
     pthread_mutex_destroy(&os->store_lock);
     free(os);
@@ -167,11 +261,56 @@ static bool rel_ignored(const struct offload_serve *os, const char *rel)
     return false;
 }
 
+/* The access log note and the handler the metrics count the request under:
+ * the redirect modes by name, everything else the handler answers (the local
+ * file, a 404 or a refusal under url_prefix) as offload_local. */
+static void serve_note(struct conn *c, const char *note)
+{
+    enum handler_kind k = HANDLER_KIND_OFFLOAD_LOCAL;
+    if (strcmp(note, "offload=redirect") == 0)
+        k = HANDLER_KIND_REDIRECT;
+    else if (strcmp(note, "offload=presign") == 0)
+        k = HANDLER_KIND_PRESIGN;
+    else if (strcmp(note, "offload=proxy") == 0)
+        k = HANDLER_KIND_PROXY;
+    conn_set_log_note(c, note);
+    conn_set_handler(c, k);
+}
+
+static const char *mime_of(struct offload_serve *os, const char *rel)
+{
+    const char *slash = strrchr(rel, '/');
+    const char *name = slash ? slash + 1 : rel;
+    return mime_table_lookup(os->mime, name, strlen(name));
+}
+
 static int respond_text(struct conn *c, int status, const char *note, const char *body)
 {
-    conn_set_log_note(c, note);
+    serve_note(c, note);
     conn_respond_simple(c, status, "text/plain", body);
     return HANDLER_DONE;
+}
+
+/* With link_secret set: answer 403 for a missing or wrong signature and 410
+ * for an expired link (short bodies that say nothing about the secret), and
+ * return HANDLER_DONE; else HANDLER_PASS. path is the decoded request path,
+ * the one signed. */
+static int link_refuse(const struct offload_serve *os, struct conn *c,
+                       const struct http_request *req, const char *path, size_t plen)
+{
+    if (!os->link_key)
+        return HANDLER_PASS;
+    switch (offload_link_check(os->link_key, os->link_prev, path, plen, req->query.p,
+                               req->query.len, (int64_t)time(NULL))) {
+    case OFFLOAD_LINK_OK:
+        return HANDLER_PASS;
+    case OFFLOAD_LINK_EXPIRED:
+        return respond_text(c, 410, "offload=expired", "410 Gone\n");
+    case OFFLOAD_LINK_MISSING:
+        return respond_text(c, 403, "offload=unsigned", "403 Forbidden\n");
+    default:
+        return respond_text(c, 403, "offload=badsig", "403 Forbidden\n");
+    }
 }
 
 /* Serve fd (opened below the spool or the dir store) as a static file. */
@@ -183,10 +322,10 @@ static int serve_open_fd(struct offload_serve *os, struct conn *c, const struct 
         close(fd);
         return respond_text(c, 500, note, "500 Internal Server Error\n");
     }
-    conn_set_log_note(c, note);
-    const char *slash = strrchr(rel, '/');
-    const char *name = slash ? slash + 1 : rel;
-    return static_serve_fd(c, req, fd, &st, mime_table_lookup(os->mime, name, strlen(name)));
+    serve_note(c, note);
+    char cc[48];
+    return static_serve_fd_with_cache_control(c, req, fd, &st, mime_of(os, rel),
+                                              link_cache_control(os, req, cc, sizeof(cc)));
 }
 
 static int redirect_to(struct offload_serve *os, struct conn *c, const char *location,
@@ -195,7 +334,7 @@ static int redirect_to(struct offload_serve *os, struct conn *c, const char *loc
     static const char *const bodies[] = {"302 Found\n", "303 See Other\n",
                                          "307 Temporary Redirect\n"};
     const char *body = bodies[os->status == 302 ? 0 : os->status == 303 ? 1 : 2];
-    conn_set_log_note(c, note);
+    serve_note(c, note);
     conn_respond_start(c, os->status);
     conn_respond_header(c, "Location", location);
     if (cache_control)
@@ -222,18 +361,24 @@ static int redirect_presign(struct offload_serve *os, struct conn *c, const char
 {
     struct buf url;
     buf_init(&url, 64 * 1024);
-    pthread_mutex_lock(&os->store_lock);
-    int r = store_presign_get(os->store, key + os->prefix_len, os->ttl_s, &url);
-    pthread_mutex_unlock(&os->store_lock);
+    long ttl;
+    int r = link_presign(os, conn_request(c), key, &ttl, &url);
+    if (r == -ETIME) {
+        buf_finish(&url);
+        return respond_text(c, 410, "offload=expired", "410 Gone\n");
+    }
     if (r < 0 || !url.data) {
         buf_finish(&url);
         return respond_text(c, 500, "offload=presign",
-                            "500 Internal Server Error: cannot presign the object URL\n");
+                            r == -EKEYEXPIRED
+                                ? "500 Internal Server Error: the store's credentials have "
+                                  "expired\n"
+                                : "500 Internal Server Error: cannot presign the object URL\n");
     }
     /* A cache may keep the redirect for at most 90% of the URL's validity, so
      * that what it hands out still leaves the client time to use it. */
     char cc[64];
-    snprintf(cc, sizeof(cc), "private, max-age=%ld", os->ttl_s - os->ttl_s / 10);
+    snprintf(cc, sizeof(cc), "private, max-age=%ld", ttl - ttl / 10);
     r = redirect_to(os, c, url.data, cc, "offload=presign");
     buf_finish(&url);
     return r;
@@ -253,6 +398,71 @@ static int proxy_dir(struct offload_serve *os, struct conn *c, const struct http
     return serve_open_fd(os, c, req, fd, key, "offload=proxy");
 }
 
+/* A redirect, once the store confirmed the object (or without asking it). */
+static int redirect_now(struct offload_serve *os, struct conn *c, const char *rel, size_t rel_len,
+                        const char *key)
+{
+    if (os->mode == REDIRECT_PUBLIC)
+        return redirect_public(os, c, rel, rel_len);
+    return redirect_presign(os, c, key);
+}
+
+/* verify_remote: what the redirect needs once the store answered. */
+struct verify_ctx {
+    struct offload_serve *os;
+    char *key;
+    size_t rel_len;
+    char rel[];
+};
+
+static int verify_failed(struct conn *c, int result, const char *why)
+{
+    char body[320];
+    if (result == -ENOENT)
+        return respond_text(c, 404, "offload=missing", "404 Not Found\n");
+    if (result == -ETIMEDOUT)
+        snprintf(body, sizeof(body), "504 Gateway Timeout: %s\n", why);
+    else
+        snprintf(body, sizeof(body), "502 Bad Gateway: %s\n", why);
+    return respond_text(c, result == -ETIMEDOUT ? 504 : 502, "offload=verify", body);
+}
+
+static void verified(struct conn *c, void *arg, int result, const char *why)
+{
+    struct verify_ctx *v = arg;
+    if (c && result == 0)
+        redirect_now(v->os, c, v->rel, v->rel_len, v->key);
+    else if (c)
+        verify_failed(c, result, why);
+    free(v);
+}
+
+/* verify_remote = on: redirect only to an object the store has. */
+static int verify_then_redirect(struct offload_serve *os, struct conn *c, const char *rel,
+                                size_t rel_len, const char *key)
+{
+    if (!os->proxy) {
+        /* The dir store: a local stat, no need to wait elsewhere. */
+        struct store_info info;
+        struct store_error serr = {0};
+        pthread_mutex_lock(&os->store_lock);
+        int r = store_head(os->store, key + os->prefix_len, &info, &serr);
+        pthread_mutex_unlock(&os->store_lock);
+        if (r < 0)
+            return verify_failed(c, r == -ENOENT ? r : -EIO, serr.message);
+        return redirect_now(os, c, rel, rel_len, key);
+    }
+    size_t klen = strlen(key);
+    struct verify_ctx *v = xmalloc(sizeof(*v) + rel_len + 1 + klen + 1);
+    v->os = os;
+    v->rel_len = rel_len;
+    memcpy(v->rel, rel, rel_len);
+    v->rel[rel_len] = '\0';
+    v->key = v->rel + rel_len + 1;
+    memcpy(v->key, key, klen + 1);
+    return offload_proxy_head(os->proxy, c, key + os->prefix_len, verified, v);
+}
+
 /* The file is not in the spool: answer from the store per the mode. */
 static int serve_remote(struct offload_serve *os, struct conn *c, const struct http_request *req,
                         const char *rel, size_t rel_len)
@@ -262,14 +472,15 @@ static int serve_remote(struct offload_serve *os, struct conn *c, const struct h
     char key[OFFLOAD_KEY_MAX + 1];
     if (offload_key_from_rel(os->conf->store.prefix, rel, rel_len, key, sizeof(key)) < 0)
         return respond_text(c, 404, "offload=missing", "404 Not Found\n");
-    switch (os->mode) {
-    case REDIRECT_PUBLIC:
-        return redirect_public(os, c, rel, rel_len);
-    case REDIRECT_PRESIGN:
-        return redirect_presign(os, c, key);
-    default:
-        return proxy_dir(os, c, req, key);
+    if (os->mode == REDIRECT_PROXY && os->proxy) {
+        serve_note(c, "offload=proxy");
+        return offload_proxy_get(os->proxy, c, req, key + os->prefix_len, mime_of(os, rel));
     }
+    if (os->mode == REDIRECT_PROXY)
+        return proxy_dir(os, c, req, key);
+    if (os->conf->offload.verify_remote)
+        return verify_then_redirect(os, c, rel, rel_len, key);
+    return redirect_now(os, c, rel, rel_len, key);
 }
 
 static int handle_decoded(struct offload_serve *os, struct conn *c, const struct http_request *req,
@@ -281,7 +492,7 @@ static int handle_decoded(struct offload_serve *os, struct conn *c, const struct
     if (in == 0)
         return HANDLER_PASS;
     if (static_check_request(c, req) == HANDLER_DONE) {
-        conn_set_log_note(c, "offload=refused");
+        serve_note(c, "offload=refused");
         return HANDLER_DONE;
     }
     if (in < 0) {
@@ -291,6 +502,8 @@ static int handle_decoded(struct offload_serve *os, struct conn *c, const struct
             return respond_text(c, 404, "offload=missing", "404 Not Found\n");
         return respond_text(c, 400, "offload=refused", "400 Bad Request: invalid path\n");
     }
+    if (link_refuse(os, c, req, path, plen) == HANDLER_DONE)
+        return HANDLER_DONE;
     int fd = static_open_beneath(os->spool_fd, rel);
     if (fd >= 0)
         return serve_open_fd(os, c, req, fd, rel, "offload=local");

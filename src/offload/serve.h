@@ -1,8 +1,9 @@
-/* Serving under [offload] url_prefix (issue 9, first part): a file still in the
- * spool is served like a static file from its open descriptor; one that is not
- * is redirected to public_url, to a presigned store URL, or (dir store) served
- * from the store's own file. The path-to-key mapping is keymap.h's, the one the
- * offloader uses. */
+/* Serving under [offload] url_prefix (issue 9): a file still in the spool is
+ * served like a static file from its open descriptor; one that is not is
+ * redirected to public_url or to a presigned store URL (after a HEAD of the
+ * store with verify_remote), or served by ferry itself: the dir store's own
+ * file, or the s3 object streamed through the worker (offload/proxy.h). The
+ * path-to-key mapping is keymap.h's, the one the offloader uses. */
 #ifndef FERRY_OFFLOAD_SERVE_H
 #define FERRY_OFFLOAD_SERVE_H
 
@@ -31,7 +32,9 @@ struct offload_serve;
 /**
  * Prepare the handler for conf's [offload] section: open the spool (and for
  * proxy mode the dir store's directory) once, create the store client for
- * presign mode and the Content-Type table. conf must outlive the result.
+ * presign, s3 proxy and verify_remote (and the workers' transfer machinery
+ * for the last two with s3) and the Content-Type table. conf must outlive the
+ * result.
  * Returns 0 and *out (the caller's: offload_serve_destroy() after the server
  * stopped), or -errno with a message for the operator in err. Supervisor thread.
  */

@@ -21,7 +21,11 @@ struct store_ops {
     /* Optional: a stronger check than comparing what head() reports. */
     int (*verify)(struct store *s, const char *key, const struct store_digest *d,
                   struct store_error *err);
-    int (*presign_get)(struct store *s, const char *key, long ttl, struct buf *url);
+    /* Optional: method is "GET" or "HEAD". */
+    int (*presign)(struct store *s, const char *method, const char *key, long ttl, struct buf *url);
+    /* Optional: s3 only. */
+    int (*sign_request)(struct store *s, const char *method, const char *key, const char *range,
+                        struct store_signed *out, struct store_error *err);
     int (*abort_multipart)(struct store *s, const char *key, const char *upload_id,
                            struct store_error *err);
     int (*abort_all_multipart)(struct store *s, const char *key, unsigned *aborted,
@@ -37,6 +41,7 @@ struct store {
     int conditional_create;
     uint64_t requests_retried; /* atomic: read by any thread, see store_requests_retried() */
     int wake_fd;               /* eventfd: store_put_wake(); -1 without (a backend made directly) */
+    time_t creds_expires;      /* the signing credentials' expiry; 0: none known */
 };
 
 /** Wait until store_put_wake() was called on s or timeout_ms passed; consumes the

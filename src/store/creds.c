@@ -37,6 +37,7 @@ static void fill(struct creds *c, const char *ak, const char *sk, const char *to
 struct profile_scan {
     const char *profile;
     char *access_key, *secret_key, *session_token;
+    char *expires; /* x_security_token_expires, as saml2aws and gimme-aws-creds write it */
     int found;
 };
 
@@ -58,6 +59,8 @@ static int profile_line(void *user, const char *section, const char *name, const
         replace(&p->secret_key, value);
     else if (strcmp(name, "aws_session_token") == 0)
         replace(&p->session_token, value);
+    else if (strcmp(name, "x_security_token_expires") == 0)
+        replace(&p->expires, value);
     return 1;
 }
 
@@ -66,6 +69,7 @@ static void scan_free(struct profile_scan *p)
     secret_free(&p->access_key);
     secret_free(&p->secret_key);
     secret_free(&p->session_token);
+    secret_free(&p->expires);
 }
 
 static void stamp_of(const struct stat *st, struct creds_stamp *out)
@@ -84,6 +88,7 @@ static int read_file(const char *path, const char *profile, struct creds *c, cha
                      size_t whylen)
 {
     struct profile_scan scan = {.profile = profile};
+    time_t expires = 0;
     FILE *f = fopen(path, "re");
     int r;
     if (!f) {
@@ -109,6 +114,11 @@ static int read_file(const char *path, const char *profile, struct creds *c, cha
                  "profile '%s' in '%s' lacks aws_access_key_id or aws_secret_access_key", profile,
                  path);
         r = -EINVAL;
+    } else if (set(scan.expires) && creds_parse_expiry(scan.expires, &expires) < 0) {
+        snprintf(why, whylen,
+                 "profile '%s' in '%s': x_security_token_expires: cannot parse '%.64s'", profile,
+                 path, scan.expires);
+        r = -EINVAL;
     } else {
         char source[64];
         snprintf(source, sizeof(source), "file:%s", profile);
@@ -117,6 +127,7 @@ static int read_file(const char *path, const char *profile, struct creds *c, cha
         c->profile = xstrdup(profile);
         c->stamp = stamp;
         c->checked_ms = time_mono_ms();
+        c->expires = expires;
         r = 0;
     }
 fail:
@@ -176,6 +187,37 @@ int creds_refresh(struct creds *c, int force, char *why, size_t whylen)
     return changed;
 }
 
+int creds_parse_expiry(const char *s, time_t *out)
+{
+    struct tm tm;
+    memset(&tm, 0, sizeof(tm));
+    const char *p = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
+    if (!p)
+        return -EINVAL;
+    if (*p == '.') /* fractional seconds: not needed for an expiry */
+        for (p++; *p >= '0' && *p <= '9'; p++)
+            ;
+    long offset = 0;
+    if (*p == 'Z') {
+        p++;
+    } else if ((*p == '+' || *p == '-') && strlen(p) == 6 && p[3] == ':') {
+        int hh = 0, mm = 0;
+        if (sscanf(p + 1, "%2d:%2d", &hh, &mm) != 2 || hh > 23 || mm > 59)
+            return -EINVAL;
+        offset = (hh * 3600L + mm * 60L) * (*p == '-' ? -1 : 1);
+        p += 6;
+    } else {
+        return -EINVAL;
+    }
+    if (*p)
+        return -EINVAL;
+    time_t t = timegm(&tm);
+    if (t == (time_t)-1)
+        return -EINVAL;
+    *out = t - offset;
+    return 0;
+}
+
 int creds_resolve(const char *cfg_access, const char *cfg_secret, const char *cfg_token,
                   const char *cfg_profile, struct creds *c, char *why, size_t whylen)
 {
@@ -194,7 +236,17 @@ int creds_resolve(const char *cfg_access, const char *cfg_secret, const char *cf
             snprintf(why, whylen, "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY must both be set");
             return -EINVAL;
         }
+        time_t expires = 0;
+        const char *exp = getenv("AWS_CREDENTIAL_EXPIRATION");
+        if (set(exp) && creds_parse_expiry(exp, &expires) < 0) {
+            snprintf(why, whylen,
+                     "AWS_CREDENTIAL_EXPIRATION: cannot parse '%.64s' "
+                     "(want 2026-01-31T12:00:00Z)",
+                     exp);
+            return -EINVAL;
+        }
         fill(c, ak, sk, getenv("AWS_SESSION_TOKEN"), "environment");
+        c->expires = expires;
         return 0;
     }
     const char *profile = set(cfg_profile) ? cfg_profile : getenv("AWS_PROFILE");

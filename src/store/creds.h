@@ -1,16 +1,22 @@
 /* S3 credentials: the [store] keys, then AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY /
- * AWS_SESSION_TOKEN, then the shared credentials file (AWS_SHARED_CREDENTIALS_FILE or
+ * AWS_SESSION_TOKEN (and AWS_CREDENTIAL_EXPIRATION, ISO 8601, for session
+ * credentials that expire, as the AWS SDKs and credential helpers export it), then the shared
+ * credentials file (AWS_SHARED_CREDENTIALS_FILE or
  * ~/.aws/credentials; profile from [store] profile, AWS_PROFILE, else "default"). */
 #ifndef FERRY_STORE_CREDS_H
 #define FERRY_STORE_CREDS_H
 
 #include <stddef.h>
+#include <time.h>
 
 struct creds {
     char *access_key;
     char *secret_key;
     char *session_token; /* NULL when none */
-    char source[64];     /* "config", "environment", "file:PROFILE": for messages */
+    /* When temporary credentials expire (AWS_CREDENTIAL_EXPIRATION, or
+     * x_security_token_expires in the file); 0: unknown. */
+    time_t expires;
+    char source[64]; /* "config", "environment", "file:PROFILE": for messages */
     /* From the shared credentials file: where, and that file as last read, so that
      * creds_refresh() can follow a rewrite (rotated session credentials). */
     char *file;    /* NULL when not from a file */
@@ -39,6 +45,11 @@ int creds_resolve(const char *cfg_access, const char *cfg_secret, const char *cf
  * while ferry runs), or -errno with why set when the file cannot be used now
  * (c is left as it was). The thread that owns c. */
 int creds_refresh(struct creds *c, int force, char *why, size_t whylen);
+
+/** Parse an ISO 8601 UTC instant as AWS writes expirations ("2026-01-31T12:00:00Z",
+ * optional fractional seconds, "Z" or "+HH:MM"/"-HH:MM") into *out. Returns 0 or
+ * -EINVAL. Pure; any thread. */
+int creds_parse_expiry(const char *s, time_t *out);
 
 /** Wipe and free the secrets in c. NULL-safe. */
 void creds_finish(struct creds *c);

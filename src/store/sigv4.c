@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,27 +44,61 @@ static void hmac_sha256(const void *key, size_t keylen, const char *msg, size_t 
     HMAC(EVP_sha256(), key, (int)keylen, (const unsigned char *)msg, msglen, out, &outlen);
 }
 
-static int is_unreserved(unsigned char ch)
+static bool is_unreserved(unsigned char ch)
 {
-    return isalnum(ch) || ch == '-' || ch == '_' || ch == '.' || ch == '~';
+    return (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+           ch == '-' || ch == '_' || ch == '.' || ch == '~';
+}
+
+static bool kept(unsigned char ch, int keep_slash)
+{
+    return is_unreserved(ch) || (keep_slash && ch == '/');
 }
 
 int sigv4_uri_encode(struct buf *out, const char *s, size_t len, int keep_slash)
 {
     static const char digits[] = "0123456789ABCDEF";
-    for (size_t i = 0; i < len; i++) {
-        unsigned char ch = (unsigned char)s[i];
-        int r;
-        if (is_unreserved(ch) || (keep_slash && ch == '/')) {
-            r = buf_append(out, &s[i], 1);
-        } else {
-            char esc[3] = {'%', digits[ch >> 4], digits[ch & 15]};
-            r = buf_append(out, esc, 3);
+    size_t i = 0;
+    /* Runs of bytes kept as they are go in one append, escapes in batches:
+     * signing encodes every name, value and path, on every request. */
+    while (i < len) {
+        size_t end = i;
+        while (end < len && kept((unsigned char)s[end], keep_slash))
+            end++;
+        if (end > i) {
+            int r = buf_append(out, s + i, end - i);
+            if (r < 0)
+                return r;
+            i = end;
+            continue;
         }
+        char esc[96];
+        size_t n = 0;
+        while (i < len && n + 3 <= sizeof(esc) && !kept((unsigned char)s[i], keep_slash)) {
+            unsigned char ch = (unsigned char)s[i++];
+            esc[n++] = '%';
+            esc[n++] = digits[ch >> 4];
+            esc[n++] = digits[ch & 15];
+        }
+        int r = buf_append(out, esc, n);
         if (r < 0)
             return r;
     }
     return 0;
+}
+
+/* Append a, b and c (NUL-terminated) to out. Returns 0 or -ENOBUFS. */
+static int append3(struct buf *out, const char *a, const char *b, const char *c)
+{
+    size_t la = strlen(a), lb = strlen(b), lc = strlen(c);
+    int r = buf_reserve(out, la + lb + lc);
+    if (r == 0)
+        r = buf_append(out, a, la);
+    if (r == 0)
+        r = buf_append(out, b, lb);
+    if (r == 0)
+        r = buf_append(out, c, lc);
+    return r;
 }
 
 static char *encode_dup(const char *s)
@@ -198,6 +233,46 @@ static void signing_finish(struct signing *s)
     buf_finish(&s->signed_headers);
 }
 
+void sigv4_key_cache_clear(struct sigv4_key_cache *kc)
+{
+    if (kc)
+        OPENSSL_cleanse(kc, sizeof(*kc));
+}
+
+/* kSigning = HMAC(HMAC(HMAC(HMAC("AWS4" + secret, date), region), service),
+ * "aws4_request"), from c's cache when it holds the key for this day, access
+ * key, region and service. date is the request's "YYYYMMDDTHHMMSSZ". */
+static void signing_key(const struct sigv4_creds *c, const char *date, unsigned char out[32])
+{
+    char id[256];
+    int idn = snprintf(id, sizeof(id), "%s/%.8s/%s/%s", c->access_key, date, c->region, c->service);
+    bool cacheable = c->keys && idn > 0 && (size_t)idn < sizeof(id);
+    if (cacheable && strcmp(c->keys->id, id) == 0) {
+        memcpy(out, c->keys->key, 32);
+        return;
+    }
+    size_t klen = strlen(c->secret_key) + 4;
+    char *k0 = xmalloc(klen + 1);
+    snprintf(k0, klen + 1, "AWS4%s", c->secret_key);
+    unsigned char k1[32], k2[32], k3[32];
+    hmac_sha256(k0, klen, date, 8, k1);
+    OPENSSL_cleanse(k0, klen);
+    free(k0);
+    hmac_sha256(k1, 32, c->region, strlen(c->region), k2);
+    hmac_sha256(k2, 32, c->service, strlen(c->service), k3);
+    hmac_sha256(k3, 32, "aws4_request", 12, out);
+    OPENSSL_cleanse(k1, 32);
+    OPENSSL_cleanse(k2, 32);
+    OPENSSL_cleanse(k3, 32);
+    if (c->keys) {
+        c->keys->derivations++;
+        if (cacheable) {
+            memcpy(c->keys->key, out, 32);
+            memcpy(c->keys->id, id, (size_t)idn + 1);
+        }
+    }
+}
+
 /* Compute the hex signature over the canonical request built from s; append the
  * canonical request and the string to sign to creq_out and sts_out when not NULL. */
 static int signing_compute(struct signing *s, const char *payload, char sig[65],
@@ -214,12 +289,19 @@ static int signing_compute(struct signing *s, const char *payload, char sig[65],
         r = sigv4_uri_encode(&cr, s->r->path, strlen(s->r->path), 1);
     if (r == 0)
         r = buf_append_str(&cr, "\n");
-    for (size_t i = 0; r == 0 && i < s->nquery; i++)
-        r = buf_printf(&cr, "%s%s=%s", i ? "&" : "", sorted[i].name, sorted[i].value);
+    for (size_t i = 0; r == 0 && i < s->nquery; i++) {
+        if (i)
+            r = buf_append(&cr, "&", 1);
+        if (r == 0)
+            r = append3(&cr, sorted[i].name, "=", sorted[i].value);
+    }
     if (r == 0)
         r = buf_append_str(&cr, "\n");
-    for (size_t i = 0; r == 0 && i < s->nheaders; i++)
-        r = buf_printf(&cr, "%s:%s\n", s->headers[i].name, s->headers[i].value);
+    for (size_t i = 0; r == 0 && i < s->nheaders; i++) {
+        r = append3(&cr, s->headers[i].name, ":", s->headers[i].value);
+        if (r == 0)
+            r = buf_append(&cr, "\n", 1);
+    }
     if (r == 0)
         r = buf_printf(&cr, "\n%s\n%s", s->signed_headers.data, payload);
     free(sorted);
@@ -240,23 +322,10 @@ static int signing_compute(struct signing *s, const char *payload, char sig[65],
     if (sts_out && buf_append(sts_out, sts, (size_t)n) < 0)
         return -ENOBUFS;
 
-    /* kSigning = HMAC(HMAC(HMAC(HMAC("AWS4" + secret, date), region), service),
-     * "aws4_request"). */
-    size_t klen = strlen(s->c->secret_key) + 4;
-    char *k0 = xmalloc(klen + 1);
-    snprintf(k0, klen + 1, "AWS4%s", s->c->secret_key);
-    unsigned char k1[32], k2[32], k3[32], k4[32], mac[32];
-    hmac_sha256(k0, klen, s->date, 8, k1);
-    OPENSSL_cleanse(k0, klen);
-    free(k0);
-    hmac_sha256(k1, 32, s->c->region, strlen(s->c->region), k2);
-    hmac_sha256(k2, 32, s->c->service, strlen(s->c->service), k3);
-    hmac_sha256(k3, 32, "aws4_request", 12, k4);
+    unsigned char k4[32], mac[32];
+    signing_key(s->c, s->date, k4);
     hmac_sha256(k4, 32, sts, (size_t)n, mac);
     store_hex(mac, 32, sig);
-    OPENSSL_cleanse(k1, 32);
-    OPENSSL_cleanse(k2, 32);
-    OPENSSL_cleanse(k3, 32);
     OPENSSL_cleanse(k4, 32);
     return 0;
 }
@@ -305,8 +374,11 @@ int sigv4_presign(const struct sigv4_request *r, const struct sigv4_creds *c, lo
     if (c->session_token && *c->session_token)
         signing_add_query(&s, "X-Amz-Security-Token", c->session_token);
     ret = signing_compute(&s, SIGV4_UNSIGNED_PAYLOAD, sig, NULL, NULL);
-    for (size_t i = 0; ret == 0 && i < s.nquery; i++)
-        ret = buf_printf(out, "%s=%s&", s.query[i].name, s.query[i].value);
+    for (size_t i = 0; ret == 0 && i < s.nquery; i++) {
+        ret = append3(out, s.query[i].name, "=", s.query[i].value);
+        if (ret == 0)
+            ret = buf_append(out, "&", 1);
+    }
     if (ret == 0)
         ret = buf_printf(out, "X-Amz-Signature=%s", sig);
 fail:

@@ -20,13 +20,30 @@ struct sigv4_kv {
     const char *value;
 };
 
+/* The signing key (kSigning) of one credential for one day, region and
+ * service, kept so that it is derived once per day and credential instead of
+ * per request (four HMACs saved on every signature). Zero-initialise it. A
+ * cache belongs to one credential set (access key and its secret): the
+ * access key is part of what it matches, the secret is not, so credentials
+ * that change their secret need a fresh (zeroed) cache. Used by one thread at
+ * a time, like the creds it goes with; the key is wiped by sigv4_key_cache_clear(). */
+struct sigv4_key_cache {
+    char id[256];              /* "AKID/YYYYMMDD/region/service" of key; "" none yet */
+    unsigned char key[32];     /* kSigning */
+    unsigned long derivations; /* keys derived so far (tests, diagnostics) */
+};
+
 struct sigv4_creds {
     const char *access_key;
     const char *secret_key;
     const char *session_token; /* NULL or "" when not temporary credentials */
     const char *region;
-    const char *service; /* "s3" */
+    const char *service;          /* "s3" */
+    struct sigv4_key_cache *keys; /* NULL: derive the key for each signature */
 };
+
+/** Forget and wipe the cached key (credentials rotated, or before freeing). */
+void sigv4_key_cache_clear(struct sigv4_key_cache *kc);
 
 struct sigv4_request {
     const char *method;

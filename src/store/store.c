@@ -6,7 +6,11 @@
 #include "store/dir.h"
 #include "store/s3.h"
 
+#include "common/timeutil.h"
+
 #include <errno.h>
+#include <openssl/crypto.h>
+#include <stdatomic.h>
 #include <openssl/evp.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -21,6 +25,97 @@
 #define DEFAULT_PART_SIZE (16ULL << 20)
 #define MIN_PART_SIZE (5ULL << 20)
 #define MAX_PARTS 10000
+
+/* ---- request metrics ---- */
+
+const double store_duration_bounds[STORE_DURATION_BUCKETS] = {
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30,
+};
+
+/* Every store of the process counts here: operations are slow (a network
+ * round trip or a file write), so one shared atomic add is no cost. */
+static _Atomic uint64_t req_count[STORE_OPS][STORE_OUTCOMES][STORE_DURATION_BUCKETS + 1];
+static _Atomic uint64_t req_sum_us[STORE_OPS][STORE_OUTCOMES];
+
+static void request_record(enum store_op op, int result, uint64_t start_us)
+{
+    uint64_t us = time_mono_us() - start_us;
+    enum store_outcome o = result == 0         ? STORE_OUTCOME_OK
+                           : result == -ENOENT ? STORE_OUTCOME_NOT_FOUND
+                                               : STORE_OUTCOME_ERROR;
+    size_t b = 0;
+    while (b < STORE_DURATION_BUCKETS && (double)us > store_duration_bounds[b] * 1e6)
+        b++;
+    atomic_fetch_add_explicit(&req_count[op][o][b], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&req_sum_us[op][o], us, memory_order_relaxed);
+}
+
+void store_get_request_stats(struct store_request_stats *out)
+{
+    for (int op = 0; op < STORE_OPS; op++)
+        for (int o = 0; o < STORE_OUTCOMES; o++) {
+            for (int b = 0; b <= STORE_DURATION_BUCKETS; b++)
+                out->count[op][o][b] =
+                    atomic_load_explicit(&req_count[op][o][b], memory_order_relaxed);
+            out->sum_us[op][o] = atomic_load_explicit(&req_sum_us[op][o], memory_order_relaxed);
+        }
+}
+
+const char *store_op_name(enum store_op op)
+{
+    static const char *const names[STORE_OPS] = {"put", "head", "get", "delete", "abort"};
+    return op < STORE_OPS ? names[op] : "unknown";
+}
+
+const char *store_outcome_name(enum store_outcome o)
+{
+    static const char *const names[STORE_OUTCOMES] = {"ok", "not_found", "error"};
+    return o < STORE_OUTCOMES ? names[o] : "unknown";
+}
+
+/* store_put_many() timing: each item's start, found again by its key pointer
+ * (valid until done(); user and the item's other fields stay the caller's,
+ * since upload_started() hands the item back to the caller too). */
+struct timed_start {
+    const char *key;
+    uint64_t start_us;
+};
+
+struct timed_many {
+    store_next_fn next;
+    store_done_fn done;
+    void *ctx;
+    struct timed_start *starts;
+    size_t n, cap;
+};
+
+static int timed_next(void *ctx, struct store_put_item *item)
+{
+    struct timed_many *t = ctx;
+    int n = t->next(t->ctx, item);
+    if (n == 1) {
+        if (t->n == t->cap) {
+            t->cap = t->cap ? 2 * t->cap : 16;
+            t->starts = xrealloc(t->starts, t->cap * sizeof(*t->starts));
+        }
+        t->starts[t->n++] = (struct timed_start){item->key, time_mono_us()};
+    }
+    return n;
+}
+
+static void timed_done(void *ctx, const struct store_put_item *item, int result,
+                       const struct store_error *err)
+{
+    struct timed_many *t = ctx;
+    for (size_t i = 0; i < t->n; i++) {
+        if (t->starts[i].key != item->key)
+            continue;
+        request_record(STORE_OP_PUT, result, t->starts[i].start_us);
+        t->starts[i] = t->starts[--t->n];
+        break;
+    }
+    t->done(t->ctx, item, result, err);
+}
 
 void store_error_set(struct store_error *err, int status, const char *code, const char *fmt, ...)
 {
@@ -222,14 +317,21 @@ fail:
 int store_put_file(struct store *s, const char *key, int fd, const struct store_digest *d,
                    const char *content_type, struct store_error *err)
 {
-    return s->ops->put_file(s, key, fd, d, content_type, err);
+    uint64_t t0 = time_mono_us();
+    int r = s->ops->put_file(s, key, fd, d, content_type, err);
+    request_record(STORE_OP_PUT, r, t0);
+    return r;
 }
 
 int store_put_many(struct store *s, unsigned concurrency, store_next_fn next, store_done_fn done,
                    void *ctx)
 {
-    if (s->ops->put_many)
-        return s->ops->put_many(s, concurrency, next, done, ctx);
+    if (s->ops->put_many) {
+        struct timed_many t = {next, done, ctx, NULL, 0, 0};
+        int r = s->ops->put_many(s, concurrency, timed_next, timed_done, &t);
+        free(t.starts);
+        return r;
+    }
     struct store_put_item item;
     int n;
     while ((n = next(ctx, &item)) != 0) {
@@ -239,7 +341,7 @@ int store_put_many(struct store *s, unsigned concurrency, store_next_fn next, st
         }
         struct store_error err;
         memset(&err, 0, sizeof(err));
-        int r = s->ops->put_file(s, item.key, item.fd, &item.digest, item.content_type, &err);
+        int r = store_put_file(s, item.key, item.fd, &item.digest, item.content_type, &err);
         done(ctx, &item, r, &err);
     }
     return 0;
@@ -247,25 +349,65 @@ int store_put_many(struct store *s, unsigned concurrency, store_next_fn next, st
 
 int store_head(struct store *s, const char *key, struct store_info *out, struct store_error *err)
 {
-    return s->ops->head(s, key, out, err);
+    uint64_t t0 = time_mono_us();
+    int r = s->ops->head(s, key, out, err);
+    request_record(STORE_OP_HEAD, r, t0);
+    return r;
 }
 
 int store_get(struct store *s, const char *key, const char *range, int out_fd,
               struct store_error *err)
 {
-    return s->ops->get(s, key, range, out_fd, err);
+    uint64_t t0 = time_mono_us();
+    int r = s->ops->get(s, key, range, out_fd, err);
+    request_record(STORE_OP_GET, r, t0);
+    return r;
 }
 
 int store_delete(struct store *s, const char *key, struct store_error *err)
 {
-    return s->ops->del(s, key, err);
+    uint64_t t0 = time_mono_us();
+    int r = s->ops->del(s, key, err);
+    request_record(STORE_OP_DELETE, r, t0);
+    return r;
+}
+
+int store_presign(struct store *s, const char *method, const char *key, long ttl, struct buf *url)
+{
+    if (!s->ops->presign)
+        return -EOPNOTSUPP;
+    return s->ops->presign(s, method, key, ttl, url);
 }
 
 int store_presign_get(struct store *s, const char *key, long ttl, struct buf *url)
 {
-    if (!s->ops->presign_get)
+    return store_presign(s, "GET", key, ttl, url);
+}
+
+time_t store_credentials_expiry(const struct store *s)
+{
+    return s->creds_expires;
+}
+
+int store_sign_request(struct store *s, const char *method, const char *key, const char *range,
+                       struct store_signed *out, struct store_error *err)
+{
+    if (!s->ops->sign_request)
         return -EOPNOTSUPP;
-    return s->ops->presign_get(s, key, ttl, url);
+    return s->ops->sign_request(s, method, key, range, out, err);
+}
+
+void store_signed_finish(struct store_signed *sg)
+{
+    if (!sg)
+        return;
+    for (size_t i = 0; i < sg->nheaders; i++) {
+        OPENSSL_cleanse(sg->headers[i], strlen(sg->headers[i]));
+        free(sg->headers[i]);
+    }
+    free(sg->url);
+    free(sg->ca_file);
+    memset(sg, 0, sizeof(*sg));
 }
 
 int store_abort_multipart(struct store *s, const char *key, const char *upload_id,
@@ -273,14 +415,17 @@ int store_abort_multipart(struct store *s, const char *key, const char *upload_i
 {
     if (!s->ops->abort_multipart)
         return -EOPNOTSUPP;
-    return s->ops->abort_multipart(s, key, upload_id, err);
+    uint64_t t0 = time_mono_us();
+    int r = s->ops->abort_multipart(s, key, upload_id, err);
+    request_record(STORE_OP_ABORT, r, t0);
+    return r;
 }
 
 int store_verify(struct store *s, const char *key, const struct store_digest *d,
                  struct store_error *err)
 {
     struct store_info info;
-    int r = s->ops->head(s, key, &info, err);
+    int r = store_head(s, key, &info, err);
     if (r < 0)
         return r;
     if (info.size != d->size) {

@@ -143,9 +143,50 @@ int store_delete(struct store *s, const char *key, struct store_error *err);
 int store_verify(struct store *s, const char *key, const struct store_digest *d,
                  struct store_error *err);
 
-/** Append a presigned GET URL for key valid for ttl seconds (1..604800) to url.
- * Returns 0, -EOPNOTSUPP for the dir store, -EINVAL, or -ENOBUFS. */
+/** Append a presigned URL for method ("GET" or "HEAD": the signature covers the
+ * method, so a store refuses a GET URL used for a HEAD) on key, valid for ttl
+ * seconds (1..604800), or for less: never past store_credentials_expiry().
+ * Returns 0, -EOPNOTSUPP for the dir store, -EKEYEXPIRED when the credentials
+ * have expired, -EINVAL, or -ENOBUFS. Same thread rules as the other operations. */
+int store_presign(struct store *s, const char *method, const char *key, long ttl, struct buf *url);
+
+/** store_presign() for a GET. */
 int store_presign_get(struct store *s, const char *key, long ttl, struct buf *url);
+
+/* A request built and signed by the store for the caller to send itself (on
+ * its own transport, e.g. a worker's curl multi handle): store_sign_request(). */
+#define STORE_SIGNED_HEADERS_MAX 16
+struct store_signed {
+    char *url;                               /* absolute and encoded: send as it is */
+    char *headers[STORE_SIGNED_HEADERS_MAX]; /* "Name: value" lines to send, in order */
+    size_t nheaders;
+    char *ca_file;           /* the CA bundle the endpoint is verified with; NULL: the system's */
+    long connect_timeout_ms; /* [store] connect_timeout */
+    long low_speed_time_s;   /* [store] low_speed_time: no byte this long is a timeout */
+};
+
+/**
+ * Build, without sending it, the signed request method ("GET" or "HEAD") for
+ * key (below the store prefix, as for store_head()), asking for the single
+ * range (NULL: the whole object; "bytes=A-B", "bytes=A-" or "bytes=-N", sent
+ * and signed as given: check it with range_parse() first). The signature is
+ * valid for about 15 minutes (S3's clock skew limit): send it now. The caller
+ * may add headers S3 does not need signed (If-None-Match, If-Modified-Since).
+ * Fills *out (caller-owned: store_signed_finish()) and returns 0; -EOPNOTSUPP
+ * for the dir store; -EINVAL with err filled when it cannot be signed.
+ * Under the struct store's one-thread-at-a-time rule.
+ */
+int store_sign_request(struct store *s, const char *method, const char *key, const char *range,
+                       struct store_signed *out, struct store_error *err);
+
+/** Wipe (the headers carry a token and a signature) and free what
+ * store_sign_request() filled in sg; sg may then be reused. NULL-safe. Any thread. */
+void store_signed_finish(struct store_signed *sg);
+
+/** When the credentials the store signs with expire (wall-clock seconds), or 0
+ * when they do not or it is not known: presigned URLs must not outlive them
+ * (store_presign_get() shortens ttl to what is left). Any thread that may use s. */
+time_t store_credentials_expiry(const struct store *s);
 
 /** Abort the multipart upload upload_id of key. Returns 0 (also when it no
  * longer exists) or -errno; -EOPNOTSUPP for the dir store. */
@@ -164,6 +205,42 @@ int store_abort_all_multipart(struct store *s, const char *key, unsigned *aborte
 /** How many requests s has retried since it was created (a transient failure: a 5xx, a
  * reset, a timeout, a refused checksum). Any thread, while s exists. */
 uint64_t store_requests_retried(const struct store *s);
+
+/* ---- request metrics (process-wide, every store) ---- */
+
+/* What store operations the metrics count, and how they ended. One operation
+ * is one call (an upload of store_put_many() is one put), retries included. */
+enum store_op {
+    STORE_OP_PUT,    /* store_put_file(), each file of store_put_many() */
+    STORE_OP_HEAD,   /* store_head(), the HEAD of store_verify() */
+    STORE_OP_GET,    /* store_get() */
+    STORE_OP_DELETE, /* store_delete() */
+    STORE_OP_ABORT,  /* store_abort_multipart() */
+    STORE_OPS,
+};
+enum store_outcome {
+    STORE_OUTCOME_OK,
+    STORE_OUTCOME_NOT_FOUND,
+    STORE_OUTCOME_ERROR,
+    STORE_OUTCOMES
+};
+
+#define STORE_DURATION_BUCKETS 12
+/** Upper bounds (seconds) of the duration buckets. */
+extern const double store_duration_bounds[STORE_DURATION_BUCKETS];
+
+struct store_request_stats {
+    uint64_t count[STORE_OPS][STORE_OUTCOMES][STORE_DURATION_BUCKETS + 1]; /* not cumulative */
+    uint64_t sum_us[STORE_OPS][STORE_OUTCOMES];
+};
+
+/** Copy the counters of every store operation since the process started
+ * (relaxed reads). Any thread. */
+void store_get_request_stats(struct store_request_stats *out);
+
+/** Label values: "put", "head", ... and "ok", "not_found", "error". */
+const char *store_op_name(enum store_op op);
+const char *store_outcome_name(enum store_outcome o);
 
 /** Describe err in one line for logs ("SlowDown (503): Please reduce..."). */
 void store_error_format(const struct store_error *err, char *out, size_t outlen);

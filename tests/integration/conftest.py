@@ -13,9 +13,15 @@ import socket
 import subprocess
 import time
 
+import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "tests", "s3"))
+# The S3 store fixtures, shared by every module (the RGW cluster once per session).
+import s3fixtures  # noqa: E402
+from s3fixtures import (direct, rgw_cluster, rgw_proxy, s3backend, s3proxy,  # noqa: E402,F401
+                        s3rver, s3rver_proxy, store)
 FERRY_BIN = os.environ.get("FERRY_BIN", os.path.join(ROOT, "build", "ferry"))
 # ferry-test: ferry plus the test-only /_test/ relay handler (tests/tools/).
 FERRY_TEST_BIN = os.environ.get("FERRY_TEST_BIN",
@@ -190,6 +196,57 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     rep = outcome.get_result()
     setattr(item, "rep_" + rep.when, rep)
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None and "s3backend" in callspec.params:
+        rep.s3store = callspec.params["s3backend"]
+
+
+# ---- S3 stores (tests/s3/s3fixtures.py): each S3 test runs on every store it can ----
+
+S3_RESTRICTED = []  # (test, stores it runs on, why not the others)
+S3_COUNTS = {}  # store -> {outcome: n}
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "s3stores(*stores, reason): the only S3 stores "
+                            "(s3rver, rgw-proxy, rgw) this test can run on, and why")
+
+
+def pytest_generate_tests(metafunc):
+    if "s3backend" not in metafunc.fixturenames:
+        return
+    stores, reason = s3fixtures.stores_for(metafunc)
+    if reason:
+        S3_RESTRICTED.append((metafunc.definition.nodeid, stores, reason))
+    metafunc.parametrize("s3backend", stores, indirect=True, ids=stores)
+
+
+def pytest_runtest_logreport(report):
+    store = getattr(report, "s3store", None)
+    if store is None:
+        return
+    counts = S3_COUNTS.setdefault(store, {})
+    if report.when == "call" or (report.when == "setup" and not report.passed):
+        counts[report.outcome] = counts.get(report.outcome, 0) + 1
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not S3_COUNTS and not S3_RESTRICTED:
+        return
+    tr = terminalreporter
+    tr.section("S3 stores")
+    for store in s3fixtures.STORES:
+        counts = S3_COUNTS.get(store, {})
+        text = ", ".join(f"{n} {o}" for o, n in sorted(counts.items())) or "none"
+        tr.write_line(f"{store:10} {sum(counts.values()):4} tests: {text}")
+    for nodeid, stores, reason in S3_RESTRICTED:
+        tr.write_line(f"only on {'/'.join(stores)}: {nodeid}: {reason}")
+    stats = s3fixtures.RGW_STATS
+    if stats:
+        rss = lambda k: sum(stats.get(k, {}).values()) // 1024  # noqa: E731
+        tr.write_line(f"RGW cluster: started in {stats['start_seconds']:.1f} s "
+                      f"{stats['stages']}, RSS {rss('rss_start_kib')} MiB at start, "
+                      f"{rss('rss_end_kib')} MiB at the end {stats.get('rss_end_kib')}")
 
 
 @pytest.fixture
@@ -434,6 +491,15 @@ class ResponseReader:
         closed, data = wait_closed(self.sock, timeout or self.timeout, self.buf)
         self.buf = data
         return closed
+
+
+def rss_kib(pid):
+    """The resident set size of process pid, in KiB."""
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
 
 
 def connect_slow_reader(port, rcvbuf=4096, timeout=5.0):

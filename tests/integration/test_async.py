@@ -10,7 +10,7 @@ import time
 import pytest
 
 from conftest import (ResponseReader, connect_slow_reader, raw_exchange, read_hashed, read_head,
-                      read_response, wait_closed, wait_for)
+                      read_response, rss_kib, wait_closed, wait_for)
 
 LIMITS = "max_body_size = 64KiB\nbody_timeout = 500ms\n"
 
@@ -100,14 +100,6 @@ def read_chunked(sock, buf, on_chunk=None):
         body += data
         if on_chunk:
             on_chunk(data)
-
-
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 # ---- deferred answers ----

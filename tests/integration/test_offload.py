@@ -1,7 +1,7 @@
 """The offloader (issue 8): files dropped in the spool end up in the store with
 identical bytes (read back independently: the dir store's files, or boto3 against
-s3rver directly), in the archive, and no longer local; nothing is deleted that was
-not stored; failures leave files where they are.
+s3rver or Ceph's RADOS Gateway directly), in the archive, and no longer local;
+nothing is deleted that was not stored; failures leave files where they are.
 
 `ferry offload --once` and `ferry offload` run alone here; `ferry serve` runs the
 same offloader on its own threads when [offload] spool is set.
@@ -22,8 +22,7 @@ import pytest
 from conftest import FERRY_BIN, sanitizer_reports, wait_for
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "s3"))
-from s3fixtures import (ACCESS_KEY, BUCKET, SECRET_KEY, clean_env, direct,  # noqa: E402,F401
-                        s3proxy, s3proxy_module, s3rver)
+from s3fixtures import ACCESS_KEY, BUCKET, SECRET_KEY, clean_env  # noqa: E402
 
 IGNORED = [".hidden", "upload.tmp", "movie.part"]
 
@@ -398,7 +397,8 @@ def test_kill9_then_once_loses_nothing(tmp_path):
     assert off.local() == set()
 
 
-# ---- S3 (s3rver behind the verifying proxy; read back with boto3 directly) ----
+# ---- S3 (s3rver behind the verifying proxy, RGW behind it in pass-through mode;
+# read back with boto3 directly from the store) ----
 
 def s3get(direct, key):
     return direct.get_object(Bucket=BUCKET, Key=key)["Body"].read()

@@ -8,9 +8,12 @@ import os
 import re
 import subprocess
 import types
+import urllib.error
+import urllib.request
 from unittest import mock
 from urllib.parse import quote, urlsplit, parse_qsl
 
+import pytest
 from botocore.auth import S3SigV4QueryAuth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
@@ -189,11 +192,11 @@ def test_public_url_must_fix_the_host(tmp_path):
         assert "public_url" in p.stderr and why in p.stderr, p.stderr
 
 
-def test_check_refuses_proxy_with_s3_and_public_without_url(tmp_path):
+def test_check_accepts_proxy_with_s3_refuses_public_without_url(tmp_path):
     conf = tmp_path / "c.conf"
     conf.write_text(S3 + "[offload]\nredirect = proxy\n")
     p = subprocess.run([FERRY_BIN, "check", "-c", str(conf)], capture_output=True, text=True)
-    assert p.returncode == 2 and "not implemented yet" in p.stderr, p
+    assert p.returncode == 0, p
     conf.write_text(S3 + "[offload]\nredirect = public\n")
     p = subprocess.run([FERRY_BIN, "check", "-c", str(conf)], capture_output=True, text=True)
     assert p.returncode == 2 and "public needs public_url" in p.stderr, p
@@ -339,3 +342,92 @@ def test_presign_head_and_307(ferry_factory, tmp_path):
     assert loc.startswith("http://127.0.0.1:9/bkt/pre/x.jpg?"), loc
     assert "X-Amz-Expires=604800" in loc, loc
     assert r.header("Cache-Control") == f"private, max-age={604800 - 60480}", r
+
+
+def test_presign_redirect_is_fetched_from_the_store(ferry_factory, tmp_path, s3backend, direct):
+    """The presign redirect for every odd name, followed to the real store (RGW
+    itself, or the verifying proxy in front of s3rver): the object's exact bytes
+    for a GET, its length for a HEAD."""
+    from s3fixtures import ACCESS_KEY, BUCKET, SECRET_KEY
+    store = (f"[store]\ntype = s3\nendpoint = http://127.0.0.1:{s3backend.port}\n"
+             f"bucket = {BUCKET}\nregion = us-east-1\naccess_key = {ACCESS_KEY}\n"
+             f"secret_key = {SECRET_KEY}\nprefix = served/\n")
+    f, _ = start(ferry_factory, tmp_path, store, "redirect = presign\npresign_ttl = 5m\n")
+    for name in NAMES:
+        data = hashlib.sha256(name.encode()).digest() * 40
+        direct.put_object(Bucket=BUCKET, Key="served/" + name, Body=data)
+        r = request(f.port, path="/static/" + enc(name))
+        assert r.status == 302, (name, r)
+        loc = r.header("Location")
+        assert loc.startswith(f"http://127.0.0.1:{s3backend.port}/{BUCKET}/served/"), loc
+        with urllib.request.urlopen(loc) as got:
+            assert got.read() == data, (name, loc)
+        # The signature covers the method: a HEAD is redirected to a URL for a
+        # HEAD (the GET URL would be refused with 403 SignatureDoesNotMatch).
+        r = request(f.port, "HEAD", path="/static/" + enc(name))
+        assert r.status == 302, (name, r)
+        head_loc = r.header("Location")
+        with urllib.request.urlopen(urllib.request.Request(head_loc, method="HEAD")) as got:
+            assert got.headers["Content-Length"] == str(len(data)), (name, head_loc)
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(urllib.request.Request(loc, method="HEAD"))
+        assert e.value.code == 403, (name, loc)
+    # A name the store does not have: the redirect is made, the store says 404.
+    r = request(f.port, path="/static/" + enc("missing one.jpg"))
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(r.header("Location"))
+    assert e.value.code == 404 and b"<Code>NoSuchKey</Code>" in e.value.read()
+
+
+def test_presign_never_outlives_the_credentials(ferry_factory, tmp_path):
+    # Session credentials that expire in 2 minutes: presign_ttl = 1h is cut to
+    # what is left, and the cache lifetime with it.
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    expiry = datetime.datetime.utcnow().replace(microsecond=0) + datetime.timedelta(seconds=120)
+    env = {"AWS_ACCESS_KEY_ID": "ASIAEXAMPLE", "AWS_SECRET_ACCESS_KEY": "secret",
+           "AWS_SESSION_TOKEN": "token", "AWS_CREDENTIAL_EXPIRATION": expiry.isoformat() + "Z",
+           "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent"}
+    store = "\n".join(line for line in S3.splitlines() if not line.startswith(("access_key",
+                                                                               "secret_key")))
+    f = ferry_factory(store + "\n" + offload_conf(spool, "redirect = presign\npresign_ttl = 1h\n"),
+                      env=env)
+    r = request(f.port, path="/static/x.jpg")
+    assert r.status == 302, r
+    q = dict(parse_qsl(urlsplit(r.header("Location")).query))
+    signed = datetime.datetime.strptime(q["X-Amz-Date"], "%Y%m%dT%H%M%SZ")
+    expires = int(q["X-Amz-Expires"])
+    assert signed + datetime.timedelta(seconds=expires) == expiry, (q, expiry)
+    assert 100 <= expires <= 120, q
+    assert q["X-Amz-Security-Token"] == "token", q
+    m = re.fullmatch(r"private, max-age=(\d+)", r.header("Cache-Control") or "")
+    assert m and 0 < int(m.group(1)) <= expires * 0.9 + 1, r
+
+
+def test_presign_with_expired_credentials_is_refused(ferry_factory, tmp_path):
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    env = {"AWS_ACCESS_KEY_ID": "ASIAEXAMPLE", "AWS_SECRET_ACCESS_KEY": "secret",
+           "AWS_SESSION_TOKEN": "token", "AWS_CREDENTIAL_EXPIRATION": "2020-01-01T00:00:00Z",
+           "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent"}
+    store = "\n".join(line for line in S3.splitlines() if not line.startswith(("access_key",
+                                                                               "secret_key")))
+    f = ferry_factory(store + "\n" + offload_conf(spool, "redirect = presign\n"), env=env)
+    r = request(f.port, path="/static/x.jpg")
+    assert r.status == 500 and r.header("Location") is None, r
+    assert r.body == b"500 Internal Server Error: the store's credentials have expired\n", r
+
+
+def test_verify_remote_with_the_dir_store(ferry_factory, tmp_path):
+    # A public redirect only for what the dir store holds; 404 for a file in
+    # neither place.
+    store, conf = dir_store(tmp_path, prefix="pre/")
+    f, spool = start(ferry_factory, tmp_path, conf,
+                     f"redirect = public\npublic_url = {PUBLIC}\nverify_remote = on\n")
+    (store / "pre").mkdir()
+    (store / "pre" / "there.jpg").write_bytes(b"stored")
+    r = request(f.port, path="/static/there.jpg")
+    assert r.status == 302 and r.header("Location") == PUBLIC + "there.jpg", r
+    r = request(f.port, path="/static/gone.jpg")
+    assert r.status == 404 and r.header("Location") is None and r.body == b"404 Not Found\n", r
+    assert sorted(log_notes(f, 2)) == ["offload=missing", "offload=redirect"]

@@ -1,13 +1,18 @@
-"""The S3 store client against s3rver behind the verifying, fault-injecting proxy.
+"""The S3 store client against each S3 store (tests/s3/s3fixtures.py): s3rver
+behind the verifying, fault-injecting proxy, and Ceph's RADOS Gateway behind the
+same proxy in pass-through mode or directly.
 
 Every request ferry sends has its SigV4 signature and its Content-MD5 /
-x-amz-checksum-sha256 / x-amz-content-sha256 checked by the proxy (botocore);
-bytes are read back from s3rver directly with boto3, never through ferry.
+x-amz-content-sha256 checked: by the proxy (botocore) in front of s3rver, by RGW
+itself otherwise (RGW ignores x-amz-checksum-sha256, so there only Content-MD5
+proves the bytes). Bytes are read back from the store directly with boto3,
+never through ferry.
 """
 import base64
 import hashlib
 import os
 import subprocess
+import time
 import sys
 import urllib.error
 import urllib.request
@@ -16,8 +21,7 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "s3"))
 import storetest  # noqa: E402
-from s3fixtures import (ACCESS_KEY, BUCKET, SECRET_KEY, clean_env, direct,  # noqa: E402,F401
-                        s3proxy, s3proxy_module, s3rver, store)
+from s3fixtures import ACCESS_KEY, BUCKET, SECRET_KEY, clean_env  # noqa: E402
 
 MULTI = ("--threshold", "5MiB", "--part-size", "5MiB")
 
@@ -234,14 +238,53 @@ def test_conditional_create_dropped_response_resolved_by_digest(tmp_path, store,
     assert stored(direct, "cond/a") == data
 
 
-def test_conditional_multipart_lost_complete_is_resolved(tmp_path, store, s3proxy, direct):
+def test_conditional_multipart_lost_complete_is_resolved(tmp_path, store, s3proxy, direct,
+                                                        s3backend):
     data, p = put_multipart_with_complete_fault(tmp_path, store, s3proxy, "drop_response",
                                                 "cond/mp")
     ok(p)
-    # The retried Complete found no upload (it had completed): the object decided.
-    assert s3proxy.outcomes("POST")[-2:] == ["drop_response:200", "NoSuchUpload"]
-    assert s3proxy.outcomes("HEAD") == [200]
+    if s3backend.rgw:
+        # RGW answers a repeated Complete of a finished upload with 200 and
+        # the object's ETag, which ferry compares: nothing left to decide.
+        assert s3proxy.outcomes("POST")[-2:] == ["drop_response:200", 200]
+        assert s3proxy.outcomes("HEAD") == []
+    else:
+        # The retried Complete found no upload (it had completed): the object decided.
+        assert s3proxy.outcomes("POST")[-2:] == ["drop_response:200", "NoSuchUpload"]
+        assert s3proxy.outcomes("HEAD") == [200]
     assert stored(direct, "cond/mp") == data
+
+
+def test_complete_with_empty_etag_is_checked_by_head(tmp_path, store, s3proxy, direct):
+    """RGW 16.2 answers CompleteMultipartUpload with an empty ETag: the object's
+    ETag then comes from a HEAD, so a Complete that did not happen is an error."""
+    data, p = put_multipart_with_complete_fault(tmp_path, store, s3proxy, "complete_empty_etag",
+                                                "mp/empty-etag")
+    ok(p)
+    md5s = b"".join(hashlib.md5(data[i:i + (5 << 20)]).digest()
+                    for i in range(0, len(data), 5 << 20))
+    assert f"etag={hashlib.md5(md5s).hexdigest()}-2" in p.stdout
+    assert [(m, o) for m, _, o in s3proxy.log if m in ("POST", "HEAD")][-2:] == \
+        [("POST", 200), ("HEAD", 200)], s3proxy.log
+    assert stored(direct, "mp/empty-etag") == data
+    # A 200 with an empty ETag for a Complete that never reached the store:
+    # the HEAD finds nothing, the put fails and its upload is aborted.
+    _, p = put_multipart_with_complete_fault(tmp_path, store, s3proxy,
+                                             "complete_lost_empty_etag", "mp/lost-etag")
+    assert p.returncode == 1 and "errno=ENOENT" in p.stdout, p.stdout
+    with pytest.raises(direct.exceptions.NoSuchKey):
+        direct.get_object(Bucket=BUCKET, Key="mp/lost-etag")
+    assert [m for m, p, _ in s3proxy.requests if p.endswith("mp/lost-etag")][-1] == "DELETE"
+
+
+@pytest.mark.s3stores("rgw-proxy", reason="RGW's own Complete answer (an empty ETag) "
+                      "is what is measured")
+def test_rgw_complete_etag_is_empty_and_taken_from_head(tmp_path, store, s3proxy, direct):
+    data = os.urandom(6 * 1024 * 1024)
+    ok(store.run("put", "mp/rgw", write(tmp_path, "big", data), opts=MULTI))
+    post = [o for m, _, o in s3proxy.log if m in ("POST", "HEAD")]
+    assert post == [200, 200, 200], s3proxy.log  # Create, Complete, then the HEAD
+    assert stored(direct, "mp/rgw") == data
 
 
 def test_proxy_rejects_forged_signature_and_bad_digest(tmp_path, store, s3proxy, direct):
@@ -498,3 +541,57 @@ def test_non_retryable_s3_errors_are_not_retried(tmp_path, store, s3proxy, direc
     assert f"{code} (403): {ERROR_MESSAGES[code]}" in p.stdout
     assert "errno=EACCES" in p.stdout
     assert s3proxy.outcomes("PUT") == [code]
+
+
+# The odd names the suites use: test_awkward_keys_... above and the url_prefix
+# names of test_offload_serve.py.
+ODD_KEYS = ["a b/c d.txt", "plus+sign=eq", "pct%20literal%", "tilde~/x",
+            "caf\u00e9/\u65e5\u672c.jpg", "q?uestion#hash&amp", "100%.jpg", "x#y.jpg",
+            "a&b=c.jpg", "it's \"q\".jpg", "(p).jpg", "\U0001F600.png",
+            "dir/sub dir/\u00fc.txt", "pre/sign me+.bin"]
+
+
+def http_get(url):
+    """(status, body, S3 error code or None) of a GET of url."""
+    try:
+        with urllib.request.urlopen(url) as r:
+            return r.status, r.read(), None
+    except urllib.error.HTTPError as e:
+        body = e.read()
+        code = body.split(b"<Code>")[1].split(b"</Code>")[0].decode() if b"<Code>" in body \
+            else None
+        return e.code, body, code
+
+
+def test_ferry_presign_urls_for_odd_keys_are_accepted(tmp_path, store, direct, s3backend):
+    """`ferry presign` for every odd key name: the store (RGW itself, or the
+    verifying proxy in front of s3rver) serves exactly the object's bytes; an
+    altered signature and an expired URL are refused with S3's codes."""
+    conf = store.conf()
+    urls = {}
+    for key in ODD_KEYS:
+        data = hashlib.sha256(key.encode()).digest() * 50
+        direct.put_object(Bucket=BUCKET, Key=key, Body=data)
+        p = ferry_presign(conf, key, "--ttl", "300")
+        assert p.returncode == 0, p.stderr
+        urls[key] = p.stdout.strip()
+        assert urls[key].startswith(f"http://127.0.0.1:{s3backend.port}/{BUCKET}/"), urls[key]
+        status, body, code = http_get(urls[key])
+        assert (status, code) == (200, None), (key, urls[key], body)
+        assert body == data, key
+    url = urls["a b/c d.txt"]
+    forged = url[:-1] + ("0" if url[-1] != "0" else "1")
+    assert http_get(forged)[::2] == (403, "SignatureDoesNotMatch")
+    # Another key's path under this signature.
+    other = url.replace("/a%20b/c%20d.txt?", "/plus%2Bsign%3Deq?")
+    assert other != url and http_get(other)[::2] == (403, "SignatureDoesNotMatch")
+    p = ferry_presign(conf, "a b/c d.txt", "--ttl", "1")
+    short = p.stdout.strip()
+    # Expired: wait (bounded) for the second to pass. S3 says AccessDenied, not
+    # SignatureDoesNotMatch: the signature itself is good. (Not first asserting
+    # a 200: on a loaded machine the second may be gone before the request.)
+    deadline = time.monotonic() + 10
+    while http_get(short)[0] == 200:
+        assert time.monotonic() < deadline, "a 1 s presigned URL still works after 10 s"
+        time.sleep(0.2)
+    assert http_get(short)[::2] == (403, "AccessDenied")

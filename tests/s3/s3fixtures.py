@@ -1,6 +1,21 @@
-"""Pytest fixtures for the store tests: s3rver (pinned in tests/s3rver), the
-verifying proxy in front of it, a direct boto3 client for reading back what was
-really stored, and a runner for tests/tools/store_tool."""
+"""Pytest fixtures for the store tests, run against each S3 store:
+
+  s3rver     s3rver (pinned in tests/s3rver) behind the verifying, fault-injecting
+             proxy: the proxy checks signatures and digests and emulates what
+             s3rver lacks; the faults suites run here;
+  rgw-proxy  Ceph's RADOS Gateway (tests/s3/rgwcluster.py, one cluster per
+             pytest session) behind the same proxy in pass-through mode: RGW
+             judges every request, the proxy only logs and injects faults;
+  rgw        RGW directly, for the tests that need no proxy.
+
+A test that asks for `s3proxy` runs on s3rver and rgw-proxy, one that asks only
+for `store` / `direct` on s3rver and rgw. A test that needs behaviour one store
+lacks says so with @pytest.mark.s3stores("s3rver", reason="..."): it runs on the
+stores named, and the terminal summary lists it with its reason next to the
+count of tests that ran against each store (see tests/integration/conftest.py).
+
+Also: a direct boto3 client for reading back what was really stored, and a
+runner for tests/tools/store_tool."""
 import os
 import select
 import subprocess
@@ -11,6 +26,7 @@ import pytest
 from botocore.config import Config
 
 import storetest
+from rgwcluster import ClusterError, RgwCluster
 from s3proxy import S3Proxy
 
 S3RVER_DIR = os.path.join(storetest.ROOT, "tests", "s3rver")
@@ -65,6 +81,10 @@ class S3rver:
                 self.proc.wait()
 
 
+STORES = ("s3rver", "rgw-proxy", "rgw")
+PROXIED = ("s3rver", "rgw-proxy")
+
+
 @pytest.fixture(scope="module")
 def s3rver(tmp_path_factory):
     srv = S3rver(tmp_path_factory.mktemp("s3rver")).start()
@@ -73,26 +93,117 @@ def s3rver(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def s3proxy_module(s3rver):
+def s3rver_proxy(s3rver):
     proxy = S3Proxy(s3rver.port, ACCESS_KEY, SECRET_KEY).start()
     yield proxy
     proxy.stop()
 
 
-@pytest.fixture
-def s3proxy(s3proxy_module):
-    s3proxy_module.reset()
-    yield s3proxy_module
-    s3proxy_module.reset()
+# Start time and daemon RSS of the session's cluster, for the terminal summary.
+RGW_STATS = {}
 
 
-@pytest.fixture(scope="module")
-def direct(s3rver):
-    """A boto3 client talking to s3rver itself, bypassing ferry and the proxy."""
-    return boto3.client("s3", endpoint_url=f"http://127.0.0.1:{s3rver.port}",
-                        aws_access_key_id=ACCESS_KEY, aws_secret_access_key="S3RVER",
+@pytest.fixture(scope="session")
+def rgw_cluster(tmp_path_factory):
+    """One RGW cluster for the whole session. It must start: a machine
+    without it fails these tests loudly (scripts/deps.sh --test installs it)."""
+    problem = None
+    cluster = RgwCluster(tmp_path_factory.mktemp("rgw"), ACCESS_KEY, SECRET_KEY)
+    try:
+        cluster.start()
+        rgw_client(cluster.port).create_bucket(Bucket=BUCKET)
+    except ClusterError as e:
+        problem = str(e)
+    except Exception as e:  # noqa: BLE001 - any failure here must name the cluster
+        problem = f"RGW cluster: creating bucket {BUCKET} failed: {e}"
+    if problem:
+        cluster.stop()
+        pytest.fail(problem, pytrace=False)
+    RGW_STATS["start_seconds"] = cluster.start_seconds
+    RGW_STATS["stages"] = cluster.timings
+    RGW_STATS["rss_start_kib"] = cluster.rss_kib()
+    yield cluster
+    RGW_STATS["rss_end_kib"] = cluster.rss_kib()
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def rgw_proxy(rgw_cluster):
+    proxy = S3Proxy(rgw_cluster.port, ACCESS_KEY, SECRET_KEY, verify=False).start()
+    yield proxy
+    proxy.stop()
+
+
+def rgw_client(port):
+    return boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}",
+                        aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY,
                         region_name="us-east-1",
                         config=Config(s3={"addressing_style": "path"}))
+
+
+class Backend:
+    """One store as a test sees it: the port ferry talks to, the proxy in
+    between (or None) and a boto3 client on the store itself."""
+
+    def __init__(self, name, port, proxy, direct):
+        self.name = name
+        self.port = port
+        self.proxy = proxy
+        self.direct = direct
+
+    @property
+    def rgw(self):
+        return self.name.startswith("rgw")
+
+
+@pytest.fixture
+def s3backend(request):
+    """The store this test instance runs against (parametrized by
+    pytest_generate_tests in tests/integration/conftest.py)."""
+    name = request.param
+    if name == "s3rver":
+        srv = request.getfixturevalue("s3rver")
+        proxy = request.getfixturevalue("s3rver_proxy")
+        # s3rver ignores signatures but only knows its own key id and secret.
+        direct = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{srv.port}",
+                              aws_access_key_id=ACCESS_KEY, aws_secret_access_key="S3RVER",
+                              region_name="us-east-1",
+                              config=Config(s3={"addressing_style": "path"}))
+        return Backend(name, proxy.port, proxy, direct)
+    cluster = request.getfixturevalue("rgw_cluster")
+    direct = rgw_client(cluster.port)
+    if name == "rgw-proxy":
+        proxy = request.getfixturevalue("rgw_proxy")
+        return Backend(name, proxy.port, proxy, direct)
+    return Backend(name, cluster.port, None, direct)
+
+
+@pytest.fixture
+def s3proxy(s3backend):
+    proxy = s3backend.proxy
+    assert proxy is not None, f"{s3backend.name} has no proxy: s3proxy only runs on {PROXIED}"
+    proxy.reset()
+    yield proxy
+    proxy.reset()
+
+
+@pytest.fixture
+def direct(s3backend):
+    """A boto3 client talking to the store itself, bypassing ferry and the proxy."""
+    return s3backend.direct
+
+
+def stores_for(metafunc):
+    """(stores a test runs on, reason it skips the others or None)."""
+    mark = metafunc.definition.get_closest_marker("s3stores")
+    default = PROXIED if "s3proxy" in metafunc.fixturenames else ("s3rver", "rgw")
+    if mark is None:
+        return default, None
+    wanted = tuple(mark.args)
+    unknown = [n for n in wanted if n not in STORES]
+    assert not unknown and mark.kwargs.get("reason"), \
+        f"{metafunc.definition.nodeid}: s3stores needs known stores and a reason"
+    return wanted, mark.kwargs["reason"]
 
 
 def clean_env(extra=None):
@@ -133,5 +244,7 @@ class StoreRunner:
 
 
 @pytest.fixture
-def store(tmp_path, s3proxy):
-    return StoreRunner(tmp_path, s3proxy.port)
+def store(tmp_path, s3backend):
+    if s3backend.proxy is not None:
+        s3backend.proxy.reset()
+    return StoreRunner(tmp_path, s3backend.port)

@@ -12,12 +12,22 @@ proxy sits in front of it and, for every request:
   PreconditionFailed), which s3rver lacks;
 * on demand injects faults: S3 error responses (500 InternalError, 503
   SlowDown, 400 RequestTimeout), a connection reset while reading the request
-  body or while sending a response body, a delay, a 200 whose body is an error
-  on CompleteMultipartUpload, a dropped or late response after a successful request;
+  body or while sending a response body, a delay, a slowly sent GET body
+  (slow_body: 64 KiB pieces `delay` apart), a 200 whose body is an error
+  on CompleteMultipartUpload, a Complete answered with an empty ETag (as RGW
+  16.2 does; forwarded, or never forwarded), a dropped or late
+  (delay_response) response after a successful request, a wrong ETag;
 * or, with proxy.chaos(rate, seed), injects a random fault kind into a random
   share of all requests (seeded: the seed is what reproduces a failure);
+* emulates ListMultipartUploads (s3rver lacks it) from the uploads it saw;
 * answers 400 ExpiredToken for session tokens the test declared expired
   (proxy.rotate() replaces a key's secret and token, as STS would).
+
+With verify=False (in front of a store that checks for itself, such as
+Ceph's RADOS Gateway) the proxy checks and emulates nothing: it forwards every
+request unchanged, logs it (an error answer under its S3 code, as the checks
+above would) and injects the faults asked for, so that the store's own
+judgement is what the test sees.
 
 The test controls it through the Python object (the proxy runs in a thread of
 the test process): proxy.add_fault(...), proxy.log, proxy.reset().
@@ -102,8 +112,9 @@ class Fault:
 
 
 class S3Proxy:
-    def __init__(self, upstream_port, access_key, secret_key, token=None):
+    def __init__(self, upstream_port, access_key, secret_key, token=None, verify=True):
         self.upstream_port = upstream_port
+        self.verify = verify  # False: forward as is, the upstream checks
         self.creds = {access_key: (secret_key, token)}
         self.initial_creds = dict(self.creds)
         self.faults = []
@@ -153,6 +164,11 @@ class S3Proxy:
             self.chaos_hits = {}
             self.creds = dict(self.initial_creds)
             self.expired_tokens = set()
+            # Upload ids are unique: what earlier tests completed or aborted
+            # (the RGW proxy lives for the whole session) is not this test's.
+            self.completed = set()
+            self.aborted = set()
+            self.created = {}
 
     def chaos(self, rate, seed):
         """Inject a random fault (one of CHAOS_KINDS that fits the request) into
@@ -225,6 +241,23 @@ def _signature_of(auth, request, timestamp):
     cr = auth.canonical_request(request)
     sts = auth.string_to_sign(request, cr)
     return auth.signature(sts, request)
+
+
+def _complete_xml(path, etag):
+    bucket, _, key = path.lstrip("/").partition("/")
+    return (f'<?xml version="1.0" encoding="UTF-8"?>\n<CompleteMultipartUploadResult>'
+            f"<Location>{path}</Location><Bucket>{bucket}</Bucket><Key>{key}</Key>"
+            f"<ETag>{etag}</ETag></CompleteMultipartUploadResult>").encode()
+
+
+def _outcome(status, body):
+    """What the log says about an upstream answer: the status, or for an error
+    document its S3 code (as the proxy's own checks log theirs)."""
+    if status >= 300:
+        m = re.search(rb"<Code>([^<]+)</Code>", body or b"")
+        if m:
+            return m.group(1).decode()
+    return status
 
 
 def _make_handler(proxy):
@@ -339,8 +372,10 @@ def _make_handler(proxy):
 
         def upstream(self, method, body, headers=None):
             conn = http.client.HTTPConnection("127.0.0.1", proxy.upstream_port, timeout=60)
-            hdrs = {k: v for k, v in self.headers.items()
-                    if k.lower() not in ("connection", "expect", "if-none-match")}
+            # If-None-Match: * on writes is emulated here (verify mode); on reads it goes on.
+            drop = ("connection", "expect") + (
+                ("if-none-match",) if proxy.verify and method in ("PUT", "POST") else ())
+            hdrs = {k: v for k, v in self.headers.items() if k.lower() not in drop}
             hdrs.update(headers or {})
             conn.request(method, self.path, body=body if method in ("PUT", "POST") else None,
                          headers=hdrs)
@@ -396,7 +431,8 @@ def _make_handler(proxy):
             body = self.rfile.read(length) if length else b""
             if fault and fault.action == "delay":
                 time.sleep(fault.delay)
-            problem = self.check_signature(split, body) or self.check_digests(body)
+            problem = proxy.verify and (self.check_signature(split, body)
+                                        or self.check_digests(body))
             if problem:
                 self.send_error_xml(problem[0], problem[1], path)
                 return
@@ -413,11 +449,17 @@ def _make_handler(proxy):
                 self.send_raw(200, error_xml("InternalError", resource=path),
                               {"Content-Type": "application/xml"})
                 return
-            if self.command == "GET" and "uploads" in query:
+            if fault and fault.action == "complete_lost_empty_etag":
+                # A 200 with an empty ETag (as RGW 16.2 answers a Complete)
+                # for a Complete that never reached the store.
+                proxy.record(self.command, path, "complete_lost_empty_etag")
+                self.send_raw(200, _complete_xml(path, ""), {"Content-Type": "application/xml"})
+                return
+            if self.command == "GET" and "uploads" in query and proxy.verify:
                 self.list_uploads(path, query.get("prefix", ""))
                 return
             upload_id = query.get("uploadId")
-            if upload_id is not None:
+            if upload_id is not None and proxy.verify:
                 # s3rver lacks AbortMultipartUpload and answers 500 for a finished
                 # upload; S3 answers 204 and 404 NoSuchUpload. Emulate S3.
                 with proxy.lock:
@@ -432,7 +474,7 @@ def _make_handler(proxy):
                     proxy.record(self.command, path, 204)
                     self.send_raw(204)
                     return
-            conditional = self.headers.get("If-None-Match") == "*" and (
+            conditional = proxy.verify and self.headers.get("If-None-Match") == "*" and (
                 (self.command == "PUT" and "partNumber" not in query)
                 or (self.command == "POST" and "uploadId" in query))
             if conditional and self.object_exists():
@@ -450,6 +492,11 @@ def _make_handler(proxy):
                         proxy.created[m.group(1).decode()] = path.lstrip("/").split("/", 1)[1]
             if fault and fault.action == "delay_response":
                 time.sleep(fault.delay)  # done upstream; the answer is late
+            if upload_id is not None and self.command == "DELETE" and resp.status == 204:
+                with proxy.lock:
+                    proxy.aborted.add(upload_id)
+            if fault and fault.action == "complete_empty_etag":
+                data = re.sub(rb"<ETag>[^<]*</ETag>", b"<ETag></ETag>", data)
             if fault and fault.action == "drop_response":
                 proxy.record(self.command, path, f"drop_response:{resp.status}")
                 self.reset_connection()
@@ -465,8 +512,12 @@ def _make_handler(proxy):
                 proxy.record(self.command, path, "reset_response")
                 self.reset_connection()
                 return
+            if fault and fault.action == "slow_body" and self.command == "GET":
+                self.send_slowly(resp, data, fault, path)
+                return
             wrong_etag = fault and fault.action == "wrong_etag" and resp.status == 200
-            proxy.record(self.command, path, "wrong_etag" if wrong_etag else resp.status)
+            proxy.record(self.command, path,
+                         "wrong_etag" if wrong_etag else _outcome(resp.status, data))
             self.send_response(resp.status)
             # A HEAD answer keeps the object's Content-Length; others carry data.
             skip = ("connection", "transfer-encoding") + (
@@ -482,6 +533,27 @@ def _make_handler(proxy):
             if self.command != "HEAD":
                 self.wfile.write(data)
             self.wfile.flush()
+
+        def send_slowly(self, resp, data, fault, path):
+            """The body in 64 KiB pieces fault.delay seconds apart; records
+            "slow_body:sent" or, when the client (ferry) closed the connection
+            first, "slow_body:closed"."""
+            self.send_response(resp.status)
+            for k, v in resp.getheaders():
+                if k.lower() not in ("connection", "transfer-encoding", "content-length"):
+                    self.send_header(k, v)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            try:
+                for i in range(0, len(data), 65536):
+                    self.wfile.write(data[i:i + 65536])
+                    self.wfile.flush()
+                    time.sleep(fault.delay)
+            except OSError:
+                proxy.record(self.command, path, "slow_body:closed")
+                self.close_connection = True
+                return
+            proxy.record(self.command, path, "slow_body:sent")
 
         def handle_counted(self):
             proxy.local.generation = proxy.generation

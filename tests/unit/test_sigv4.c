@@ -9,8 +9,12 @@
 
 #include <string.h>
 
-static const struct sigv4_creds example_creds = {
-    "AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", NULL, "us-east-1", "s3"};
+static const struct sigv4_creds example_creds = {"AKIAIOSFODNN7EXAMPLE",
+                                                 "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+                                                 NULL,
+                                                 "us-east-1",
+                                                 "s3",
+                                                 NULL};
 
 /* 20130524T000000Z */
 static const time_t example_when = 1369353600;
@@ -186,6 +190,64 @@ static void test_session_token_and_whitespace(void)
     buf_finish(&b);
 }
 
+/* The signing key is derived once per day and credential: many signatures on
+ * one day derive it once, the next day once more, and every signature equals
+ * the one made without the cache (AWS's example above). */
+static void test_signing_key_cached_per_day(void)
+{
+    struct sigv4_key_cache kc;
+    memset(&kc, 0, sizeof(kc));
+    struct sigv4_creds c = example_creds;
+    c.keys = &kc;
+    struct sigv4_request r = {
+        .method = "GET",
+        .host = "examplebucket.s3.amazonaws.com",
+        .path = "/test.txt",
+        .when = example_when,
+    };
+    struct buf plain, cached;
+    buf_init(&plain, 4096);
+    buf_init(&cached, 4096);
+    for (int i = 0; i < 100; i++) {
+        r.when = example_when + i * 60; /* through the day's first hours */
+        buf_reset(&plain);
+        buf_reset(&cached);
+        ASSERT_EQ(sigv4_presign(&r, &example_creds, 86400, &plain), 0);
+        ASSERT_EQ(sigv4_presign(&r, &c, 86400, &cached), 0);
+        ASSERT_STREQ(cached.data, plain.data);
+        ASSERT_EQ(sigv4_sign_header(&r, &c, &cached), 0);
+    }
+    ASSERT_EQ(kc.derivations, 1);
+    r.when = example_when;
+    buf_reset(&cached);
+    ASSERT_EQ(sigv4_presign(&r, &c, 86400, &cached), 0);
+    ASSERT_STREQ(cached.data,
+                 "X-Amz-Algorithm=AWS4-HMAC-SHA256"
+                 "&X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F20130524%2Fus-east-1%2Fs3%2Faws4_request"
+                 "&X-Amz-Date=20130524T000000Z&X-Amz-Expires=86400&X-Amz-SignedHeaders=host"
+                 "&X-Amz-Signature="
+                 "aeeed9bbccd4d02ee5c0109b86d86835f995330da4c265957d157751f604d404");
+    ASSERT_EQ(kc.derivations, 1);
+    /* The next day: one derivation more, and the key of that day. */
+    for (int i = 0; i < 10; i++) {
+        r.when = example_when + 86400 + i;
+        buf_reset(&plain);
+        buf_reset(&cached);
+        ASSERT_EQ(sigv4_presign(&r, &example_creds, 600, &plain), 0);
+        ASSERT_EQ(sigv4_presign(&r, &c, 600, &cached), 0);
+        ASSERT_STREQ(cached.data, plain.data);
+    }
+    ASSERT_EQ(kc.derivations, 2);
+    /* Another region is another key. */
+    c.region = "eu-west-3";
+    ASSERT_EQ(sigv4_presign(&r, &c, 600, &cached), 0);
+    ASSERT_EQ(kc.derivations, 3);
+    sigv4_key_cache_clear(&kc);
+    ASSERT_STREQ(kc.id, "");
+    buf_finish(&plain);
+    buf_finish(&cached);
+}
+
 int main(void)
 {
     test_get_object_range();
@@ -195,5 +257,6 @@ int main(void)
     test_presigned_url();
     test_uri_encode();
     test_session_token_and_whitespace();
+    test_signing_key_cached_per_day();
     TEST_MAIN_END();
 }

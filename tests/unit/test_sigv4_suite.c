@@ -514,6 +514,7 @@ static void creds_from_case(const struct suite_case *t, struct sigv4_creds *c)
     c->session_token = t->token;
     c->region = "us-east-1";
     c->service = "service";
+    c->keys = NULL;
 }
 
 /* Sign t and return 1 when canonical request, string to sign and Authorization are

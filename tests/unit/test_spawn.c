@@ -7,6 +7,7 @@
 #include "common/spawn.h"
 
 #include "test.h"
+#include "test_signals.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -120,6 +121,28 @@ static void test_no_fd_leak(void)
     o.argv = argv;
     run_expect(&o, "0\n1\n2\n3\n");
     close(leak);
+}
+
+static void test_fd3(void)
+{
+    int p[2];
+    ASSERT_EQ(pipe2(p, O_CLOEXEC), 0);
+    /* The pipe's write end is fd 3 in the child even when it is not 3 here
+     * and is close-on-exec; nothing else above 2 survives. */
+    int other = open("/dev/null", O_RDONLY);
+    ASSERT_TRUE(other >= 3);
+    const char *argv[] = {"/bin/sh", "-c", "echo READY >&3; ls /proc/self/fd", NULL};
+    struct spawn_opts o;
+    spawn_opts_init(&o);
+    o.argv = argv;
+    o.fd3 = p[1];
+    run_expect(&o, "0\n1\n2\n3\n4\n");
+    close(p[1]);
+    char got[16] = {0};
+    ASSERT_EQ(read(p[0], got, sizeof(got) - 1), 6);
+    ASSERT_STREQ(got, "READY\n");
+    close(p[0]);
+    close(other);
 }
 
 static void test_env_cwd(void)
@@ -243,19 +266,13 @@ static void test_exec_errors(void)
 
 int main(void)
 {
-    /* As ferry's supervisor: termination signals blocked, SIGPIPE ignored. */
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGHUP);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    test_signals_like_ferry();
 
     test_signals_clean();
     test_stdin_socket();
     test_no_fd_leak();
     test_env_cwd();
+    test_fd3();
     test_evloop_watch();
     test_signal_term();
     test_exec_errors();

@@ -524,6 +524,71 @@ static void test_creds_refresh(void)
     creds_finish(&c);
 }
 
+/* Session credentials from the environment carry their expiry. */
+static void test_creds_expiry(void)
+{
+    time_t t = 0;
+    ASSERT_EQ(creds_parse_expiry("2026-12-04T18:00:00Z", &t), 0);
+    ASSERT_EQ(t, 1796407200);
+    ASSERT_EQ(creds_parse_expiry("2026-12-04T18:00:00.123Z", &t), 0);
+    ASSERT_EQ(t, 1796407200);
+    ASSERT_EQ(creds_parse_expiry("2026-12-04T19:30:00+01:30", &t), 0);
+    ASSERT_EQ(t, 1796407200);
+    ASSERT_EQ(creds_parse_expiry("2026-12-04T16:00:00-02:00", &t), 0);
+    ASSERT_EQ(t, 1796407200);
+    t = 5;
+    ASSERT_EQ(creds_parse_expiry("2026-12-04T18:00:00", &t), -EINVAL);
+    ASSERT_EQ(creds_parse_expiry("2026-12-04 18:00:00Z", &t), -EINVAL);
+    ASSERT_EQ(creds_parse_expiry("2026-12-04T18:00:00Zjunk", &t), -EINVAL);
+    ASSERT_EQ(creds_parse_expiry("tomorrow", &t), -EINVAL);
+    ASSERT_EQ(t, 5);
+
+    char why[256];
+    struct creds c;
+    setenv("AWS_ACCESS_KEY_ID", "ENVAK", 1);
+    setenv("AWS_SECRET_ACCESS_KEY", "envsecret", 1);
+    setenv("AWS_SESSION_TOKEN", "envtoken", 1);
+    setenv("AWS_CREDENTIAL_EXPIRATION", "2026-12-04T18:00:00Z", 1);
+    ASSERT_EQ(creds_resolve(NULL, NULL, NULL, NULL, &c, why, sizeof(why)), 0);
+    ASSERT_EQ(c.expires, 1796407200);
+    creds_finish(&c);
+    setenv("AWS_CREDENTIAL_EXPIRATION", "soon", 1);
+    ASSERT_EQ(creds_resolve(NULL, NULL, NULL, NULL, &c, why, sizeof(why)), -EINVAL);
+    ASSERT_TRUE(strstr(why, "AWS_CREDENTIAL_EXPIRATION") != NULL);
+    assert_no_secret(why);
+    unsetenv("AWS_CREDENTIAL_EXPIRATION");
+    ASSERT_EQ(creds_resolve(NULL, NULL, NULL, NULL, &c, why, sizeof(why)), 0);
+    ASSERT_EQ(c.expires, 0);
+    creds_finish(&c);
+    /* The shared credentials file, as saml2aws writes it. */
+    unsetenv("AWS_ACCESS_KEY_ID");
+    unsetenv("AWS_SECRET_ACCESS_KEY");
+    char file[512];
+    snprintf(file, sizeof(file), "%s/credentials-exp", tmpdir);
+    FILE *f = fopen(file, "w");
+    fputs("[default]\naws_access_key_id = ASIAFILE\naws_secret_access_key = filesecret\n"
+          "aws_session_token = filetoken\nx_security_token_expires = 2026-12-04T18:00:00Z\n"
+          "[bad]\naws_access_key_id = ASIAFILE\naws_secret_access_key = filesecret\n"
+          "x_security_token_expires = later\n",
+          f);
+    fclose(f);
+    setenv("AWS_SHARED_CREDENTIALS_FILE", file, 1);
+    ASSERT_EQ(creds_resolve(NULL, NULL, NULL, NULL, &c, why, sizeof(why)), 0);
+    ASSERT_STREQ(c.access_key, "ASIAFILE");
+    ASSERT_EQ(c.expires, 1796407200);
+    creds_finish(&c);
+    ASSERT_EQ(creds_resolve(NULL, NULL, NULL, "bad", &c, why, sizeof(why)), -EINVAL);
+    ASSERT_TRUE(strstr(why, "x_security_token_expires") != NULL);
+    unsetenv("AWS_SHARED_CREDENTIALS_FILE");
+    /* Long-lived credentials in the config never expire. */
+    ASSERT_EQ(creds_resolve("CFGAK", "cfgsecret", NULL, NULL, &c, why, sizeof(why)), 0);
+    ASSERT_EQ(c.expires, 0);
+    creds_finish(&c);
+    unsetenv("AWS_ACCESS_KEY_ID");
+    unsetenv("AWS_SECRET_ACCESS_KEY");
+    unsetenv("AWS_SESSION_TOKEN");
+}
+
 int main(void)
 {
     if (!mkdtemp(tmpdir))
@@ -537,6 +602,7 @@ int main(void)
     test_s3_endpoint_scheme();
     test_creds_order();
     test_creds_refresh();
+    test_creds_expiry();
     char cmd[600];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
     if (system(cmd) != 0)

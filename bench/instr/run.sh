@@ -1,0 +1,79 @@
+#!/bin/sh
+# bench/instr/run.sh: user-space instructions per request of ferry, counted by
+# valgrind's callgrind, for a 4 KiB static file over keep-alive. Unlike CPU
+# time, the count does not depend on what else the machine is doing, so two
+# builds can be compared on a busy machine: it is the check for changes that
+# must not move the static hot path (issue 12's per-worker counters).
+#
+#   bench/instr/run.sh [FERRY_BIN ...]     default: a release build of this tree
+#
+# Each binary runs twice (N1 and N2 requests on one connection, workers = 1);
+# (Ir(N2) - Ir(N1)) / (N2 - N1) cancels start-up and shutdown. Kernel work
+# (the syscalls themselves) is not counted: that is what bench/run.sh measures.
+set -eu
+HERE=$(cd "$(dirname "$0")" && pwd)
+REPO=$(cd "$HERE/../.." && pwd)
+PY=/usr/bin/python3
+N1=${INSTR_N1:-2000}
+N2=${INSTR_N2:-12000}
+command -v valgrind >/dev/null || { echo "valgrind is missing (apt-get install valgrind)" >&2; exit 1; }
+
+if [ $# -eq 0 ]; then
+    [ -d "$REPO/build-bench" ] || meson setup "$REPO/build-bench" --buildtype=release -Dwerror=true >/dev/null
+    ninja -C "$REPO/build-bench" ferry >/dev/null
+    set -- "$REPO/build-bench/ferry"
+fi
+
+DIR=$(mktemp -d)
+trap 'rm -rf "$DIR"' EXIT INT TERM
+mkdir -p "$DIR/public" "$DIR/run"
+head -c 4096 /dev/urandom >"$DIR/public/4k.bin"
+
+free_port() {
+    $PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# count BIN N: total instructions of one server run that answers N requests.
+count() {
+    port=$(free_port)
+    cat >"$DIR/ferry.conf" <<CONF
+[server]
+listen = 127.0.0.1:$port
+root = $DIR/public
+workers = 1
+admin_socket = $DIR/run/ferry.sock
+state_dir = $DIR/run
+access_log = off
+error_log = $DIR/error.log
+CONF
+    rm -f "$DIR/cg.out"
+    valgrind --tool=callgrind --callgrind-out-file="$DIR/cg.out" "$1" serve -c "$DIR/ferry.conf" \
+        2>"$DIR/valgrind.log" &
+    pid=$!
+    i=0
+    until $PY -c "import socket,sys; socket.create_connection(('127.0.0.1',$port)).close()" 2>/dev/null; do
+        i=$((i + 1))
+        [ $i -lt 600 ] || { echo "ferry did not start under valgrind" >&2; cat "$DIR/valgrind.log" >&2; exit 1; }
+        sleep 0.1
+    done
+    if ! $PY "$HERE/client.py" "$port" /4k.bin "$2" 4096 >&2; then
+        kill -TERM $pid
+        wait $pid || true
+        echo "the client failed against $1" >&2
+        exit 1
+    fi
+    kill -TERM $pid
+    wait $pid || true
+    sed -n 's/^summary: *//p' "$DIR/cg.out"
+}
+
+printf '%-50s %12s %12s %14s\n' binary "Ir($N1)" "Ir($N2)" "instr/request"
+first=""
+for bin in "$@"; do
+    a=$(count "$bin" "$N1")
+    b=$(count "$bin" "$N2")
+    per=$(( (b - a) / (N2 - N1) ))
+    ratio=""
+    if [ -z "$first" ]; then first=$per; else ratio=$($PY -c "print(f'{$per/$first:.3f}x of the first')"); fi
+    printf '%-50s %12s %12s %14s %s\n' "$bin" "$a" "$b" "$per" "$ratio"
+done

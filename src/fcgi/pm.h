@@ -1,0 +1,85 @@
+/* The FastCGI process manager (issue 10): binds [backend] socket once, starts
+ * [backend] processes copies of [backend] command with that socket as fd 0
+ * (FCGI_LISTENSOCK_FILENO), respawns the ones that die, and replaces them all
+ * with a new generation on `ferry swap` without closing the socket.
+ *
+ * Readiness. Each process gets the write end of a pipe as fd 3 and
+ * FERRY_READY_FD=3 in its environment. It is ready when it writes the line
+ * "READY" there. A process that never writes anything there is ready once it
+ * is still alive [backend] ready_grace after it started (unmodified libfcgi
+ * applications, php-cgi). A process that writes anything else first (e.g.
+ * "STARTING\n", before ready_grace ends) has said it will report, and is
+ * ready only on "READY".
+ *
+ * Capacity. The gate (fcgi/gate.h) is told ready processes x [backend]
+ * concurrency, summed over the generations that accept: the current one and,
+ * during a swap, the new one. A generation told to stop accepting counts for
+ * nothing.
+ *
+ * Swap. `swap` re-reads command from the configuration file, starts the new
+ * generation on the same socket and waits until every process of it is ready
+ * (ready_timeout; else the new generation is stopped, the old one keeps
+ * serving, and the swap fails with the reason). Then the old generation gets
+ * stop_signal (libfcgi's and php-cgi's graceful stop is SIGUSR1), has
+ * drain_timeout to exit, then SIGTERM, then SIGKILL after drain_timeout again;
+ * the reply (old and new PIDs) goes out once every old process is reaped. One
+ * swap at a time.
+ *
+ * Threads: everything here runs on the supervisor's loop thread, except
+ * fcgi_pm_gate()'s result, which workers use (see gate.h). */
+#ifndef FERRY_FCGI_PM_H
+#define FERRY_FCGI_PM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct admin;
+struct evloop;
+struct fcgi_gate;
+struct ferry_conf;
+
+struct fcgi_pm;
+
+/**
+ * Bind conf's [backend] socket (refusing when something listens there,
+ * removing a stale socket file) and start the first generation on loop.
+ * Processes report ready later, on the loop. conf must outlive the pm (swap
+ * re-reads conf->path, not conf). Returns NULL with a message in err when the
+ * socket cannot be bound or command cannot be started. Supervisor thread,
+ * before or while loop runs.
+ */
+struct fcgi_pm *fcgi_pm_create(struct evloop *loop, const struct ferry_conf *conf, char *err,
+                               size_t errlen);
+
+/**
+ * Register the `swap` command and the "backend" status section on a. a must
+ * be destroyed after the pm. With pm NULL (no backend configured), `swap`
+ * only answers that there is no backend, and there is no status section.
+ * Returns 0 or -EEXIST.
+ */
+int fcgi_pm_register_admin(struct fcgi_pm *pm, struct admin *a);
+
+/** The gate whose capacity the pm keeps; owned by the pm, valid until
+ * fcgi_pm_destroy(), which must come after every worker has stopped. */
+struct fcgi_gate *fcgi_pm_gate(struct fcgi_pm *pm);
+
+struct fcgi_client;
+
+/** Show cl's held requests (fcgi_client_held()) in the status section. cl
+ * must outlive the admin's last status call (destroy it after server_run()
+ * returned). Supervisor thread. */
+void fcgi_pm_show_client(struct fcgi_pm *pm, const struct fcgi_client *cl);
+
+/** Requests holding a backend slot now (the gate's in-flight count). Any
+ * thread. */
+uint32_t fcgi_pm_in_flight(const struct fcgi_pm *pm);
+
+/**
+ * Stop every process (stop_signal, then SIGTERM, then SIGKILL, bounded by a
+ * few seconds in all), reap them, answer a swap in progress with an error,
+ * close and unlink the socket, free the gate. Blocks; the loop need not run
+ * (call it after server_run() returned, workers joined). NULL-safe.
+ */
+void fcgi_pm_destroy(struct fcgi_pm *pm);
+
+#endif
