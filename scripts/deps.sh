@@ -16,7 +16,7 @@ for arg in "$@"; do
         PKGS="$PKGS ceph-mon ceph-osd radosgw ceph-common"
         # s3rver needs Node.js; use the machine's if it has one (Debian 12 ships 18).
         command -v npm >/dev/null 2>&1 || PKGS="$PKGS nodejs npm" ;;
-    --bench) PKGS="$PKGS nginx-light lighttpd lighttpd-modules-lua wrk rclone python3 procps curl" ;;
+    --bench) PKGS="$PKGS nginx-light lighttpd lighttpd-modules-lua wrk rclone python3 procps curl time" ;;
     *) echo "usage: scripts/deps.sh [--test] [--bench]" >&2; exit 2 ;;
     esac
 done

@@ -64,7 +64,9 @@ def run_ferry(build, port, src, prefix, jobs, workdir):
                   "put-many", str(jobs), src], dict(os.environ))
 
 
-def run_rclone(port, src, prefix, jobs):
+def rclone_env(port):
+    """rclone's environment: remote "bench:" is the s3rver on port. Without
+    AWS_CA_BUNDLE, which rclone refuses to start with."""
     env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
     env.update({
         "RCLONE_CONFIG_BENCH_TYPE": "s3", "RCLONE_CONFIG_BENCH_PROVIDER": "Other",
@@ -74,6 +76,11 @@ def run_rclone(port, src, prefix, jobs):
         "RCLONE_CONFIG_BENCH_REGION": "us-east-1",
         "RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE": "true",
     })
+    return env
+
+
+def run_rclone(port, src, prefix, jobs):
+    env = rclone_env(port)
     return timed(["rclone", "copy", src, f"bench:{BUCKET}/{prefix}", "--transfers", str(jobs),
                   "--checkers", str(jobs), "--s3-upload-cutoff", "64M", "--s3-chunk-size", "16M",
                   "--s3-upload-concurrency", "1", "--s3-no-check-bucket", "--no-check-dest",

@@ -257,6 +257,8 @@ static const char *const transient_codes[] = {"RequestTimeout",
                                               "IncompleteBody",
                                               "RequestTimeTooSkewed",
                                               "ExpiredToken",
+                                              "TokenRefreshRequired",
+                                              "BadRequest", /* a HEAD's: see s3.c */
                                               "SlowDown",
                                               "Throttling",
                                               "ThrottlingException",
@@ -318,6 +320,7 @@ static void job_fail(struct offload *o, struct job *j, const char *what, int r,
     j->next = o->retry;
     o->retry = j;
     pthread_cond_signal(&o->cond);
+    pthread_cond_signal(&o->hasher_cond); /* it requeues retries when due */
     pthread_mutex_unlock(&o->mu);
 }
 
@@ -336,6 +339,7 @@ static void job_retry_later(struct offload *o, struct job *j, const struct offlo
     j->next = o->retry;
     o->retry = j;
     pthread_cond_signal(&o->cond);
+    pthread_cond_signal(&o->hasher_cond); /* it requeues retries when due */
     pthread_mutex_unlock(&o->mu);
 }
 
@@ -832,8 +836,24 @@ static void *hasher_main(void *arg)
     unsigned cap = 2 * (unsigned)o->conf->offload.concurrency;
     pthread_mutex_lock(&o->mu);
     for (;;) {
-        while (!o->stopping && (!o->queue_head || o->nhashed >= cap))
-            pthread_cond_wait(&o->hasher_cond, &o->mu);
+        /* Retries whose backoff ends come back here on time: the uploader may be
+         * asleep in store_put_many() until someone has work for it. */
+        while (!o->stopping && (!o->queue_head || o->nhashed >= cap)) {
+            uint64_t now = time_mono_ms(), due = retry_next_due(o);
+            if (due <= now) {
+                pthread_mutex_unlock(&o->mu);
+                retry_requeue_due(o, now);
+                pthread_mutex_lock(&o->mu);
+                continue;
+            }
+            if (due == UINT64_MAX) {
+                pthread_cond_wait(&o->hasher_cond, &o->mu);
+            } else {
+                struct timespec ts;
+                deadline_after(due - now, &ts);
+                pthread_cond_timedwait(&o->hasher_cond, &o->mu, &ts);
+            }
+        }
         if (o->stopping)
             break;
         struct job *j = queue_pop(&o->queue_head, &o->queue_tail);
@@ -841,6 +861,7 @@ static void *hasher_main(void *arg)
         o->hashing = true;
         pthread_mutex_unlock(&o->mu);
         job_hash(o, j);
+        store_put_wake(o->store); /* a job for next(), or the hasher no longer busy */
         pthread_mutex_lock(&o->mu);
         o->hashing = false;
         pthread_cond_signal(&o->cond); /* the uploader may be waiting for the last one */
@@ -866,6 +887,7 @@ static void *finisher_main(void *arg)
         o->nfinish--;
         o->finishing = true;
         pthread_mutex_unlock(&o->mu);
+        store_put_wake(o->store); /* below 2 x limit again: next() may go on */
         job_finish(o, j);
         pthread_mutex_lock(&o->mu);
         o->finishing = false;
@@ -884,13 +906,6 @@ static void *uploader_main(void *arg)
     for (;;) {
         if (o->stopping)
             break;
-        uint64_t now = time_mono_ms(), due = retry_next_due(o);
-        if (due <= now) {
-            pthread_mutex_unlock(&o->mu);
-            retry_requeue_due(o, now);
-            pthread_mutex_lock(&o->mu);
-            continue;
-        }
         if (o->hashed_head) {
             pthread_mutex_unlock(&o->mu);
             int r = store_put_many(o->store, (unsigned)o->conf->offload.concurrency, put_next,
@@ -908,10 +923,10 @@ static void *uploader_main(void *arg)
         if (o->opts.once && o->drained && !o->retry && !o->queue_head && !o->hashing &&
             !o->finish_head && !o->finishing)
             break;
-        /* Sleep until work arrives, a retry is due, or a stop. */
-        uint64_t wait = due == UINT64_MAX ? 1000 : due - now;
+        /* Sleep until work arrives (the hasher brings back retries when they are
+         * due) or a stop; the timeout is only a safety net. */
         struct timespec ts;
-        deadline_after(wait, &ts);
+        deadline_after(1000, &ts);
         pthread_cond_timedwait(&o->cond, &o->mu, &ts);
     }
     bool by_itself = !o->stopping;
@@ -936,11 +951,19 @@ static void resume_entry(const struct journal_entry *e, void *arg)
 {
     struct resume_ctx *rc = arg;
     struct offload *o = rc->o;
-    if (e->upload_id[0]) {
-        struct store_error err = {0};
-        if (store_abort_multipart(o->store, e->rel, e->upload_id, &err) == 0)
-            rc->aborted++;
-    }
+    /* An entry still uploading may have a multipart upload the journal never saw (the
+     * crash came between its creation and the record of its id): ask the store for
+     * all of them. Where it cannot list them, abort the one recorded. Only files large
+     * enough go multipart: a start after many crashes must not wait for a listing per
+     * small file. */
+    struct store_error err = {0};
+    unsigned n = 0;
+    bool listed = e->stage == OFFLOAD_UPLOADING && e->id.size >= o->threshold &&
+                  store_abort_all_multipart(o->store, e->rel, &n, &err) == 0;
+    rc->aborted += n;
+    if (!listed && e->upload_id[0] &&
+        store_abort_multipart(o->store, e->rel, e->upload_id, &err) == 0)
+        rc->aborted++;
     struct stat st;
     if (fstatat(o->spool_fd, e->rel, &st, AT_SYMLINK_NOFOLLOW) < 0 && errno == ENOENT) {
         rc->gone = xrealloc(rc->gone, (rc->ngone + 1) * sizeof(*rc->gone));
@@ -1152,6 +1175,7 @@ int offload_stop(struct offload *o, uint64_t timeout_ms)
     pthread_cond_signal(&o->cond);
     pthread_cond_broadcast(&o->hasher_cond);
     pthread_cond_broadcast(&o->finisher_cond);
+    store_put_wake(o->store);
     /* Uploads in flight cannot be cut short (the store finishes what it started), nor
      * a file being hashed or verified: wait for those threads within the bound, else
      * leave them to the process's exit. */
@@ -1187,13 +1211,15 @@ void offload_get_stats(struct offload *o, struct offload_stats *out)
     pthread_mutex_lock(&o->mu);
     *out = o->st;
     pthread_mutex_unlock(&o->mu);
+    out->requests_retried = store_requests_retried(o->store) + store_requests_retried(o->vstore);
 }
 
 static int status_section(json_t *section, struct buf *text, void *arg)
 {
     struct offload *o = arg;
+    struct offload_stats s;
+    offload_get_stats(o, &s);
     pthread_mutex_lock(&o->mu);
-    struct offload_stats s = o->st;
     json_t *errors = json_array();
     uint64_t first = o->nerrors > OFFLOAD_LAST_ERRORS ? o->nerrors - OFFLOAD_LAST_ERRORS : 0;
     for (uint64_t i = first; i < o->nerrors; i++)
@@ -1203,7 +1229,7 @@ static int status_section(json_t *section, struct buf *text, void *arg)
         section,
         json_pack(
             "{s:s, s:{s:I, s:I, s:I, s:I}, s:I, s:I, s:I, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, "
-            "s:I, s:I}, s:o}",
+            "s:I, s:I, s:I}, s:o}",
             "spool", o->conf->offload.spool, "backlog", "files", (json_int_t)s.backlog_files,
             "bytes", (json_int_t)s.backlog_bytes, "oldest_ms", (json_int_t)s.oldest_pending_ms,
             "kept", (json_int_t)s.kept, "in_flight", (json_int_t)s.in_flight, "concurrency",
@@ -1212,19 +1238,21 @@ static int status_section(json_t *section, struct buf *text, void *arg)
             (json_int_t)s.archived, "deleted", (json_int_t)s.deleted, "failed",
             (json_int_t)s.failed, "retried", (json_int_t)s.retried, "skipped",
             (json_int_t)s.skipped, "rejected", (json_int_t)s.rejected, "bytes_uploaded",
-            (json_int_t)s.bytes_uploaded, "last_errors", errors));
+            (json_int_t)s.bytes_uploaded, "requests_retried", (json_int_t)s.requests_retried,
+            "last_errors", errors));
     if (r < 0)
         return r;
     if (buf_printf(text,
                    "offload: backlog %llu files (%llu bytes, oldest %llus), %llu in flight; "
                    "uploaded %llu, verified %llu, archived %llu, deleted %llu, failed %llu, "
-                   "retried %llu, rejected %llu\n",
+                   "retried %llu (store requests %llu), rejected %llu\n",
                    (unsigned long long)s.backlog_files, (unsigned long long)s.backlog_bytes,
                    (unsigned long long)(s.oldest_pending_ms / 1000),
                    (unsigned long long)s.in_flight, (unsigned long long)s.uploaded,
                    (unsigned long long)s.verified, (unsigned long long)s.archived,
                    (unsigned long long)s.deleted, (unsigned long long)s.failed,
-                   (unsigned long long)s.retried, (unsigned long long)s.rejected) < 0)
+                   (unsigned long long)s.retried, (unsigned long long)s.requests_retried,
+                   (unsigned long long)s.rejected) < 0)
         return -ENOBUFS;
     return 0;
 }

@@ -72,6 +72,7 @@ struct offload_stats {
     uint64_t concurrency; /* transfers allowed in flight now (lowered while throttled) */
     uint64_t uploaded, verified, archived, deleted, failed, retried, skipped, rejected;
     uint64_t bytes_uploaded;
+    uint64_t requests_retried; /* store requests retried (within one file's attempt) */
 };
 
 /** Refuse an [offload] archive, a [server] state_dir or a dir store path that exists

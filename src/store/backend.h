@@ -4,9 +4,9 @@
 
 #include "store/store.h"
 
-/* How soon store_put_many() asks again when next() had nothing ready
- * (store.h promises "within about 10 ms"). */
-#define STORE_STARVED_POLL_MS 10
+/* How soon store_put_many() asks again when next() had nothing ready and nobody
+ * called store_put_wake() (a safety net: callers wake it). */
+#define STORE_STARVED_POLL_MS 1000
 
 struct store_ops {
     int (*put_file)(struct store *s, const char *key, int fd, const struct store_digest *d,
@@ -28,6 +28,8 @@ struct store_ops {
                         struct store_signed *out, struct store_error *err);
     int (*abort_multipart)(struct store *s, const char *key, const char *upload_id,
                            struct store_error *err);
+    int (*abort_all_multipart)(struct store *s, const char *key, unsigned *aborted,
+                               struct store_error *err);
     void (*destroy)(struct store *s);
 };
 
@@ -37,8 +39,23 @@ struct store {
     struct store_options opts; /* defaults filled in */
     char *prefix;              /* prepended to every key */
     int conditional_create;
-    time_t creds_expires; /* the signing credentials' expiry; 0: none known */
+    uint64_t requests_retried; /* atomic: read by any thread, see store_requests_retried() */
+    int wake_fd;               /* eventfd: store_put_wake(); -1 without (a backend made directly) */
+    time_t creds_expires;      /* the signing credentials' expiry; 0: none known */
 };
+
+/** Wait until store_put_wake() was called on s or timeout_ms passed; consumes the
+ * wakeup. (The s3 loop polls wake_fd with its sockets instead.) */
+void store_wait_starved(struct store *s, int timeout_ms);
+
+/** Consume a pending store_put_wake() of s, if any. */
+void store_wake_drain(struct store *s);
+
+/** Count one retried request of s (any thread). */
+static inline void store_count_retry(struct store *s)
+{
+    __atomic_add_fetch(&s->requests_retried, 1, __ATOMIC_RELAXED);
+}
 
 /** Fill err (NULL-safe) with a status, code and printf-formatted message. */
 void store_error_set(struct store_error *err, int status, const char *code, const char *fmt, ...)

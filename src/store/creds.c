@@ -1,6 +1,7 @@
 #include "store/creds.h"
 
 #include "common/alloc.h"
+#include "common/timeutil.h"
 
 #include <errno.h>
 #include <ini.h>
@@ -8,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 static int set(const char *s)
 {
@@ -70,19 +72,21 @@ static void scan_free(struct profile_scan *p)
     secret_free(&p->expires);
 }
 
-static int from_file(const char *profile, struct creds *c, char *why, size_t whylen)
+static void stamp_of(const struct stat *st, struct creds_stamp *out)
 {
-    const char *path = getenv("AWS_SHARED_CREDENTIALS_FILE");
-    char *home_path = NULL;
-    if (!set(path)) {
-        const char *home = getenv("HOME");
-        if (!set(home)) {
-            snprintf(why, whylen, "no credentials in [store], the environment, or a file");
-            return -ENOENT;
-        }
-        home_path = xasprintf("%s/.aws/credentials", home);
-        path = home_path;
-    }
+    *out = (struct creds_stamp){
+        .dev = (unsigned long long)st->st_dev,
+        .ino = (unsigned long long)st->st_ino,
+        .size = (unsigned long long)st->st_size,
+        .mtime_ns = (long long)st->st_mtim.tv_sec * 1000000000LL + st->st_mtim.tv_nsec,
+        .ctime_ns = (long long)st->st_ctim.tv_sec * 1000000000LL + st->st_ctim.tv_nsec,
+    };
+}
+
+/* Read profile from the credentials file at path into c (and remember the file). */
+static int read_file(const char *path, const char *profile, struct creds *c, char *why,
+                     size_t whylen)
+{
     struct profile_scan scan = {.profile = profile};
     time_t expires = 0;
     FILE *f = fopen(path, "re");
@@ -93,6 +97,10 @@ static int from_file(const char *profile, struct creds *c, char *why, size_t why
         r = -ENOENT;
         goto fail;
     }
+    struct stat st;
+    struct creds_stamp stamp = {0};
+    if (fstat(fileno(f), &st) == 0)
+        stamp_of(&st, &stamp);
     int line = ini_parse_file(f, profile_line, &scan);
     fclose(f);
     if (line != 0) {
@@ -115,13 +123,68 @@ static int from_file(const char *profile, struct creds *c, char *why, size_t why
         char source[64];
         snprintf(source, sizeof(source), "file:%s", profile);
         fill(c, scan.access_key, scan.secret_key, scan.session_token, source);
+        c->file = xstrdup(path);
+        c->profile = xstrdup(profile);
+        c->stamp = stamp;
+        c->checked_ms = time_mono_ms();
         c->expires = expires;
         r = 0;
     }
 fail:
     scan_free(&scan);
+    return r;
+}
+
+static int from_file(const char *profile, struct creds *c, char *why, size_t whylen)
+{
+    const char *path = getenv("AWS_SHARED_CREDENTIALS_FILE");
+    if (set(path))
+        return read_file(path, profile, c, why, whylen);
+    const char *home = getenv("HOME");
+    if (!set(home)) {
+        snprintf(why, whylen, "no credentials in [store], the environment, or a file");
+        return -ENOENT;
+    }
+    char *home_path = xasprintf("%s/.aws/credentials", home);
+    int r = read_file(home_path, profile, c, why, whylen);
     free(home_path);
     return r;
+}
+
+static int same(const char *a, const char *b)
+{
+    return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
+
+int creds_refresh(struct creds *c, int force, char *why, size_t whylen)
+{
+    if (!c->file)
+        return 0;
+    uint64_t now = time_mono_ms();
+    if (!force && now - c->checked_ms < 1000)
+        return 0;
+    c->checked_ms = now;
+    struct stat st;
+    struct creds_stamp stamp;
+    if (stat(c->file, &st) < 0) {
+        int e = errno;
+        snprintf(why, whylen, "'%s': %s", c->file, strerror(e));
+        return -e;
+    }
+    stamp_of(&st, &stamp);
+    if (!force && memcmp(&stamp, &c->stamp, sizeof(stamp)) == 0)
+        return 0;
+    struct creds fresh;
+    memset(&fresh, 0, sizeof(fresh));
+    int r = read_file(c->file, c->profile, &fresh, why, whylen);
+    if (r < 0)
+        return r;
+    int changed = !same(fresh.access_key, c->access_key) ||
+                  !same(fresh.secret_key, c->secret_key) ||
+                  !same(fresh.session_token, c->session_token);
+    creds_finish(c);
+    *c = fresh;
+    return changed;
 }
 
 int creds_parse_expiry(const char *s, time_t *out)
@@ -197,4 +260,8 @@ void creds_finish(struct creds *c)
     secret_free(&c->access_key);
     secret_free(&c->secret_key);
     secret_free(&c->session_token);
+    free(c->file);
+    c->file = NULL;
+    free(c->profile);
+    c->profile = NULL;
 }

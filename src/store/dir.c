@@ -500,6 +500,7 @@ int dir_store_create(const char *path, struct store **out, struct store_error *e
     }
     struct dir_store *d = xcalloc(1, sizeof(*d));
     d->base.ops = &dir_ops;
+    d->base.wake_fd = -1; /* store_create() makes it */
     d->root = xstrdup(path);
     pthread_mutex_init(&d->lock, NULL);
     size_t n = strlen(d->root);

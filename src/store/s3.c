@@ -22,6 +22,7 @@
 #define RESP_BODY_MAX (1024 * 1024)
 #define MAX_QUERY 4
 #define MAX_HEADERS 8
+#define PART_READ_CHUNK (256 * 1024) /* hashing a multipart part before it is sent */
 
 struct s3_store {
     struct store base;
@@ -390,11 +391,24 @@ struct s3_call {
     struct curl_slist *hl;
     struct buf url;
     struct xfer x;
+    int renewed; /* the store refused the credentials and fresh ones were found */
 };
 
 static void resp_reset(struct s3_resp *r);
 
 /* What the signer needs, with the store's cache of the day's signing key. */
+/* creds_refresh() on s's credentials, keeping the expiry presigning looks at and the
+ * cached signing key in step. */
+static int s3_creds_refresh(struct s3_store *s, int force, char *why, size_t whylen)
+{
+    int r = creds_refresh(&s->creds, force, why, whylen);
+    if (r == 1) {
+        s->base.creds_expires = s->creds.expires;
+        sigv4_key_cache_clear(&s->keys); /* derived from the old secret */
+    }
+    return r;
+}
+
 static struct sigv4_creds signing_creds(struct s3_store *s)
 {
     return (struct sigv4_creds){.access_key = s->creds.access_key,
@@ -413,6 +427,10 @@ static int req_sign(struct s3_store *s, const struct s3_req *req, time_t when, s
                     char **hdr, size_t *nhdr, struct store_error *err)
 {
     char *host, *path;
+    char why[256];
+    /* A rewritten credentials file (rotated session credentials) is followed before
+     * the store has to refuse the old ones; a file that cannot be read now keeps them. */
+    (void)s3_creds_refresh(s, 0, why, sizeof(why));
     url_parts(s, req->key, &host, &path);
     struct sigv4_creds sc = signing_creds(s);
     const char *payload = req->payload_hash ? req->payload_hash : SIGV4_EMPTY_SHA256;
@@ -547,6 +565,19 @@ static int call_start(struct s3_call *call, struct s3_store *s, CURL *c, const s
 static int s3_http_error(const struct s3_req *req, struct s3_resp *resp, int *retryable,
                          struct store_error *err);
 
+/* Did the store refuse the request's credentials (rather than the request)? A 403
+ * without a body (HEAD) may be either. */
+static int creds_refused(const struct store_error *err)
+{
+    static const char *const codes[] = {
+        "ExpiredToken",          "TokenRefreshRequired", "InvalidToken", "InvalidAccessKeyId",
+        "SignatureDoesNotMatch", "AccessDenied",         "BadRequest"};
+    for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++)
+        if (strcmp(err->code, codes[i]) == 0)
+            return 1;
+    return 0;
+}
+
 /* Judge a finished transfer (cc is its result) and release what call_start()
  * set up. Returns 0 for a 2xx (without an error body when req->error_in_body),
  * else -errno with err filled and *retryable per the S3 retry rules. */
@@ -584,9 +615,16 @@ static int call_finish(struct s3_call *call, CURLcode cc, int *retryable, struct
              * CompleteMultipartUpload after it started answering. */
             r = s3_http_error(req, resp, retryable, err);
     }
+    /* Refused credentials (a session token expired, keys rotated): when the
+     * credentials file now holds others, the request is to be sent again at once. */
+    char why[256];
+    if (r < 0 && err && creds_refused(err) && s3_creds_refresh(call->x.s, 1, why, sizeof(why)) == 1)
+        call->renewed = 1;
     /* A GET that already wrote to its output cannot be repeated. */
-    if (resp->written)
+    if (resp->written) {
         *retryable = 0;
+        call->renewed = 0;
+    }
     curl_slist_free_all(call->hl);
     call->hl = NULL;
     buf_finish(&call->url);
@@ -618,9 +656,11 @@ static int s3_http_error(const struct s3_req *req, struct s3_resp *resp, int *re
     s3_xml_text(body, resp->body.len, "Message", message, sizeof(message));
     long st = resp->status;
     if (!code[0]) {
-        /* HEAD responses carry no body. */
+        /* HEAD responses carry no body. A 400 to a HEAD, which has no body or
+         * parameters to get wrong, is most often an expired session token. */
         const char *c = st == 404   ? "NoSuchKey"
                         : st == 403 ? "AccessDenied"
+                        : st == 400 ? "BadRequest"
                         : st == 412 ? "PreconditionFailed"
                         : st == 416 ? "InvalidRange"
                         : st == 503 ? "ServiceUnavailable"
@@ -667,9 +707,8 @@ static unsigned s3_next_backoff(struct s3_store *s, unsigned attempt)
 static int s3_perform(struct s3_store *s, const struct s3_req *req, struct s3_resp *resp,
                       struct store_error *err)
 {
-    for (unsigned attempt = 0;; attempt++) {
-        if (attempt)
-            sleep_ms(s3_next_backoff(s, attempt - 1));
+    int renewed = 0;
+    for (unsigned attempt = 0;;) {
         struct s3_call call;
         int retryable = 0;
         int r = call_start(&call, s, s->curl, req, resp, err);
@@ -678,8 +717,14 @@ static int s3_perform(struct s3_store *s, const struct s3_req *req, struct s3_re
         r = call_finish(&call, curl_easy_perform(s->curl), &retryable, err);
         if (err)
             err->attempts = (int)attempt + 1;
+        if (r < 0 && call.renewed && !renewed) {
+            renewed = 1; /* once, at once, with the fresh credentials */
+            continue;
+        }
         if (r == 0 || !retryable || attempt >= s->retries)
             return r;
+        store_count_retry(&s->base);
+        sleep_ms(s3_next_backoff(s, attempt++));
     }
 }
 
@@ -812,6 +857,45 @@ static int s3_abort_multipart(struct store *st, const char *key, const char *upl
     return r;
 }
 
+/* ListMultipartUploads with the full key as prefix, then abort each upload of exactly
+ * that key: also those whose id never reached the caller (a crash between
+ * CreateMultipartUpload's answer and the caller's record of the id). One page of
+ * 1000 uploads is plenty for one key. */
+static int s3_abort_all_multipart(struct store *st, const char *key, unsigned *aborted,
+                                  struct store_error *err)
+{
+    struct s3_store *s = s3_of(st);
+    char *fkey = full_key(st, key);
+    struct s3_req q;
+    struct s3_resp resp;
+    req_init(&q, "GET", NULL);
+    req_query(&q, "uploads", NULL);
+    req_query(&q, "prefix", fkey);
+    resp_init(&resp);
+    int r = s3_perform(s, &q, &resp, err);
+    unsigned n = 0;
+    const char *p = resp.body.data, *end = p ? p + resp.body.len : NULL;
+    while (r == 0 && p && p < end) {
+        const char *a = memmem(p, (size_t)(end - p), "<Upload>", 8);
+        const char *b = a ? memmem(a, (size_t)(end - a), "</Upload>", 9) : NULL;
+        if (!b)
+            break;
+        char k[1100], id[1024];
+        if (s3_xml_text(a, (size_t)(b - a), "Key", k, sizeof(k)) == 0 &&
+            s3_xml_text(a, (size_t)(b - a), "UploadId", id, sizeof(id)) == 0 &&
+            strcmp(k, fkey) == 0 && id[0]) {
+            r = s3_abort_full(s, fkey, id, err);
+            n += r == 0;
+        }
+        p = b + 9;
+    }
+    buf_finish(&resp.body);
+    free(fkey);
+    if (r == 0)
+        *aborted = n;
+    return r;
+}
+
 static int read_full(int fd, char *p, size_t n, uint64_t off)
 {
     size_t done = 0;
@@ -849,7 +933,9 @@ struct s3_job {
     struct s3_call call;
     int in_flight;
     unsigned attempt;
-    uint64_t retry_at_ms; /* waiting for a retry when non-zero */
+    int renewed;              /* this request was sent again with fresh credentials */
+    unsigned create_attempts; /* CreateMultipartUpload requests sent */
+    uint64_t retry_at_ms;     /* waiting for a retry when non-zero */
     int result;
     struct store_error err;
     struct digests whole;
@@ -864,11 +950,21 @@ struct s3_job {
     char xml_hash[65];
 };
 
+static int s3_abort_all_multipart(struct store *st, const char *key, unsigned *aborted,
+                                  struct store_error *err);
+
 static void job_finish(struct s3_job *j, int r)
 {
-    if (r < 0 && j->upload_id[0]) {
-        struct store_error aerr;
+    struct store_error aerr;
+    if (r < 0 && j->upload_id[0])
         s3_abort_full(j->s, j->fkey, j->upload_id, &aerr);
+    /* CreateMultipartUpload was sent more than once (an answer lost, a timeout): an
+     * earlier one may have created an upload whose id never arrived. Ours is
+     * finished or aborted by now, so whatever is still open for the key is such an
+     * orphan. Rare; it briefly holds up the other uploads, as resolve_existing(). */
+    if (j->create_attempts > 1) {
+        unsigned n;
+        s3_abort_all_multipart(&j->s->base, j->item.key, &n, &aerr);
     }
     j->result = r;
     j->state = JOB_DONE;
@@ -881,6 +977,7 @@ static int job_prepare(struct s3_job *j)
     struct s3_req *q = &j->req;
     const struct store_digest *d = &j->item.digest;
     j->attempt = 0;
+    j->renewed = 0;
     switch (j->state) {
     case JOB_PUT:
         req_init(q, "PUT", j->fkey);
@@ -907,18 +1004,36 @@ static int job_prepare(struct s3_job *j)
         uint64_t part_size = s->base.opts.part_size;
         uint64_t off = (j->part_no - 1) * part_size;
         size_t len = (size_t)(d->size - off < part_size ? d->size - off : part_size);
+        /* The part is hashed here in small reads and sent from the file itself (curl
+         * re-reads it for a resend), so memory does not grow with part_size. Should
+         * the file change in between, the store refuses the part: its Content-MD5
+         * and signed payload hash are of the bytes hashed here. */
         if (!j->part)
-            j->part = xmalloc((size_t)part_size);
-        int r = read_full(j->item.fd, j->part, len, off);
+            j->part = xmalloc(PART_READ_CHUNK);
+        EVP_MD_CTX *pm = EVP_MD_CTX_new(), *ps = EVP_MD_CTX_new();
+        EVP_DigestInit_ex(pm, EVP_md5(), NULL);
+        EVP_DigestInit_ex(ps, EVP_sha256(), NULL);
+        int r = 0;
+        for (size_t done = 0; done < len && r == 0;) {
+            size_t n = len - done < PART_READ_CHUNK ? len - done : PART_READ_CHUNK;
+            r = read_full(j->item.fd, j->part, n, off + done);
+            if (r == 0) {
+                EVP_DigestUpdate(pm, j->part, n);
+                EVP_DigestUpdate(ps, j->part, n);
+                EVP_DigestUpdate(j->all, j->part, n);
+                done += n;
+            }
+        }
+        unsigned char md5[16], sha[32];
+        EVP_DigestFinal_ex(pm, md5, NULL);
+        EVP_DigestFinal_ex(ps, sha, NULL);
+        EVP_MD_CTX_free(pm);
+        EVP_MD_CTX_free(ps);
         if (r < 0) {
             store_error_set(&j->err, 0, "ReadFailed", "reading part %zu of '%s': %s", j->part_no,
                             j->item.key, strerror(-r));
             return r;
         }
-        unsigned char md5[16], sha[32];
-        EVP_Digest(j->part, len, md5, NULL, EVP_md5(), NULL);
-        EVP_Digest(j->part, len, sha, NULL, EVP_sha256(), NULL);
-        EVP_DigestUpdate(j->all, j->part, len);
         digests_fill(&j->pg, md5, sha);
         snprintf(j->num, sizeof(j->num), "%zu", j->part_no);
         req_init(q, "PUT", j->fkey);
@@ -926,7 +1041,8 @@ static int job_prepare(struct s3_job *j)
         req_query(q, "uploadId", j->upload_id);
         req_integrity(s, q, &j->pg);
         q->payload_hash = j->pg.sha_hex;
-        q->body = j->part;
+        q->body_fd = j->item.fd;
+        q->body_off = off;
         q->body_len = len;
         return 0;
     }
@@ -991,6 +1107,7 @@ static void job_advance(struct s3_job *j, int r, CURLM *multi)
         job_finish(j, r);
         return;
     case JOB_CREATE:
+        j->create_attempts = j->attempt;
         if (r == 0 && (!j->resp.body.data ||
                        s3_xml_text(j->resp.body.data, j->resp.body.len, "UploadId", j->upload_id,
                                    sizeof(j->upload_id)) < 0 ||
@@ -1119,8 +1236,14 @@ static void job_transfer_done(struct s3_job *j, CURLcode cc, CURLM *multi)
     j->in_flight = 0;
     int retryable = 0;
     int r = call_finish(&j->call, cc, &retryable, &j->err);
+    if (r < 0 && j->call.renewed && !j->renewed) {
+        j->renewed = 1; /* once per request, at once, with the fresh credentials */
+        job_start_request(j, multi);
+        return;
+    }
     j->err.attempts = (int)++j->attempt;
     if (r < 0 && retryable && j->attempt <= j->s->retries) {
+        store_count_retry(&j->s->base);
         j->retry_at_ms = time_mono_ms() + s3_next_backoff(j->s, j->attempt - 1) + 1;
         return;
     }
@@ -1210,8 +1333,13 @@ static int s3_put_many(struct store *st, unsigned concurrency, store_next_fn nex
         int done_now = 0;
         for (unsigned i = 0; i < concurrency; i++)
             done_now |= jobs[i].fkey && jobs[i].state == JOB_DONE;
-        if (!done_now)
-            curl_multi_poll(multi, NULL, 0, (int)wait_ms, NULL);
+        if (!done_now) {
+            /* Sleeps until a transfer moves, a retry is due, or the caller has more
+             * (store_put_wake()): no polling of next() while nothing happens. */
+            struct curl_waitfd wake = {.fd = s->base.wake_fd, .events = CURL_WAIT_POLLIN};
+            curl_multi_poll(multi, &wake, s->base.wake_fd >= 0 ? 1 : 0, (int)wait_ms, NULL);
+            store_wake_drain(&s->base); /* the loop asks next() again now */
+        }
     }
     free(jobs);
     return 0;
@@ -1371,6 +1499,7 @@ static const struct store_ops s3_ops = {
     .presign = s3_presign,
     .sign_request = s3_sign_request,
     .abort_multipart = s3_abort_multipart,
+    .abort_all_multipart = s3_abort_all_multipart,
     .destroy = s3_destroy,
 };
 
@@ -1403,6 +1532,7 @@ int s3_store_create(const struct ferry_conf *conf, struct store **out, struct st
     pthread_once(&curl_once, curl_init_once);
     struct s3_store *s = xcalloc(1, sizeof(*s));
     s->base.ops = &s3_ops;
+    s->base.wake_fd = -1; /* store_create() makes it */
     const char *ep = conf->store.endpoint;
     int r = -EINVAL;
     if (!ep || !*ep) {

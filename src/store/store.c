@@ -15,7 +15,9 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <poll.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -181,6 +183,13 @@ int store_create(const struct ferry_conf *conf, const struct store_options *opts
     if (r < 0)
         return r;
     options_fill(&s->opts, opts);
+    s->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (s->wake_fd < 0) {
+        r = -errno;
+        store_error_set(err, 0, "NoResources", "eventfd: %s", strerror(errno));
+        s->ops->destroy(s);
+        return r;
+    }
     s->prefix = xstrdup(conf->store.prefix ? conf->store.prefix : "");
     s->conditional_create = conf->store.conditional_create;
     *out = s;
@@ -192,7 +201,37 @@ void store_destroy(struct store *s)
     if (!s)
         return;
     free(s->prefix);
+    if (s->wake_fd >= 0)
+        close(s->wake_fd);
     s->ops->destroy(s);
+}
+
+void store_put_wake(struct store *s)
+{
+    uint64_t one = 1;
+    if (s->wake_fd >= 0 && write(s->wake_fd, &one, sizeof(one)) < 0) {
+        /* EAGAIN: the counter is full, a wakeup is pending anyway. */
+    }
+}
+
+void store_wake_drain(struct store *s)
+{
+    uint64_t n;
+    if (s->wake_fd >= 0 && read(s->wake_fd, &n, sizeof(n)) < 0) {
+        /* EAGAIN: no wakeup was pending. */
+    }
+}
+
+void store_wait_starved(struct store *s, int timeout_ms)
+{
+    if (s->wake_fd < 0) {
+        struct timespec ts = {timeout_ms / 1000, (long)(timeout_ms % 1000) * 1000000L};
+        nanosleep(&ts, NULL);
+        return;
+    }
+    struct pollfd p = {.fd = s->wake_fd, .events = POLLIN};
+    if (poll(&p, 1, timeout_ms) > 0)
+        store_wake_drain(s);
 }
 
 void store_part_layout(const struct store *s, uint64_t *threshold, uint64_t *part_size)
@@ -297,8 +336,7 @@ int store_put_many(struct store *s, unsigned concurrency, store_next_fn next, st
     int n;
     while ((n = next(ctx, &item)) != 0) {
         if (n < 0) {
-            struct timespec ts = {0, STORE_STARVED_POLL_MS * 1000000L}; /* nothing ready yet */
-            nanosleep(&ts, NULL);
+            store_wait_starved(s, STORE_STARVED_POLL_MS); /* nothing ready yet */
             continue;
         }
         struct store_error err;
@@ -434,4 +472,17 @@ mismatch:
     store_error_set(err, 0, "ChecksumMismatch",
                     "the stored object '%s' differs from the local file", key);
     return -EBADMSG;
+}
+
+int store_abort_all_multipart(struct store *s, const char *key, unsigned *aborted,
+                              struct store_error *err)
+{
+    if (!s->ops->abort_all_multipart)
+        return -EOPNOTSUPP;
+    return s->ops->abort_all_multipart(s, key, aborted, err);
+}
+
+uint64_t store_requests_retried(const struct store *s)
+{
+    return __atomic_load_n(&s->requests_retried, __ATOMIC_RELAXED);
 }

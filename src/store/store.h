@@ -100,8 +100,9 @@ struct store_put_item {
 };
 
 /** Fill *item (zeroed before the call) with the next file to upload and return 1; return -EAGAIN
- * when none is ready yet (asked again within about 10 ms, or when a transfer moves), or 0 when
- * there will be no more (store_put_many() then finishes what is in flight and returns). Must not
+ * when none is ready yet (asked again when a transfer moves, when store_put_wake() is called —
+ * the caller must call it when it has more — or after a second at the latest), or 0 when there
+ * will be no more (store_put_many() then finishes what is in flight and returns). Must not
  * block: uploads in flight wait while it runs. */
 typedef int (*store_next_fn)(void *ctx, struct store_put_item *item);
 /** One upload ended: result as store_put_file() returns it, err filled on failure. */
@@ -115,6 +116,10 @@ typedef void (*store_done_fn)(void *ctx, const struct store_put_item *item, int 
  * Returns 0 when next() ran dry and every item was reported, or -ENOMEM. */
 int store_put_many(struct store *s, unsigned concurrency, store_next_fn next, store_done_fn done,
                    void *ctx);
+
+/** Make a store_put_many() running on s (now, or the next that waits) ask next() again:
+ * call it when something next() said -EAGAIN about may have changed. Any thread. */
+void store_put_wake(struct store *s);
 
 /** Report what the store has for key. Returns 0 and *out, -ENOENT, or -errno. */
 int store_head(struct store *s, const char *key, struct store_info *out, struct store_error *err);
@@ -187,6 +192,19 @@ time_t store_credentials_expiry(const struct store *s);
  * longer exists) or -errno; -EOPNOTSUPP for the dir store. */
 int store_abort_multipart(struct store *s, const char *key, const char *upload_id,
                           struct store_error *err);
+
+/** Abort every multipart upload in progress for exactly key, also those whose id the
+ * caller never learnt (a crash between CreateMultipartUpload's answer and recording
+ * the id): S3 lists them (ListMultipartUploads, which needs the
+ * s3:ListBucketMultipartUploads permission). Returns 0 and *aborted (how many), or
+ * -EOPNOTSUPP for the dir store, or -errno with err filled (then abort the ids you
+ * know with store_abort_multipart()). The thread that owns s. */
+int store_abort_all_multipart(struct store *s, const char *key, unsigned *aborted,
+                              struct store_error *err);
+
+/** How many requests s has retried since it was created (a transient failure: a 5xx, a
+ * reset, a timeout, a refused checksum). Any thread, while s exists. */
+uint64_t store_requests_retried(const struct store *s);
 
 /* ---- request metrics (process-wide, every store) ---- */
 

@@ -15,8 +15,13 @@ proxy sits in front of it and, for every request:
   body or while sending a response body, a delay, a slowly sent GET body
   (slow_body: 64 KiB pieces `delay` apart), a 200 whose body is an error
   on CompleteMultipartUpload, a Complete answered with an empty ETag (as RGW
-  16.2 does; forwarded, or never forwarded), and a dropped response after a
-  successful PUT.
+  16.2 does; forwarded, or never forwarded), a dropped or late
+  (delay_response) response after a successful request, a wrong ETag;
+* or, with proxy.chaos(rate, seed), injects a random fault kind into a random
+  share of all requests (seeded: the seed is what reproduces a failure);
+* emulates ListMultipartUploads (s3rver lacks it) from the uploads it saw;
+* answers 400 ExpiredToken for session tokens the test declared expired
+  (proxy.rotate() replaces a key's secret and token, as STS would).
 
 With verify=False (in front of a store that checks for itself, such as
 Ceph's RADOS Gateway) the proxy checks and emulates nothing: it forwards every
@@ -27,12 +32,12 @@ judgement is what the test sees.
 The test controls it through the Python object (the proxy runs in a thread of
 the test process): proxy.add_fault(...), proxy.log, proxy.reset().
 """
-import re
 import base64
 import datetime
 import hashlib
 import http.client
 import http.server
+import re
 import socket
 import struct
 import threading
@@ -57,6 +62,7 @@ ERROR_MESSAGES = {
     "SlowDown": "Please reduce your request rate.",
     "RequestTimeout": "Your socket connection to the server was not read from or written to "
                       "within the timeout period.",
+    "ExpiredToken": "The provided token has expired.",
     "RequestTimeTooSkewed": "The difference between the request time and the current time "
                             "is too large.",
 }
@@ -65,6 +71,13 @@ ERROR_MESSAGES = {
 # Faults answered with S3's error document: code -> HTTP status.
 FAULT_STATUS = {"InternalError": 500, "SlowDown": 503, "RequestTimeout": 400,
                 "AccessDenied": 403, "RequestTimeTooSkewed": 403}
+
+
+# What chaos() picks from: S3 errors, a 502 from a gateway, resets while the body
+# is read or while the answer is sent (a truncated body), a lost answer, a slow
+# answer, a wrong ETag, a 200 whose body is an error (CompleteMultipartUpload only).
+CHAOS_KINDS = ["InternalError", "SlowDown", "status502", "reset_request", "reset_response",
+               "drop_response", "delay", "wrong_etag", "complete_error_200"]
 
 
 def error_xml(code, message=None, resource="/"):
@@ -103,12 +116,21 @@ class S3Proxy:
         self.upstream_port = upstream_port
         self.verify = verify  # False: forward as is, the upstream checks
         self.creds = {access_key: (secret_key, token)}
+        self.initial_creds = dict(self.creds)
         self.faults = []
         self.log = []  # (method, decoded path, status or action)
         self.requests = []  # (method, decoded path, headers) as received
         self.completed = set()  # multipart upload ids completed
         self.aborted = set()  # and aborted
+        self.created = {}  # multipart upload id -> key, for each CreateMultipartUpload answered
+        self.expired_tokens = set()  # session tokens answered with ExpiredToken
+        self.chaos_rate = 0.0
+        self.chaos_rng = None
+        self.chaos_seed = None
+        self.chaos_hits = {}  # fault kind -> times injected at random
         self.in_flight = 0
+        self.generation = 0  # reset() starts a new one: late records of older requests are dropped
+        self.local = threading.local()
         self.max_in_flight = 0  # most requests handled at the same time
         self.lock = threading.Lock()
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
@@ -132,14 +154,44 @@ class S3Proxy:
 
     def reset(self):
         with self.lock:
+            self.generation += 1
             self.faults = []
             self.log = []
             self.requests = []
             self.max_in_flight = 0
+            self.chaos_rate = 0.0
+            self.chaos_rng = None
+            self.chaos_hits = {}
+            self.creds = dict(self.initial_creds)
+            self.expired_tokens = set()
             # Upload ids are unique: what earlier tests completed or aborted
             # (the RGW proxy lives for the whole session) is not this test's.
             self.completed = set()
             self.aborted = set()
+            self.created = {}
+
+    def chaos(self, rate, seed):
+        """Inject a random fault (one of CHAOS_KINDS that fits the request) into
+        about rate of all requests from now on; rate 0 stops it."""
+        import random
+        with self.lock:
+            self.chaos_rate = rate
+            self.chaos_seed = seed
+            self.chaos_rng = random.Random(seed)
+
+    def rotate(self, access_key, secret_key, token):
+        """The key's old session token expires; secret_key and token replace it."""
+        with self.lock:
+            old = self.creds.get(access_key)
+            if old and old[1]:
+                self.expired_tokens.add(old[1])
+            self.creds[access_key] = (secret_key, token)
+
+    def open_uploads(self):
+        """Multipart uploads created and neither completed nor aborted: {id: key}."""
+        with self.lock:
+            return {u: p for u, p in self.created.items()
+                    if u not in self.completed and u not in self.aborted}
 
     def take_fault(self, method, path, query):
         with self.lock:
@@ -147,11 +199,21 @@ class S3Proxy:
                 if f.matches(method, path, query):
                     f.hits += 1
                     return f
-        return None
+            rng = self.chaos_rng
+            if rng is None or self.chaos_rate <= 0 or rng.random() >= self.chaos_rate:
+                return None
+            kinds = [k for k in CHAOS_KINDS
+                     if k != "complete_error_200" or (method == "POST" and "uploadId" in query)]
+            kind = rng.choice(kinds)
+            self.chaos_hits[kind] = self.chaos_hits.get(kind, 0) + 1
+            return Fault(kind, delay=rng.uniform(0.2, 1.5) if kind == "delay" else 0.0)
 
     def record(self, method, path, outcome):
         with self.lock:
-            self.log.append((method, path, outcome))
+            # A request of an earlier test (say one it delayed) that ends now is not
+            # this test's.
+            if getattr(self.local, "generation", self.generation) == self.generation:
+                self.log.append((method, path, outcome))
 
     def outcomes(self, method=None):
         with self.lock:
@@ -234,6 +296,11 @@ def _make_handler(proxy):
             query = parse_qsl(split.query, keep_blank_values=True)
             qdict = dict(query)
             raw_url = f"http://{self.headers.get('Host')}{self.path}"
+            token = qdict.get("X-Amz-Security-Token") or self.headers.get("x-amz-security-token")
+            with proxy.lock:
+                expired = token is not None and token in proxy.expired_tokens
+            if expired:
+                return 400, "ExpiredToken"
             if "X-Amz-Signature" in qdict:
                 cred = qdict.get("X-Amz-Credential", "").split("/")
                 if len(cred) != 5 or cred[0] not in proxy.creds:
@@ -330,6 +397,23 @@ def _make_handler(proxy):
             conn.close()
             return resp.status == 200
 
+        def list_uploads(self, path, prefix):
+            # s3rver lacks ListMultipartUploads: answer it from what this proxy saw.
+            bucket = path.strip("/").split("/")[0]
+            with proxy.lock:
+                open_ = [(u, k) for u, k in proxy.created.items()
+                         if u not in proxy.completed and u not in proxy.aborted
+                         and k.startswith(prefix)]
+            esc = lambda t: t.replace("&", "&amp;").replace("<", "&lt;")  # noqa: E731
+            body = (f'<?xml version="1.0" encoding="UTF-8"?>\n<ListMultipartUploadsResult>'
+                    f"<Bucket>{bucket}</Bucket><Prefix>{esc(prefix)}</Prefix>"
+                    f"<IsTruncated>false</IsTruncated>"
+                    + "".join(f"<Upload><Key>{esc(k)}</Key><UploadId>{u}</UploadId></Upload>"
+                              for u, k in open_)
+                    + "</ListMultipartUploadsResult>").encode()
+            proxy.record(self.command, path, "list_uploads")
+            self.send_raw(200, body, {"Content-Type": "application/xml"})
+
         # -- the request --
         def handle_any(self):
             split = urlsplit(self.path)
@@ -371,6 +455,9 @@ def _make_handler(proxy):
                 proxy.record(self.command, path, "complete_lost_empty_etag")
                 self.send_raw(200, _complete_xml(path, ""), {"Content-Type": "application/xml"})
                 return
+            if self.command == "GET" and "uploads" in query and proxy.verify:
+                self.list_uploads(path, query.get("prefix", ""))
+                return
             upload_id = query.get("uploadId")
             if upload_id is not None and proxy.verify:
                 # s3rver lacks AbortMultipartUpload and answers 500 for a finished
@@ -398,6 +485,13 @@ def _make_handler(proxy):
                     and b"<Error>" not in data:
                 with proxy.lock:
                     proxy.completed.add(upload_id)
+            if "uploads" in query and self.command == "POST" and resp.status == 200:
+                m = re.search(rb"<UploadId>([^<]+)</UploadId>", data)
+                if m:
+                    with proxy.lock:
+                        proxy.created[m.group(1).decode()] = path.lstrip("/").split("/", 1)[1]
+            if fault and fault.action == "delay_response":
+                time.sleep(fault.delay)  # done upstream; the answer is late
             if upload_id is not None and self.command == "DELETE" and resp.status == 204:
                 with proxy.lock:
                     proxy.aborted.add(upload_id)
@@ -421,12 +515,16 @@ def _make_handler(proxy):
             if fault and fault.action == "slow_body" and self.command == "GET":
                 self.send_slowly(resp, data, fault, path)
                 return
-            proxy.record(self.command, path, _outcome(resp.status, data))
+            wrong_etag = fault and fault.action == "wrong_etag" and resp.status == 200
+            proxy.record(self.command, path,
+                         "wrong_etag" if wrong_etag else _outcome(resp.status, data))
             self.send_response(resp.status)
             # A HEAD answer keeps the object's Content-Length; others carry data.
             skip = ("connection", "transfer-encoding") + (
                 () if self.command == "HEAD" else ("content-length",))
             for k, v in resp.getheaders():
+                if wrong_etag and k.lower() == "etag":
+                    v = '"%s"' % hashlib.md5(v.encode()).hexdigest()
                 if k.lower() not in skip:
                     self.send_header(k, v)
             if self.command != "HEAD":
@@ -458,6 +556,7 @@ def _make_handler(proxy):
             proxy.record(self.command, path, "slow_body:sent")
 
         def handle_counted(self):
+            proxy.local.generation = proxy.generation
             with proxy.lock:
                 proxy.in_flight += 1
                 proxy.max_in_flight = max(proxy.max_in_flight, proxy.in_flight)

@@ -471,6 +471,59 @@ static void test_creds_order(void)
     unsetenv("AWS_SHARED_CREDENTIALS_FILE");
 }
 
+static void write_creds(const char *file, const char *ak, const char *sk, const char *token)
+{
+    char tmp[600];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", file);
+    FILE *f = fopen(tmp, "w");
+    fprintf(f, "[default]\naws_access_key_id = %s\naws_secret_access_key = %s\n", ak, sk);
+    if (token)
+        fprintf(f, "aws_session_token = %s\n", token);
+    fclose(f);
+    ASSERT_EQ(rename(tmp, file), 0); /* as credential agents replace it */
+}
+
+/* Session credentials rotated in the file while running: a look (at most once a
+ * second) or a forced re-read after a refusal picks them up; config and
+ * environment credentials never change. */
+static void test_creds_refresh(void)
+{
+    char why[256], file[512];
+    struct creds c;
+    snprintf(file, sizeof(file), "%s/rotating", tmpdir);
+    write_creds(file, "AK1", "secret1", "token1");
+    setenv("AWS_SHARED_CREDENTIALS_FILE", file, 1);
+    unsetenv("AWS_PROFILE");
+    ASSERT_EQ(creds_resolve(NULL, NULL, NULL, NULL, &c, why, sizeof(why)), 0);
+    ASSERT_STREQ(c.session_token, "token1");
+    ASSERT_EQ(creds_refresh(&c, 1, why, sizeof(why)), 0); /* re-read: the same */
+    write_creds(file, "AK1", "secret2", "token2");
+    ASSERT_EQ(creds_refresh(&c, 0, why, sizeof(why)), 0); /* looked less than 1 s ago */
+    ASSERT_STREQ(c.secret_key, "secret1");
+    ASSERT_EQ(creds_refresh(&c, 1, why, sizeof(why)), 1);
+    ASSERT_STREQ(c.secret_key, "secret2");
+    ASSERT_STREQ(c.session_token, "token2");
+    ASSERT_STREQ(c.source, "file:default");
+    c.checked_ms -= 2000; /* a second later, unchanged: no re-read */
+    ASSERT_EQ(creds_refresh(&c, 0, why, sizeof(why)), 0);
+    write_creds(file, "AK2", "secret3", NULL);
+    c.checked_ms -= 2000;
+    ASSERT_EQ(creds_refresh(&c, 0, why, sizeof(why)), 1);
+    ASSERT_STREQ(c.access_key, "AK2");
+    ASSERT_TRUE(c.session_token == NULL);
+    /* A file gone or broken keeps what worked. */
+    ASSERT_EQ(unlink(file), 0);
+    ASSERT_EQ(creds_refresh(&c, 1, why, sizeof(why)), -ENOENT);
+    ASSERT_STREQ(c.access_key, "AK2");
+    assert_no_secret(why);
+    creds_finish(&c);
+    unsetenv("AWS_SHARED_CREDENTIALS_FILE");
+    ASSERT_EQ(creds_resolve("CFGAK", "cfgsecret", NULL, NULL, &c, why, sizeof(why)), 0);
+    ASSERT_EQ(creds_refresh(&c, 1, why, sizeof(why)), 0);
+    ASSERT_STREQ(c.access_key, "CFGAK");
+    creds_finish(&c);
+}
+
 /* Session credentials from the environment carry their expiry. */
 static void test_creds_expiry(void)
 {
@@ -548,6 +601,7 @@ int main(void)
     test_s3_helpers();
     test_s3_endpoint_scheme();
     test_creds_order();
+    test_creds_refresh();
     test_creds_expiry();
     char cmd[600];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
