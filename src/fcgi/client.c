@@ -13,6 +13,7 @@
 #include "http/server.h"
 #include "http/static.h"
 #include "maint/maint.h"
+#include "metrics/metrics.h"
 #include "offload/serve.h"
 
 #include <errno.h>
@@ -46,6 +47,12 @@
 #define CONNECT_BACKOFF_MS 20
 /* The message of the 503 page for requests no backend could take. */
 #define BUSY_MESSAGE "The application is busy. Please try again in a moment."
+
+/* A per-worker counter: written by its worker only, read by the metrics
+ * collector with relaxed loads (no read-modify-write on the request path). */
+#define STAT_ADD(field)                                                                            \
+    atomic_store_explicit(&(field), atomic_load_explicit(&(field), memory_order_relaxed) + 1,      \
+                          memory_order_relaxed)
 
 struct fcgi_worker;
 
@@ -102,6 +109,9 @@ struct fcgi_worker {
     uint32_t spare;
     struct evloop_timer handoff;
     struct fcgi_worker *next_all;
+    struct { /* what the backend's metrics count (fcgi_client_register_metrics()) */
+        _Atomic uint64_t holds, hold_timeouts, queue_full, errors, timeouts, aborts, retries;
+    } stats;
     char rbuf[IN_READ]; /* what one recv() from a backend brings */
 };
 
@@ -351,6 +361,10 @@ static void respond_busy(struct fcgi_client *cl, struct conn *c, const struct ht
 static void req_fail(struct fcgi_req *r, int status, const char *note)
 {
     struct conn *c = r->c;
+    if (status == 502)
+        STAT_ADD(r->w->stats.errors);
+    else if (status == 504)
+        STAT_ADD(r->w->stats.timeouts);
     conn_set_log_note(c, note);
     if (!r->body_ended)
         conn_set_close(c);
@@ -393,6 +407,7 @@ static void req_proceed(struct conn *c, void *arg)
 static void req_stop(struct conn *c, void *arg)
 {
     struct fcgi_req *r = arg;
+    STAT_ADD(r->w->stats.aborts);
     if (r->fd >= 0 && r->out.len == r->out_off && !r->write_dead) {
         struct buf ab;
         buf_init(&ab, FCGI_HEADER_LEN);
@@ -668,6 +683,7 @@ static void req_stderr(struct fcgi_req *r, const char *p, size_t len, bool flush
 static void req_retry(struct fcgi_req *r)
 {
     r->retries++;
+    STAT_ADD(r->w->stats.retries);
     evloop_timer_stop(r->loop, &r->timer);
     req_close_fd(r);
     buf_reset(&r->out);
@@ -695,6 +711,8 @@ static void req_end(struct fcgi_req *r, uint8_t protocol_status)
         return;
     }
     if (protocol_status != FCGI_REQUEST_COMPLETE) {
+        if (untouched) /* the application refused it: an error, though answered 503 */
+            STAT_ADD(r->w->stats.errors);
         req_fail(r, untouched ? 503 : 502, "backend=error");
         return;
     }
@@ -920,10 +938,12 @@ static void req_timer_fired(struct evloop *l, void *arg)
     case REQ_HELD:
         queue_remove(r);
         r->state = REQ_CONNECTING; /* out of the queue */
+        STAT_ADD(r->w->stats.hold_timeouts);
         req_fail(r, 503, "backend=busy");
         return;
     case REQ_CONNECTING:
         if (evloop_now(l) >= r->hold_deadline) {
+            STAT_ADD(r->w->stats.hold_timeouts);
             req_fail(r, 503, "backend=busy");
             return;
         }
@@ -983,6 +1003,7 @@ static void req_hold(struct fcgi_req *r)
         w->head = r;
     w->tail = r;
     atomic_fetch_add_explicit(&r->cl->held, 1, memory_order_relaxed);
+    STAT_ADD(w->stats.holds);
     evloop_timer_at(r->loop, &r->timer, r->hold_deadline);
     if (!w->registered) {
         fcgi_gate_waiting(r->cl->gate, w->loop, true, worker_drain, w);
@@ -1012,6 +1033,7 @@ static void req_admit(struct fcgi_req *r)
     }
     if (atomic_load_explicit(&cl->held, memory_order_relaxed) >=
         (uint64_t)cl->conf->backend.hold_queue) {
+        STAT_ADD(w->stats.queue_full);
         req_fail(r, 503, "backend=busy");
         return;
     }
@@ -1089,6 +1111,7 @@ int fcgi_client_handle(struct conn *c, const struct http_request *req, void *arg
         free(path);
         if (!ours)
             return HANDLER_PASS;
+        conn_set_handler(c, HANDLER_KIND_BACKEND);
         conn_set_log_note(c, "backend=refused");
         conn_respond_simple(c, 400, "text/plain", "400 Bad Request: invalid path\n");
         return HANDLER_DONE;
@@ -1097,11 +1120,13 @@ int fcgi_client_handle(struct conn *c, const struct http_request *req, void *arg
         free(path);
         return HANDLER_PASS;
     }
+    conn_set_handler(c, HANDLER_KIND_BACKEND);
     struct fcgi_worker *w = worker_get(cl, conn_loop(c));
     /* A full queue answers at once, before anything is allocated or read. */
     if ((w->head || fcgi_gate_in_flight(cl->gate) >= fcgi_gate_capacity(cl->gate)) &&
         atomic_load_explicit(&cl->held, memory_order_relaxed) >=
             (uint64_t)cl->conf->backend.hold_queue) {
+        STAT_ADD(w->stats.queue_full);
         free(path);
         respond_busy(cl, c, req);
         return HANDLER_DONE;
@@ -1142,4 +1167,79 @@ int fcgi_client_handle(struct conn *c, const struct http_request *req, void *arg
     r->body_started = true;
     conn_body_read(c, &spool_sink);
     return rc;
+}
+
+/* ---- metrics ---- */
+
+enum {
+    CF_HELD,
+    CF_HOLDS,
+    CF_HOLD_TIMEOUTS,
+    CF_QUEUE_FULL,
+    CF_ERRORS,
+    CF_TIMEOUTS,
+    CF_ABORTS,
+    CF_RETRIES,
+    CF_COUNT,
+};
+
+static const struct metrics_family client_families[CF_COUNT] = {
+    [CF_HELD] = {.name = "backend_requests_held",
+                 .help = "Requests waiting in the hold queue for a backend slot now.",
+                 .type = METRICS_GAUGE},
+    [CF_HOLDS] = {.name = "backend_holds_total",
+                  .help = "Requests that had to wait in the hold queue for a backend slot.",
+                  .type = METRICS_COUNTER},
+    [CF_HOLD_TIMEOUTS] = {.name = "backend_hold_timeouts_total",
+                          .help = "Requests answered 503 because no backend took them within "
+                                  "[backend] hold_timeout.",
+                          .type = METRICS_COUNTER},
+    [CF_QUEUE_FULL] = {.name = "backend_hold_queue_full_total",
+                       .help = "Requests answered 503 at once: [backend] hold_queue was full.",
+                       .type = METRICS_COUNTER},
+    [CF_ERRORS] = {.name = "backend_errors_total",
+                   .help = "Requests the backend failed: answered 502 (a broken or incomplete "
+                           "response), or 503 when the application refused them.",
+                   .type = METRICS_COUNTER},
+    [CF_TIMEOUTS] = {.name = "backend_timeouts_total",
+                     .help = "Requests answered 504 (or cut): the backend was silent for "
+                             "[backend] timeout.",
+                     .type = METRICS_COUNTER},
+    [CF_ABORTS] = {.name = "backend_client_aborts_total",
+                   .help = "Backend requests whose client went away (or whose body failed) "
+                           "before the response was complete.",
+                   .type = METRICS_COUNTER},
+    [CF_RETRIES] = {.name = "backend_retries_total",
+                    .help = "Requests started over on a new backend connection (overloaded, "
+                            "or nothing of them was sent).",
+                    .type = METRICS_COUNTER},
+};
+
+static int client_collect(struct metrics_collector *mc, void *arg)
+{
+    struct fcgi_client *cl = arg;
+    uint64_t sum[CF_COUNT] = {0};
+    /* The lock keeps the list steady; each worker's counters are its own and
+     * read with relaxed loads. */
+    pthread_mutex_lock(&cl->lock);
+    for (const struct fcgi_worker *w = cl->workers; w; w = w->next_all) {
+        sum[CF_HOLDS] += atomic_load_explicit(&w->stats.holds, memory_order_relaxed);
+        sum[CF_HOLD_TIMEOUTS] +=
+            atomic_load_explicit(&w->stats.hold_timeouts, memory_order_relaxed);
+        sum[CF_QUEUE_FULL] += atomic_load_explicit(&w->stats.queue_full, memory_order_relaxed);
+        sum[CF_ERRORS] += atomic_load_explicit(&w->stats.errors, memory_order_relaxed);
+        sum[CF_TIMEOUTS] += atomic_load_explicit(&w->stats.timeouts, memory_order_relaxed);
+        sum[CF_ABORTS] += atomic_load_explicit(&w->stats.aborts, memory_order_relaxed);
+        sum[CF_RETRIES] += atomic_load_explicit(&w->stats.retries, memory_order_relaxed);
+    }
+    pthread_mutex_unlock(&cl->lock);
+    sum[CF_HELD] = fcgi_client_held(cl);
+    for (size_t f = 0; f < CF_COUNT; f++)
+        metrics_value(mc, f, NULL, (double)sum[f]);
+    return 0;
+}
+
+int fcgi_client_register_metrics(struct fcgi_client *cl, struct metrics *m)
+{
+    return metrics_register(m, "backend", client_families, CF_COUNT, client_collect, cl);
 }

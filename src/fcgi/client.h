@@ -79,6 +79,15 @@ uint32_t fcgi_client_held(const struct fcgi_client *cl);
  * read; for status). Any thread. */
 uint64_t fcgi_client_served(const struct fcgi_client *cl);
 
+struct metrics;
+
+/** Register the client's "backend" metric families with m: requests held
+ * now, and per-worker counters summed at each rendering (holds, hold
+ * timeouts, hold queue full, errors, timeouts, client aborts, retries). cl
+ * must outlive every rendering of m. Returns as metrics_register().
+ * Supervisor thread, at startup. */
+int fcgi_client_register_metrics(struct fcgi_client *cl, struct metrics *m);
+
 /** Free the client after server_run() returned (every worker has stopped)
  * and before the gate is freed. NULL-safe. */
 void fcgi_client_destroy(struct fcgi_client *cl);

@@ -1,5 +1,6 @@
 /* The FastCGI process manager: generations of processes on one socket, their
- * readiness, respawns, the swap and the shutdown. Supervisor thread only. */
+ * readiness, respawns, the swap and the shutdown. Supervisor thread only,
+ * except the metrics collector (pm_collect()). */
 #include "fcgi/pm.h"
 
 #include "admin/admin.h"
@@ -13,12 +14,15 @@
 #include "common/timeutil.h"
 #include "fcgi/client.h"
 #include "fcgi/gate.h"
+#include "metrics/metrics.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -56,6 +60,16 @@ struct pm_proc {
 
 enum gen_state { GEN_STARTING, GEN_READY, GEN_STOPPING };
 
+/* A process's state as the metrics show it. */
+enum proc_state { PROC_STARTING, PROC_READY, PROC_DRAINING, PROC_STATES };
+
+/* One generation's running processes by state, as last published
+ * (pm_publish()) for the metrics collector. */
+struct pm_gen_count {
+    unsigned id;
+    uint32_t n[PROC_STATES];
+};
+
 /* What ended a stopping generation: the stage of its stop when the last
  * process was reaped. */
 enum stop_stage { STOP_NONE, STOP_SIGNALLED, STOP_TERMINATED, STOP_KILLED };
@@ -91,7 +105,13 @@ struct fcgi_pm {
     struct pm_gen *gens;
     struct pm_gen *cur; /* the generation serving (may still be starting) */
     unsigned next_id;
-    uint64_t respawns, swaps, swaps_failed;
+    /* Written here, read by the metrics collector on its own thread. */
+    _Atomic uint64_t respawns, swaps, swaps_failed;
+    /* The processes by generation and state for the metrics collector, which
+     * must not walk gens: rebuilt by pm_publish() after every change. */
+    pthread_mutex_t counts_mu;
+    struct pm_gen_count *counts;
+    size_t ncounts, counts_cap;
     /* The swap in progress: its client (held), the generation starting and
      * the one being replaced (set once the new one is ready). */
     struct {
@@ -190,6 +210,31 @@ static int gen_split_command(struct pm_gen *g)
 
 /* ---- capacity ---- */
 
+/* Publish the running processes by generation and state for the metrics:
+ * called after anything that changes them. */
+static void pm_publish(struct fcgi_pm *pm)
+{
+    pthread_mutex_lock(&pm->counts_mu);
+    pm->ncounts = 0;
+    for (const struct pm_gen *g = pm->gens; g; g = g->next) {
+        if (pm->ncounts == pm->counts_cap) {
+            pm->counts_cap = pm->counts_cap ? 2 * pm->counts_cap : 4;
+            pm->counts = xrealloc(pm->counts, pm->counts_cap * sizeof(*pm->counts));
+        }
+        struct pm_gen_count *gc = &pm->counts[pm->ncounts++];
+        memset(gc, 0, sizeof(*gc));
+        gc->id = g->id;
+        for (size_t i = 0; i < g->n; i++) {
+            const struct pm_proc *p = &g->procs[i];
+            if (p->alive)
+                gc->n[g->state == GEN_STOPPING ? PROC_DRAINING
+                      : p->ready               ? PROC_READY
+                                               : PROC_STARTING]++;
+        }
+    }
+    pthread_mutex_unlock(&pm->counts_mu);
+}
+
 static void pm_update_capacity(struct fcgi_pm *pm)
 {
     uint64_t ready = 0;
@@ -201,6 +246,7 @@ static void pm_update_capacity(struct fcgi_pm *pm)
     }
     uint64_t cap = ready * (uint64_t)pm->conf->backend.concurrency;
     fcgi_gate_set_capacity(pm->gate, cap > UINT32_MAX ? UINT32_MAX : (uint32_t)cap);
+    pm_publish(pm);
 }
 
 /* ---- processes ---- */
@@ -365,6 +411,7 @@ static void proc_on_respawn(struct evloop *l, void *arg)
         proc_schedule_respawn(p);
         return;
     }
+    pm_publish(g->pm);
     log_info("backend: generation %u: process %d started (respawn)", g->id, (int)p->child.pid);
 }
 
@@ -387,11 +434,14 @@ static void proc_on_exit(struct evloop *l, int fd, uint32_t events, void *arg)
     p->ready = false;
     g->alive--;
     if (g->state == GEN_STOPPING) {
+        pm_publish(g->pm);
         gen_check_gone(g);
         return;
     }
     if (was_ready)
         pm_update_capacity(g->pm);
+    else
+        pm_publish(g->pm);
     proc_schedule_respawn(p);
 }
 
@@ -453,6 +503,7 @@ static struct pm_gen *gen_start(struct fcgi_pm *pm, const char *command, char *e
     while (*tail)
         tail = &(*tail)->next;
     *tail = g;
+    pm_publish(pm);
     char pids[256] = "";
     for (size_t i = 0, off = 0; i < g->n && off < sizeof(pids); i++)
         off += (size_t)snprintf(pids + off, sizeof(pids) - off, "%s%d", i ? " " : "",
@@ -534,6 +585,7 @@ static void gen_check_gone(struct pm_gen *g)
              evloop_now(pm->loop) - g->stop_ms);
     bool swap_done = pm->swap.client && (pm->swap.old_gen == g || pm->swap.new_gen == g);
     gen_unlink(g);
+    pm_publish(pm);
     if (pm->swap.old_gen == g)
         pm->swap.old_gen = NULL;
     if (pm->swap.new_gen == g)
@@ -768,6 +820,70 @@ static int status_section(json_t *section, struct buf *text, void *arg)
     return r;
 }
 
+/* ---- metrics ---- */
+
+enum {
+    PF_PROCESSES,
+    PF_CAPACITY,
+    PF_IN_FLIGHT,
+    PF_SWAPS,
+    PF_SWAPS_FAILED,
+    PF_RESPAWNS,
+    PF_COUNT,
+};
+
+static const struct metrics_family pm_families[PF_COUNT] = {
+    [PF_PROCESSES] = {.name = "backend_processes",
+                      .help = "Backend processes running, by generation and state (starting, "
+                              "ready, or draining: told to stop).",
+                      .type = METRICS_GAUGE,
+                      .labels = {"generation", "state"}},
+    [PF_CAPACITY] = {.name = "backend_capacity",
+                     .help = "Requests the backend may take at once: ready processes x "
+                             "[backend] concurrency.",
+                     .type = METRICS_GAUGE},
+    [PF_IN_FLIGHT] = {.name = "backend_requests_in_flight",
+                      .help = "Requests holding a backend slot now.",
+                      .type = METRICS_GAUGE},
+    [PF_SWAPS] = {.name = "backend_swaps_total",
+                  .help = "Backend swaps completed (`ferry swap`).",
+                  .type = METRICS_COUNTER},
+    [PF_SWAPS_FAILED] = {.name = "backend_swaps_failed_total",
+                         .help = "Backend swaps that failed; the old generation kept serving.",
+                         .type = METRICS_COUNTER},
+    [PF_RESPAWNS] = {.name = "backend_respawns_total",
+                     .help = "Backend processes started again after they died.",
+                     .type = METRICS_COUNTER},
+};
+
+static const char *const proc_state_names[PROC_STATES] = {"starting", "ready", "draining"};
+
+static int pm_collect(struct metrics_collector *mc, void *arg)
+{
+    struct fcgi_pm *pm = arg;
+    /* The published counts, not gens: those are the supervisor's alone. */
+    pthread_mutex_lock(&pm->counts_mu);
+    for (size_t i = 0; i < pm->ncounts; i++) {
+        char id[16];
+        snprintf(id, sizeof(id), "%u", pm->counts[i].id);
+        for (int st = 0; st < PROC_STATES; st++)
+            metrics_value(mc, PF_PROCESSES, (const char *const[]){id, proc_state_names[st]},
+                          (double)pm->counts[i].n[st]);
+    }
+    pthread_mutex_unlock(&pm->counts_mu);
+    metrics_value(mc, PF_CAPACITY, NULL, (double)fcgi_gate_capacity(pm->gate));
+    metrics_value(mc, PF_IN_FLIGHT, NULL, (double)fcgi_gate_in_flight(pm->gate));
+    metrics_value(mc, PF_SWAPS, NULL, (double)atomic_load(&pm->swaps));
+    metrics_value(mc, PF_SWAPS_FAILED, NULL, (double)atomic_load(&pm->swaps_failed));
+    metrics_value(mc, PF_RESPAWNS, NULL, (double)atomic_load(&pm->respawns));
+    return 0;
+}
+
+int fcgi_pm_register_metrics(struct fcgi_pm *pm, struct metrics *m)
+{
+    return metrics_register(m, "backend", pm_families, PF_COUNT, pm_collect, pm);
+}
+
 /* ---- life cycle ---- */
 
 /* Whether the variable assignment e belongs to ferry, not to the children:
@@ -806,6 +922,7 @@ struct fcgi_pm *fcgi_pm_create(struct evloop *loop, const struct ferry_conf *con
     pm->loop = loop;
     pm->conf = conf;
     pm->sock_fd = -1;
+    pthread_mutex_init(&pm->counts_mu, NULL);
     pm->gate = fcgi_gate_new();
     pm->envp = pm_build_env();
     if (pm_bind_socket(pm, conf->backend.socket, err, errlen) < 0)
@@ -922,6 +1039,7 @@ void fcgi_pm_destroy(struct fcgi_pm *pm)
             pm->gens = g->next;
             gen_free(g); /* SIGKILLs and reaps what is left */
         }
+        pm_publish(pm);
     }
     if (pm->sock_fd >= 0) {
         pm_unlink_socket(pm);
@@ -934,5 +1052,7 @@ void fcgi_pm_destroy(struct fcgi_pm *pm)
         free(pm->envp);
     }
     fcgi_gate_free(pm->gate);
+    free(pm->counts);
+    pthread_mutex_destroy(&pm->counts_mu);
     free(pm);
 }

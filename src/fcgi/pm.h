@@ -26,7 +26,8 @@
  * swap at a time.
  *
  * Threads: everything here runs on the supervisor's loop thread, except
- * fcgi_pm_gate()'s result, which workers use (see gate.h). */
+ * fcgi_pm_gate()'s result, which workers use (see gate.h), and the metrics
+ * collector (fcgi_pm_register_metrics()). */
 #ifndef FERRY_FCGI_PM_H
 #define FERRY_FCGI_PM_H
 
@@ -74,6 +75,16 @@ void fcgi_pm_show_client(struct fcgi_pm *pm, const struct fcgi_client *cl);
 /** Requests holding a backend slot now (the gate's in-flight count). Any
  * thread. */
 uint32_t fcgi_pm_in_flight(const struct fcgi_pm *pm);
+
+struct metrics;
+
+/** Register the process manager's "backend" metric families with m:
+ * processes by generation and state, capacity, requests in flight, swaps,
+ * failed swaps and respawns. Their collector runs on the rendering thread and
+ * reads only atomics and a snapshot the supervisor publishes under a lock.
+ * pm must outlive every rendering of m. Returns as metrics_register().
+ * Supervisor thread, at startup. */
+int fcgi_pm_register_metrics(struct fcgi_pm *pm, struct metrics *m);
 
 /**
  * Stop every process (stop_signal, then SIGTERM, then SIGKILL, bounded by a

@@ -9,6 +9,7 @@ import os
 import resource
 import socket
 import subprocess
+import threading
 import time
 
 import pytest
@@ -408,3 +409,126 @@ def test_connections_open_and_refused_at_max_connections(ferry_factory):
             s.close()
     wait_for(lambda: value(scrape(mport)[0], "ferry_http_connections_open") == 0, 5,
              "the connections closed")
+
+
+def backend_value(samples, name, **labels):
+    return value(samples, "ferry_backend_" + name, **labels)
+
+
+def processes_by_gen(samples):
+    """{(generation, state): n} of ferry_backend_processes."""
+    return {(dict(k)["generation"], dict(k)["state"]): v
+            for k, v in samples["ferry_backend_processes"].items()}
+
+
+def test_backend_counted(ferry_factory, tmp_path):
+    """The FastCGI backend's families (issue 12): requests by handler, holds,
+    hold timeouts, a full queue, errors, timeouts, retries, aborts, the
+    processes by generation and state, respawns and a swap."""
+    from test_fcgi import FAKE, backend_conf, get_body, timed  # noqa: I001 - shared helpers
+    mport = free_port()
+    log = str(tmp_path / "fake.log")
+    f = ferry_factory(backend_conf(f"/usr/bin/python3 {FAKE} {log}", 2,
+                                   "hold_timeout = 1s\nhold_queue = 1\ntimeout = 3s\n")
+                      + metrics_conf(mport))
+
+    def lines():
+        try:
+            with open(log) as fh:
+                return [l.rstrip("\n") for l in fh if l.endswith("\n")]
+        except OSError:
+            return []
+
+    wait_for(lambda: ("1", "ready") in processes_by_gen(scrape(mport)[0])
+             and processes_by_gen(scrape(mport)[0])[("1", "ready")] == 2, 10, "2 ready processes")
+    samples, _ = scrape(mport)
+    assert processes_by_gen(samples) == {("1", "starting"): 0, ("1", "ready"): 2,
+                                         ("1", "draining"): 0}
+    assert backend_value(samples, "capacity") == 2
+
+    n_ok = 5
+    for i in range(n_ok):
+        r = get_body(f.port, f"/app/n{i}")
+        assert r.status == 200 and f"uri=/app/n{i}".encode() in r.body, r
+    r = get_body(f.port, "/app/g?mode=garbage")
+    assert r.status == 502 and r.body == b"502 Bad Gateway\n", r
+    r = get_body(f.port, "/app/s?mode=silent")
+    assert r.status == 504 and r.body == b"504 Gateway Timeout\n", r
+    r = get_body(f.port, "/app/o?mode=overload")
+    assert r.status == 200 and b"uri=/app/o?mode=overload" in r.body, r
+    # Each process answers OVERLOADED once per URI: one retry or two.
+    retries = lines().count("begin /app/o?mode=overload") - 1
+    assert retries in (1, 2), lines()
+
+    # Both slots busy: one request held (then timed out), one refused at once.
+    res = {}
+    slow = [threading.Thread(target=timed, args=(f.port, f"/app/slow{i}?sleep=2000", res, i))
+            for i in range(2)]
+    for t in slow:
+        t.start()
+    wait_for(lambda: all(f"begin /app/slow{i}?sleep=2000" in lines() for i in range(2)), 5,
+             "both slow requests started")
+    held = threading.Thread(target=timed, args=(f.port, "/app/held", res, "held"))
+    held.start()
+    wait_for(lambda: backend_value(scrape(mport)[0], "requests_held") == 1, 5, "one held")
+    assert backend_value(scrape(mport)[0], "requests_in_flight") == 2
+    r = request(f.port, path="/app/full")
+    assert r.status == 503 and b"The application is busy" in r.body, r
+    held.join()
+    assert res["held"][0].status == 503, (res, lines())
+    assert b"The application is busy" in res["held"][0].body
+    for t in slow:
+        t.join()
+    assert all(res[i][0].status == 200 for i in range(2)), res
+
+    # A client that goes away while the application has its request.
+    s = socket.create_connection(("127.0.0.1", f.port), timeout=5)
+    s.sendall(b"GET /app/gone?sleep=5000 HTTP/1.1\r\nHost: x\r\n\r\n")
+    wait_for(lambda: "begin /app/gone?sleep=5000" in lines(), 5, "request reached the app")
+    s.close()
+    wait_for(lambda: backend_value(scrape(mport)[0], "client_aborts_total") == 1, 5, "abort")
+
+    want = {("backend", "2xx"): n_ok + 1 + 2, ("backend", "5xx"): 4}  # 502 504 503 503
+    total = sum(want.values()) + 1  # the aborted one (499, 4xx)
+    want[("backend", "4xx")] = 1
+    wait_for(lambda: sum(v for k, v in scrape(mport)[0]["ferry_http_requests_total"].items()
+                         if dict(k)["handler"] == "backend") == total, 5, "every request counted")
+    samples, text = scrape(mport)
+    promtool_check(text)
+    got = {(dict(k)["handler"], dict(k)["class"]): v
+           for k, v in samples["ferry_http_requests_total"].items() if v}
+    assert got == want, got
+    assert value(samples, "ferry_http_request_duration_seconds_count", handler="backend") == total
+    expect = {"holds_total": 1, "hold_timeouts_total": 1, "hold_queue_full_total": 1,
+              "errors_total": 1, "timeouts_total": 1, "retries_total": retries,
+              "client_aborts_total": 1, "requests_held": 0, "requests_in_flight": 0,
+              "capacity": 2, "swaps_total": 0, "swaps_failed_total": 0, "respawns_total": 0}
+    for name, n in expect.items():
+        assert backend_value(samples, name) == n, (name, backend_value(samples, name))
+    assert "# TYPE ferry_backend_hold_timeouts_total counter\n" in text
+    assert "# TYPE ferry_backend_processes gauge\n" in text
+
+    # `ferry status --json`: the same numbers in the backend section.
+    st = json.loads(cli(f, "status", "--json"))["backend"]
+    for name, n in expect.items():
+        assert st["metrics"]["backend_" + name] == n, (name, st["metrics"])
+    procs = {(e["generation"], e["state"]): e["value"] for e in st["metrics"]["backend_processes"]}
+    assert procs == processes_by_gen(samples), procs
+    assert st["held"] == 0 and st["capacity"] == 2
+    assert "  backend_hold_timeouts_total 1\n" in cli(f, "status")
+
+    # A process killed is respawned and counted.
+    pid = st["generations"][0]["pids"][0]
+    os.kill(pid, 9)
+    wait_for(lambda: backend_value(scrape(mport)[0], "respawns_total") == 1
+             and processes_by_gen(scrape(mport)[0])[("1", "ready")] == 2, 10, "respawned")
+
+    # A swap: one more swap, and the processes are the next generation's.
+    cli(f, "swap")
+    samples, text = scrape(mport)
+    assert backend_value(samples, "swaps_total") == 1
+    assert backend_value(samples, "swaps_failed_total") == 0
+    assert processes_by_gen(samples) == {("2", "starting"): 0, ("2", "ready"): 2,
+                                         ("2", "draining"): 0}
+    promtool_check(text)
+    assert json.loads(cli(f, "status", "--json"))["backend"]["metrics"]["backend_swaps_total"] == 1
