@@ -244,15 +244,17 @@ def test_timeout_504_and_upstream_stopped(relay):
 
 def test_timeout_between_streamed_pieces_cuts_the_body(relay):
     f, up = relay
-    # The pieces come 150 ms apart; 100 ms without an append is too long.
+    # The pieces come 1.5 s apart; 400 ms without an append is too long. (With
+    # 150 ms and 100 ms, a loaded machine sometimes took the 100 ms before the
+    # first piece and the body was cut empty.)
     with f.connect() as s:
-        s.sendall(get("/_test/chunks", extra="X-Test-Timeout-Ms: 100\r\n"))
+        s.sendall(get("/_test/chunks/1500", extra="X-Test-Timeout-Ms: 400\r\n"))
         r, rest = read_head(s)
         closed, raw = wait_closed(s, 5, rest)
     assert r.status == 200 and r.header("Transfer-Encoding") == "chunked", r
     assert closed
     assert raw == b"8\r\npiece-0\n\r\n", raw  # cut, with no terminating chunk
-    up.wait_event("/_test/chunks", "closed by ferry")
+    up.wait_event("/_test/chunks/1500", "closed by ferry")
 
 
 def test_client_hangup_stops_upstream(relay):

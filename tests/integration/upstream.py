@@ -24,7 +24,7 @@ Behaviours by path:
     /_test/early        200 "early\n" before reading the request body
     /_test/reset        "200 -1" and "partial\n", then closes with the
                         request body unread (a read error in ferry)
-    /_test/chunks       5 pieces "piece-I\\n", 150 ms apart, unknown length
+    /_test/chunks[/MS]  5 pieces "piece-I\\n", MS (150) ms apart, unknown length
     /_test/stall/MS     reads nothing for MS ms, then the body; replies
                         "N SHA256HEX\\n" (unknown length)
 """
@@ -181,9 +181,10 @@ class Conn:
             self.send(b"200 many\n")
         elif what == "chunks":
             total = self.send(b"200 -1\n")
+            gap = int(parts[1]) / 1000 if len(parts) > 1 else 0.15
             for i in range(5):
                 if i:
-                    self.wait(0.15)
+                    self.wait(gap)
                 total = self.send(f"piece-{i}\n".encode(), total)
         else:
             self.send(b"404 -1\nno such test path\n")
