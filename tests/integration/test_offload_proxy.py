@@ -13,7 +13,8 @@ from urllib.parse import quote, urlsplit
 
 import pytest
 
-from conftest import connect_slow_reader, read_hashed, read_head, request, rss_kib, wait_for
+from conftest import (connect_slow_reader, read_hashed, read_head, request, rss_kib, scaled,
+                      wait_for)
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "s3"))
 from s3fixtures import ACCESS_KEY, BUCKET, SECRET_KEY  # noqa: E402
@@ -278,7 +279,7 @@ def test_verify_remote_store_errors(ferry_factory, tmp_path, s3proxy):  # noqa: 
 # 1,000 files pass in each mode but take 55-110 s here (the offloader's
 # uploads go through the Python proxy that 32 clients keep busy); 400 keep
 # the default run near 30 s a mode. FERRY_NEVER_NEITHER_FILES=1000 for the full run.
-LOAD_FILES = int(os.environ.get("FERRY_NEVER_NEITHER_FILES", "400"))
+LOAD_FILES = int(os.environ.get("FERRY_NEVER_NEITHER_FILES", scaled(250, 100)))
 LOAD_CLIENTS = 32
 
 

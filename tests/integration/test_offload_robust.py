@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from conftest import FERRY_BIN, sanitizer_reports, wait_for
+from conftest import FERRY_BIN, SANITIZED, sanitizer_reports, scaled, wait_for
 from test_offload import Offloader, ok, s3get, sha
 from s3fixtures import ACCESS_KEY, BUCKET, SECRET_KEY, clean_env
 
@@ -29,9 +29,7 @@ MIB = 1024 * 1024
 
 
 def is_sanitized():
-    with open(FERRY_BIN, "rb") as f:
-        binary = f.read()
-    return b"AddressSanitizer" in binary or b"ThreadSanitizer" in binary
+    return SANITIZED
 
 
 class Flow:
@@ -135,17 +133,19 @@ def check_all_offloaded(off, files, read):
 
 def crash_test(off, read, seed):
     rng = random.Random(seed)
-    flow = Flow(off, read, random.Random(seed + 1), crash_sizes(rng, 240), 0.08).start()
+    kills = scaled(50, 15)
+    flow = Flow(off, read, random.Random(seed + 1), crash_sizes(rng, scaled(240, 100)),
+                0.08).start()
     t0 = time.monotonic()
     try:
-        progress = kill9_while_flowing(off, flow, rng, 50, 0.1, 1.0)
+        progress = kill9_while_flowing(off, flow, rng, kills, 0.1, 1.0)
         assert flow.written.wait(30), "the writer did not finish"
         # A clean run drains what is left.
         p = ok(off.run("--once", timeout=120))
     finally:
         flow.finish()
     took = time.monotonic() - t0
-    print(f"seed {seed}: 50 kills in {took:.1f}s, {len(flow.files)} files, "
+    print(f"seed {seed}: {kills} kills in {took:.1f}s, {len(flow.files)} files, "
           f"{flow.samples} samples, progress per round {progress}")
     assert flow.violations == [], (seed, flow.violations[:5])
     check_all_offloaded(off, flow.files, read)
@@ -153,7 +153,7 @@ def crash_test(off, read, seed):
     # while the offloader was being killed, not only in the final clean run (a
     # quiet machine moves a third to a half of them; a loaded one far fewer).
     assert sum(progress) >= len(flow.files) // 6, (seed, progress)
-    assert sum(1 for n in progress if n > 0) >= 8, (seed, progress)
+    assert sum(1 for n in progress if n > 0) >= min(8, kills // 3), (seed, progress)
     assert not sanitizer_reports(off.logtext() + p.stderr.decode(errors="replace"))
     return flow
 
