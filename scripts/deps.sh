@@ -11,7 +11,7 @@ PKGS="build-essential meson ninja-build pkg-config libinih-dev libcurl4-openssl-
 TEST=0
 for arg in "$@"; do
     case "$arg" in
-    --test) TEST=1; PKGS="$PKGS python3-pytest python3-boto3 python3-botocore libfcgi-dev clang libclang-rt-14-dev clang-format curl openssl systemd php8.2-cli python3-prometheus-client prometheus"
+    --test) TEST=1; PKGS="$PKGS python3-pytest python3-boto3 python3-botocore libfcgi-dev clang libclang-rt-14-dev clang-format curl openssl systemd php8.2-cli php-cgi python3-prometheus-client prometheus"
         # A throwaway Ceph cluster (tests/s3/rgwcluster.py): monitor, OSD, RADOS Gateway.
         PKGS="$PKGS ceph-mon ceph-osd radosgw ceph-common"
         # s3rver needs Node.js; use the machine's if it has one (Debian 12 ships 18).

@@ -8,6 +8,8 @@ import os
 import socket
 import struct
 
+import pytest
+
 FCGI_VERSION = 1
 BEGIN_REQUEST, ABORT_REQUEST, END_REQUEST, PARAMS, STDIN, STDOUT, STDERR = 1, 2, 3, 4, 5, 6, 7
 RESPONDER = 1
@@ -19,6 +21,14 @@ def fcgi_app_path():
     """tests/tools/fcgi_app next to the ferry under test (build or build-asan)."""
     ferry = os.environ.get("FERRY_BIN", os.path.join(ROOT, "build", "ferry"))
     return os.path.join(os.path.dirname(os.path.abspath(ferry)), "tests", "tools", "fcgi_app")
+
+
+def require(path, what):
+    """Fail, never skip, when a test dependency is missing: scripts/deps.sh
+    --test installs every one, so a missing one means a broken setup, and a
+    skipped backend test would pass with the feature broken."""
+    if not path or not os.path.exists(path):
+        pytest.fail(f"{what} is missing ({path}): run scripts/deps.sh --test and rebuild")
 
 
 def record(rtype, content, request_id=1):

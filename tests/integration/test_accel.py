@@ -13,6 +13,7 @@ from urllib.parse import quote
 import pytest
 
 from conftest import FERRY_BIN, request, wait_for
+from fcgi_client import require
 from test_fcgi import APP, PHP, backend_conf, status_json, wait_ready
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "s3"))
@@ -40,8 +41,7 @@ def s3_offload(tmp_path, port):
 
 
 def start_app(ferry_factory, offload, accel="on"):
-    if not os.path.exists(APP):
-        pytest.skip("fcgi_app not built (libfcgi-dev missing)")
+    require(APP, "tests/tools/fcgi_app (libfcgi-dev)")
     f = ferry_factory(offload + "\n" + backend_conf(f"{APP} --ready", 1,
                                                     f"accel_redirect = {accel}\n"))
     wait_ready(f)
@@ -279,8 +279,7 @@ echo str_repeat("the application's body\n", 200000);  // 4.6 MB, never read
 
 @pytest.fixture
 def php_accel(ferry_factory, tmp_path):
-    if not PHP:
-        pytest.skip("php-cgi not installed")
+    require(PHP, "php-cgi")
     front = tmp_path / "front.php"
     front.write_text(FRONT_PHP)
     spool, store, conf = dir_offload(tmp_path)

@@ -12,11 +12,10 @@ import time
 
 import pytest
 
-from conftest import ROOT, read_head, read_response, request, wait_closed, wait_for
+from conftest import read_head, read_response, request, wait_closed, wait_for
+from fcgi_client import fcgi_app_path, require
 
-APP = os.environ.get("FCGI_APP_BIN", os.path.join(os.path.dirname(
-    os.environ.get("FERRY_BIN", os.path.join(ROOT, "build", "ferry"))), "tests", "tools",
-    "fcgi_app"))
+APP = fcgi_app_path()
 FAKE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fcgi_fake.py")
 PHP = shutil.which("php-cgi")
 
@@ -73,8 +72,7 @@ def wait_ready(f):
 
 @pytest.fixture
 def app(ferry_factory):
-    if not os.path.exists(APP):
-        pytest.skip("fcgi_app not built (libfcgi-dev missing)")
+    require(APP, "tests/tools/fcgi_app (libfcgi-dev)")
 
     def make(processes=2, extra="", args="--ready"):
         f = ferry_factory(backend_conf(f"{APP} {args}", processes, extra))
@@ -357,8 +355,7 @@ def test_client_disconnect_aborts_the_backend_request(fake):
 
 @pytest.fixture
 def php(ferry_factory, tmp_path):
-    if not PHP:
-        pytest.skip("php-cgi not installed")
+    require(PHP, "php-cgi")
     front = tmp_path / "front.php"
     front.write_text(FRONT_PHP)
     f = ferry_factory(backend_conf(f"{PHP} -d post_max_size=64M -d upload_max_filesize=64M", 1,

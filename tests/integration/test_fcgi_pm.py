@@ -18,11 +18,15 @@ import pytest
 from conftest import wait_for
 from backend_helpers import (backend, backend_conf, generations, reaped,
                              set_command, sock_path, wait_ready)
-from fcgi_client import fcgi_app_path, fcgi_request
+from fcgi_client import fcgi_app_path, require, fcgi_request
 
 APP = fcgi_app_path()
 
-pytestmark = pytest.mark.skipif(not os.path.exists(APP), reason="fcgi_app not built (libfcgi-dev)")
+
+
+@pytest.fixture(autouse=True)
+def _needs_app():
+    require(APP, "tests/tools/fcgi_app (libfcgi-dev)")
 
 
 def test_processes_start_with_the_socket_as_fd0_and_a_clean_signal_state(ferry_factory):

@@ -16,14 +16,18 @@ import pytest
 
 from conftest import scaled, wait_for
 from backend_helpers import backend, backend_conf, reaped, set_command, wait_ready
-from fcgi_client import fcgi_app_path
+from fcgi_client import fcgi_app_path, require
 
 SWAPS = scaled(50, 10)  # the issue's 50; fewer in the sanitizer pass
 
 APP = fcgi_app_path()
 PHP_CGI = shutil.which("php-cgi")
 
-pytestmark = pytest.mark.skipif(not os.path.exists(APP), reason="fcgi_app not built (libfcgi-dev)")
+
+
+@pytest.fixture(autouse=True)
+def _needs_app():
+    require(APP, "tests/tools/fcgi_app (libfcgi-dev)")
 
 
 def swap_conf(command, processes=4, **keys):
@@ -243,8 +247,8 @@ echo 'pid=', getmypid(), ' method=', $_SERVER['REQUEST_METHOD'], ' q=', $_GET['q
 """
 
 
-@pytest.mark.skipif(not PHP_CGI, reason="php-cgi not installed")
 def test_php_cgi_started_by_ferry_serves_and_swaps(ferry_factory, tmp_path):
+    require(PHP_CGI, "php-cgi")
     front = tmp_path / "index.php"
     front.write_text(PHP_FRONT)
     cmd = f"{PHP_CGI} -d cgi.force_redirect=0 -d post_max_size=64M -d memory_limit=256M"

@@ -413,7 +413,7 @@ def test_readme_has_all_four_snippets():
 @pytest.mark.parametrize("lang", ["python", "php", "js", "perl"])
 def test_readme_snippet_makes_links_ferry_accepts(ferry_factory, tmp_path, lang):
     if lang != "python" and not shutil.which(DRIVERS[lang][1][0]):
-        pytest.skip(f"{DRIVERS[lang][1][0]} is not installed")
+        pytest.fail(f"{DRIVERS[lang][1][0]} is not installed: run scripts/deps.sh --test")
     template, argv, ext = DRIVERS[lang]
     prog = tmp_path / ("snippet" + ext)
     prog.write_text(template.replace("{code}", readme_snippets()[lang]))
