@@ -319,6 +319,16 @@ static int respond_text(struct conn *c, int status, const char *note, const char
     return HANDLER_DONE;
 }
 
+/* A failed open that is not "no such file" and not a refusal: out of
+ * descriptors or memory is 503, anything else 500 (static_open_errno_status()),
+ * never a 404 for a file that may exist. */
+static int respond_open_failed(struct conn *c, int err, const char *note)
+{
+    if (static_open_errno_status(err) == 503)
+        return respond_text(c, 503, note, "503 Service Unavailable: out of file descriptors\n");
+    return respond_text(c, 500, note, "500 Internal Server Error\n");
+}
+
 /* With link_secret set: answer 403 for a missing or wrong signature and 410
  * for an expired link (short bodies that say nothing about the secret), and
  * return HANDLER_DONE; else HANDLER_PASS. path is the decoded request path,
@@ -436,7 +446,9 @@ static int proxy_dir(struct offload_serve *os, struct conn *c, const struct http
             return -EPERM;
         if (fd == -EACCES || fd == -EPERM || fd == -EXDEV || fd == -ELOOP)
             return respond_text(c, 403, NOTE(a, "proxy"), "403 Forbidden\n");
-        return respond_text(c, 404, NOTE(a, "proxy"), "404 Not Found\n");
+        if (fd == -ENOENT || fd == -ENOTDIR)
+            return respond_text(c, 404, NOTE(a, "proxy"), "404 Not Found\n");
+        return respond_open_failed(c, -fd, NOTE(a, "proxy"));
     }
     return serve_open_fd(os, c, req, fd, key, NOTE(a, "proxy"), a);
 }
@@ -550,7 +562,7 @@ static int serve_rel(struct offload_serve *os, struct conn *c, const struct http
         return -EPERM;
     if (fd == -EACCES || fd == -EPERM || fd == -EXDEV || fd == -ELOOP)
         return respond_text(c, 403, NOTE(a, "refused"), "403 Forbidden\n");
-    return respond_text(c, 500, NOTE(a, "local"), "500 Internal Server Error\n");
+    return respond_open_failed(c, -fd, NOTE(a, "local"));
 }
 
 static int handle_decoded(struct offload_serve *os, struct conn *c, const struct http_request *req,

@@ -431,3 +431,57 @@ def test_verify_remote_with_the_dir_store(ferry_factory, tmp_path):
     r = request(f.port, path="/static/gone.jpg")
     assert r.status == 404 and r.header("Location") is None and r.body == b"404 Not Found\n", r
     assert sorted(log_notes(f, 2)) == ["offload=missing", "offload=redirect"]
+
+
+def test_out_of_descriptors_is_503_never_a_false_404(ferry_factory, tmp_path):
+    """A stored or local file that cannot be opened for want of descriptors is
+    503, not 404 ("never a false 404") nor a bare 500. ferry's fd limit is
+    lowered while it runs so that the accepted connection takes the last one."""
+    import resource
+    import socket
+    store, conf = dir_store(tmp_path, prefix="pre/")
+    (store / "pre").mkdir()
+    (store / "pre" / "stored.bin").write_bytes(b"stored bytes")
+    (tmp_path / "spool").mkdir()
+    (tmp_path / "spool" / "local.bin").write_bytes(b"local bytes")
+    # Both files in place before the start, so that no descriptor comes and
+    # goes for them while the limit is computed.
+    f, spool = start(ferry_factory, tmp_path, conf + "[server]\nworkers = 1\n")
+    pid = f.proc.pid
+    hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)[1]
+    fds = lambda: {int(n) for n in os.listdir(f"/proc/{pid}/fd")}  # noqa: E731
+    seen = []
+
+    def settled():
+        # The same descriptors over 5 polls (100 ms): start-up work and the
+        # previous connection are done, so no fd comes free after the limit
+        # is computed.
+        seen.append(fds())
+        return len(seen) >= 5 and all(x == seen[-1] for x in seen[-5:])
+
+    try:
+        for path in ("/static/stored.bin", "/static/local.bin"):
+            seen.clear()
+            wait_for(settled, 5, "ferry's descriptors to settle")
+            # A limit that leaves exactly one free descriptor number: accept()
+            # takes it, and the open of the file is the one that fails.
+            used = fds()
+            limit, free = 0, 0
+            while free < 2:
+                free += limit not in used
+                limit += 1
+            resource.prlimit(pid, resource.RLIMIT_NOFILE, (limit - 1, hard))
+            s = socket.create_connection(("127.0.0.1", f.port))
+            try:
+                s.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".encode())
+                r, rest = read_head(s)
+                assert r.status == 503, (path, r)
+                assert r.header("Location") is None
+            finally:
+                s.close()
+                resource.prlimit(pid, resource.RLIMIT_NOFILE, (hard, hard))
+    finally:
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (hard, hard))
+    # With descriptors again, both are served.
+    assert request(f.port, path="/static/local.bin").body == b"local bytes"
+    assert request(f.port, path="/static/stored.bin").body == b"stored bytes"
