@@ -231,6 +231,9 @@ S3_COUNTS = {}  # store -> {outcome: n}
 
 
 def pytest_configure(config):
+    config.addinivalue_line("markers", "lane2: a long test that mostly waits (slow backend "
+                            "requests, kill -9 cycles, a 6 GiB file); scripts/test.sh runs "
+                            "these in a second pytest beside the rest")
     config.addinivalue_line("markers", "s3stores(*stores, reason): the only S3 stores "
                             "(s3rver, rgw-proxy, rgw) this test can run on, and why")
 

@@ -133,6 +133,7 @@ class Load:
             conn.close()
 
 
+@pytest.mark.lane2
 def test_fifty_swaps_under_load_fail_no_request(ferry_factory):
     f = ferry_factory(swap_conf(f"{APP} --ready --version v0", processes=4), workers=2)
     wait_ready(f, 4)

@@ -158,12 +158,14 @@ def crash_test(off, read, seed):
     return flow
 
 
+@pytest.mark.lane2
 def test_kill9_50_times_while_files_flow_dir_store(tmp_path):
     seed = int(os.environ.get("FERRY_TEST_SEED", random.randrange(1 << 30)))
     off = Offloader(tmp_path, extra=multipart_conf())
     crash_test(off, off.stored, seed)
 
 
+@pytest.mark.lane2
 @S3RVER_ONLY
 def test_s3_kill9_50_times_while_files_flow(tmp_path, s3proxy, direct):
     seed = int(os.environ.get("FERRY_TEST_SEED", random.randrange(1 << 30)))
@@ -340,6 +342,7 @@ def need_disk(path, size):
         pytest.skip(f"{size >> 30} GiB file: only {free >> 30} GiB free on {path}")
 
 
+@pytest.mark.lane2
 def test_six_gib_sparse_file_dir_store(tmp_path):
     """A 6 GiB sparse file: the store really writes 6 GiB; its bytes hash right and
     ferry's peak RSS stays small."""
