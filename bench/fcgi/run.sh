@@ -11,7 +11,9 @@
 #   BENCH_SERVERS="ferry nginx" BENCH_PROCS=4 bench/fcgi/run.sh
 #
 # Tests: (a) GET of the hello-world page, keep-alive; (b) POST of 1 MiB
-# bodies (BENCH_POST_BYTES) that the application reads and counts. wrk (one
+# bodies (BENCH_POST_BYTES) that the application reads and counts; (c) a 4 KiB
+# file the application names with X-Accel-Redirect (ferry's accel_redirect,
+# nginx's internal location; lighttpd with X-Sendfile, its equivalent). wrk (one
 # thread, BENCH_CONNS connections) runs pinned to core 0; the server and the
 # application processes share core 1. Reported per server: requests/s, the
 # server's CPU µs per request (the application's processes left out; their
@@ -42,6 +44,9 @@ APP="$BENCH_DIR/hello"
 cc -O2 -o "$APP" "$FCGI_HERE/hello.c" -lfcgi || bench_die "cannot build hello.c"
 # nginx's worker (nobody) writes its temp files here and reads the socket.
 chmod 777 "$BENCH_DIR/nginx-tmp"
+mkdir -p "$BENCH_DIR/spool" "$BENCH_DIR/store"
+head -c 4096 /dev/urandom >"$BENCH_DIR/spool/4k.bin"
+export BENCH_SPOOL="$BENCH_DIR/spool"
 : >"$BENCH_RESULTS"
 export BENCH_WRK_LUA="$BENCH_HERE/wrk.lua" BENCH_POST_BYTES="$POST_BYTES"
 
@@ -95,6 +100,14 @@ check() {
         "$(bench_url post)") || bench_die "$SERVER_NAME: POST /post failed"
     [ "$body" = "Hello, world! read $POST_BYTES bytes" ] ||
         bench_die "$SERVER_NAME: POST of $POST_BYTES bytes: '$body'"
+    curl -sf -o "$BENCH_DIR/accel.out" "$(bench_url "$(accel_path)")" ||
+        bench_die "$SERVER_NAME: GET /$(accel_path) failed"
+    cmp -s "$BENCH_DIR/accel.out" "$BENCH_DIR/spool/4k.bin" ||
+        bench_die "$SERVER_NAME: /$(accel_path) did not send the spool's 4k.bin"
+}
+
+accel_path() { # lighttpd honours X-Sendfile, the others X-Accel-Redirect
+    if [ "$SERVER_NAME" = lighttpd ]; then echo sendfile; else echo accel; fi
 }
 
 run() { # TEST WRK_SCRIPT PATH
@@ -122,6 +135,7 @@ while [ "$round" -le "$ROUNDS" ]; do
         bench_warm "$WARM" hello
         run hello "$BENCH_HERE/wrk.lua" hello
         run post1m "$FCGI_HERE/post.lua" post
+        run accel4k "$BENCH_HERE/wrk.lua" "$(accel_path)"
         stop
     done
     round=$((round + 1))
