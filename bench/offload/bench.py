@@ -2,7 +2,10 @@
 """Offload benchmark: `ferry offload --once` against `rclone move`, peers in the same
 run, on the same files and at the same concurrency:
 
-* into one s3rver (no proxy: the store's own speed), and
+* into one s3rver (no proxy: the store's own speed), beside a raw-PUT client
+  (curl --parallel at the same concurrency: unsigned single PUTs on kept-alive
+  connections, which s3rver accepts; nothing hashed, verified or deleted, so
+  it is the store's ceiling), and
 * into a local directory (ferry's dir store, rclone's local backend).
 
     /usr/bin/python3 bench/offload/bench.py --ferry build-bench/ferry [--jobs 8]
@@ -78,6 +81,20 @@ def run_rclone(a, src, dst, port):
                  rclone_env(port))
 
 
+def run_raw(a, src, port, tag, work):
+    """PUT every file of src with curl --parallel (a.jobs at once): the ceiling."""
+    cfg = os.path.join(work, f"curl-{tag}.cfg")
+    with open(cfg, "w") as f:
+        for d, _, files in os.walk(src):
+            for n in sorted(files):
+                path = os.path.join(d, n)
+                rel = os.path.relpath(path, src)
+                f.write(f'upload-file = "{path}"\nurl = "http://127.0.0.1:{port}/{BUCKET}/'
+                        f'{tag}/{rel}"\noutput = "/dev/null"\n')
+    return timed(["curl", "-sS", "--fail", "--parallel", "--parallel-max", str(a.jobs),
+                  "-K", cfg], os.environ.copy())
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--ferry", required=True)
@@ -105,7 +122,8 @@ def main():
             for name, n, size in sets:
                 master = os.path.join(work, "master", name)
                 for target in ("s3rver", "dir"):
-                    for mover in ("ferry", "rclone"):
+                    for mover in ("ferry", "rclone") + (("raw PUT",) if target == "s3rver"
+                                                         else ()):
                         tag = f"{mover}-{name}-{target}"
                         src = os.path.join(work, "src-" + tag)
                         fresh_copy(master, src)
@@ -117,11 +135,13 @@ def main():
                         elif target == "dir" and mover == "ferry":
                             store = f"[store]\ntype = dir\npath = {work}/dst-{tag}\n"
                             r = run_ferry(a, work, tag, src, store)
+                        elif mover == "raw PUT":
+                            r = run_raw(a, src, srv.port, tag.replace(" ", ""), work)
                         elif target == "s3rver":
                             r = run_rclone(a, src, f"bench:{BUCKET}/{tag}", srv.port)
                         else:
                             r = run_rclone(a, src, f"{work}/dst-{tag}", srv.port)
-                        if left_in(src):
+                        if mover != "raw PUT" and left_in(src):
                             sys.exit(f"{tag}: {left_in(src)} files were not moved")
                         wall, cpu, rss = r
                         rows.append((f"{n} x {size >> 10} KiB" if size < 1 << 20
@@ -139,12 +159,30 @@ def main():
     for r in rows:
         print(f"{r[0]:<16}{r[1]:<8}{r[2]:<8}{r[3]:>9.1f}{r[4]:>9.1f}{r[5]:>8.2f}{r[6]:>9.1f}"
               f"{r[7]:>8.2f}")
-    print("ferry / rclone (files/s and MB/s: higher is better for ferry; CPU s: lower)")
-    for i in range(0, len(rows), 2):
-        f, r = rows[i], rows[i + 1]
-        print(f"{f[0]:<16}{f[1]:<8}{'ratio':<8}{f[3] / r[3]:>9.2f}{f[4] / r[4]:>9.2f}"
+    print("ferry / rclone and ferry / raw PUT (files/s and MB/s: higher is better for ferry; "
+          "CPU s: lower)")
+    by = {(r[0], r[1], r[2]): r for r in rows}
+    for r in rows:
+        if r[2] == "ferry":
+            continue
+        f = by[(r[0], r[1], "ferry")]
+        print(f"{f[0]:<16}{f[1]:<8}{'/' + r[2]:<8}{f[3] / r[3]:>9.2f}{f[4] / r[4]:>9.2f}"
               f"{(f[5] / r[5]) if r[5] else float('inf'):>8.2f}{f[6] / r[6]:>9.2f}"
               f"{f[7] / r[7]:>8.2f}")
+    targets = []
+    for r in rows:
+        if r[2] != "ferry" or r[1] != "s3rver":
+            continue
+        rc, raw = by[(r[0], r[1], "rclone")], by[(r[0], r[1], "raw PUT")]
+        small = r is rows[0] or r[0] == rows[0][0]
+        if small:
+            targets.append(f"- small files: files/s >= 1.5x rclone's: {r[3] / rc[3]:.2f}x; "
+                           f">= 0.8x raw PUT: {r[3] / raw[3]:.2f}x")
+        else:
+            targets.append(f"- large files: MB/s >= rclone's: {r[4] / rc[4]:.2f}x")
+        targets.append(f"  CPU s <= rclone's: {r[5] / rc[5]:.2f}x; RSS < 64 MiB: {r[6]:.1f} MiB")
+    print("targets (issue 8), s3rver:")
+    print("\n".join(targets))
 
 
 if __name__ == "__main__":
