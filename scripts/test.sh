@@ -27,7 +27,7 @@ meson test -C build --suite unit --print-errorlogs
 
 # The integration suite against BUILD (a build directory) in two lanes: the long
 # tests marked lane2 (they mostly wait: slow backend requests across 50 swaps,
-# kill -9 cycles, a 6 GiB file) run in a second pytest beside the rest, so the
+# kill -9 cycles, 1,000 files through the S3 proxy) run in a second pytest beside the rest, so the
 # machine's second core is used. Each lane writes its own junit file.
 integration() {
     export FERRY_BIN="$PWD/$1/ferry" FERRY_TEST_BIN="$PWD/$1/tests/tools/ferry-test"

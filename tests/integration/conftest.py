@@ -232,8 +232,8 @@ S3_COUNTS = {}  # store -> {outcome: n}
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "lane2: a long test that mostly waits (slow backend "
-                            "requests, kill -9 cycles, a 6 GiB file); scripts/test.sh runs "
-                            "these in a second pytest beside the rest")
+                            "requests, kill -9 cycles, 1,000 files through the proxy); "
+                            "scripts/test.sh runs these in a second pytest beside the rest")
     config.addinivalue_line("markers", "s3stores(*stores, reason): the only S3 stores "
                             "(s3rver, rgw-proxy, rgw) this test can run on, and why")
 
@@ -248,6 +248,17 @@ def pytest_generate_tests(metafunc):
     if reason:
         S3_RESTRICTED.append((metafunc.definition.nodeid, stores, reason))
     metafunc.parametrize("s3backend", stores, indirect=True, ids=stores)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items):
+    # The 1,000-file never-neither runs on s3rver (test_offload_proxy.py) are
+    # long waits too: second lane (before -m selects).
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if (item.originalname == "test_never_neither_under_load" and callspec is not None
+                and callspec.params.get("s3backend") == "s3rver"):
+            item.add_marker(pytest.mark.lane2)
 
 
 def pytest_runtest_logreport(report):

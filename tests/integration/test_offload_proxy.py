@@ -276,10 +276,17 @@ def test_verify_remote_store_errors(ferry_factory, tmp_path, s3proxy):  # noqa: 
 
 # ---- never neither ----
 
-# 1,000 files pass in each mode but take 55-110 s here (the offloader's
-# uploads go through the Python proxy that 32 clients keep busy); 400 keep
-# the default run near 30 s a mode. FERRY_NEVER_NEITHER_FILES=1000 for the full run.
-LOAD_FILES = int(os.environ.get("FERRY_NEVER_NEITHER_FILES", scaled(250, 100)))
+# The issue's 1,000 files on s3rver behind the verifying proxy, in each mode:
+# 55-110 s a mode here (the offloader's uploads go through the Python proxy
+# that 32 clients keep busy), so those three run in the second lane
+# (conftest.py marks them lane2). The RGW runs, which repeat the check on a
+# real store, flow 250 files. FERRY_NEVER_NEITHER_FILES sets every run's count.
+def load_files(store):
+    if os.environ.get("FERRY_NEVER_NEITHER_FILES"):
+        return int(os.environ["FERRY_NEVER_NEITHER_FILES"])
+    return scaled(1000 if store == "s3rver" else 250, 100)
+
+
 LOAD_CLIENTS = 32
 
 
@@ -322,6 +329,7 @@ def test_never_neither_under_load(ferry_factory, tmp_path, s3proxy, s3backend, d
     404, no error, in each mode."""
     import random
     import threading
+    load = load_files(s3backend.name)
     prefix = f"nn-{mode}/"
     spool = tmp_path / "spool"
     spool.mkdir()
@@ -381,7 +389,7 @@ def test_never_neither_under_load(ferry_factory, tmp_path, s3proxy, s3backend, d
         t.start()
     try:
         rnd = random.Random(1)
-        for i in range(LOAD_FILES):
+        for i in range(load):
             name = f"d{i % 10}/f {i}.bin"
             data = os.urandom(rnd.randint(100, 16384))
             (spool / name).parent.mkdir(exist_ok=True)
@@ -402,9 +410,9 @@ def test_never_neither_under_load(ferry_factory, tmp_path, s3proxy, s3backend, d
         for t in threads:
             t.join(60)
     took = time.monotonic() - t0
-    print(f"never neither ({mode}): {LOAD_FILES} files, {counts} in {took:.1f}s")
+    print(f"never neither ({mode}): {load} files, {counts} in {took:.1f}s")
     assert not errors, errors[:10]
-    assert counts["local"] > 0 and counts["remote"] > LOAD_FILES / 10, counts
+    assert counts["local"] > 0 and counts["remote"] > load / 10, counts
     # Every file once more, now from the store only.
     conns = {}
     for name in names:

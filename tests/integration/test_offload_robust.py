@@ -342,7 +342,6 @@ def need_disk(path, size):
         pytest.skip(f"{size >> 30} GiB file: only {free >> 30} GiB free on {path}")
 
 
-@pytest.mark.lane2
 def test_six_gib_sparse_file_dir_store(tmp_path):
     """A 6 GiB sparse file: the store really writes 6 GiB; its bytes hash right and
     ferry's peak RSS stays small."""
