@@ -119,6 +119,7 @@ int cmd_serve(int argc, char **argv)
     if (metrics_register_process(metrics, "server") < 0 ||
         server_register_metrics(s, metrics) < 0 || maint_register_metrics(maint, metrics) < 0 ||
         (off && offload_register_metrics(off, metrics) < 0) ||
+        (oserve && offload_serve_register_metrics(oserve, metrics) < 0) ||
         (pm && (fcgi_pm_register_metrics(pm, metrics) < 0 ||
                 fcgi_client_register_metrics(fclient, metrics) < 0))) {
         snprintf(err, sizeof(err), "a metric family is registered twice");

@@ -213,7 +213,8 @@ const struct conf_key conf_keys[] = {
     {"store", "low_speed_time", CONF_DURATION, 1 * SEC, 3600 * SEC, NULL, "30s", OFF(store.low_speed_time_ms), NULL,
      "s3: abort a transfer that moves no data for this long"},
     {"store", "retries", CONF_INT, 0, 100, NULL, "5", OFF(store.retries), NULL,
-     "s3: attempts after the first for retryable errors"},
+     "s3: attempts after the first for retryable errors (uploads, and GET/HEAD in proxy mode "
+     "before the answer starts)"},
 
     {"offload", "spool", CONF_PATH, 0, 0, NULL, "", OFF(offload.spool), NULL,
      "directory the application drops files in; empty: `ferry serve` runs no offloader"},

@@ -632,8 +632,10 @@ static bool fcgi_accel_serve(struct fcgi_req *r, const struct cgi_head *h)
         req_fail(r, 502, "accel=refused");
         return true;
     }
-    /* The response is complete: the rest of the application's output is
-     * not wanted, and the backend connection closes with r. */
+    /* The response is complete, or the store proxy took the connection over
+     * (conn_defer()'s handover: r's producer is detached and gets no stop()).
+     * Either way the rest of the application's output is not wanted, and the
+     * backend connection, the slot and the timer go with r, once, here. */
     atomic_fetch_add_explicit(&r->cl->served, 1, memory_order_relaxed);
     if (!r->body_ended)
         conn_set_close(r->c);

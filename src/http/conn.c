@@ -832,8 +832,37 @@ static void rebase(struct http_str *s, const char *from, size_t len, char *to)
         s->p = to + (s->p - from);
 }
 
+/* conn_defer() on a connection already deferred: p takes over from the
+ * producer before any of the response was started (X-Accel-Redirect to an
+ * object the store proxy streams). The old producer is detached without a
+ * stop(): its owner is the caller and releases it. */
+static int defer_handover(struct conn *c, const struct conn_producer *p, void *arg,
+                          uint64_t timeout_ms)
+{
+    struct conn_deferred *d = c->def;
+    if (d->sink) {
+        /* The old producer's sink may not outlive it, and p did not ask for
+         * the body: what is left of it is never read, so the connection
+         * cannot carry another request after this one. */
+        d->sink = NULL;
+        if (!d->body_ended)
+            c->keep_alive = false;
+        d->body_paused = false;
+    }
+    c->prod = p;
+    c->prod_arg = arg;
+    c->wait_ms = timeout_ms;
+    evloop_timer_start(c->w->loop, &c->wait_timer, timeout_ms);
+    /* No longer reading a body: wait for the client's hangup only. */
+    if (!c->writing && !in_dispatch(c))
+        conn_update_events(c);
+    return HANDLER_LATER;
+}
+
 int conn_defer(struct conn *c, const struct conn_producer *p, void *arg, uint64_t timeout_ms)
 {
+    if (c->def && c->state == CONN_WAIT && c->prod && !c->responding)
+        return defer_handover(c, p, arg, timeout_ms);
     struct conn_deferred *d = xcalloc(1, sizeof(*d));
     /* The request's views point into c->in, which the body and the next
      * request will reuse: keep a copy of the head and rebase them. */

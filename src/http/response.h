@@ -138,8 +138,15 @@ struct conn_body_sink {
  * body_timeout between reads); it runs while the sink is full and again
  * from the body's end. p and arg must stay valid until the response is
  * complete or stop has run.
+ * A producer whose response was not started (no conn_respond_start()) may
+ * call it again to hand the connection over to another producer (the FastCGI
+ * client to the store proxy, for an X-Accel-Redirect): p and arg replace the
+ * old producer, which gets no stop() and is released by its owner, the
+ * caller; timeout_ms runs afresh; a request body the old producer was reading
+ * is no longer delivered (its sink is dropped) and the connection closes
+ * after the response unless the body was complete.
  * Returns HANDLER_LATER, for the handler to return. Worker thread, from a
- * handler only.
+ * handler, or from the current producer's own callbacks for a handover.
  */
 int conn_defer(struct conn *c, const struct conn_producer *p, void *arg, uint64_t timeout_ms);
 

@@ -3,6 +3,7 @@
 #include "common/alloc.h"
 #include "common/buf.h"
 #include "common/evloop.h"
+#include "common/log.h"
 #include "common/range.h"
 #include "http/parser.h"
 #include "http/response.h"
@@ -23,6 +24,11 @@
 #define PASS_HEADERS_MAX (16 * 1024) /* the store's headers we pass on */
 #define ERRBODY_MAX (4 * 1024)       /* enough of an S3 error document for its Code */
 #define CURL_BUFFER (64 * 1024)      /* curl's receive buffer per transfer */
+/* Full-jitter backoff before a retried store request: short, a client is
+ * waiting; throttling (503 SlowDown) starts from a longer cap. */
+#define RETRY_BASE_MS 50
+#define RETRY_SLOWDOWN_BASE_MS 200
+#define RETRY_MAX_MS 1000
 
 /* One worker's transfers: a multi handle on that worker's loop. */
 struct proxy_loop {
@@ -31,6 +37,7 @@ struct proxy_loop {
     struct evloop_timer timer; /* curl's timeout */
     int depth;                 /* > 0 while curl runs: handles are removed afterwards */
     struct xfer *reap;         /* stopped while curl ran: removed once it returned */
+    _Atomic uint64_t retries;  /* store requests retried: this worker's, any thread reads */
     struct proxy_loop *next;
 };
 
@@ -39,6 +46,7 @@ struct offload_proxy {
     struct store *store;
     pthread_mutex_t *store_lock;
     uint64_t timeout_ms;
+    unsigned retries;           /* store requests tried again after the first, at most */
     pthread_mutex_t loops_lock; /* taken once per worker, on its first transfer */
     struct proxy_loop *loops;
 };
@@ -59,17 +67,29 @@ struct xfer {
     struct conn *c; /* NULL once the client left or the response is complete */
     CURL *easy;
     struct curl_slist *hl;
-    bool check;       /* offload_proxy_head(): done() answers */
-    bool client_head; /* the client asked HEAD: the store is asked HEAD too */
-    bool streaming;   /* the response head is out; body bytes follow */
-    bool paused;      /* the write callback paused the transfer: proceed() resumes */
-    bool stopped;     /* the client went away */
-    bool has_type;    /* the store sent Content-Type */
+    bool check;                      /* offload_proxy_head(): done() answers */
+    bool client_head;                /* the client asked HEAD: the store is asked HEAD too */
+    bool streaming;                  /* the response head is out; body bytes follow */
+    bool paused;                     /* the write callback paused the transfer: proceed() resumes */
+    bool stopped;                    /* the client went away */
+    bool has_type;                   /* the store sent Content-Type */
+    unsigned attempt;                /* retries so far */
+    unsigned retries;                /* at most */
+    uint64_t timeout_ms;             /* the core's backstop, per attempt */
+    uint64_t seed;                   /* the backoff's jitter */
+    struct evloop_timer retry_timer; /* running: off the multi handle until it fires */
+    char *key;                       /* for the log */
     long low_speed_s;
     int64_t length;  /* the store's Content-Length; -1: not sent */
     struct buf pass; /* the store's headers we pass on, "Name: value\r\n" */
     struct buf errbody;
     char *content_type; /* when the store sends none */
+    /* X-Accel-Redirect (offload_proxy_get()'s app): the application's
+     * status for a whole object (0: the store's) and its header lines, which
+     * replace the store's lines of the same names. */
+    int app_status;
+    char *app_headers;
+    size_t app_headers_len;
     offload_proxy_head_fn done;
     void *done_arg;
     struct xfer *reap_next;
@@ -83,6 +103,8 @@ static char head_discard[64 * 1024];
 
 static void xfer_free(struct xfer *x)
 {
+    evloop_timer_stop(x->pl->loop, &x->retry_timer);
+    /* Also fine for a handle waiting for its retry (not in the multi). */
     curl_multi_remove_handle(x->pl->multi, x->easy);
     curl_easy_cleanup(x->easy);
     /* The lines carry the signature and perhaps a session token. */
@@ -92,6 +114,8 @@ static void xfer_free(struct xfer *x)
     buf_finish(&x->pass);
     buf_finish(&x->errbody);
     free(x->content_type);
+    free(x->app_headers);
+    free(x->key);
     free(x);
 }
 
@@ -150,6 +174,21 @@ static bool value_is_clean(const char *v, size_t n)
     return true;
 }
 
+/* Whether the application's lines have a header named name[0..nl). */
+static bool app_has(const struct xfer *x, const char *name, size_t nl)
+{
+    if (!x->app_headers_len)
+        return false;
+    const char *p = x->app_headers, *end = p + x->app_headers_len;
+    while (p && p < end) {
+        const char *eol = memchr(p, '\n', (size_t)(end - p));
+        if ((size_t)(end - p) > nl && p[nl] == ':' && strncasecmp(p, name, nl) == 0)
+            return true;
+        p = eol ? eol + 1 : NULL;
+    }
+    return false;
+}
+
 static void head_line(struct xfer *x, const char *line, size_t n)
 {
     const char *colon = memchr(line, ':', n);
@@ -180,6 +219,8 @@ static void head_line(struct xfer *x, const char *line, size_t n)
     }
     for (size_t i = 0; i < sizeof(pass_names) / sizeof(pass_names[0]); i++) {
         if (nl == strlen(pass_names[i]) && strncasecmp(line, pass_names[i], nl) == 0) {
+            if (app_has(x, pass_names[i], nl))
+                return; /* the application's Cache-Control (say) wins */
             x->has_type |= i == 0;
             buf_printf(&x->pass, "%s: %.*s\r\n", pass_names[i], (int)vl, v);
             return;
@@ -194,6 +235,12 @@ static void respond_head(struct conn *c, int status, const struct buf *pass)
         conn_respond_headers_raw(c, pass->data, pass->len);
 }
 
+static void respond_app_headers(struct conn *c, const struct xfer *x)
+{
+    if (x->app_headers_len)
+        conn_respond_headers_raw(c, x->app_headers, x->app_headers_len);
+}
+
 /* The store's head is complete: a success starts the client's response at
  * once (its body streams as it comes); errors wait for the error document. */
 static void head_end(struct xfer *x)
@@ -205,17 +252,21 @@ static void head_end(struct xfer *x)
     struct conn *c = x->c;
     if (status == 304) {
         respond_head(c, 304, &x->pass);
+        respond_app_headers(c, x);
         conn_respond_body(c, NULL, 0, NULL, NULL);
         x->c = NULL;
         return;
     }
     if (status != 200 && status != 206)
         return;
-    conn_respond_start(c, (int)status);
+    /* The application's own status applies to the whole object (it was asked
+     * for without Range). */
+    conn_respond_start(c, status == 200 && x->app_status ? x->app_status : (int)status);
     if (!x->has_type && x->content_type)
         conn_respond_header(c, "Content-Type", x->content_type);
     if (x->pass.data)
         conn_respond_headers_raw(c, x->pass.data, x->pass.len);
+    respond_app_headers(c, x);
     conn_respond_stream(c, x->length);
     x->streaming = true;
     if (x->client_head) {
@@ -341,6 +392,70 @@ static void xfer_finish(struct xfer *x, CURLcode cc)
         respond_text(c, 502, why);
 }
 
+/* Whether a failed transfer starts over (nginx's proxy_next_upstream error
+ * timeout http_500 http_502 http_503 http_504, S3's retryable codes): only a
+ * GET or HEAD for a client (never a check, whose caller answers), only while
+ * nothing of it went to the client, within the bound. *slowdown: the store
+ * throttles. */
+static bool xfer_retryable(const struct xfer *x, CURLcode cc, long status, bool *slowdown)
+{
+    *slowdown = false;
+    if (x->check || !x->c || x->streaming || x->stopped || x->attempt >= x->retries)
+        return false;
+    switch (cc) {
+    case CURLE_OK:
+        break;
+    case CURLE_COULDNT_CONNECT:
+    case CURLE_SEND_ERROR:
+    case CURLE_RECV_ERROR:
+    case CURLE_GOT_NOTHING:
+    case CURLE_PARTIAL_FILE: /* an error document cut short */
+    case CURLE_OPERATION_TIMEDOUT:
+        return true;
+    default:
+        return false;
+    }
+    char code[64] = "";
+    if (x->errbody.data)
+        s3_xml_text(x->errbody.data, x->errbody.len, "Code", code, sizeof(code));
+    *slowdown = strcmp(code, "SlowDown") == 0;
+    return status == 500 || status == 502 || status == 503 || status == 504 ||
+           (status >= 400 && s3_code_is_retryable(code));
+}
+
+static void xfer_retry_fired(struct evloop *l, void *arg)
+{
+    struct xfer *x = arg;
+    /* The core's backstop is per attempt: handing c over to x again (nothing
+     * of the answer started) restarts it. */
+    conn_defer(x->c, &get_producer, x, x->timeout_ms);
+    /* The same signed request again (valid for minutes): curl asks for its
+     * timer at once and the loop's timer starts it. */
+    if (curl_multi_add_handle(x->pl->multi, x->easy) != CURLM_OK)
+        abort(); /* only on allocation failure or misuse */
+}
+
+/* Take x off the multi handle and start it again after a full-jitter
+ * backoff. Outside curl's calls only (loop_done()). */
+static void xfer_retry(struct xfer *x, CURLcode cc, long status, bool slowdown)
+{
+    char why[256] = "";
+    if (xfer_failure(x, cc, status, why, sizeof(why)) == -ENOENT)
+        snprintf(why, sizeof(why), "the store answered %ld", status);
+    unsigned ms = s3_backoff_ms(x->attempt, slowdown ? RETRY_SLOWDOWN_BASE_MS : RETRY_BASE_MS,
+                                RETRY_MAX_MS, &x->seed);
+    x->attempt++;
+    atomic_fetch_add_explicit(&x->pl->retries, 1, memory_order_relaxed);
+    log_warn("proxy: %s '%.200s': %s; retry %u of %u in %u ms", x->client_head ? "HEAD" : "GET",
+             x->key, why, x->attempt, x->retries, ms);
+    curl_multi_remove_handle(x->pl->multi, x->easy);
+    buf_reset(&x->pass);
+    buf_reset(&x->errbody);
+    x->length = -1;
+    x->has_type = false;
+    evloop_timer_start(x->pl->loop, &x->retry_timer, ms);
+}
+
 /* ---- the worker's loop ---- */
 
 static void loop_done(struct proxy_loop *pl)
@@ -356,6 +471,13 @@ static void loop_done(struct proxy_loop *pl)
         curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&x);
         if (x->stopped)
             continue; /* on the reap list */
+        long status = 0;
+        bool slowdown;
+        curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
+        if (xfer_retryable(x, cc, status, &slowdown)) {
+            xfer_retry(x, cc, status, slowdown);
+            continue;
+        }
         xfer_finish(x, cc);
         xfer_free(x);
     }
@@ -457,15 +579,27 @@ static struct proxy_loop *loop_for(struct offload_proxy *p, struct evloop *l)
 }
 
 struct offload_proxy *offload_proxy_create(struct store *store, pthread_mutex_t *lock,
-                                           uint64_t timeout_ms)
+                                           uint64_t timeout_ms, unsigned retries)
 {
     struct offload_proxy *p = xcalloc(1, sizeof(*p));
     p->id = atomic_fetch_add(&proxy_ids, 1) + 1; /* 0 is the empty cache's */
     p->store = store;
     p->store_lock = lock;
     p->timeout_ms = timeout_ms;
+    p->retries = retries;
     pthread_mutex_init(&p->loops_lock, NULL);
     return p;
+}
+
+uint64_t offload_proxy_retries(struct offload_proxy *p)
+{
+    uint64_t n = 0;
+    /* The lock keeps the list steady; each worker's count is its own. */
+    pthread_mutex_lock(&p->loops_lock);
+    for (const struct proxy_loop *pl = p->loops; pl; pl = pl->next)
+        n += atomic_load_explicit(&pl->retries, memory_order_relaxed);
+    pthread_mutex_unlock(&p->loops_lock);
+    return n;
 }
 
 void offload_proxy_destroy(struct offload_proxy *p)
@@ -504,6 +638,11 @@ static struct xfer *xfer_create(struct offload_proxy *p, struct conn *c, const c
     x->pl = loop_for(p, conn_loop(c));
     x->c = c;
     x->length = -1;
+    x->retries = p->retries;
+    x->timeout_ms = p->timeout_ms;
+    x->seed = (uint64_t)(uintptr_t)x ^ evloop_now_us(x->pl->loop) ^ p->id;
+    evloop_timer_init(&x->retry_timer, xfer_retry_fired, x);
+    x->key = xstrdup(key);
     x->low_speed_s = sg.low_speed_time_s;
     buf_init(&x->pass, PASS_HEADERS_MAX);
     buf_init(&x->errbody, ERRBODY_MAX);
@@ -555,14 +694,18 @@ static void add_line(struct xfer *x, const char *name, struct http_str v)
 }
 
 int offload_proxy_get(struct offload_proxy *p, struct conn *c, const struct http_request *req,
-                      const char *key, const char *content_type)
+                      const char *key, const char *content_type,
+                      const struct offload_proxy_app *app)
 {
+    /* The application's own status is for the whole object: the client's
+     * Range and conditionals do not apply (as static_serve_fd_opts()). */
+    bool whole = app && app->status && app->status != 200;
     /* Only a single range we would serve ourselves is asked for; If-Range
      * cannot be checked before the store answers, so it drops the Range. */
     char range[128];
     const char *rp = NULL;
     uint64_t off, len;
-    if (req->range.p && !req->if_range.p && req->range.len < sizeof(range) &&
+    if (!whole && req->range.p && !req->if_range.p && req->range.len < sizeof(range) &&
         range_parse(req->range.p, req->range.len, INT64_MAX, &off, &len) != RANGE_IGNORE) {
         memcpy(range, req->range.p, req->range.len);
         range[req->range.len] = '\0';
@@ -577,11 +720,19 @@ int offload_proxy_get(struct offload_proxy *p, struct conn *c, const struct http
     }
     x->client_head = head;
     x->content_type = content_type ? xstrdup(content_type) : NULL;
+    if (app) {
+        x->app_status = whole ? app->status : 0;
+        if (app->headers_len) {
+            x->app_headers = xmalloc(app->headers_len);
+            memcpy(x->app_headers, app->headers, app->headers_len);
+            x->app_headers_len = app->headers_len;
+        }
+    }
     /* S3 needs no signature on the conditionals: the parser guarantees the
      * values hold no line break. */
-    if (req->if_none_match.p)
+    if (!whole && req->if_none_match.p)
         add_line(x, "If-None-Match", req->if_none_match);
-    if (req->if_modified_since.p)
+    if (!whole && req->if_modified_since.p)
         add_line(x, "If-Modified-Since", req->if_modified_since);
     return xfer_start(p, x, &get_producer);
 }

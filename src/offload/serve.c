@@ -9,6 +9,7 @@
 #include "http/response.h"
 #include "http/server.h"
 #include "http/static.h"
+#include "metrics/metrics.h"
 #include "offload/keymap.h"
 #include "offload/link.h"
 #include "offload/proxy.h"
@@ -233,9 +234,11 @@ int offload_serve_create(const struct ferry_conf *conf, struct offload_serve **o
     }
     if (s3 && (os->mode == REDIRECT_PROXY || verify)) {
         /* Curl's connect and low-speed limits answer first; this is the
-         * core's backstop for a transfer that would hang anyway. */
+         * core's backstop for a transfer that would hang anyway (it starts
+         * afresh with each retry). */
         uint64_t t = conf->store.connect_timeout_ms + 2 * conf->store.low_speed_time_ms + 5000;
-        os->proxy = offload_proxy_create(os->store, &os->store_lock, t);
+        os->proxy =
+            offload_proxy_create(os->store, &os->store_lock, t, (unsigned)conf->store.retries);
     }
     os->mime = mime_table_create(conf->server.mime_types);
     *out = os;
@@ -259,6 +262,27 @@ void offload_serve_destroy(struct offload_serve *os)
     free(os->spool_real);
     pthread_mutex_destroy(&os->store_lock);
     free(os);
+}
+
+static const struct metrics_family serve_families[] = {
+    {.name = "offload_proxy_retries_total",
+     .help = "Store GETs and HEADs of redirect = proxy tried again after a store error before "
+             "any of the answer went to the client.",
+     .type = METRICS_COUNTER},
+};
+
+static int serve_collect(struct metrics_collector *mc, void *arg)
+{
+    struct offload_serve *os = arg;
+    metrics_value(mc, 0, NULL, (double)offload_proxy_retries(os->proxy));
+    return 0;
+}
+
+int offload_serve_register_metrics(struct offload_serve *os, struct metrics *m)
+{
+    if (!os->proxy)
+        return 0;
+    return metrics_register(m, "offload", serve_families, 1, serve_collect, os);
 }
 
 void offload_serve_install(struct offload_serve *os, struct server *s)
@@ -529,14 +553,17 @@ static int serve_remote(struct offload_serve *os, struct conn *c, const struct h
     if (offload_key_from_rel(os->conf->store.prefix, rel, rel_len, key, sizeof(key)) < 0)
         return respond_text(c, 404, NOTE(a, "missing"), "404 Not Found\n");
     if (os->mode == REDIRECT_PROXY && os->proxy) {
-        /* The s3 proxy answers through a producer of its own (conn_defer()),
-         * which a backend's deferred response cannot hand over to yet. */
+        /* The s3 proxy answers through a producer of its own; for an
+         * application's decision it takes the connection over from the
+         * backend's (conn_defer()'s handover). As for a request of the
+         * client's own, the GET itself tells whether the store has it. */
+        struct offload_proxy_app app;
         if (a)
-            return respond_text(c, 502, "accel=unsupported",
-                                "502 Bad Gateway: X-Accel-Redirect to an object proxied from "
-                                "the s3 store is not supported yet\n");
-        serve_note(c, "offload=proxy");
-        return offload_proxy_get(os->proxy, c, req, key + os->prefix_len, mime_of(os, rel));
+            app = (struct offload_proxy_app){
+                .status = a->status, .headers = a->headers, .headers_len = a->headers_len};
+        serve_note(c, NOTE(a, "proxy"));
+        return offload_proxy_get(os->proxy, c, req, key + os->prefix_len, mime_of(os, rel),
+                                 a ? &app : NULL);
     }
     if (os->mode == REDIRECT_PROXY)
         return proxy_dir(os, c, req, key, a);

@@ -11,6 +11,7 @@
 
 struct conn;
 struct ferry_conf;
+struct metrics;
 struct http_request;
 struct server;
 
@@ -45,6 +46,12 @@ int offload_serve_create(const struct ferry_conf *conf, struct offload_serve **o
  * still run the handler. */
 void offload_serve_destroy(struct offload_serve *os);
 
+/** Register os's families with m under component "offload": with the s3
+ * proxy, ferry_offload_proxy_retries_total; else nothing. os must outlive
+ * every rendering of m. Returns 0 or as metrics_register(). Supervisor
+ * thread. */
+int offload_serve_register_metrics(struct offload_serve *os, struct metrics *m);
+
 /** Install os as s's HANDLER_SLOT_OFFLOAD handler (before server_run()). os
  * must outlive the server's run. */
 void offload_serve_install(struct offload_serve *os, struct server *s);
@@ -71,11 +78,16 @@ struct offload_serve_accel {
  * for c's request, as a request under url_prefix would be served (local
  * file, else the store per [offload] redirect), except that no signed link
  * is checked (the application decided) and a's status and headers apply.
- * The access log note says accel=local|proxy|presign|redirect|missing; an
- * object the s3 proxy would serve gets 502 accel=unsupported (the proxy
- * defers the connection itself), and verify_remote is not asked of the s3
- * store.
- * Returns HANDLER_DONE when it answered, or -EPERM without answering when
+ * The access log note says accel=local|proxy|presign|redirect|missing. An
+ * object the s3 proxy serves is streamed as for a request of the client's
+ * own (Range, conditionals, 404 for a missing object, retries), a's status
+ * and headers applied: the proxy takes c over from its current producer
+ * (conn_defer()'s handover), and the caller then releases what its producer
+ * owned without answering. verify_remote is not asked of the s3 store (in
+ * proxy mode the GET itself tells; a redirect is the application's
+ * decision).
+ * Returns HANDLER_DONE when it answered, HANDLER_LATER when the s3 proxy took
+ * the connection over, or -EPERM without answering when
  * the path is refused: not under url_prefix, not a valid name, a directory,
  * or reaching out of the spool or the store through a symlink. Worker
  * thread of c (a deferred response whose head was not started).

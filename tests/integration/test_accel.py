@@ -5,6 +5,7 @@ request under url_prefix would be served, keeping Content-Disposition,
 Cache-Control, Expires and Set-Cookie. Applications: tests/tools/fcgi_app
 (libfcgi; accel=, sendfile=, disposition= query keys) and php-cgi."""
 import os
+import socket
 import subprocess
 import sys
 import urllib.request
@@ -12,7 +13,7 @@ from urllib.parse import quote
 
 import pytest
 
-from conftest import FERRY_BIN, request, wait_for
+from conftest import FERRY_BIN, read_head, request, wait_for
 from fcgi_client import require
 from test_fcgi import APP, PHP, backend_conf, status_json, wait_ready
 
@@ -191,18 +192,121 @@ def test_offloaded_file_gets_a_presigned_redirect_into_the_store(ferry_factory, 
     assert notes(f, 2) == ["accel=presign", "accel=local"]
 
 
-def test_s3_proxy_mode_is_refused_plainly_for_now(ferry_factory, tmp_path, s3proxy, direct):
-    spool, conf = s3_offload(tmp_path, s3proxy.port)
-    f = start_app(ferry_factory, conf.replace("redirect = presign", "redirect = proxy"))
-    direct.put_object(Bucket=BUCKET, Key="pre/o.bin", Body=b"stored")
-    # Requested directly the object is proxied; named by the application, not yet.
-    r = request(f.port, path="/static/o.bin")
-    assert r.status == 200 and r.body == b"stored", r
-    r = request(f.port, path=ask("/static/o.bin"))
-    assert r.status == 502 and b"not supported yet" in r.body and b"version=" not in r.body, r
-    put(spool, "o.bin", b"local")  # a local copy is served as ever
-    assert_served(request(f.port, path=ask("/static/o.bin")), b"local")
-    assert notes(f, 3) == ["offload=proxy", "accel=unsupported", "accel=local"]
+def s3_proxy_offload(tmp_path, port):
+    spool, conf = s3_offload(tmp_path, port)
+    # retries = 0: a store error is answered at once (test_offload_proxy.py
+    # has the retries).
+    conf = conf.replace("redirect = presign", "redirect = proxy")
+    return spool, conf.replace("prefix = pre/\n", "prefix = pre/\nretries = 0\n")
+
+
+CACHE = "private, max-age=77"
+
+
+def test_offloaded_file_is_streamed_from_the_s3_store(ferry_factory, tmp_path, s3proxy, direct):
+    spool, conf = s3_proxy_offload(tmp_path, s3proxy.port)
+    f = start_app(ferry_factory, conf)
+    data = os.urandom(3 * 1024 * 1024 + 5)
+    direct.put_object(Bucket=BUCKET, Key="pre/d/caf\u00e9 1.bin", Body=data,
+                      ContentType="application/x-stored", CacheControl="public, max-age=9")
+    cache = "&cache=" + quote(CACHE, safe="")
+    r = request(f.port, path=ask("/static/d/caf%C3%A9%201.bin", extra=cache), timeout=20)
+    assert_served(r, data)
+    assert r.header("Content-Length") == str(len(data)), r
+    assert r.header("Content-Type") == "application/x-stored", r
+    # The application's Cache-Control, not the store's (header() fails on two).
+    assert r.header("Cache-Control") == CACHE, r
+    assert r.header("Location") is None, r
+    # A Range goes to the store: 206 with those bytes.
+    r = request(f.port, path=ask(f"{spool}/d/caf\u00e9 1.bin", key="sendfile"),
+                headers={"Range": "bytes=1000-1999"})
+    assert_served(r, data[1000:2000], 206)
+    assert r.header("Content-Range") == f"bytes 1000-1999/{len(data)}", r
+    # The application's own status: the whole object, the Range not asked for.
+    r = request(f.port, path=ask("/static/d/caf%C3%A9%201.bin", extra="&status=203"),
+                headers={"Range": "bytes=0-9"}, timeout=20)
+    assert_served(r, data, 203)
+    # HEAD: the head alone.
+    r = request(f.port, method="HEAD", path=ask("/static/d/caf%C3%A9%201.bin"))
+    assert r.status == 200 and r.body == b"" and r.header("Content-Length") == str(len(data)), r
+    # A POST whose body the application read: the object is the answer.
+    r = request(f.port, method="POST", path=ask("/static/d/caf%C3%A9%201.bin"), body=b"x=1",
+                headers={"Content-Type": "application/x-www-form-urlencoded"}, timeout=20)
+    assert_served(r, data)
+    gets = [p for m, p, _ in s3proxy.requests if m in ("GET", "HEAD")]
+    assert gets == [f"/{BUCKET}/pre/d/caf\u00e9 1.bin"] * 5, gets
+    assert notes(f, 5) == ["accel=proxy"] * 5
+    assert status_json(f)["backend"]["served"] == 5
+    # A local copy still wins.
+    put(spool, "d/caf\u00e9 1.bin", b"local")
+    assert_served(request(f.port, path=ask("/static/d/caf%C3%A9%201.bin")), b"local")
+
+
+def test_missing_object_gets_what_a_plain_proxied_request_gets(ferry_factory, tmp_path, s3proxy):
+    _, conf = s3_proxy_offload(tmp_path, s3proxy.port)
+    f = start_app(ferry_factory, conf)
+    plain = request(f.port, path="/static/none.bin")
+    r = request(f.port, path=ask("/static/none.bin"))
+    assert (r.status, r.body) == (plain.status, plain.body) == (404, b"404 Not Found\n"), (r, plain)
+    assert r.header("X-App-Version") is None, r
+    # A store error is the proxy's 502 with its reason (retries = 0).
+    s3proxy.add_fault("InternalError", method="GET")
+    r = request(f.port, path=ask("/static/none.bin"))
+    assert r.status == 502, r
+    assert r.body == b"502 Bad Gateway: the store answered 500 (InternalError)\n", r
+    assert notes(f, 3) == ["offload=proxy", "accel=proxy", "accel=proxy"]
+
+
+def test_client_hangup_mid_body_cancels_the_store_transfer(ferry_factory, tmp_path, s3proxy,
+                                                          direct):
+    _, conf = s3_proxy_offload(tmp_path, s3proxy.port)
+    f = start_app(ferry_factory, conf)
+    data = os.urandom(8 * 1024 * 1024)
+    direct.put_object(Bucket=BUCKET, Key="pre/h.bin", Body=data)
+    for _ in range(3):  # more than the backend's one process: no slot may leak
+        s3proxy.reset()
+        s3proxy.add_fault("slow_body", method="GET", delay=0.02)
+        s = socket.create_connection(("127.0.0.1", f.port), timeout=10)
+        s.sendall(f"GET {ask('/static/h.bin')} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        r, _ = read_head(s)
+        assert r.status == 200 and r.header("Content-Disposition") == DISPOSITION, r
+        s.close()
+        # 8 MiB at 64 KiB per 20 ms would take 2.5 s; ferry closes the transfer before.
+        wait_for(lambda: "slow_body:closed" in s3proxy.outcomes("GET"), 10,
+                 "the store transfer closed")
+        assert "slow_body:sent" not in s3proxy.outcomes("GET")
+    # ferry and the application go on serving.
+    assert_served(request(f.port, path=ask("/static/h.bin"), timeout=20), data)
+    r = request(f.port, path="/app/plain")
+    assert r.status == 200 and b"version=" in r.body, r
+    st = status_json(f)["backend"]
+    assert st["served"] == 5, st
+
+
+def test_php_front_controller_on_the_s3_proxy(ferry_factory, tmp_path, s3proxy, direct):
+    require(PHP, "php-cgi")
+    front = tmp_path / "front.php"
+    front.write_text(FRONT_PHP)
+    _, conf = s3_proxy_offload(tmp_path, s3proxy.port)
+    f = ferry_factory(conf + "\n" + backend_conf(
+        PHP, 1, f"script_filename = {front}\naccel_redirect = on\n"))
+    wait_ready(f)
+    stored = os.urandom(500_000)
+    direct.put_object(Bucket=BUCKET, Key="pre/p/stored.pdf", Body=stored,
+                      CacheControl="public, max-age=9")
+    r = request(f.port, path="/app/get?f=" + quote("/static/p/stored.pdf", safe=""),
+                headers={"Range": "bytes=1000-"})
+    assert_served(r, stored[1000:], 206)
+    assert r.header("Content-Range") == "bytes 1000-499999/500000", r
+    assert r.header("Cache-Control") == "private, max-age=60", r
+    assert r.header("Expires") == "Thu, 01 Jan 2037 00:00:00 GMT", r
+    assert r.header("X-Powered-By") is None, r
+    r = request(f.port, path="/app/get?f=" + quote("/static/p/stored.pdf", safe=""))
+    assert_served(r, stored)
+    r = request(f.port, path="/app/get?f=" + quote("/static/p/none.pdf", safe=""))
+    assert r.status == 404 and r.body == b"404 Not Found\n", r
+    assert notes(f, 3) == ["accel=proxy"] * 3
+    assert " died: " not in f.log() and "respawn" not in f.log(), f.log()
 
 
 def test_paths_outside_url_prefix_or_spool_get_502_and_a_log_line(ferry_factory, tmp_path):

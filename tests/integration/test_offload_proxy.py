@@ -123,7 +123,7 @@ def test_proxy_missing_object_404(ferry_factory, tmp_path, s3proxy):  # noqa: F8
 
 def test_proxy_store_error_502_with_reason(ferry_factory, tmp_path, s3proxy,
                                            direct):  # noqa: F811
-    f, _ = start(ferry_factory, tmp_path, s3proxy)
+    f, _ = start(ferry_factory, tmp_path, s3proxy, extra_store="retries = 0\n")
     put(direct, "e.bin", b"x" * 100)
     s3proxy.add_fault("InternalError", method="GET")
     r = request(f.port, path="/static/e.bin")
@@ -137,16 +137,22 @@ def test_proxy_store_error_502_with_reason(ferry_factory, tmp_path, s3proxy,
     assert r.status == 200 and r.body == b"x" * 100, r
 
 
-def test_proxy_store_timeout_504(ferry_factory, tmp_path, s3proxy, direct):  # noqa: F811
-    f, _ = start(ferry_factory, tmp_path, s3proxy, extra_store="")
+@pytest.mark.parametrize("retries", [0, 1])
+def test_proxy_store_timeout(ferry_factory, tmp_path, s3proxy, direct, retries):  # noqa: F811
+    f, _ = start(ferry_factory, tmp_path, s3proxy, extra_store=f"retries = {retries}\n")
     put(direct, "t.bin", b"t" * 100)
     s3proxy.add_fault("delay", method="GET", delay=5.0)
     t0 = time.monotonic()
     r = request(f.port, path="/static/t.bin", timeout=15)
     took = time.monotonic() - t0
-    assert r.status == 504, r
-    assert r.body == b"504 Gateway Timeout: the store did not answer within 2s\n", r
+    # low_speed_time (2 s); then 504, or the second GET answers at once.
     assert 1.5 < took < 4.5, took
+    if retries == 0:
+        assert r.status == 504, r
+        assert r.body == b"504 Gateway Timeout: the store did not answer within 2s\n", r
+    else:
+        assert r.status == 200 and r.body == b"t" * 100, r
+        assert "the store did not answer within 2s; retry 1 of 1" in f.log(), f.log()
 
 
 def test_store_unreachable_502(ferry_factory, tmp_path):
@@ -159,6 +165,97 @@ def test_store_unreachable_502(ferry_factory, tmp_path):
                       "redirect = proxy\n")
     r = request(f.port, path="/static/x.bin")
     assert r.status == 502 and r.body.startswith(b"502 Bad Gateway: the store cannot be reached"), r
+
+
+# ---- retries (nginx's proxy_next_upstream, HAProxy's retry-on) ----
+
+def proxy_retries(f):
+    r = f.run_cli("status", "--json")
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)["offload"]["metrics"]["offload_proxy_retries_total"]
+
+
+def retry_lines(f):
+    return [line for line in f.log().splitlines() if "proxy: GET '" in line and " retry " in line]
+
+
+def test_store_failures_before_the_head_are_retried(ferry_factory, tmp_path, s3proxy,
+                                                    direct):  # noqa: F811
+    f, _ = start(ferry_factory, tmp_path, s3proxy, extra_store="retries = 4\n")
+    data = os.urandom(300_000)
+    put(direct, "r/a.bin", data)
+    # A reset before any answer, then 500, 503 SlowDown and a gateway's 502:
+    # four failures, four retries, the fifth GET answers.
+    for kind in ("reset_request", "InternalError", "SlowDown", "status502"):
+        s3proxy.add_fault(kind, method="GET")
+    r = request(f.port, path="/static/r/a.bin", headers={"Range": "bytes=10-"}, timeout=20)
+    assert r.status == 206 and r.body == data[10:], r
+    assert r.header("Content-Range") == f"bytes 10-299999/{len(data)}", r
+    assert s3proxy.outcomes("GET") == ["reset_request", "InternalError", "SlowDown", "502", 206]
+    # Each retry signed as the first (the verifying proxy checked them all).
+    sent = [h for m, _, h in s3proxy.requests if m == "GET"]
+    assert len(sent) == 5 and all(h.get("Range") == "bytes=10-" for h in sent), sent
+    lines = retry_lines(f)
+    assert len(lines) == 4 and proxy_retries(f) == 4, f.log()
+    assert "r/a.bin': the store answered 503 (SlowDown); retry 3 of 4 in " in lines[2], lines
+    # A HEAD is retried the same way.
+    s3proxy.add_fault("InternalError", method="HEAD")
+    r = request(f.port, "HEAD", path="/static/r/a.bin")
+    assert r.status == 200 and r.header("Content-Length") == str(len(data)), r
+    assert s3proxy.outcomes("HEAD") == ["InternalError", 200]
+
+
+def test_more_failures_than_the_bound_get_the_stores_error(ferry_factory, tmp_path, s3proxy,
+                                                          direct):  # noqa: F811
+    f, _ = start(ferry_factory, tmp_path, s3proxy, extra_store="retries = 2\n")
+    put(direct, "b.bin", b"b" * 100)
+    s3proxy.add_fault("InternalError", method="GET", times=10)
+    r = request(f.port, path="/static/b.bin")
+    assert r.status == 502, r
+    assert r.body == b"502 Bad Gateway: the store answered 500 (InternalError)\n", r
+    assert s3proxy.outcomes("GET") == ["InternalError"] * 3  # the first and two retries
+    assert len(retry_lines(f)) == 2, f.log()
+    assert proxy_retries(f) == 2
+    # Not retryable: a 403 is answered at once.
+    s3proxy.reset()
+    s3proxy.add_fault("AccessDenied", method="GET", times=10)
+    r = request(f.port, path="/static/b.bin")
+    assert r.status == 502 and b"403 (AccessDenied)" in r.body, r
+    assert s3proxy.outcomes("GET") == ["AccessDenied"]
+    # Nor is a missing object.
+    s3proxy.reset()
+    r = request(f.port, path="/static/none.bin")
+    assert r.status == 404 and r.body == b"404 Not Found\n", r
+    assert len(s3proxy.outcomes("GET")) == 1
+    assert len(retry_lines(f)) == 2, f.log()
+    assert proxy_retries(f) == 2
+
+
+def test_failure_after_the_head_cuts_the_connection_without_retry(ferry_factory, tmp_path,
+                                                                  s3proxy, direct):  # noqa: F811
+    f, _ = start(ferry_factory, tmp_path, s3proxy, extra_store="retries = 3\n")
+    data = os.urandom(1024 * 1024)
+    put(direct, "c.bin", data)
+    s3proxy.add_fault("reset_response", method="GET")
+    s = socket.create_connection(("127.0.0.1", f.port), timeout=10)
+    try:
+        s.sendall(b"GET /static/c.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        r, got = read_head(s)
+        assert r.status == 200 and r.header("Content-Length") == str(len(data)), r
+        while True:
+            b = s.recv(65536)
+            if not b:
+                break
+            got += b
+    except ConnectionResetError:
+        pass
+    finally:
+        s.close()
+    assert len(got) < len(data) and data.startswith(got), len(got)
+    assert s3proxy.outcomes("GET") == ["reset_response"]
+    assert retry_lines(f) == [], f.log()
+    r = request(f.port, path="/static/c.bin", timeout=20)
+    assert r.status == 200 and r.body == data, r
 
 
 def test_slow_client_backpressure_reaches_the_store(ferry_factory, tmp_path, s3proxy,

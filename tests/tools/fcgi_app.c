@@ -18,6 +18,7 @@
  *   accel=PATH     add "X-Accel-Redirect: PATH" (PATH percent-decoded once)
  *   sendfile=PATH  add "X-Sendfile: PATH" (percent-decoded once)
  *   disposition=V  add "Content-Disposition: V" and "Set-Cookie: seen=1" (decoded)
+ *   cache=V        add "Cache-Control: V" (decoded)
  *
  * --ready writes "READY\n" to $FERRY_READY_FD once listening; --never-ready
  * writes "STARTING\n" there and never accepts (until a signal ends it);
@@ -159,6 +160,7 @@ static void handle(FCGX_Request *req, const char *version, bool garbage)
     header_from_query(req, query, "accel", "X-Accel-Redirect");
     header_from_query(req, query, "sendfile", "X-Sendfile");
     header_from_query(req, query, "disposition", "Content-Disposition");
+    header_from_query(req, query, "cache", "Cache-Control");
     if (query_get(query, "disposition", text, sizeof(text)))
         FCGX_PutS("Set-Cookie: seen=1\r\n", req->out);
     long hkb = query_long(query, "header_kb");
