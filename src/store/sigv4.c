@@ -560,13 +560,20 @@ static int presign(const struct sigv4_request *r, const struct sigv4_creds *c, l
         !c->secret_key || !c->region || !c->service || !*c->access_key)
         return -EINVAL;
     int ret = 0;
-    if (scheme)
+    size_t path_len = strlen(r->path);
+    if (scheme) {
+        /* One allocation for the whole URL rather than one per doubling; the
+         * query is some 250 bytes besides a session token. When out cannot
+         * take this much, the appends below say whether the URL fits. */
+        (void)buf_reserve(out, strlen(scheme) + 3 + strlen(r->host) + 3 * path_len + 1 + 320 +
+                                   (c->session_token ? 3 * strlen(c->session_token) : 0));
         ret = append3(out, scheme, "://", r->host);
+    }
     /* Host is the one header then: trimming it changes nothing unless it has
      * whitespace, which the generic presigner folds. */
     if (r->nquery || r->nheaders || has_space(r->host)) {
         if (ret == 0 && scheme)
-            ret = sigv4_uri_encode(out, r->path, strlen(r->path), 1);
+            ret = sigv4_uri_encode(out, r->path, path_len, 1);
         if (ret == 0 && scheme)
             ret = buf_append(out, "?", 1);
         return ret < 0 ? ret : presign_query(r, c, expires, out);
@@ -580,7 +587,7 @@ static int presign(const struct sigv4_request *r, const struct sigv4_creds *c, l
         sha256_update(&ctx, r->method, strlen(r->method));
         sha256_update(&ctx, "\n", 1);
         size_t path_off = out->len;
-        ret = sigv4_uri_encode(out, r->path, strlen(r->path), 1);
+        ret = sigv4_uri_encode(out, r->path, path_len, 1);
         if (ret == 0) {
             sha256_update(&ctx, out->data + path_off, out->len - path_off);
             sha256_update(&ctx, "\n", 1);
