@@ -1425,6 +1425,11 @@ static int s3_presign(struct store *st, const char *method, const char *key, lon
                       struct buf *url)
 {
     struct s3_store *s = s3_of(st);
+    /* A presigning server may send the store nothing else, so a rewritten
+     * credentials file (rotated session credentials) is followed here too,
+     * as before a request: a clock read, and one stat a second at most. */
+    char why[256];
+    (void)s3_creds_refresh(s, 0, why, sizeof(why));
     /* url_parts() for the full key, without its allocations: this runs for
      * every presigned redirect. A path too long for the stack takes the heap. */
     char stack_path[1024], *heap_path = NULL, *path = stack_path;
