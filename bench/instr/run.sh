@@ -7,6 +7,11 @@
 #
 #   bench/instr/run.sh [FERRY_BIN ...]     default: a release build of this tree
 #
+# INSTR_CASE picks the request: static (default, the 4 KiB file), or public or
+# presign: a file missing under [offload] url_prefix, answered with a 302 to
+# public_url or to a presigned URL of an s3 store (issue 9). The store's
+# endpoint is a loopback port nothing listens on: presigning sends nothing.
+#
 # Each binary runs twice (N1 and N2 requests on one connection, workers = 1);
 # (Ir(N2) - Ir(N1)) / (N2 - N1) cancels start-up and shutdown. Kernel work
 # (the syscalls themselves) is not counted: that is what bench/run.sh measures.
@@ -16,6 +21,11 @@ REPO=$(cd "$HERE/../.." && pwd)
 PY=/usr/bin/python3
 N1=${INSTR_N1:-2000}
 N2=${INSTR_N2:-12000}
+CASE=${INSTR_CASE:-static}
+case $CASE in
+static | public | presign) ;;
+*) echo "INSTR_CASE: want static, public or presign, not '$CASE'" >&2; exit 1 ;;
+esac
 command -v valgrind >/dev/null || { echo "valgrind is missing (apt-get install valgrind)" >&2; exit 1; }
 
 if [ $# -eq 0 ]; then
@@ -26,7 +36,7 @@ fi
 
 DIR=$(mktemp -d)
 trap 'rm -rf "$DIR"' EXIT INT TERM
-mkdir -p "$DIR/public" "$DIR/run"
+mkdir -p "$DIR/public" "$DIR/run" "$DIR/spool"
 head -c 4096 /dev/urandom >"$DIR/public/4k.bin"
 
 free_port() {
@@ -46,6 +56,25 @@ state_dir = $DIR/run
 access_log = off
 error_log = $DIR/error.log
 CONF
+    if [ "$CASE" != static ]; then
+        cat >>"$DIR/ferry.conf" <<CONF
+[store]
+type = s3
+endpoint = http://127.0.0.1:$(free_port)
+bucket = photos
+region = us-east-1
+prefix = originals/
+access_key = AKIDEXAMPLE
+secret_key = wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY
+[offload]
+spool = $DIR/spool
+url_prefix = /static/
+settle = 1h
+rescan_interval = 0
+redirect = $CASE
+public_url = https://photos.s3.example.com/originals/
+CONF
+    fi
     rm -f "$DIR/cg.out"
     valgrind --tool=callgrind --callgrind-out-file="$DIR/cg.out" "$1" serve -c "$DIR/ferry.conf" \
         2>"$DIR/valgrind.log" &
@@ -56,7 +85,12 @@ CONF
         [ $i -lt 600 ] || { echo "ferry did not start under valgrind" >&2; cat "$DIR/valgrind.log" >&2; exit 1; }
         sleep 0.1
     done
-    if ! $PY "$HERE/client.py" "$port" /4k.bin "$2" 4096 >&2; then
+    if [ "$CASE" = static ]; then
+        set -- "$1" "$2" /4k.bin 200 4096
+    else
+        set -- "$1" "$2" /static/2026/12/05/IMG_1234.jpg 302 -
+    fi
+    if ! $PY "$HERE/client.py" "$port" "$3" "$2" "$5" "$4" >&2; then
         kill -TERM $pid
         wait $pid || true
         echo "the client failed against $1" >&2
@@ -67,6 +101,7 @@ CONF
     sed -n 's/^summary: *//p' "$DIR/cg.out"
 }
 
+echo "case: $CASE"
 printf '%-50s %12s %12s %14s\n' binary "Ir($N1)" "Ir($N2)" "instr/request"
 first=""
 for bin in "$@"; do

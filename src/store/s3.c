@@ -37,6 +37,10 @@ struct s3_store {
     char *basepath;              /* endpoint path without a trailing '/', usually "" */
     char *bucket;
     char *region;
+    /* What url_parts() makes of every key, made once for presigned redirects:
+     * the Host ("bucket.host" or host) and the path before the key
+     * ("basepath/" or "basepath/bucket/"). */
+    char *sign_host, *path_head;
     char *ca_file; /* NULL: the system's */
     int virtual_host;
     int checksum; /* enum conf_checksum */
@@ -1421,21 +1425,28 @@ static int s3_presign(struct store *st, const char *method, const char *key, lon
                       struct buf *url)
 {
     struct s3_store *s = s3_of(st);
-    char *fkey = full_key(st, key), *host, *path;
-    url_parts(s, fkey, &host, &path);
+    /* A presigning server may send the store nothing else, so a rewritten
+     * credentials file (rotated session credentials) is followed here too,
+     * as before a request: a clock read, and one stat a second at most. */
+    char why[256];
+    (void)s3_creds_refresh(s, 0, why, sizeof(why));
+    /* url_parts() for the full key, without its allocations: this runs for
+     * every presigned redirect. A path too long for the stack takes the heap. */
+    char stack_path[1024], *heap_path = NULL, *path = stack_path;
+    size_t hl = strlen(s->path_head), pl = strlen(st->prefix), kl = strlen(key);
+    if (hl + pl + kl + 1 > sizeof(stack_path))
+        path = heap_path = xmalloc(hl + pl + kl + 1);
+    memcpy(path, s->path_head, hl);
+    memcpy(path + hl, st->prefix, pl);
+    memcpy(path + hl + pl, key, kl + 1);
     struct sigv4_creds sc = signing_creds(s);
-    struct sigv4_request sr = {.method = method, .host = host, .path = path, .when = time(NULL)};
+    struct sigv4_request sr = {
+        .method = method, .host = s->sign_host, .path = path, .when = time(NULL)};
     /* Never valid past the credentials that sign it. */
     if (st->creds_expires && st->creds_expires - sr.when < ttl)
         ttl = (long)(st->creds_expires - sr.when);
-    int r = ttl < 1 ? -EKEYEXPIRED : url_begin(s, host, path, url);
-    if (r == 0)
-        r = buf_append_str(url, "?");
-    if (r == 0)
-        r = sigv4_presign(&sr, &sc, ttl, url);
-    free(host);
-    free(path);
-    free(fkey);
+    int r = ttl < 1 ? -EKEYEXPIRED : sigv4_presign_url(&sr, &sc, ttl, s->scheme, url);
+    free(heap_path);
     return r;
 }
 
@@ -1486,6 +1497,8 @@ static void s3_destroy(struct store *st)
     free(s->basepath);
     free(s->bucket);
     free(s->region);
+    free(s->sign_host);
+    free(s->path_head);
     free(s->ca_file);
     free(s);
 }
@@ -1549,6 +1562,13 @@ int s3_store_create(const struct ferry_conf *conf, struct store **out, struct st
     s->region =
         xstrdup(conf->store.region && *conf->store.region ? conf->store.region : "us-east-1");
     s->virtual_host = conf->store.addressing == ADDRESSING_VIRTUAL;
+    if (s->virtual_host) {
+        s->sign_host = xasprintf("%s.%s", s->bucket, s->host);
+        s->path_head = xasprintf("%s/", s->basepath);
+    } else {
+        s->sign_host = xstrdup(s->host);
+        s->path_head = xasprintf("%s/%s/", s->basepath, s->bucket);
+    }
     s->checksum = conf->store.checksum;
     s->connect_timeout_ms = (long)conf->store.connect_timeout_ms;
     s->low_speed_time_s = (long)((conf->store.low_speed_time_ms + 999) / 1000);

@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "common/buf.h"
+#include "common/sha256.h"
 
 #define SIGV4_UNSIGNED_PAYLOAD "UNSIGNED-PAYLOAD"
 #define SIGV4_EMPTY_SHA256 "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
@@ -20,17 +21,26 @@ struct sigv4_kv {
     const char *value;
 };
 
-/* The signing key (kSigning) of one credential for one day, region and
- * service, kept so that it is derived once per day and credential instead of
- * per request (four HMACs saved on every signature). Zero-initialise it. A
- * cache belongs to one credential set (access key and its secret): the
- * access key is part of what it matches, the secret is not, so credentials
- * that change their secret need a fresh (zeroed) cache. Used by one thread at
- * a time, like the creds it goes with; the key is wiped by sigv4_key_cache_clear(). */
+/* What signing needs of one credential for one UTC day, region and service,
+ * kept so that it is made once per day and credential instead of per
+ * signature: the signing key (kSigning) as HMAC states (common/sha256.h),
+ * and the constant parts of a presigned URL's query, already encoded. A
+ * signature is then one SHA-256 of the canonical request and one HMAC.
+ * Zero-initialise it. It holds copies of the credentials it was made from and
+ * matches only those (access key, secret, session token, region, service and
+ * day all equal), so rotated credentials make a new key on their first use
+ * without the caller having to notice. Used by one thread at a time, like the
+ * creds it goes with (the store's lock); sigv4_key_cache_clear() wipes and
+ * frees what it holds. */
 struct sigv4_key_cache {
-    char id[256];              /* "AKID/YYYYMMDD/region/service" of key; "" none yet */
-    unsigned char key[32];     /* kSigning */
-    unsigned long derivations; /* keys derived so far (tests, diagnostics) */
+    char *access_key, *secret_key, *session_token, *region, *service; /* NULL: none yet */
+    time_t day;                 /* 00:00:00Z of the key's day */
+    char date[9];               /* that day, "YYYYMMDD" */
+    char *scope;                /* "YYYYMMDD/region/service/aws4_request" */
+    char *query_head;           /* "X-Amz-Algorithm=...&X-Amz-Credential=...&X-Amz-Date=" */
+    char *token_param;          /* "&X-Amz-Security-Token=<encoded>", or "" */
+    struct sha256_hmac_key key; /* kSigning */
+    unsigned long derivations;  /* keys derived so far (tests, diagnostics) */
 };
 
 struct sigv4_creds {
@@ -42,7 +52,9 @@ struct sigv4_creds {
     struct sigv4_key_cache *keys; /* NULL: derive the key for each signature */
 };
 
-/** Forget and wipe the cached key (credentials rotated, or before freeing). */
+/** Forget, wipe and free what kc holds (before freeing kc, or to drop a secret
+ * early); kc then matches nothing, as if zero-initialised (derivations is
+ * kept). NULL-safe. */
 void sigv4_key_cache_clear(struct sigv4_key_cache *kc);
 
 struct sigv4_request {
@@ -75,13 +87,13 @@ int sigv4_uri_encode(struct buf *out, const char *s, size_t len, int keep_slash)
  * "x-amz-security-token" when c has one, and
  * "Authorization: <what is appended to authorization>". Header names in r->headers
  * must be unique case-insensitively. Returns 0, -EINVAL on a bad request,
- * or -ENOBUFS. Any thread; no shared state. */
+ * or -ENOBUFS. Any thread; c->keys (when set) is written: one thread at a time. */
 int sigv4_sign_header(const struct sigv4_request *r, const struct sigv4_creds *c,
                       struct buf *authorization);
 
 /** sigv4_sign_header, also appending the canonical request and the string to sign it
  * built to creq and sts (each may be NULL), for tests and diagnostics. Same returns;
- * on failure creq and sts may hold a part. Any thread. */
+ * on failure creq and sts may hold a part. Threads as sigv4_sign_header(). */
 int sigv4_sign_header_explain(const struct sigv4_request *r, const struct sigv4_creds *c,
                               struct buf *authorization, struct buf *creq, struct buf *sts);
 
@@ -90,9 +102,20 @@ int sigv4_sign_header_explain(const struct sigv4_request *r, const struct sigv4_
  * X-Amz-Algorithm, -Credential, -Date, -Expires, -SignedHeaders,
  * [-Security-Token], -Signature — the order botocore writes them in. The URL is
  * scheme://host + sigv4_uri_encode(path, keep '/') + '?' + out. Returns 0,
- * -EINVAL or -ENOBUFS. Any thread. */
+ * -EINVAL or -ENOBUFS. Any thread; c->keys (when set) is written: one thread
+ * at a time. */
 int sigv4_presign(const struct sigv4_request *r, const struct sigv4_creds *c, long expires,
                   struct buf *out);
+
+/** sigv4_presign, appending the whole URL to out: scheme "://" r->host, the
+ * path encoded (sigv4_uri_encode, '/' kept), '?' and the query string. The
+ * path is encoded once, for the URL and the signature. Without extra query
+ * parameters or headers in r (a presigned redirect), a signature costs one
+ * SHA-256 of the canonical request and one HMAC with c->keys's states, and no
+ * allocation beyond out's growth. Same returns; on failure out may hold a
+ * part. Any thread; c->keys (when set) is written: one thread at a time. */
+int sigv4_presign_url(const struct sigv4_request *r, const struct sigv4_creds *c, long expires,
+                      const char *scheme, struct buf *out);
 
 /** Lowercase hex SHA-256 of data into out (65 bytes with NUL). Any thread. */
 void sigv4_sha256_hex(const void *data, size_t len, char out[65]);

@@ -7,7 +7,11 @@
  *   NQUERY (NAME VALUE)* NHEADERS (NAME VALUE)*
  * MODE is "header" or "presign"; PAYLOAD is a hex SHA-256 or "-" (UNSIGNED-PAYLOAD).
  * Output: one line per request, the Authorization value or the presigned query
- * string, or "ERROR <errno>". */
+ * string, or "ERROR <errno>".
+ *
+ * With --cache, every line signs through one struct sigv4_key_cache, as the
+ * store does, never cleared: lines whose credentials, region or day differ
+ * from the line before must each get their own key (rotated credentials). */
 #include "store/sigv4.h"
 #include "common/text.h"
 
@@ -37,7 +41,7 @@ static const char *decode(char *f)
     return f;
 }
 
-static int sign_line(char *line, struct buf *out)
+static int sign_line(char *line, struct sigv4_key_cache *keys, struct buf *out)
 {
     char *save = NULL;
     char *mode = strtok_r(line, " \n", &save);
@@ -54,6 +58,7 @@ static int sign_line(char *line, struct buf *out)
     c.session_token = decode(next_field(&save));
     c.region = decode(next_field(&save));
     c.service = "s3";
+    c.keys = keys;
     char *payload = next_field(&save);
     if (!payload || !when || !expires)
         return -EINVAL;
@@ -83,15 +88,17 @@ static int sign_line(char *line, struct buf *out)
     return sigv4_sign_header(&r, &c, out);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    struct sigv4_key_cache keys = {0};
+    int cached = argc > 1 && strcmp(argv[1], "--cache") == 0;
     char *line = NULL;
     size_t cap = 0;
     struct buf out;
     buf_init(&out, 1 << 20);
     while (getline(&line, &cap, stdin) > 0) {
         buf_reset(&out);
-        int r = sign_line(line, &out);
+        int r = sign_line(line, cached ? &keys : NULL, &out);
         if (r < 0)
             printf("ERROR %d\n", -r);
         else
@@ -100,5 +107,6 @@ int main(void)
     fflush(stdout);
     free(line);
     buf_finish(&out);
+    sigv4_key_cache_clear(&keys);
     return 0;
 }

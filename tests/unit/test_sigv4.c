@@ -243,9 +243,110 @@ static void test_signing_key_cached_per_day(void)
     ASSERT_EQ(sigv4_presign(&r, &c, 600, &cached), 0);
     ASSERT_EQ(kc.derivations, 3);
     sigv4_key_cache_clear(&kc);
-    ASSERT_STREQ(kc.id, "");
+    ASSERT_TRUE(kc.secret_key == NULL && kc.scope == NULL);
     buf_finish(&plain);
     buf_finish(&cached);
+}
+
+/* Credentials rotated between two signatures with one cache and no clear in
+ * between (the same access key with a new secret, then a session token, then
+ * another key, then back): each signature must be the one of the credentials
+ * it was made with. Expected values: AWS's published examples for the first
+ * credentials; botocore 1.29 (S3SigV4QueryAuth / S3SigV4Auth at
+ * 20130524T000000Z) for the others. A cache that matched on the access key
+ * and day alone would sign with the old secret's key here. */
+static void test_signing_key_follows_rotated_credentials(void)
+{
+    struct sigv4_key_cache kc;
+    memset(&kc, 0, sizeof(kc));
+    struct sigv4_creds c = example_creds;
+    c.keys = &kc;
+    struct sigv4_request p = {
+        .method = "GET",
+        .host = "examplebucket.s3.amazonaws.com",
+        .path = "/test.txt",
+        .when = example_when,
+    };
+    const struct sigv4_kv range[] = {{"Range", "bytes=0-9"}};
+    struct sigv4_request h = p;
+    h.headers = range;
+    h.nheaders = 1;
+    h.payload_hash = SIGV4_EMPTY_SHA256;
+    const char *query =
+        "X-Amz-Algorithm=AWS4-HMAC-SHA256"
+        "&X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F20130524%2Fus-east-1%2Fs3%2Faws4_request"
+        "&X-Amz-Date=20130524T000000Z&X-Amz-Expires=86400&X-Amz-SignedHeaders=host";
+    const char *auth = "AWS4-HMAC-SHA256 "
+                       "Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request, "
+                       "SignedHeaders=host;range;x-amz-content-sha256;x-amz-date, Signature=";
+    char want[1024];
+    struct buf b;
+    buf_init(&b, 4096);
+
+    ASSERT_EQ(sigv4_presign(&p, &c, 86400, &b), 0);
+    snprintf(want, sizeof(want), "%s&X-Amz-Signature=%s", query,
+             "aeeed9bbccd4d02ee5c0109b86d86835f995330da4c265957d157751f604d404");
+    ASSERT_STREQ(b.data, want);
+    buf_reset(&b);
+    ASSERT_EQ(sigv4_sign_header(&h, &c, &b), 0);
+    snprintf(want, sizeof(want), "%s%s", auth,
+             "f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41");
+    ASSERT_STREQ(b.data, want);
+    ASSERT_EQ(kc.derivations, 1);
+
+    /* The secret rotates, the access key stays: same day, same key id. */
+    c.secret_key = "rotated/secret+KEY";
+    buf_reset(&b);
+    ASSERT_EQ(sigv4_presign(&p, &c, 86400, &b), 0);
+    snprintf(want, sizeof(want), "%s&X-Amz-Signature=%s", query,
+             "f78abf7c2dca68a8cbf1aca907630a36d624b35130ab9c8c98a9950044c0f2ac");
+    ASSERT_STREQ(b.data, want);
+    buf_reset(&b);
+    ASSERT_EQ(sigv4_sign_header(&h, &c, &b), 0);
+    snprintf(want, sizeof(want), "%s%s", auth,
+             "095805600e6f1d4054c0839066fb94f0cb65c455cd48ecd628fcafb0c095d8bd");
+    ASSERT_STREQ(b.data, want);
+    ASSERT_EQ(kc.derivations, 2);
+
+    /* A session token appears: it is signed, and written after SignedHeaders. */
+    c.session_token = "FQoGZXIvYXdzE//token+with/slash=";
+    buf_reset(&b);
+    ASSERT_EQ(sigv4_presign(&p, &c, 86400, &b), 0);
+    snprintf(want, sizeof(want), "%s&X-Amz-Security-Token=%s&X-Amz-Signature=%s", query,
+             "FQoGZXIvYXdzE%2F%2Ftoken%2Bwith%2Fslash%3D",
+             "cad4991e8b3cf4c4a6bb91f724010553a790f14d9d06b35e475e5977cc26f165");
+    ASSERT_STREQ(b.data, want);
+    ASSERT_EQ(kc.derivations, 3);
+
+    /* Another access key altogether. */
+    c.access_key = "AKIAROTATEDEXAMPLE2";
+    c.secret_key = "another/secret";
+    c.session_token = NULL;
+    buf_reset(&b);
+    ASSERT_EQ(sigv4_presign(&p, &c, 86400, &b), 0);
+    ASSERT_STREQ(b.data, "X-Amz-Algorithm=AWS4-HMAC-SHA256"
+                         "&X-Amz-Credential=AKIAROTATEDEXAMPLE2%2F20130524%2Fus-east-1%2Fs3%2F"
+                         "aws4_request&X-Amz-Date=20130524T000000Z&X-Amz-Expires=86400"
+                         "&X-Amz-SignedHeaders=host&X-Amz-Signature="
+                         "434b547e49e4bc39e88890a9bd2e06055ae486ce49a6d5f0a8e40084caddbc4e");
+    ASSERT_EQ(kc.derivations, 4);
+
+    /* And back to the first credentials: the full URL this time. */
+    c = example_creds;
+    c.keys = &kc;
+    buf_reset(&b);
+    ASSERT_EQ(sigv4_presign_url(&p, &c, 86400, "https", &b), 0);
+    snprintf(want, sizeof(want), "https://examplebucket.s3.amazonaws.com/test.txt?%s%s", query,
+             "&X-Amz-Signature=aeeed9bbccd4d02ee5c0109b86d86835f995330da4c265957d157751f604d404");
+    ASSERT_STREQ(b.data, want);
+    ASSERT_EQ(kc.derivations, 5);
+    /* Signing again with them uses the cache. */
+    buf_reset(&b);
+    ASSERT_EQ(sigv4_presign_url(&p, &c, 86400, "https", &b), 0);
+    ASSERT_STREQ(b.data, want);
+    ASSERT_EQ(kc.derivations, 5);
+    sigv4_key_cache_clear(&kc);
+    buf_finish(&b);
 }
 
 int main(void)
@@ -258,5 +359,6 @@ int main(void)
     test_uri_encode();
     test_session_token_and_whitespace();
     test_signing_key_cached_per_day();
+    test_signing_key_follows_rotated_credentials();
     TEST_MAIN_END();
 }

@@ -4,9 +4,11 @@
 #include "common/alloc.h"
 #include "common/conf.h"
 #include "common/range.h"
+#include "common/timeutil.h"
 #include "store/creds.h"
 #include "store/dir.h"
 #include "store/s3.h"
+#include "store/sigv4.h"
 #include "store/store.h"
 
 #include "test.h"
@@ -524,6 +526,63 @@ static void test_creds_refresh(void)
     creds_finish(&c);
 }
 
+/* A presigning server sends the store nothing else: rotated session
+ * credentials in the shared file must still reach its presigned URLs (a look
+ * at most once a second), and the URL after rotation must be the one the new
+ * credentials sign, made afresh without any cache. */
+static void test_presign_follows_rotated_credentials(void)
+{
+    char file[512];
+    snprintf(file, sizeof(file), "%s/presign-creds", tmpdir);
+    write_creds(file, "AKROT", "first/secret", NULL);
+    setenv("AWS_SHARED_CREDENTIALS_FILE", file, 1);
+    unsetenv("AWS_PROFILE");
+    struct ferry_conf c;
+    conf_init_defaults(&c);
+    c.store.type = STORE_S3;
+    free(c.store.endpoint);
+    c.store.endpoint = xstrdup("http://127.0.0.1:9");
+    free(c.store.bucket);
+    c.store.bucket = xstrdup("b");
+    free(c.store.prefix);
+    c.store.prefix = xstrdup("p/");
+    struct store *s = NULL;
+    struct store_error err;
+    memset(&err, 0, sizeof(err));
+    ASSERT_EQ(store_create(&c, NULL, &s, &err), 0);
+    struct buf url, want;
+    buf_init(&url, 64 * 1024);
+    buf_init(&want, 64 * 1024);
+    ASSERT_EQ(store_presign_get(s, "a b.jpg", 600, &url), 0);
+    ASSERT_TRUE(strstr(url.data, "X-Amz-Credential=AKROT%2F") != NULL);
+    ASSERT_TRUE(strstr(url.data, "X-Amz-Security-Token") == NULL);
+
+    write_creds(file, "AKROT", "second/secret", "token+2");
+    uint64_t deadline = time_mono_ms() + 5000;
+    do {
+        buf_reset(&url);
+        ASSERT_EQ(store_presign_get(s, "a b.jpg", 600, &url), 0);
+    } while (!strstr(url.data, "X-Amz-Security-Token=token%2B2") && time_mono_ms() < deadline);
+    ASSERT_TRUE(strstr(url.data, "X-Amz-Security-Token=token%2B2") != NULL);
+    /* The same URL from the new credentials at the URL's own X-Amz-Date. */
+    const char *d = strstr(url.data, "X-Amz-Date=");
+    ASSERT_TRUE(d != NULL);
+    struct tm tm;
+    memset(&tm, 0, sizeof(tm));
+    ASSERT_TRUE(strptime(d + 11, "%Y%m%dT%H%M%SZ", &tm) != NULL);
+    const struct sigv4_creds fresh = {"AKROT", "second/secret", "token+2", "us-east-1", "s3", NULL};
+    const struct sigv4_request r = {
+        .method = "GET", .host = "127.0.0.1:9", .path = "/b/p/a b.jpg", .when = timegm(&tm)};
+    long ttl = strtol(strstr(url.data, "X-Amz-Expires=") + 14, NULL, 10);
+    ASSERT_EQ(sigv4_presign_url(&r, &fresh, ttl, "http", &want), 0);
+    ASSERT_STREQ(url.data, want.data);
+    buf_finish(&url);
+    buf_finish(&want);
+    store_destroy(s);
+    conf_finish(&c);
+    unsetenv("AWS_SHARED_CREDENTIALS_FILE");
+}
+
 /* Session credentials from the environment carry their expiry. */
 static void test_creds_expiry(void)
 {
@@ -602,6 +661,7 @@ int main(void)
     test_s3_endpoint_scheme();
     test_creds_order();
     test_creds_refresh();
+    test_presign_follows_rotated_credentials();
     test_creds_expiry();
     char cmd[600];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
