@@ -1,5 +1,5 @@
-/* The FastCGI process manager: generations of processes on one socket, their
- * readiness, respawns, the swap and the shutdown. Supervisor thread only,
+/* The FastCGI process manager: generations of processes, each on its own
+ * socket, their readiness, respawns, the swap and the shutdown. Supervisor thread only,
  * except the metrics collector (pm_collect()). */
 #include "fcgi/pm.h"
 
@@ -883,18 +883,20 @@ static int status_section(json_t *section, struct buf *text, void *arg)
             ready += g->procs[i].ready;
         respawns = g->respawns;
         char *pids = gen_pids_text(g);
-        json_t *o = json_pack("{s:I, s:s, s:s, s:o, s:I, s:I, s:I, s:I}", "generation",
+        uint32_t gen_in_flight = fcgi_gate_gen_in_flight(pm->gate, g->id);
+        json_t *o = json_pack("{s:I, s:s, s:s, s:o, s:I, s:I, s:I, s:I, s:I, s:s}", "generation",
                               (json_int_t)g->id, "state", gen_state_names[g->state], "command",
                               g->command, "pids", gen_pids_json(g), "processes", (json_int_t)g->n,
                               "running", (json_int_t)g->alive, "ready", (json_int_t)ready,
-                              "respawns", (json_int_t)respawns);
+                              "respawns", (json_int_t)respawns, "in_flight",
+                              (json_int_t)gen_in_flight, "bind_name", g->bind_path);
         r = o && json_array_append_new(gens, o) == 0 ? 0 : -EINVAL;
         if (r == 0)
             r = buf_printf(text,
-                           "  generation %u (%s): %zu/%zu ready, pids %s, respawns %" PRIu64
-                           ", command %s\n",
-                           g->id, gen_state_names[g->state], ready, g->n, pids[0] ? pids : "-",
-                           respawns, g->command);
+                           "  generation %u (%s): %zu/%zu ready, in flight %" PRIu32
+                           ", pids %s, respawns %" PRIu64 ", command %s\n",
+                           g->id, gen_state_names[g->state], ready, g->n, gen_in_flight,
+                           pids[0] ? pids : "-", respawns, g->command);
         free(pids);
     }
     return r;
@@ -914,8 +916,9 @@ enum {
 
 static const struct metrics_family pm_families[PF_COUNT] = {
     [PF_PROCESSES] = {.name = "backend_processes",
-                      .help = "Backend processes running, by generation and state (starting, "
-                              "ready, or draining: told to stop).",
+                      .help =
+                          "Backend processes running, by generation and state (starting, "
+                          "ready, or draining: replaced, finishing its requests or told to stop).",
                       .type = METRICS_GAUGE,
                       .labels = {"generation", "state"}},
     [PF_CAPACITY] = {.name = "backend_capacity",
