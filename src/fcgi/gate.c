@@ -213,6 +213,11 @@ bool fcgi_gate_gen_idle(const struct fcgi_gate *g, unsigned id)
      * connecting == 0 here means every connect() that could have reached id
      * (one begun before the rename) has been counted on id already, and
      * every later one reaches the generation the path now names. */
+    /* The caller's rename() must be visible to any worker whose
+     * connect_begin comes after this load (store-buffering: the rename on
+     * one side, the worker's locked increment, a full barrier, on the other):
+     * hence a full fence before the load. */
+    atomic_thread_fence(memory_order_seq_cst);
     if (atomic_load(&g->connecting) != 0)
         return false;
     int i = gate_gen_find(g, id);
