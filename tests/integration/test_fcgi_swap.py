@@ -504,3 +504,40 @@ def test_a_never_ready_generation_leaves_no_socket_file(ferry_factory):
     assert resp.status == 200 and resp.read().startswith(b"version=v1 ")
     assert f.stop() == 0
     assert sockets_in(run_dir) == []
+
+
+def test_old_generation_busy_past_drain_timeout_is_signalled_anyway(ferry_factory):
+    """The old generation is signalled once idle, or at drain_timeout at the
+    latest (logged); the app here finishes its request after the signal."""
+    f = ferry_factory(swap_conf(f"{APP} --ready --version v1", processes=1,
+                                drain_timeout="1s"))
+    wait_ready(f, 1)
+    got = {}
+
+    def slow():
+        c = http.client.HTTPConnection("127.0.0.1", f.port, timeout=30)
+        c.request("GET", "/app/x?sleep=2500")
+        r = c.getresponse()
+        got["status"], got["body"] = r.status, r.read()
+        c.close()
+
+    t = threading.Thread(target=slow)
+    t.start()
+    wait_for(lambda: backend(f)["in_flight"] == 1, 5, "the slow request in flight")
+    set_command(f, "--version v1", "--version v2")
+    t0 = time.monotonic()
+    swap = {}
+    st = threading.Thread(target=lambda: swap.setdefault("r", f.run_cli("swap", "--json")))
+    st.start()
+    # While the old generation drains, status shows its request in flight.
+    wait_for(lambda: any(g["state"] == "draining" and g["in_flight"] == 1
+                         for g in backend(f)["generations"]), 5, "a draining generation")
+    st.join()
+    t.join()
+    r = swap["r"]
+    assert r.returncode == 0, r.stderr
+    assert got["status"] == 200 and got["body"].startswith(b"version=v1 ")
+    assert time.monotonic() - t0 >= 1.0
+    assert "still has 1 request(s) in flight after drain_timeout (1000 ms): " \
+           "sending stop_signal anyway" in f.log()
+    assert sockets_in(os.path.join(f.workdir, "run")) == ["app.sock", "ferry.sock"]
