@@ -443,6 +443,17 @@ def test_swaps_during_uploads_to_an_unmodified_libfcgi_app(ferry_factory):
     assert sockets_in(run_dir) == []
 
 
+def get_page(port, path):
+    """GET path on a connection of its own: (status, body)."""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        c.request("GET", path)
+        r = c.getresponse()
+        return r.status, r.read()
+    finally:
+        c.close()
+
+
 def test_the_socket_path_accepts_connections_throughout_swaps(ferry_factory):
     """Each generation listens on its own socket; the new one's is renamed
     over the configured path, so the path never goes missing."""
@@ -477,10 +488,8 @@ def test_the_socket_path_accepts_connections_throughout_swaps(ferry_factory):
         t.join()
     assert counts["failed"] == [], counts["failed"][:5]
     assert counts["ok"] > 100, counts
-    c = http.client.HTTPConnection("127.0.0.1", f.port, timeout=30)
-    c.request("GET", "/app/x")
-    resp = c.getresponse()
-    assert resp.status == 200 and resp.read().startswith(b"version=v5 ")
+    status, body = get_page(f.port, "/app/x")
+    assert status == 200 and body.startswith(b"version=v5 ")
 
 
 def test_a_never_ready_generation_leaves_no_socket_file(ferry_factory):
@@ -498,10 +507,8 @@ def test_a_never_ready_generation_leaves_no_socket_file(ferry_factory):
     r = result["r"]
     assert r.returncode == 1 and "not ready within ready_timeout (1500 ms)" in r.stderr
     assert sockets_in(run_dir) == ["app.sock", "ferry.sock"]
-    c = http.client.HTTPConnection("127.0.0.1", f.port, timeout=30)
-    c.request("GET", "/app/x")
-    resp = c.getresponse()
-    assert resp.status == 200 and resp.read().startswith(b"version=v1 ")
+    status, body = get_page(f.port, "/app/x")
+    assert status == 200 and body.startswith(b"version=v1 ")
     assert f.stop() == 0
     assert sockets_in(run_dir) == []
 
@@ -513,15 +520,7 @@ def test_old_generation_busy_past_drain_timeout_is_signalled_anyway(ferry_factor
                                 drain_timeout="1s"))
     wait_ready(f, 1)
     got = {}
-
-    def slow():
-        c = http.client.HTTPConnection("127.0.0.1", f.port, timeout=30)
-        c.request("GET", "/app/x?sleep=2500")
-        r = c.getresponse()
-        got["status"], got["body"] = r.status, r.read()
-        c.close()
-
-    t = threading.Thread(target=slow)
+    t = threading.Thread(target=lambda: got.setdefault("r", get_page(f.port, "/app/x?sleep=2500")))
     t.start()
     wait_for(lambda: backend(f)["in_flight"] == 1, 5, "the slow request in flight")
     set_command(f, "--version v1", "--version v2")
@@ -536,7 +535,7 @@ def test_old_generation_busy_past_drain_timeout_is_signalled_anyway(ferry_factor
     t.join()
     r = swap["r"]
     assert r.returncode == 0, r.stderr
-    assert got["status"] == 200 and got["body"].startswith(b"version=v1 ")
+    assert got["r"][0] == 200 and got["r"][1].startswith(b"version=v1 ")
     assert time.monotonic() - t0 >= 1.0
     assert "still has 1 request(s) in flight after drain_timeout (1000 ms): " \
            "sending stop_signal anyway" in f.log()
