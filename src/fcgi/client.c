@@ -22,6 +22,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,6 +71,9 @@ struct fcgi_req {
     struct evloop_timer timer;    /* hold deadline, connect retry, backend silence */
     uint64_t hold_deadline;       /* monotonic ms */
     int fd;                       /* the backend connection, -1 when none */
+    bool connecting;              /* owes fcgi_gate_connect_end() or _abort() */
+    int gen;                      /* fd's generation handle (fcgi_gate_connect_end()), or -1 */
+    bool gen_old;                 /* the last connection was on a generation being replaced */
     uint32_t watching;            /* events watched on fd; 0: not in the loop */
     bool has_slot;                /* owes one fcgi_gate_release() */
     bool wrote_any;               /* a byte of this connection reached the backend */
@@ -272,6 +276,14 @@ static void req_timer_update(struct fcgi_req *r, bool restart)
 
 static void req_close_fd(struct fcgi_req *r)
 {
+    if (r->connecting) {
+        fcgi_gate_connect_abort(r->cl->gate);
+        r->connecting = false;
+    }
+    if (r->gen >= 0) {
+        r->gen_old = fcgi_gate_conn_done(r->cl->gate, r->gen);
+        r->gen = -1;
+    }
     if (r->fd < 0)
         return;
     if (r->watching)
@@ -306,7 +318,9 @@ static void queue_remove(struct fcgi_req *r)
 static void slot_release(struct fcgi_req *r)
 {
     struct fcgi_worker *w = r->w;
-    if (w->head) {
+    /* A slot of the generation being replaced goes back to the gate, whose
+     * capacity counts it only while that generation has it. */
+    if (w->head && !r->gen_old) {
         w->spare++;
         evloop_timer_start(w->loop, &w->handoff, 0);
         return;
@@ -826,6 +840,7 @@ static void req_read(struct fcgi_req *r)
 }
 
 static void req_connected(struct fcgi_req *r);
+static bool req_count_peer(struct fcgi_req *r);
 
 static void req_event(struct evloop *l, int fd, uint32_t events, void *arg)
 {
@@ -840,7 +855,8 @@ static void req_event(struct evloop *l, int fd, uint32_t events, void *arg)
             evloop_timer_start(r->loop, &r->timer, CONNECT_BACKOFF_MS);
             return;
         }
-        req_connected(r);
+        if (req_count_peer(r))
+            req_connected(r);
         return;
     }
     if ((events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) && r->out.len > r->out_off)
@@ -907,6 +923,30 @@ static void req_connected(struct fcgi_req *r)
     }
 }
 
+/* Connected (r->fd): count the connection on the generation whose socket
+ * it reached (fcgi/gate.h). A generation the gate does not know, or one
+ * already told to stop, gets nothing: the connection is closed before a byte
+ * went out and another is opened. Returns false when r did not go on. */
+static bool req_count_peer(struct fcgi_req *r)
+{
+    struct sockaddr_un peer;
+    socklen_t len = sizeof(peer);
+    memset(&peer, 0, sizeof(peer));
+    size_t plen = 0;
+    if (getpeername(r->fd, (struct sockaddr *)&peer, &len) == 0 &&
+        len > offsetof(struct sockaddr_un, sun_path))
+        plen = len - offsetof(struct sockaddr_un, sun_path);
+    if (plen > sizeof(peer.sun_path))
+        plen = sizeof(peer.sun_path);
+    r->connecting = false;
+    r->gen = fcgi_gate_connect_end(r->cl->gate, r->cl->addr.sun_path, peer.sun_path, plen);
+    if (r->gen >= 0)
+        return true;
+    req_close_fd(r);
+    evloop_timer_start(r->loop, &r->timer, CONNECT_BACKOFF_MS);
+    return false;
+}
+
 /* Open a connection; the slot is held. A full backlog or a socket nobody
  * listens on is tried again until the hold deadline. */
 static void req_connect(struct fcgi_req *r)
@@ -917,19 +957,24 @@ static void req_connect(struct fcgi_req *r)
         req_fail(r, 503, "backend=busy");
         return;
     }
+    /* Counted from before connect() until the peer's generation counts the
+     * connection: the process manager signals an old generation only when
+     * no connect() is under way (fcgi_gate_gen_idle()). */
+    fcgi_gate_connect_begin(r->cl->gate);
+    r->connecting = true;
+    r->fd = fd;
     if (connect(fd, (const struct sockaddr *)&r->cl->addr, r->cl->addr_len) == 0) {
-        r->fd = fd;
-        req_connected(r);
+        if (req_count_peer(r))
+            req_connected(r);
         return;
     }
     int e = errno;
     if (e == EINPROGRESS) {
-        r->fd = fd;
         evloop_fd_add(r->loop, fd, EPOLLOUT, req_event, r);
         r->watching = EPOLLOUT;
         return;
     }
-    close(fd);
+    req_close_fd(r);
     evloop_timer_start(r->loop, &r->timer, CONNECT_BACKOFF_MS);
 }
 
@@ -1139,6 +1184,7 @@ int fcgi_client_handle(struct conn *c, const struct http_request *req, void *arg
     r->c = c;
     r->loop = conn_loop(c);
     r->fd = -1;
+    r->gen = -1;
     r->spool_fd = -1;
     r->path = path;
     r->path_len = (size_t)plen;

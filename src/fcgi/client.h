@@ -5,7 +5,11 @@
  * requests wait in all) for up to hold_timeout, then gets the 503 page (the
  * maintenance page rendered by src/maint with a "busy" message) and
  * Retry-After. With a slot it opens a non-blocking connection to the
- * backend socket (one request per connection, no FCGI_KEEP_CONN), sends
+ * backend socket by path (one request per connection, no FCGI_KEEP_CONN),
+ * counts it on the generation whose socket it reached (getpeername(), see
+ * fcgi/gate.h: the process manager signals an old generation only when
+ * none is left; a connection to a generation already stopped is closed
+ * unused and made again), sends
  * BEGIN_REQUEST, the CGI/1.1 params (fcgi/cgi.h) and the request body as
  * STDIN with backpressure both ways (a chunked body is read whole into an
  * unlinked temporary file first, so that CONTENT_LENGTH can be sent), and

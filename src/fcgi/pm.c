@@ -1,5 +1,5 @@
-/* The FastCGI process manager: generations of processes on one socket, their
- * readiness, respawns, the swap and the shutdown. Supervisor thread only,
+/* The FastCGI process manager: generations of processes, each on its own
+ * socket, their readiness, respawns, the swap and the shutdown. Supervisor thread only,
  * except the metrics collector (pm_collect()). */
 #include "fcgi/pm.h"
 
@@ -29,6 +29,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -40,6 +41,7 @@ extern char **environ;
 #define PM_SHUTDOWN_STEP_MS 2000 /* at shutdown: stop_signal, then TERM, then KILL */
 #define PM_READY_FD 3            /* the readiness pipe's fd in the child */
 #define PM_READY_LINE_MAX 64     /* longest line kept from the readiness pipe */
+#define PM_IDLE_POLL_MS 5        /* how often a draining generation is checked for idle */
 
 struct pm_gen;
 
@@ -58,7 +60,11 @@ struct pm_proc {
     struct evloop_timer timer; /* ready_grace while starting; respawn delay while down */
 };
 
-enum gen_state { GEN_STARTING, GEN_READY, GEN_STOPPING };
+/* GEN_DRAINING: the path names a newer generation; this one serves the
+ * connections it has and is not signalled until it has none (fcgi/pm.h).
+ * GEN_STOPPING: stop_signal sent. Neither is respawned nor counts for the
+ * gate's capacity. */
+enum gen_state { GEN_STARTING, GEN_READY, GEN_DRAINING, GEN_STOPPING };
 
 /* A process's state as the metrics show it. */
 enum proc_state { PROC_STARTING, PROC_READY, PROC_DRAINING, PROC_STATES };
@@ -88,8 +94,15 @@ struct pm_gen {
     size_t n;
     size_t alive;
     uint64_t respawns;
-    uint64_t started_ms, stop_ms;
-    struct evloop_timer timer; /* ready_timeout while starting; stop stages */
+    uint64_t started_ms, stop_ms, drain_ms;
+    struct evloop_timer timer; /* ready_timeout while starting; idle polls; stop stages */
+    /* Its own listening socket (the children's fd 0), bound at bind_path
+     * (fcgi_gate_gen_path()); the file may have been renamed to the
+     * configured path since. Closed by gen_free(). */
+    int sock_fd;
+    char *bind_path;
+    dev_t sock_dev;
+    ino_t sock_ino;
 };
 
 struct fcgi_pm {
@@ -97,11 +110,8 @@ struct fcgi_pm {
     const struct ferry_conf *conf;
     struct fcgi_gate *gate;
     const struct fcgi_client *client; /* for its held count; may be NULL */
-    int sock_fd;
-    char *sock_path;
-    dev_t sock_dev;
-    ino_t sock_ino;
-    char **envp; /* environ plus FERRY_READY_FD */
+    char *sock_path;                  /* the configured path: always names cur's socket */
+    char **envp;                      /* environ plus FERRY_READY_FD */
     struct pm_gen *gens;
     struct pm_gen *cur; /* the generation serving (may still be starting) */
     unsigned next_id;
@@ -124,41 +134,42 @@ struct fcgi_pm {
     } swap;
 };
 
-static const char *const gen_state_names[] = {"starting", "ready", "draining"};
+static const char *const gen_state_names[] = {"starting", "ready", "draining", "stopping"};
 
 /* ---- the socket ---- */
 
-/* Bind path as a blocking listening socket: the children share its open file
- * description, and a libfcgi or php-cgi process expects accept() to block. */
-static int pm_bind_socket(struct fcgi_pm *pm, const char *path, char *err, size_t errlen)
+/* Bind g's socket at g->bind_path, blocking: the children share its open
+ * file description, and a libfcgi or php-cgi process expects accept() to
+ * block. A stale socket file there is removed; a live one refuses. */
+static int gen_bind_socket(struct pm_gen *g, char *err, size_t errlen)
 {
-    int fd = net_listen_unix(path, "backend socket",
+    int fd = net_listen_unix(g->bind_path, "backend socket",
                              "something is listening there (another ferry, or backend "
                              "processes left running)",
                              false, SOMAXCONN, err, errlen);
     if (fd < 0)
         return fd;
     struct stat st;
-    if (fstat(fd, &st) < 0 || stat(path, &st) < 0) {
+    if (fstat(fd, &st) < 0 || stat(g->bind_path, &st) < 0) {
         int r = -errno;
         close(fd);
-        snprintf(err, errlen, "backend socket '%s': %s", path, strerror(-r));
+        snprintf(err, errlen, "backend socket '%s': %s", g->bind_path, strerror(-r));
         return r;
     }
-    pm->sock_fd = fd;
-    pm->sock_path = xstrdup(path);
-    pm->sock_dev = st.st_dev;
-    pm->sock_ino = st.st_ino;
+    g->sock_fd = fd;
+    g->sock_dev = st.st_dev;
+    g->sock_ino = st.st_ino;
     return 0;
 }
 
-/* Remove the socket file, unless something else has replaced it meanwhile. */
-static void pm_unlink_socket(struct fcgi_pm *pm)
+/* Remove path if it still names g's socket (not a newer one, nor one
+ * something else put there meanwhile). */
+static void gen_unlink_name(const struct pm_gen *g, const char *path)
 {
     struct stat st;
-    if (pm->sock_path && lstat(pm->sock_path, &st) == 0 && st.st_dev == pm->sock_dev &&
-        st.st_ino == pm->sock_ino)
-        unlink(pm->sock_path);
+    if (g->sock_fd >= 0 && lstat(path, &st) == 0 && st.st_dev == g->sock_dev &&
+        st.st_ino == g->sock_ino)
+        unlink(path);
 }
 
 /* ---- commands ---- */
@@ -227,7 +238,7 @@ static void pm_publish(struct fcgi_pm *pm)
         for (size_t i = 0; i < g->n; i++) {
             const struct pm_proc *p = &g->procs[i];
             if (p->alive)
-                gc->n[g->state == GEN_STOPPING ? PROC_DRAINING
+                gc->n[g->state >= GEN_DRAINING ? PROC_DRAINING
                       : p->ready               ? PROC_READY
                                                : PROC_STARTING]++;
         }
@@ -235,15 +246,17 @@ static void pm_publish(struct fcgi_pm *pm)
     pthread_mutex_unlock(&pm->counts_mu);
 }
 
+/* The gate's capacity: the current generation's ready processes x
+ * concurrency. A starting generation gets no connection before the path
+ * names it, and a draining one's requests keep their slots in the gate
+ * (fcgi/gate.h), so neither counts here. */
 static void pm_update_capacity(struct fcgi_pm *pm)
 {
     uint64_t ready = 0;
-    for (struct pm_gen *g = pm->gens; g; g = g->next) {
-        if (g->state == GEN_STOPPING)
-            continue;
+    const struct pm_gen *g = pm->cur;
+    if (g && g->state < GEN_DRAINING)
         for (size_t i = 0; i < g->n; i++)
             ready += g->procs[i].ready;
-    }
     uint64_t cap = ready * (uint64_t)pm->conf->backend.concurrency;
     fcgi_gate_set_capacity(pm->gate, cap > UINT32_MAX ? UINT32_MAX : (uint32_t)cap);
     pm_publish(pm);
@@ -271,7 +284,7 @@ static void proc_set_ready(struct pm_proc *p)
         return;
     p->ready = true;
     evloop_timer_stop(p->gen->pm->loop, &p->timer);
-    if (p->gen->state != GEN_STOPPING)
+    if (p->gen == p->gen->pm->cur)
         pm_update_capacity(p->gen->pm);
     gen_check_ready(p->gen);
 }
@@ -299,7 +312,7 @@ static int proc_spawn(struct pm_proc *p)
     spawn_opts_init(&o);
     o.argv = (const char *const *)g->argv;
     o.envp = (const char *const *)pm->envp;
-    o.stdin_fd = pm->sock_fd;
+    o.stdin_fd = g->sock_fd;
     o.fd3 = pfd[1];
     int r = spawn_process(&o, &p->child);
     close(pfd[1]);
@@ -399,7 +412,7 @@ static void proc_on_respawn(struct evloop *l, void *arg)
 {
     struct pm_proc *p = arg;
     struct pm_gen *g = p->gen;
-    if (g->state == GEN_STOPPING || p->alive)
+    if (g->state >= GEN_DRAINING || p->alive)
         return;
     p->respawns++;
     g->respawns++;
@@ -433,7 +446,7 @@ static void proc_on_exit(struct evloop *l, int fd, uint32_t events, void *arg)
     p->alive = false;
     p->ready = false;
     g->alive--;
-    if (g->state == GEN_STOPPING) {
+    if (g->state >= GEN_DRAINING) {
         pm_publish(g->pm);
         gen_check_gone(g);
         return;
@@ -460,6 +473,15 @@ static void gen_free(struct pm_gen *g)
             spawn_finish(&p->child);
         }
     }
+    if (g->sock_fd >= 0) {
+        /* Its temporary name if it never became current; the configured path
+         * if it still names this socket (at shutdown). */
+        gen_unlink_name(g, g->bind_path);
+        gen_unlink_name(g, g->pm->sock_path);
+        close(g->sock_fd);
+    }
+    fcgi_gate_gen_remove(g->pm->gate, g->id);
+    free(g->bind_path);
     free(g->procs);
     free(g->argv);
     free(g->argbuf);
@@ -485,12 +507,20 @@ static struct pm_gen *gen_start(struct fcgi_pm *pm, const char *command, char *e
         evloop_timer_init(&g->procs[i].timer, proc_on_grace, &g->procs[i]);
     }
     evloop_timer_init(&g->timer, NULL, g);
+    g->sock_fd = -1;
+    g->bind_path = fcgi_gate_gen_path(pm->sock_path, g->id);
     int r = gen_split_command(g);
     if (r < 0) {
         snprintf(err, errlen, "[backend] command '%s': %s", command,
                  r == -ENOENT ? "program not found in PATH" : "empty");
         goto fail;
     }
+    if (fcgi_gate_gen_add(pm->gate, g->id) < 0) {
+        snprintf(err, errlen, "too many generations still have connections open");
+        goto fail;
+    }
+    if (gen_bind_socket(g, err, errlen) < 0)
+        goto fail;
     for (size_t i = 0; i < g->n; i++) {
         r = proc_spawn(&g->procs[i]);
         if (r < 0) {
@@ -539,6 +569,7 @@ static void gen_stop(struct pm_gen *g)
 {
     struct fcgi_pm *pm = g->pm;
     g->state = GEN_STOPPING;
+    fcgi_gate_gen_set(pm->gate, g->id, FCGI_GEN_STOPPED);
     g->stage = STOP_SIGNALLED;
     g->stop_ms = evloop_now(pm->loop);
     for (size_t i = 0; i < g->n; i++)
@@ -575,14 +606,15 @@ static void swap_finish(struct fcgi_pm *pm);
 /* Free a stopping generation once nothing of it runs. */
 static void gen_check_gone(struct pm_gen *g)
 {
-    if (g->state != GEN_STOPPING || g->alive > 0)
+    if (g->state < GEN_DRAINING || g->alive > 0)
         return;
     struct fcgi_pm *pm = g->pm;
     log_info("backend: generation %u stopped (%s after %" PRIu64 " ms)", g->id,
-             g->stage == STOP_SIGNALLED    ? "drained"
+             g->stage == STOP_NONE         ? "exited before it was signalled"
+             : g->stage == STOP_SIGNALLED  ? "drained"
              : g->stage == STOP_TERMINATED ? "terminated"
                                            : "killed",
-             evloop_now(pm->loop) - g->stop_ms);
+             evloop_now(pm->loop) - (g->stop_ms ? g->stop_ms : g->drain_ms));
     bool swap_done = pm->swap.client && (pm->swap.old_gen == g || pm->swap.new_gen == g);
     gen_unlink(g);
     pm_publish(pm);
@@ -656,16 +688,53 @@ static void swap_finish(struct fcgi_pm *pm)
     admin_client_reply(c, reply);
 }
 
-/* The new generation g is ready: it becomes the current one, the old one is
- * told to stop. */
+/* Every PM_IDLE_POLL_MS while old drains: signal it once nothing is or can
+ * still be on its socket (fcgi_gate_gen_idle()), or at drain_timeout
+ * anyway. */
+static void gen_on_idle_poll(struct evloop *l, void *arg)
+{
+    struct pm_gen *g = arg;
+    struct fcgi_pm *pm = g->pm;
+    /* A connection still in its socket's backlog came from before the
+     * rename; ferry's own are counted by the gate, but a client that connects
+     * to the path itself (cgi-fcgi, a health check) is seen only here. */
+    struct pollfd pfd = {.fd = g->sock_fd, .events = POLLIN};
+    bool backlog = poll(&pfd, 1, 0) > 0 && (pfd.revents & POLLIN);
+    if (backlog || !fcgi_gate_gen_idle(pm->gate, g->id)) {
+        if (evloop_now(l) - g->drain_ms < pm->conf->backend.drain_timeout_ms) {
+            evloop_timer_start(l, &g->timer, PM_IDLE_POLL_MS);
+            return;
+        }
+        log_warn("backend: generation %u still has %" PRIu32
+                 " request(s) in flight after drain_timeout (%" PRIu64
+                 " ms): sending stop_signal anyway",
+                 g->id, fcgi_gate_gen_in_flight(pm->gate, g->id),
+                 pm->conf->backend.drain_timeout_ms);
+    }
+    gen_stop(g); /* may finish the swap at once */
+}
+
+/* The new generation g is ready: its socket takes the configured path (an
+ * atomic rename, so the path always names a listening socket) and it becomes
+ * the current one; the old one drains, and is told to stop once idle. */
 static void swap_promote(struct fcgi_pm *pm, struct pm_gen *g)
 {
     struct pm_gen *old = pm->cur;
+    if (rename(g->bind_path, pm->sock_path) < 0) {
+        free(pm->swap.error);
+        pm->swap.error = xasprintf("cannot rename '%s' to '%s': %s; the new generation was "
+                                   "stopped, the old generation keeps serving",
+                                   g->bind_path, pm->sock_path, strerror(errno));
+        gen_stop(g); /* finishes the swap once g is gone */
+        return;
+    }
+    /* From here on every connect() by path reaches g. */
     pm->cur = g;
     pm->swap.new_gen = NULL;
     pm->swap.new_pids = gen_pids_text(g);
     pm->swap.new_arr = gen_pids_json(g);
     if (!old) {
+        pm_update_capacity(pm);
         pm->swap.old_pids = xstrdup("");
         pm->swap.old_arr = json_array();
         swap_finish(pm);
@@ -674,9 +743,20 @@ static void swap_promote(struct fcgi_pm *pm, struct pm_gen *g)
     pm->swap.old_pids = gen_pids_text(old);
     pm->swap.old_arr = gen_pids_json(old);
     pm->swap.old_gen = old;
-    log_info("backend: generation %u ready; stopping generation %u (pids %s)", g->id, old->id,
-             pm->swap.old_pids);
-    gen_stop(old); /* may finish the swap at once */
+    old->state = GEN_DRAINING;
+    old->drain_ms = evloop_now(pm->loop);
+    fcgi_gate_gen_set(pm->gate, old->id, FCGI_GEN_DRAINING);
+    for (size_t i = 0; i < old->n; i++)
+        if (!old->procs[i].alive)
+            evloop_timer_stop(pm->loop, &old->procs[i].timer); /* a pending respawn */
+    pm_update_capacity(pm);
+    log_info("backend: generation %u ready and named '%s'; generation %u (pids %s) is told to "
+             "stop once its %" PRIu32 " request(s) in flight are done",
+             g->id, pm->sock_path, old->id, pm->swap.old_pids,
+             fcgi_gate_gen_in_flight(pm->gate, old->id));
+    evloop_timer_stop(pm->loop, &old->timer);
+    evloop_timer_init(&old->timer, gen_on_idle_poll, old);
+    gen_on_idle_poll(pm->loop, old); /* may finish the swap at once */
 }
 
 static void gen_on_ready_timeout(struct evloop *l, void *arg)
@@ -803,18 +883,20 @@ static int status_section(json_t *section, struct buf *text, void *arg)
             ready += g->procs[i].ready;
         respawns = g->respawns;
         char *pids = gen_pids_text(g);
-        json_t *o = json_pack("{s:I, s:s, s:s, s:o, s:I, s:I, s:I, s:I}", "generation",
+        uint32_t gen_in_flight = fcgi_gate_gen_in_flight(pm->gate, g->id);
+        json_t *o = json_pack("{s:I, s:s, s:s, s:o, s:I, s:I, s:I, s:I, s:I, s:s}", "generation",
                               (json_int_t)g->id, "state", gen_state_names[g->state], "command",
                               g->command, "pids", gen_pids_json(g), "processes", (json_int_t)g->n,
                               "running", (json_int_t)g->alive, "ready", (json_int_t)ready,
-                              "respawns", (json_int_t)respawns);
+                              "respawns", (json_int_t)respawns, "in_flight",
+                              (json_int_t)gen_in_flight, "bind_name", g->bind_path);
         r = o && json_array_append_new(gens, o) == 0 ? 0 : -EINVAL;
         if (r == 0)
             r = buf_printf(text,
-                           "  generation %u (%s): %zu/%zu ready, pids %s, respawns %" PRIu64
-                           ", command %s\n",
-                           g->id, gen_state_names[g->state], ready, g->n, pids[0] ? pids : "-",
-                           respawns, g->command);
+                           "  generation %u (%s): %zu/%zu ready, in flight %" PRIu32
+                           ", pids %s, respawns %" PRIu64 ", command %s\n",
+                           g->id, gen_state_names[g->state], ready, g->n, gen_in_flight,
+                           pids[0] ? pids : "-", respawns, g->command);
         free(pids);
     }
     return r;
@@ -834,8 +916,9 @@ enum {
 
 static const struct metrics_family pm_families[PF_COUNT] = {
     [PF_PROCESSES] = {.name = "backend_processes",
-                      .help = "Backend processes running, by generation and state (starting, "
-                              "ready, or draining: told to stop).",
+                      .help =
+                          "Backend processes running, by generation and state (starting, "
+                          "ready, or draining: replaced, finishing its requests or told to stop).",
                       .type = METRICS_GAUGE,
                       .labels = {"generation", "state"}},
     [PF_CAPACITY] = {.name = "backend_capacity",
@@ -921,12 +1004,18 @@ struct fcgi_pm *fcgi_pm_create(struct evloop *loop, const struct ferry_conf *con
     struct fcgi_pm *pm = xcalloc(1, sizeof(*pm));
     pm->loop = loop;
     pm->conf = conf;
-    pm->sock_fd = -1;
     pthread_mutex_init(&pm->counts_mu, NULL);
     pm->gate = fcgi_gate_new();
     pm->envp = pm_build_env();
-    if (pm_bind_socket(pm, conf->backend.socket, err, errlen) < 0)
+    pm->sock_path = xstrdup(conf->backend.socket);
+    /* Swaps bind next to it, at "<socket>.swap.<generation>". */
+    if (strlen(pm->sock_path) + sizeof(".swap.4294967295") >
+        sizeof(((struct sockaddr_un *)0)->sun_path)) {
+        snprintf(err, errlen,
+                 "backend socket '%s': path too long (swaps bind '%s.swap.<n>' next to it)",
+                 pm->sock_path, pm->sock_path);
         goto fail;
+    }
     pm->cur = gen_start(pm, conf->backend.command, err, errlen);
     if (!pm->cur)
         goto fail;
@@ -1015,6 +1104,7 @@ void fcgi_pm_destroy(struct fcgi_pm *pm)
          * has idle processes to end. */
         for (struct pm_gen *g = pm->gens; g; g = g->next) {
             g->state = GEN_STOPPING;
+            fcgi_gate_gen_set(pm->gate, g->id, FCGI_GEN_STOPPED);
             evloop_timer_stop(pm->loop, &g->timer);
             for (size_t i = 0; i < g->n; i++)
                 evloop_timer_stop(pm->loop, &g->procs[i].timer);
@@ -1040,10 +1130,6 @@ void fcgi_pm_destroy(struct fcgi_pm *pm)
             gen_free(g); /* SIGKILLs and reaps what is left */
         }
         pm_publish(pm);
-    }
-    if (pm->sock_fd >= 0) {
-        pm_unlink_socket(pm);
-        close(pm->sock_fd);
     }
     free(pm->sock_path);
     if (pm->envp) {

@@ -51,6 +51,21 @@ BODIES = {n: os.urandom(n) for n in SIZES}
 DIGESTS = {n: hashlib.sha256(b).hexdigest() for n, b in BODIES.items()}
 
 
+def check_swap(f, r, i, load, after):
+    """Swap i (result r) succeeded, its old processes are reaped, no socket
+    file is left but the configured path (and the admin socket); then wait
+    for `after` more good responses. Returns the reply."""
+    assert r.returncode == 0, r.stderr
+    reply = json.loads(r.stdout)
+    for pid in reply["old_pids"]:
+        assert reaped(pid, f.proc.pid), f"swap {i}: old process {pid} not reaped"
+    assert sockets_in(os.path.join(f.workdir, "run")) == ["app.sock", "ferry.sock"]
+    # Let the new generation take some requests before the next swap.
+    n = len(load.seen)
+    wait_for(lambda: len(load.seen) >= n + after, 60, "requests after the swap")
+    return reply
+
+
 class Load:
     """Clients sending a mix of fast, slow and POST (some chunked) requests on
     keep-alive connections until stopped; every response is checked."""
@@ -149,17 +164,10 @@ def test_fifty_swaps_under_load_fail_no_request(ferry_factory):
             t0 = time.monotonic()
             r = f.run_cli("swap", "--json", timeout=120)
             durations.append(time.monotonic() - t0)
-            assert r.returncode == 0, r.stderr
-            reply = json.loads(r.stdout)
+            reply = check_swap(f, r, i, load, 8)
             assert reply["generation"] == i + 1
             old_pids += reply["old_pids"]
             new_pids.append(reply["new_pids"])
-            for pid in reply["old_pids"]:
-                assert reaped(pid, ferry_pid), f"swap {i}: old process {pid} not reaped"
-            assert sockets_in(run_dir) == ["app.sock", "ferry.sock"]
-            # Let the new generation take some requests before the next swap.
-            n = len(load.seen)
-            wait_for(lambda: len(load.seen) >= n + 8, 60, "requests after the swap")
     finally:
         load.stop()
     assert not load.errors, f"{len(load.errors)} failed requests: {load.errors[:5]}"
@@ -350,3 +358,186 @@ def test_status_shows_requests_held_for_a_slot(ferry_factory):
     assert sorted(s for s, _ in got) == [200, 200]
     b = backend(f)
     assert b["held"] == 0 and b["in_flight"] == 0 and b["served"] == 2, b
+
+
+# ---- one socket per generation (issue 10: unmodified libfcgi apps) ----
+
+UPLOAD_SIZES = [1 << 20, 2 << 20, 5 << 20, 10 << 20]
+for _n in UPLOAD_SIZES:
+    BODIES.setdefault(_n, os.urandom(_n))
+    DIGESTS.setdefault(_n, hashlib.sha256(BODIES[_n]).hexdigest())
+
+
+class Uploads(Load):
+    """Clients POSTing 1-10 MiB bodies until stopped, half of them slowly (64
+    KiB pieces with pauses), so that some are always in the middle of their
+    body, i.e. the application is blocked reading STDIN, when a swap signals
+    the old generation. Every response is checked: status, length, digest."""
+
+    def one(self, rnd, slow):
+        size = rnd.choice(UPLOAD_SIZES)
+        data = BODIES[size]
+        if slow:
+            step = 65536
+
+            def pieces():
+                for i in range(0, len(data), step):
+                    time.sleep(0.008)
+                    yield data[i:i + step]
+            body = pieces()
+        else:
+            body = data
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=90)
+        try:
+            conn.request("POST", f"/app/upload?slow={int(slow)}", body=body,
+                         headers={"Content-Length": str(size)})
+            resp = conn.getresponse()
+            got = resp.read()
+        finally:
+            conn.close()
+        line = got.split(b"\n", 1)[0].decode(errors="replace")
+        fields = dict(kv.split("=", 1) for kv in line.split(" ") if "=" in kv)
+        if resp.status != 200:
+            raise AssertionError(f"{size} bytes: status {resp.status}: {got[:200]!r}")
+        if fields.get("length") != str(size) or fields.get("sha256") != DIGESTS[size]:
+            raise AssertionError(f"{size} bytes (slow={slow}): the app saw {line}")
+        with self.lock:
+            self.seen.append((fields["version"], int(fields["pid"])))
+
+    def run(self, seed):
+        rnd = random.Random(seed)
+        while not self.stop_ev.is_set():
+            try:
+                self.one(rnd, slow=seed % 2 == 0)
+            except Exception as e:  # noqa: BLE001 - every failure counts
+                with self.lock:
+                    self.errors.append(repr(e))
+
+
+def test_swaps_during_uploads_to_an_unmodified_libfcgi_app(ferry_factory):
+    """The app is plain libfcgi (SIGUSR1 is libfcgi's handler, without
+    SA_RESTART, and nothing is masked): a stop signal that reaches a process
+    reading a request body cuts the body short and the app answers 200 with
+    the wrong digest. ferry must signal a generation only once it is idle."""
+    swaps = scaled(10, 5)
+    env = dict(os.environ, FCGI_APP_PLAIN="1")
+    f = ferry_factory(swap_conf(f"{APP} --version v0", processes=3), env=env)
+    wait_ready(f, 3)
+    run_dir = os.path.join(f.workdir, "run")
+    ferry_pid = f.proc.pid
+    up = Uploads(f.port, clients=6).start()
+    old_pids = []
+    try:
+        wait_for(lambda: len(up.seen) >= 3, 60, "first uploads")
+        for i in range(1, swaps + 1):
+            set_command(f, f"--version v{i - 1}", f"--version v{i}")
+            r = f.run_cli("swap", "--json", timeout=120)
+            old_pids += check_swap(f, r, i, up, 3)["old_pids"]
+    finally:
+        up.stop()
+    assert not up.errors, f"{len(up.errors)} failed uploads: {up.errors[:5]}"
+    assert len(old_pids) == swaps * 3 and all(reaped(p, ferry_pid) for p in old_pids)
+    assert {v for v, _ in up.seen} >= {f"v{i}" for i in range(1, swaps + 1)}
+    assert "sending stop_signal anyway" not in f.log()
+    assert sockets_in(run_dir) == ["app.sock", "ferry.sock"]
+    assert f.stop() == 0
+    assert sockets_in(run_dir) == []
+
+
+def get_page(port, path):
+    """GET path on a connection of its own: (status, body)."""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        c.request("GET", path)
+        r = c.getresponse()
+        return r.status, r.read()
+    finally:
+        c.close()
+
+
+def test_the_socket_path_accepts_connections_throughout_swaps(ferry_factory):
+    """Each generation listens on its own socket; the new one's is renamed
+    over the configured path, so the path never goes missing."""
+    env = dict(os.environ, FCGI_APP_PLAIN="1")
+    f = ferry_factory(swap_conf(f"{APP} --version v0", processes=2), env=env)
+    wait_ready(f, 2)
+    path = os.path.join(f.workdir, "run", "app.sock")
+    stop = threading.Event()
+    counts = {"ok": 0, "failed": []}
+
+    def poll_connect():
+        import socket
+        while not stop.is_set():
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                s.connect(path)
+                counts["ok"] += 1
+            except OSError as e:
+                counts["failed"].append(repr(e))
+            finally:
+                s.close()
+
+    t = threading.Thread(target=poll_connect)
+    t.start()
+    try:
+        for i in range(1, 6):
+            set_command(f, f"--version v{i - 1}", f"--version v{i}")
+            r = f.run_cli("swap", "--json", timeout=60)
+            assert r.returncode == 0, r.stderr
+    finally:
+        stop.set()
+        t.join()
+    assert counts["failed"] == [], counts["failed"][:5]
+    assert counts["ok"] > 100, counts
+    status, body = get_page(f.port, "/app/x")
+    assert status == 200 and body.startswith(b"version=v5 ")
+
+
+def test_a_never_ready_generation_leaves_no_socket_file(ferry_factory):
+    f = ferry_factory(swap_conf(f"{APP} --ready --version v1", processes=2,
+                                ready_timeout="1500ms", ready_grace="10s"))
+    wait_ready(f, 2)
+    run_dir = os.path.join(f.workdir, "run")
+    set_command(f, "--ready --version v1", "--never-ready")
+    result = {}
+    t = threading.Thread(target=lambda: result.setdefault("r", f.run_cli("swap")))
+    t.start()
+    # While it starts, the new generation listens on its own socket.
+    wait_for(lambda: "app.sock.swap.2" in sockets_in(run_dir), 5, "the new generation's socket")
+    t.join()
+    r = result["r"]
+    assert r.returncode == 1 and "not ready within ready_timeout (1500 ms)" in r.stderr
+    assert sockets_in(run_dir) == ["app.sock", "ferry.sock"]
+    status, body = get_page(f.port, "/app/x")
+    assert status == 200 and body.startswith(b"version=v1 ")
+    assert f.stop() == 0
+    assert sockets_in(run_dir) == []
+
+
+def test_old_generation_busy_past_drain_timeout_is_signalled_anyway(ferry_factory):
+    """The old generation is signalled once idle, or at drain_timeout at the
+    latest (logged); the app here finishes its request after the signal."""
+    f = ferry_factory(swap_conf(f"{APP} --ready --version v1", processes=1,
+                                drain_timeout="1s"))
+    wait_ready(f, 1)
+    got = {}
+    t = threading.Thread(target=lambda: got.setdefault("r", get_page(f.port, "/app/x?sleep=2500")))
+    t.start()
+    wait_for(lambda: backend(f)["in_flight"] == 1, 5, "the slow request in flight")
+    set_command(f, "--version v1", "--version v2")
+    t0 = time.monotonic()
+    swap = {}
+    st = threading.Thread(target=lambda: swap.setdefault("r", f.run_cli("swap", "--json")))
+    st.start()
+    # While the old generation drains, status shows its request in flight.
+    wait_for(lambda: any(g["state"] == "draining" and g["in_flight"] == 1
+                         for g in backend(f)["generations"]), 5, "a draining generation")
+    st.join()
+    t.join()
+    r = swap["r"]
+    assert r.returncode == 0, r.stderr
+    assert got["r"][0] == 200 and got["r"][1].startswith(b"version=v1 ")
+    assert time.monotonic() - t0 >= 1.0
+    assert "still has 1 request(s) in flight after drain_timeout (1000 ms): " \
+           "sending stop_signal anyway" in f.log()
+    assert sockets_in(os.path.join(f.workdir, "run")) == ["app.sock", "ferry.sock"]

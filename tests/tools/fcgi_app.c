@@ -28,7 +28,11 @@
  * default the app handles it itself: SIGUSR1 is blocked while a request is
  * served (libfcgi installs its handler without SA_RESTART, so a signal during
  * a blocking read of the body would break that request) and only delivered
- * while waiting in accept. --libfcgi-stop leaves SIGUSR1 to libfcgi instead. */
+ * while waiting in accept. --libfcgi-stop leaves SIGUSR1 to libfcgi instead.
+ * FCGI_APP_PLAIN=1 in the environment makes it an unmodified libfcgi
+ * application: no signal masking or handler of its own, FCGX_Accept_r() with
+ * libfcgi's defaults (a SIGUSR1 during a blocking read of the body then cuts
+ * that body short, which the echoed length and digest show). */
 #include <fcgiapp.h>
 #include <openssl/evp.h>
 
@@ -212,6 +216,9 @@ int main(int argc, char **argv)
     }
     if (!version)
         version = "v1";
+    const char *plain = getenv("FCGI_APP_PLAIN");
+    if (plain && strcmp(plain, "1") == 0)
+        libfcgi_stop = true; /* everything below is then libfcgi's default */
     if (never_ready) {
         report("STARTING\n");
         for (;;)
