@@ -221,6 +221,12 @@ def test_requests_are_held_while_every_process_is_down_then_served(ferry_factory
     old = wait_ready(f, 3)["pids"]
     for pid in old:
         os.kill(pid, signal.SIGKILL)
+    # kill() returns before the process is gone: a request sent at once can be
+    # accepted by a process the SIGKILL has woken but not yet ended, which then
+    # dies holding it (a 502: its bytes reached the backend, so no retry). The
+    # scenario is "ferry knows they are down": wait until it has reaped them.
+    wait_for(lambda: all(reaped(pid, f.proc.pid) for pid in old), 10,
+             "ferry reaped the killed processes")
     results, errors = [], []
 
     def get(i):
