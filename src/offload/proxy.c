@@ -410,8 +410,11 @@ static bool xfer_retryable(const struct xfer *x, CURLcode cc, long status, bool 
     case CURLE_RECV_ERROR:
     case CURLE_GOT_NOTHING:
     case CURLE_PARTIAL_FILE: /* an error document cut short */
-    case CURLE_OPERATION_TIMEDOUT:
         return true;
+    case CURLE_OPERATION_TIMEDOUT:
+        /* Once: each attempt may wait low_speed_time, and a client kept
+         * waiting retries x low_speed_time is worse than a 504. */
+        return x->attempt == 0;
     default:
         return false;
     }

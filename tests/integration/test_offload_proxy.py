@@ -155,6 +155,21 @@ def test_proxy_store_timeout(ferry_factory, tmp_path, s3proxy, direct, retries):
         assert "the store did not answer within 2s; retry 1 of 1" in f.log(), f.log()
 
 
+def test_proxy_store_timeout_is_retried_once_only(ferry_factory, tmp_path, s3proxy,  # noqa: F811
+                                                  direct):
+    f, _ = start(ferry_factory, tmp_path, s3proxy, extra_store="retries = 3\n")
+    put(direct, "t2.bin", b"t" * 100)
+    for _ in range(2):
+        s3proxy.add_fault("delay", method="GET", delay=5.0)
+    t0 = time.monotonic()
+    r = request(f.port, path="/static/t2.bin", timeout=20)
+    took = time.monotonic() - t0
+    # Two attempts of low_speed_time (2 s) each, not four: then 504.
+    assert 3.5 < took < 7.5, took
+    assert r.status == 504, r
+    assert "retry 1 of 3" in f.log() and "retry 2 of 3" not in f.log(), f.log()
+
+
 def test_store_unreachable_502(ferry_factory, tmp_path):
     spool = tmp_path / "spool"
     spool.mkdir()
