@@ -143,6 +143,25 @@ def test_multipart_parts_are_sent_at_once_and_bounded(tmp_path, store, s3proxy, 
     assert stored(direct, "par/object") == data
 
 
+def test_slowdown_on_a_part_lowers_the_parts_in_flight(tmp_path, store, s3proxy, direct):
+    """4 parts go out at once; two are answered 503 SlowDown at once while the others
+    are held 1 s. The retries wait for the held parts (the 503s halved the requests on
+    the wire to 1) instead of going out after their short backoff."""
+    data = os.urandom(8 * (5 << 20))
+    f = write(tmp_path, "big", data)
+    s3proxy.add_fault("SlowDown", method="PUT", query="partNumber", times=2)
+    s3proxy.add_fault("delay", method="PUT", query="partNumber", times=8, delay=1.0)
+    p = store.run("put", "slow/parts", f, opts=MULTI, conf_extra="low_speed_time = 10s\n")
+    ok(p)
+    assert s3proxy.outcomes("PUT").count("SlowDown") == 2, s3proxy.log
+    arrivals = s3proxy.part_arrivals
+    assert max(arrivals[:4]) == 4, arrivals
+    # The two retries: at most the one held part still in flight besides them.
+    assert max(arrivals[4:6]) <= 2, arrivals
+    assert sorted(s3proxy.parts_answered) == list(range(1, 9))
+    assert stored(direct, "slow/parts") == data
+
+
 def test_multipart_parts_finishing_out_of_order(tmp_path, store, s3proxy, direct):
     """Part 1 is answered last: Complete still lists the parts in order with their
     ETags, and the object holds the file's bytes under MD5-of-part-MD5s-N."""

@@ -139,6 +139,7 @@ class S3Proxy:
         self.parts_in_flight = 0
         self.max_parts_in_flight = 0  # most UploadPart requests handled at the same time
         self.parts_answered = []  # partNumber of each UploadPart answered 200, in answer order
+        self.part_arrivals = []  # UploadPart requests in arrival order: parts in flight then
         self.lock = threading.Lock()
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
         self.server.daemon_threads = True
@@ -168,6 +169,7 @@ class S3Proxy:
             self.max_in_flight = 0
             self.max_parts_in_flight = 0
             self.parts_answered = []
+            self.part_arrivals = []
             self.chaos_rate = 0.0
             self.chaos_rng = None
             self.chaos_hits = {}
@@ -579,6 +581,7 @@ def _make_handler(proxy):
                     proxy.parts_in_flight += 1
                     proxy.max_parts_in_flight = max(proxy.max_parts_in_flight,
                                                     proxy.parts_in_flight)
+                    proxy.part_arrivals.append(proxy.parts_in_flight)
             try:
                 self.handle_any()
             finally:
