@@ -101,7 +101,6 @@ struct ferry_conf {
         long long concurrency;
         uint64_t multipart_threshold;
         uint64_t part_size;
-        long long part_concurrency;
         uint64_t rescan_interval_ms;
         struct conf_list ignore;
         int verify;       /* enum conf_verify */

@@ -1072,7 +1072,6 @@ int offload_create(const struct ferry_conf *conf, const struct offload_opts *opt
     struct store_options so = {
         .multipart_threshold = conf->offload.multipart_threshold,
         .part_size = conf->offload.part_size,
-        .part_concurrency = (unsigned)conf->offload.part_concurrency,
     };
     struct store_error serr = {0};
     /* Two stores: one for the uploads, one for the finisher's verifications. */

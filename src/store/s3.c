@@ -918,78 +918,40 @@ static int read_full(int fd, char *p, size_t n, uint64_t off)
 
 /* ---- uploads: a state machine per file, driven by a curl multi handle ----
  *
- * A single PUT is one request; a multipart upload is Create, its parts, then
- * Complete (Abort on failure). Requests run on a pool of easy handles ("slots")
- * shared by all uploads; the multi handle shares connections among them, so many
- * uploads, and several parts of one upload, proceed on the calling thread. A retry
- * keeps its slot and waits in the loop (no sleep) until its full-jitter backoff
- * expires.
- *
- * Parts are hashed in part order when they are started (so the SHA-256 of the
- * whole file, which proves it did not change since the caller hashed it, is taken
- * in order whatever order the parts finish in) and sent from the file itself by
- * curl's read callback: memory does not grow with part_size or with the parts in
- * flight. Their digests are kept (48 bytes a part) for the Complete request, which
- * lists them in part order. */
+ * A single PUT is one request; a multipart upload is Create, the parts one
+ * after another, then Complete (Abort on failure). Each upload owns an easy
+ * handle while it runs; the multi handle shares connections among them, so
+ * many uploads proceed on the calling thread. A retry waits in the loop (no
+ * sleep) until its full-jitter backoff expires. */
 
 enum job_state { JOB_PUT, JOB_CREATE, JOB_PART, JOB_COMPLETE, JOB_DONE };
 
-struct s3_job;
-
-/* One request of an upload on one easy handle of the pool: in flight, or waiting
- * for its retry. */
-struct s3_slot {
+struct s3_job {
+    struct s3_store *s;
     CURL *c;
-    struct s3_job *job; /* NULL: free */
-    size_t part_no;     /* 1-based; 0: the upload's own request (PUT, Create, Complete) */
+    struct store_put_item item; /* the caller's; its strings outlive the job */
+    char *fkey;
+    enum job_state state;
     struct s3_req req;
     struct s3_resp resp;
     struct s3_call call;
-    struct store_error err;
-    struct digests pg; /* the part's */
-    char num[24];
     int in_flight;
     unsigned attempt;
-    int renewed;          /* this request was sent again with fresh credentials */
-    uint64_t retry_at_ms; /* waiting for a retry when non-zero */
-};
-
-struct s3_job {
-    struct s3_store *s;
-    struct store_put_item item; /* the caller's; its strings outlive the job */
-    char *fkey;                 /* NULL: the job is free */
-    enum job_state state;
-    int wants_slot;           /* the state's own request waits for a free slot */
-    unsigned nslots;          /* slots this job holds */
+    int renewed;              /* this request was sent again with fresh credentials */
     unsigned create_attempts; /* CreateMultipartUpload requests sent */
+    uint64_t retry_at_ms;     /* waiting for a retry when non-zero */
     int result;
-    int failed; /* a part failed for good (the error): no more parts, then finish */
     struct store_error err;
     struct digests whole;
     /* multipart */
     char upload_id[1024];
-    size_t nparts, next_part, parts_done; /* next_part: 1-based, the next to start */
-    unsigned char (*part_md5)[16];        /* per part, filled when it is started */
-    unsigned char (*part_sha)[32];
-    EVP_MD_CTX *all; /* SHA-256 over the parts, in part order */
+    size_t part_no, nparts; /* part_no is 1-based */
+    char *part;
+    struct digests pg;
+    char num[24];
+    EVP_MD_CTX *all; /* SHA-256 over the parts as sent */
     struct buf xml;
     char xml_hash[65];
-};
-
-/* One store_put_many() call. */
-struct put_run {
-    struct s3_store *s;
-    CURLM *multi;
-    struct s3_job *jobs; /* njobs uploads at most */
-    unsigned njobs;
-    struct s3_slot *slots; /* the requests in flight or waiting to be retried */
-    unsigned nslots;
-    unsigned in_flight;   /* slots whose request is on the wire */
-    unsigned limit;       /* requests allowed on the wire: halved on a 503, 1..nslots */
-    unsigned successes;   /* since the limit last changed */
-    unsigned part_slots;  /* parts of one upload at once */
-    unsigned char *chunk; /* PART_READ_CHUNK: hashing parts, one at a time */
-    unsigned rr;          /* the job to look at first, for fairness */
 };
 
 static int s3_abort_all_multipart(struct store *st, const char *key, unsigned *aborted,
@@ -1010,115 +972,16 @@ static void job_finish(struct s3_job *j, int r)
     }
     j->result = r;
     j->state = JOB_DONE;
-    j->wants_slot = 0;
 }
 
-/* Hash part sl->part_no of j (into j->all too: parts are started in order) and build
- * its request. Returns 0 or -errno (j->err set). */
-static int part_prepare(struct put_run *run, struct s3_job *j, struct s3_slot *sl)
+/* Build the request for the current state. Returns 0 or -errno (err set). */
+static int job_prepare(struct s3_job *j)
 {
     struct s3_store *s = j->s;
+    struct s3_req *q = &j->req;
     const struct store_digest *d = &j->item.digest;
-    uint64_t part_size = s->base.opts.part_size;
-    uint64_t off = (sl->part_no - 1) * part_size;
-    size_t len = (size_t)(d->size - off < part_size ? d->size - off : part_size);
-    /* The part is hashed here in small reads and sent from the file itself (curl
-     * re-reads it for a resend), so memory does not grow with part_size. Should
-     * the file change in between, the store refuses the part: its Content-MD5
-     * and signed payload hash are of the bytes hashed here. */
-    EVP_MD_CTX *pm = EVP_MD_CTX_new(), *ps = EVP_MD_CTX_new();
-    EVP_DigestInit_ex(pm, EVP_md5(), NULL);
-    EVP_DigestInit_ex(ps, EVP_sha256(), NULL);
-    int r = 0;
-    for (size_t done = 0; done < len && r == 0;) {
-        size_t n = len - done < PART_READ_CHUNK ? len - done : PART_READ_CHUNK;
-        r = read_full(j->item.fd, (char *)run->chunk, n, off + done);
-        if (r == 0) {
-            EVP_DigestUpdate(pm, run->chunk, n);
-            EVP_DigestUpdate(ps, run->chunk, n);
-            EVP_DigestUpdate(j->all, run->chunk, n);
-            done += n;
-        }
-    }
-    unsigned char *md5 = j->part_md5[sl->part_no - 1], *sha = j->part_sha[sl->part_no - 1];
-    EVP_DigestFinal_ex(pm, md5, NULL);
-    EVP_DigestFinal_ex(ps, sha, NULL);
-    EVP_MD_CTX_free(pm);
-    EVP_MD_CTX_free(ps);
-    if (r < 0) {
-        store_error_set(&j->err, 0, "ReadFailed", "reading part %zu of '%s': %s", sl->part_no,
-                        j->item.key, strerror(-r));
-        return r;
-    }
-    digests_fill(&sl->pg, md5, sha);
-    snprintf(sl->num, sizeof(sl->num), "%zu", sl->part_no);
-    struct s3_req *q = &sl->req;
-    req_init(q, "PUT", j->fkey);
-    req_query(q, "partNumber", sl->num);
-    req_query(q, "uploadId", j->upload_id);
-    req_integrity(s, q, &sl->pg);
-    q->payload_hash = sl->pg.sha_hex;
-    q->body_fd = j->item.fd;
-    q->body_off = off;
-    q->body_len = len;
-    return 0;
-}
-
-/* The Complete request: the parts in order with their ETags. Returns 0 or -errno
- * (j->err set). */
-static int complete_prepare(struct s3_job *j, struct s3_slot *sl)
-{
-    struct s3_store *s = j->s;
-    unsigned char sha_all[32];
-    EVP_DigestFinal_ex(j->all, sha_all, NULL);
-    if (memcmp(sha_all, j->item.digest.sha256, 32) != 0) {
-        store_error_set(&j->err, 0, "BadDigest", "'%s' changed while it was uploaded", j->item.key);
-        return -EBADMSG;
-    }
-    int r = buf_append_str(
-        &j->xml, "<CompleteMultipartUpload xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">");
-    for (size_t i = 0; r == 0 && i < j->nparts; i++) {
-        struct digests g;
-        digests_fill(&g, j->part_md5[i], j->part_sha[i]);
-        r = buf_printf(&j->xml, "<Part><PartNumber>%zu</PartNumber><ETag>\"%s\"</ETag>", i + 1,
-                       g.md5_hex);
-        if (r == 0 && s->checksum == CHECKSUM_SHA256)
-            r = buf_printf(&j->xml, "<ChecksumSHA256>%s</ChecksumSHA256>", g.sha_b64);
-        if (r == 0)
-            r = buf_append_str(&j->xml, "</Part>");
-    }
-    if (r == 0)
-        r = buf_append_str(&j->xml, "</CompleteMultipartUpload>");
-    if (r < 0) {
-        store_error_set(&j->err, 0, "InvalidRequest", "the Complete request of '%s' is too big",
-                        j->item.key);
-        return -ENOBUFS;
-    }
-    sigv4_sha256_hex(j->xml.data, j->xml.len, j->xml_hash);
-    struct s3_req *q = &sl->req;
-    req_init(q, "POST", j->fkey);
-    req_query(q, "uploadId", j->upload_id);
-    req_header(q, "Content-Type", "application/xml");
-    if (s->base.conditional_create)
-        req_header(q, "If-None-Match", "*");
-    q->payload_hash = j->xml_hash;
-    q->body = j->xml.data;
-    q->body_len = j->xml.len;
-    q->error_in_body = 1;
-    return 0;
-}
-
-/* Build in sl the request of j's state (a part when sl->part_no). Returns 0 or -errno
- * (j->err set). */
-static int job_prepare(struct put_run *run, struct s3_job *j, struct s3_slot *sl)
-{
-    struct s3_store *s = j->s;
-    struct s3_req *q = &sl->req;
-    const struct store_digest *d = &j->item.digest;
-    sl->attempt = 0;
-    sl->renewed = 0;
-    if (sl->part_no)
-        return part_prepare(run, j, sl);
+    j->attempt = 0;
+    j->renewed = 0;
     switch (j->state) {
     case JOB_PUT:
         req_init(q, "PUT", j->fkey);
@@ -1141,90 +1004,94 @@ static int job_prepare(struct put_run *run, struct s3_job *j, struct s3_slot *sl
         if (s->checksum == CHECKSUM_SHA256)
             req_header(q, "x-amz-checksum-algorithm", "SHA256");
         return 0;
-    case JOB_COMPLETE:
-        return complete_prepare(j, sl);
-    case JOB_PART:
+    case JOB_PART: {
+        uint64_t part_size = s->base.opts.part_size;
+        uint64_t off = (j->part_no - 1) * part_size;
+        size_t len = (size_t)(d->size - off < part_size ? d->size - off : part_size);
+        /* The part is hashed here in small reads and sent from the file itself (curl
+         * re-reads it for a resend), so memory does not grow with part_size. Should
+         * the file change in between, the store refuses the part: its Content-MD5
+         * and signed payload hash are of the bytes hashed here. */
+        if (!j->part)
+            j->part = xmalloc(PART_READ_CHUNK);
+        EVP_MD_CTX *pm = EVP_MD_CTX_new(), *ps = EVP_MD_CTX_new();
+        EVP_DigestInit_ex(pm, EVP_md5(), NULL);
+        EVP_DigestInit_ex(ps, EVP_sha256(), NULL);
+        int r = 0;
+        for (size_t done = 0; done < len && r == 0;) {
+            size_t n = len - done < PART_READ_CHUNK ? len - done : PART_READ_CHUNK;
+            r = read_full(j->item.fd, j->part, n, off + done);
+            if (r == 0) {
+                EVP_DigestUpdate(pm, j->part, n);
+                EVP_DigestUpdate(ps, j->part, n);
+                EVP_DigestUpdate(j->all, j->part, n);
+                done += n;
+            }
+        }
+        unsigned char md5[16], sha[32];
+        EVP_DigestFinal_ex(pm, md5, NULL);
+        EVP_DigestFinal_ex(ps, sha, NULL);
+        EVP_MD_CTX_free(pm);
+        EVP_MD_CTX_free(ps);
+        if (r < 0) {
+            store_error_set(&j->err, 0, "ReadFailed", "reading part %zu of '%s': %s", j->part_no,
+                            j->item.key, strerror(-r));
+            return r;
+        }
+        digests_fill(&j->pg, md5, sha);
+        snprintf(j->num, sizeof(j->num), "%zu", j->part_no);
+        req_init(q, "PUT", j->fkey);
+        req_query(q, "partNumber", j->num);
+        req_query(q, "uploadId", j->upload_id);
+        req_integrity(s, q, &j->pg);
+        q->payload_hash = j->pg.sha_hex;
+        q->body_fd = j->item.fd;
+        q->body_off = off;
+        q->body_len = len;
+        return 0;
+    }
+    case JOB_COMPLETE: {
+        unsigned char sha_all[32];
+        EVP_DigestFinal_ex(j->all, sha_all, NULL);
+        if (memcmp(sha_all, d->sha256, 32) != 0) {
+            store_error_set(&j->err, 0, "BadDigest", "'%s' changed while it was uploaded",
+                            j->item.key);
+            return -EBADMSG;
+        }
+        if (buf_append_str(&j->xml, "</CompleteMultipartUpload>") < 0)
+            return -ENOBUFS;
+        sigv4_sha256_hex(j->xml.data, j->xml.len, j->xml_hash);
+        req_init(q, "POST", j->fkey);
+        req_query(q, "uploadId", j->upload_id);
+        req_header(q, "Content-Type", "application/xml");
+        if (s->base.conditional_create)
+            req_header(q, "If-None-Match", "*");
+        q->payload_hash = j->xml_hash;
+        q->body = j->xml.data;
+        q->body_len = j->xml.len;
+        q->error_in_body = 1;
+        return 0;
+    }
     case JOB_DONE:
         break;
     }
     return -EINVAL;
 }
 
-/* A free slot, when another request may go on the wire; else NULL. */
-static struct s3_slot *slot_free(struct put_run *run)
+static void job_start_request(struct s3_job *j, CURLM *multi)
 {
-    if (run->in_flight >= run->limit)
-        return NULL;
-    for (unsigned i = 0; i < run->nslots; i++)
-        if (!run->slots[i].job)
-            return &run->slots[i];
-    return NULL;
-}
-
-/* Put sl's request (built) on the wire. Returns 0, or -errno with sl->err set. */
-static int slot_send(struct put_run *run, struct s3_slot *sl)
-{
-    int r = call_start(&sl->call, run->s, sl->c, &sl->req, &sl->resp, &sl->err);
-    if (r < 0)
-        return r;
-    curl_easy_setopt(sl->c, CURLOPT_PRIVATE, sl);
-    curl_multi_add_handle(run->multi, sl->c);
-    sl->in_flight = 1;
-    run->in_flight++;
-    return 0;
-}
-
-static void slot_release(struct put_run *run, struct s3_slot *sl)
-{
-    if (sl->in_flight) {
-        /* Cancelled (another part failed): the transfer stops here. */
-        curl_multi_remove_handle(run->multi, sl->c);
-        curl_slist_free_all(sl->call.hl);
-        buf_finish(&sl->call.url);
-        sl->in_flight = 0;
-        run->in_flight--;
-    }
-    sl->job->nslots--;
-    sl->job = NULL;
-    sl->retry_at_ms = 0;
-}
-
-/* A part of j failed for good (r): cancel the others; the upload ends (and is
- * aborted) once j holds no slot. */
-static void job_part_failed(struct put_run *run, struct s3_job *j, int r)
-{
-    if (!j->failed)
-        j->failed = r;
-    for (unsigned i = 0; i < run->nslots; i++)
-        if (run->slots[i].job == j)
-            slot_release(run, &run->slots[i]);
-    job_finish(j, j->failed);
-}
-
-/* Start j's next request (a part when part_no) on sl, a free slot. */
-static void job_send(struct put_run *run, struct s3_job *j, struct s3_slot *sl, size_t part_no)
-{
-    sl->job = j;
-    sl->part_no = part_no;
-    sl->retry_at_ms = 0;
-    memset(&sl->err, 0, sizeof(sl->err));
-    j->nslots++;
-    j->wants_slot = 0;
-    int r = job_prepare(run, j, sl);
-    if (r == 0 && (r = slot_send(run, sl)) < 0)
-        j->err = sl->err;
+    int r = call_start(&j->call, j->s, j->c, &j->req, &j->resp, &j->err);
     if (r < 0) {
-        if (part_no) {
-            job_part_failed(run, j, r);
-        } else {
-            slot_release(run, sl);
-            job_finish(j, r);
-        }
+        job_finish(j, r);
+        return;
     }
+    curl_easy_setopt(j->c, CURLOPT_PRIVATE, j);
+    curl_multi_add_handle(multi, j->c);
+    j->in_flight = 1;
 }
 
-/* The state's own request of j ended with r (its slot already released). */
-static void job_advance(struct s3_job *j, int r, const struct s3_resp *resp)
+/* Move to the next state (after a successful request when r == 0). */
+static void job_advance(struct s3_job *j, int r, CURLM *multi)
 {
     struct s3_store *s = j->s;
     const struct store_digest *d = &j->item.digest;
@@ -1235,21 +1102,22 @@ static void job_advance(struct s3_job *j, int r, const struct s3_resp *resp)
             /* Someone (perhaps our own first attempt whose response was lost)
              * created it: fine only if it holds these bytes. */
             r = resolve_existing(&s->base, key, d, &j->err);
-        } else if (r == 0 && resp->etag[0] && strlen(resp->etag) == 32 &&
-                   strcmp(resp->etag, j->whole.md5_hex) != 0) {
-            store_error_set(&j->err, (int)resp->status, "BadDigest",
+        } else if (r == 0 && j->resp.etag[0] && strlen(j->resp.etag) == 32 &&
+                   strcmp(j->resp.etag, j->whole.md5_hex) != 0) {
+            store_error_set(&j->err, (int)j->resp.status, "BadDigest",
                             "the store's ETag for '%s' is not the MD5 of the file", key);
             r = -EBADMSG;
         }
         job_finish(j, r);
         return;
     case JOB_CREATE:
-        if (r == 0 && (!resp->body.data ||
-                       s3_xml_text(resp->body.data, resp->body.len, "UploadId", j->upload_id,
+        j->create_attempts = j->attempt;
+        if (r == 0 && (!j->resp.body.data ||
+                       s3_xml_text(j->resp.body.data, j->resp.body.len, "UploadId", j->upload_id,
                                    sizeof(j->upload_id)) < 0 ||
                        !j->upload_id[0])) {
             j->upload_id[0] = '\0';
-            store_error_set(&j->err, (int)resp->status, "InvalidResponse",
+            store_error_set(&j->err, (int)j->resp.status, "InvalidResponse",
                             "CreateMultipartUpload for '%s' returned no UploadId", key);
             r = -EPROTO;
         }
@@ -1257,22 +1125,43 @@ static void job_advance(struct s3_job *j, int r, const struct s3_resp *resp)
             job_finish(j, r);
             return;
         }
-        /* Recorded by the caller before any part is sent. */
         if (j->item.upload_started)
             j->item.upload_started(&j->item, j->upload_id);
         j->nparts = (size_t)((d->size + s->base.opts.part_size - 1) / s->base.opts.part_size);
-        j->next_part = 1;
-        j->part_md5 = xcalloc(j->nparts, sizeof(*j->part_md5));
-        j->part_sha = xcalloc(j->nparts, sizeof(*j->part_sha));
+        j->part_no = 1;
+        j->state = JOB_PART;
         j->all = EVP_MD_CTX_new();
         EVP_DigestInit_ex(j->all, EVP_sha256(), NULL);
         buf_init(&j->xml, 1024 + j->nparts * 256);
-        j->state = JOB_PART;
-        return;
+        buf_append_str(
+            &j->xml, "<CompleteMultipartUpload xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">");
+        break;
+    case JOB_PART:
+        if (r == 0 && strcmp(j->resp.etag, j->pg.md5_hex) != 0) {
+            store_error_set(&j->err, (int)j->resp.status, "BadDigest",
+                            "part %zu of '%s': ETag '%s' is not the part's MD5", j->part_no, key,
+                            j->resp.etag);
+            r = -EBADMSG;
+        }
+        if (r == 0) {
+            buf_printf(&j->xml, "<Part><PartNumber>%zu</PartNumber><ETag>\"%s\"</ETag>", j->part_no,
+                       j->pg.md5_hex);
+            if (s->checksum == CHECKSUM_SHA256)
+                buf_printf(&j->xml, "<ChecksumSHA256>%s</ChecksumSHA256>", j->pg.sha_b64);
+            if (buf_append_str(&j->xml, "</Part>") < 0)
+                r = -ENOBUFS;
+        }
+        if (r < 0) {
+            job_finish(j, r);
+            return;
+        }
+        if (++j->part_no > j->nparts)
+            j->state = JOB_COMPLETE;
+        break;
     case JOB_COMPLETE: {
         char etag[80] = "";
-        if (r == 0 && resp->body.data)
-            s3_xml_text(resp->body.data, resp->body.len, "ETag", etag, sizeof(etag));
+        if (r == 0 && j->resp.body.data)
+            s3_xml_text(j->resp.body.data, j->resp.body.len, "ETag", etag, sizeof(etag));
         strip_quotes(etag);
         /* Ceph RGW 16.2 answers a first Complete with an empty ETag: the
          * object's own ETag, from a HEAD, is then what proves the result. */
@@ -1286,7 +1175,7 @@ static void job_advance(struct s3_job *j, int r, const struct s3_resp *resp)
          * MD5 of the whole object. Both prove the bytes; anything else fails. */
         if (r == 0 && etag[0] && strcmp(etag, d->etag) != 0 &&
             strcmp(etag, j->whole.md5_hex) != 0) {
-            store_error_set(&j->err, (int)resp->status, "BadDigest",
+            store_error_set(&j->err, (int)j->resp.status, "BadDigest",
                             "multipart ETag of '%s' is %s, expected %s", key, etag, d->etag);
             r = -EBADMSG;
         }
@@ -1295,143 +1184,74 @@ static void job_advance(struct s3_job *j, int r, const struct s3_resp *resp)
              * connection that died) completed it but the answer was lost.
              * 412: the object existed. Either way only the stored bytes decide. */
             r = resolve_existing(&s->base, key, d, &j->err);
+            if (r == 0)
+                j->upload_id[0] = '\0'; /* nothing left to abort */
         }
         if (r == 0)
-            j->upload_id[0] = '\0'; /* nothing left to abort */
+            j->upload_id[0] = '\0';
         job_finish(j, r);
         return;
     }
-    case JOB_PART:
     case JOB_DONE:
         return;
     }
+    r = job_prepare(j);
+    if (r < 0)
+        job_finish(j, r);
+    else
+        job_start_request(j, multi);
 }
 
-/* A part's request ended with r: check its ETag, or fail the upload. */
-static void part_done(struct put_run *run, struct s3_slot *sl, int r)
-{
-    struct s3_job *j = sl->job;
-    if (r == 0 && strcmp(sl->resp.etag, sl->pg.md5_hex) != 0) {
-        store_error_set(&sl->err, (int)sl->resp.status, "BadDigest",
-                        "part %zu of '%s': ETag '%s' is not the part's MD5", sl->part_no,
-                        j->item.key, sl->resp.etag);
-        r = -EBADMSG;
-    }
-    if (r < 0) {
-        j->err = sl->err;
-        job_part_failed(run, j, r);
-        return;
-    }
-    slot_release(run, sl);
-    if (++j->parts_done == j->nparts) {
-        j->state = JOB_COMPLETE;
-        j->wants_slot = 1;
-    }
-}
-
-/* Every 503 (SlowDown or not) is the store asking for less: halve the requests on
- * the wire; one more again after as many successes as the limit allows. */
-static void run_throttle(struct put_run *run, int r, const struct store_error *err)
-{
-    if (r < 0 && (err->http_status == 503 || strcmp(err->code, "SlowDown") == 0)) {
-        run->limit = run->limit > 1 ? run->limit / 2 : 1;
-        run->successes = 0;
-    } else if (r == 0 && run->limit < run->nslots && ++run->successes >= run->limit) {
-        run->limit++;
-        run->successes = 0;
-    }
-}
-
-/* The transfer on sl ended with cc: retry later, or move its upload on. */
-static void slot_transfer_done(struct put_run *run, struct s3_slot *sl, CURLcode cc)
-{
-    struct s3_job *j = sl->job;
-    curl_multi_remove_handle(run->multi, sl->c);
-    sl->in_flight = 0;
-    run->in_flight--;
-    int retryable = 0;
-    int r = call_finish(&sl->call, cc, &retryable, &sl->err);
-    run_throttle(run, r, &sl->err);
-    if (r < 0 && sl->call.renewed && !sl->renewed) {
-        sl->renewed = 1; /* once per request, at once, with the fresh credentials */
-        if ((r = slot_send(run, sl)) == 0)
-            return;
-        retryable = 0;
-    }
-    sl->err.attempts = (int)++sl->attempt;
-    if (r < 0 && retryable && sl->attempt <= run->s->retries) {
-        store_count_retry(&run->s->base);
-        sl->retry_at_ms = time_mono_ms() + s3_next_backoff(run->s, sl->attempt - 1) + 1;
-        return;
-    }
-    if (sl->part_no) {
-        part_done(run, sl, r);
-        return;
-    }
-    if (j->state == JOB_CREATE)
-        j->create_attempts = sl->attempt;
-    j->err = sl->err;
-    /* The response outlives the slot for job_advance(): the slot is not reused
-     * before it returns. */
-    slot_release(run, sl);
-    job_advance(j, r, &sl->resp);
-}
-
-/* Give free slots to the uploads that can use one, the waiting one first and
- * round robin among the others. */
-static void run_schedule(struct put_run *run)
-{
-    for (unsigned k = 0; k < run->njobs; k++) {
-        struct s3_job *j = &run->jobs[(run->rr + k) % run->njobs];
-        if (!j->fkey || !j->wants_slot)
-            continue;
-        struct s3_slot *sl = slot_free(run);
-        if (!sl)
-            return;
-        job_send(run, j, sl, 0);
-    }
-    /* Parts: one per upload per round, so that uploads share the slots. */
-    for (int moved = 1; moved;) {
-        moved = 0;
-        for (unsigned k = 0; k < run->njobs; k++) {
-            struct s3_job *j = &run->jobs[(run->rr + k) % run->njobs];
-            if (!j->fkey || j->state != JOB_PART || j->next_part > j->nparts ||
-                j->nslots >= run->part_slots)
-                continue;
-            struct s3_slot *sl = slot_free(run);
-            if (!sl)
-                goto out;
-            job_send(run, j, sl, j->next_part++);
-            moved = 1;
-        }
-    }
-out:
-    run->rr++;
-}
-
-static void job_begin(struct put_run *run, struct s3_job *j)
+static void job_begin(struct s3_job *j, CURLM *multi)
 {
     struct s3_store *s = j->s;
     const struct store_digest *d = &j->item.digest;
     j->fkey = full_key(&s->base, j->item.key);
+    resp_init(&j->resp);
     digests_fill(&j->whole, d->md5, d->sha256);
     j->state = d->size >= s->base.opts.multipart_threshold && d->size > 0 ? JOB_CREATE : JOB_PUT;
-    j->wants_slot = 1;
-    struct s3_slot *sl = slot_free(run);
-    if (sl)
-        job_send(run, j, sl, 0);
+    int r = job_prepare(j);
+    if (r < 0)
+        job_finish(j, r);
+    else
+        job_start_request(j, multi);
 }
 
 static void job_clear(struct s3_job *j)
 {
     free(j->fkey);
-    free(j->part_md5);
-    free(j->part_sha);
-    EVP_MD_CTX_free(j->all);
-    buf_finish(&j->xml);
+    free(j->part);
+    buf_finish(&j->resp.body);
+    if (j->all) {
+        EVP_MD_CTX_free(j->all);
+        buf_finish(&j->xml);
+    }
+    CURL *c = j->c;
     struct s3_store *s = j->s;
     memset(j, 0, sizeof(*j));
+    j->c = c;
     j->s = s;
+}
+
+/* A transfer of j ended with cc: retry later, or advance. */
+static void job_transfer_done(struct s3_job *j, CURLcode cc, CURLM *multi)
+{
+    curl_multi_remove_handle(multi, j->c);
+    j->in_flight = 0;
+    int retryable = 0;
+    int r = call_finish(&j->call, cc, &retryable, &j->err);
+    if (r < 0 && j->call.renewed && !j->renewed) {
+        j->renewed = 1; /* once per request, at once, with the fresh credentials */
+        job_start_request(j, multi);
+        return;
+    }
+    j->err.attempts = (int)++j->attempt;
+    if (r < 0 && retryable && j->attempt <= j->s->retries) {
+        store_count_retry(&j->s->base);
+        j->retry_at_ms = time_mono_ms() + s3_next_backoff(j->s, j->attempt - 1) + 1;
+        return;
+    }
+    job_advance(j, r, multi);
 }
 
 static int s3_put_many(struct store *st, unsigned concurrency, store_next_fn next,
@@ -1442,45 +1262,30 @@ static int s3_put_many(struct store *st, unsigned concurrency, store_next_fn nex
         concurrency = 1;
     if (!s->multi && !(s->multi = curl_multi_init()))
         return -ENOMEM;
+    CURLM *multi = s->multi;
     if (s->npool < concurrency) {
         s->pool = xrealloc(s->pool, concurrency * sizeof(CURL *));
         for (; s->npool < concurrency; s->npool++)
             if (!(s->pool[s->npool] = curl_easy_init()))
                 abort();
     }
-    struct put_run run = {
-        .s = s,
-        .multi = s->multi,
-        .njobs = concurrency,
-        .nslots = concurrency,
-        .limit = concurrency,
-        .part_slots = s->base.opts.part_concurrency,
-    };
-    run.jobs = xcalloc(concurrency, sizeof(*run.jobs));
-    run.slots = xcalloc(concurrency, sizeof(*run.slots));
-    run.chunk = xmalloc(PART_READ_CHUNK);
+    struct s3_job *jobs = xcalloc(concurrency, sizeof(*jobs));
     for (unsigned i = 0; i < concurrency; i++) {
-        run.jobs[i].s = s;
-        run.slots[i].c = s->pool[i];
-        resp_init(&run.slots[i].resp);
+        jobs[i].s = s;
+        jobs[i].c = s->pool[i];
     }
     int more = 1, active = 0;
     for (;;) {
-        /* Hand finished uploads back, give free slots to the uploads in flight, then
-         * take new files while a slot is free. */
+        /* Hand finished uploads back, then fill the free slots. */
         int starved = 0;
-        for (unsigned i = 0; i < run.njobs; i++) {
-            struct s3_job *j = &run.jobs[i];
-            if (j->fkey && j->state == JOB_DONE && !j->nslots) {
+        for (unsigned i = 0; i < concurrency; i++) {
+            struct s3_job *j = &jobs[i];
+            if (j->fkey && j->state == JOB_DONE && !j->in_flight) {
                 done(ctx, &j->item, j->result, &j->err);
                 job_clear(j);
                 active--;
             }
-        }
-        run_schedule(&run);
-        for (unsigned i = 0; i < run.njobs && more && !starved; i++) {
-            struct s3_job *j = &run.jobs[i];
-            while (!j->fkey && more && !starved && slot_free(&run)) {
+            while (!j->fkey && more && !starved) {
                 memset(&j->item, 0, sizeof(j->item)); /* fields next() leaves alone: none */
                 int n = next(ctx, &j->item);
                 if (n == 0) {
@@ -1492,7 +1297,7 @@ static int s3_put_many(struct store *st, unsigned concurrency, store_next_fn nex
                     break;
                 }
                 active++;
-                job_begin(&run, j);
+                job_begin(j, multi);
                 if (j->state != JOB_DONE)
                     break;
                 done(ctx, &j->item, j->result, &j->err);
@@ -1503,65 +1308,44 @@ static int s3_put_many(struct store *st, unsigned concurrency, store_next_fn nex
         if (!active && !more)
             break;
         int running = 0;
-        curl_multi_perform(run.multi, &running);
+        curl_multi_perform(multi, &running);
         CURLMsg *msg;
         int left;
-        while ((msg = curl_multi_info_read(run.multi, &left))) {
+        while ((msg = curl_multi_info_read(multi, &left))) {
             if (msg->msg != CURLMSG_DONE)
                 continue;
-            struct s3_slot *sl = NULL;
-            curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&sl);
-            slot_transfer_done(&run, sl, msg->data.result);
+            struct s3_job *j = NULL;
+            curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&j);
+            job_transfer_done(j, msg->data.result, multi);
         }
-        /* Start retries whose backoff expired (while the limit allows); sleep in
-         * poll until the next. */
+        /* Start retries whose backoff expired; sleep in poll until the next. */
         uint64_t now = time_mono_ms();
         long wait_ms = 1000;
-        for (unsigned i = 0; i < run.nslots; i++) {
-            struct s3_slot *sl = &run.slots[i];
-            if (!sl->job || !sl->retry_at_ms)
+        for (unsigned i = 0; i < concurrency; i++) {
+            struct s3_job *j = &jobs[i];
+            if (!j->retry_at_ms || j->state == JOB_DONE)
                 continue;
-            if (sl->retry_at_ms <= now && run.in_flight < run.limit) {
-                sl->retry_at_ms = 0;
-                int r = slot_send(&run, sl);
-                if (r < 0)
-                    sl->job->err = sl->err;
-                if (r < 0 && sl->part_no) {
-                    job_part_failed(&run, sl->job, r);
-                } else if (r < 0) {
-                    struct s3_job *j = sl->job;
-                    slot_release(&run, sl);
-                    job_finish(j, r);
-                }
-            } else if (sl->retry_at_ms > now && (long)(sl->retry_at_ms - now) < wait_ms) {
-                /* (A retry that is due while the limit is reached starts when a
-                 * transfer ends, which wakes the poll below.) */
-                wait_ms = (long)(sl->retry_at_ms - now);
+            if (j->retry_at_ms <= now) {
+                j->retry_at_ms = 0;
+                job_start_request(j, multi);
+            } else if ((long)(j->retry_at_ms - now) < wait_ms) {
+                wait_ms = (long)(j->retry_at_ms - now);
             }
         }
         if (starved && wait_ms > STORE_STARVED_POLL_MS)
             wait_ms = STORE_STARVED_POLL_MS;
-        int ready = 0;
-        for (unsigned i = 0; i < run.njobs; i++) {
-            struct s3_job *j = &run.jobs[i];
-            ready |=
-                j->fkey &&
-                ((j->state == JOB_DONE && !j->nslots) || j->wants_slot ||
-                 (j->state == JOB_PART && j->next_part <= j->nparts && j->nslots < run.part_slots));
-        }
-        if (!ready || !slot_free(&run)) {
+        int done_now = 0;
+        for (unsigned i = 0; i < concurrency; i++)
+            done_now |= jobs[i].fkey && jobs[i].state == JOB_DONE;
+        if (!done_now) {
             /* Sleeps until a transfer moves, a retry is due, or the caller has more
              * (store_put_wake()): no polling of next() while nothing happens. */
             struct curl_waitfd wake = {.fd = s->base.wake_fd, .events = CURL_WAIT_POLLIN};
-            curl_multi_poll(run.multi, &wake, s->base.wake_fd >= 0 ? 1 : 0, (int)wait_ms, NULL);
+            curl_multi_poll(multi, &wake, s->base.wake_fd >= 0 ? 1 : 0, (int)wait_ms, NULL);
             store_wake_drain(&s->base); /* the loop asks next() again now */
         }
     }
-    for (unsigned i = 0; i < run.nslots; i++)
-        buf_finish(&run.slots[i].resp.body);
-    free(run.chunk);
-    free(run.slots);
-    free(run.jobs);
+    free(jobs);
     return 0;
 }
 
@@ -1603,8 +1387,7 @@ static int s3_put_file(struct store *st, const char *key, int fd, const struct s
                        const char *content_type, struct store_error *err)
 {
     struct one_put o = {key, fd, d, content_type, 0, -EIO, err};
-    /* One upload: its parts may use part_concurrency slots. */
-    int r = s3_put_many(st, st->opts.part_concurrency, one_next, one_done, &o);
+    int r = s3_put_many(st, 1, one_next, one_done, &o);
     return r < 0 ? r : o.result;
 }
 

@@ -23,7 +23,6 @@
 
 #define DEFAULT_THRESHOLD (64ULL << 20)
 #define DEFAULT_PART_SIZE (16ULL << 20)
-#define DEFAULT_PART_CONCURRENCY 4
 #define MIN_PART_SIZE (5ULL << 20)
 #define MAX_PARTS 10000
 
@@ -181,8 +180,6 @@ static void options_fill(struct store_options *o, const struct store_options *in
         o->part_size = MIN_PART_SIZE;
     if (o->multipart_threshold < o->part_size)
         o->multipart_threshold = o->part_size;
-    if (!o->part_concurrency)
-        o->part_concurrency = DEFAULT_PART_CONCURRENCY;
     if (!o->retry_base_ms)
         o->retry_base_ms = 100;
     if (!o->retry_max_ms)

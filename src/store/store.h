@@ -45,7 +45,6 @@ struct store_error {
 struct store_options {
     uint64_t multipart_threshold; /* files of this size or more go multipart; 0: 64 MiB */
     uint64_t part_size;           /* 5 MiB .. 5 GiB; 0: 16 MiB */
-    unsigned part_concurrency;    /* parts of one upload in flight at once; 0: 4 */
     unsigned retry_base_ms;       /* first backoff cap; 0: 100 ms */
     unsigned retry_max_ms;        /* largest backoff cap; 0: 20 s */
 };
@@ -71,8 +70,7 @@ int store_digest_fd(int fd, uint64_t threshold, uint64_t part_size, struct store
 /** The threshold and part size s uses, for store_digest_fd(). */
 void store_part_layout(const struct store *s, uint64_t *threshold, uint64_t *part_size);
 
-/** Upload the whole file fd (read with pread; offset untouched) as key (S3: a
- * multipart upload with up to part_concurrency parts in flight), whose
+/** Upload the whole file fd (read with pread; offset untouched) as key, whose
  * digest d the caller computed with store_digest_fd() under store_part_layout().
  * The store checks the bytes it received against d (Content-MD5 and
  * x-amz-checksum-sha256 per the `checksum` option, ETags of parts and of the
@@ -111,14 +109,9 @@ typedef int (*store_next_fn)(void *ctx, struct store_put_item *item);
 typedef void (*store_done_fn)(void *ctx, const struct store_put_item *item, int result,
                               const struct store_error *err);
 
-/** Upload files concurrently on the calling thread: up to concurrency requests in
+/** Upload files concurrently on the calling thread: up to concurrency uploads in
  * flight (S3: one curl multi handle, connections shared and reused; dir: one
- * after another), each upload with store_put_file()'s checks and retries. A
- * multipart upload sends up to part_concurrency of its parts at once, taking
- * the slots other files do not hold; a single PUT, a Create or a Complete takes
- * one. Every 503 (SlowDown or not) halves the requests S3 is sent at once, down
- * to one; after as many successes as that limit it grows by one again, up to
- * concurrency. Calls next()
+ * after another), each with store_put_file()'s checks and retries. Calls next()
  * whenever a slot is free and done() once per item, both on this thread.
  * Returns 0 when next() ran dry and every item was reported, or -ENOMEM. */
 int store_put_many(struct store *s, unsigned concurrency, store_next_fn next, store_done_fn done,

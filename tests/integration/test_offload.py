@@ -441,25 +441,6 @@ def test_s3_large_file_rss_stays_small(tmp_path, s3proxy, direct):
     assert sha(s3get(direct, "off12/huge.bin")) == sha(data)
 
 
-@pytest.mark.parametrize("concurrency,parts,want", [(8, 3, 3), (2, 4, 2)])
-def test_s3_parts_of_one_file_go_up_at_once(tmp_path, s3proxy, direct, concurrency, parts,
-                                            want):
-    """One 6-part file, each part held 0.8 s by the proxy: part_concurrency parts are
-    in flight at once, and never more than concurrency (the requests in flight)."""
-    off = Offloader(tmp_path, store="s3", s3port=s3proxy.port,
-                    extra=f"[store]\nprefix = off13/\n[offload]\nmultipart_threshold = 5MiB\n"
-                          f"part_size = 5MiB\nconcurrency = {concurrency}\n"
-                          f"part_concurrency = {parts}\n")
-    data = os.urandom(6 * 5 * 1024 * 1024)
-    off.put("six.bin", data)
-    s3proxy.add_fault("delay", method="PUT", query="partNumber", times=6, delay=0.8)
-    ok(off.run("--once"))
-    assert s3proxy.max_parts_in_flight == want, s3proxy.log
-    assert sorted(s3proxy.parts_answered) == list(range(1, 7))
-    assert sha(s3get(direct, "off13/six.bin")) == sha(data)
-    assert not os.path.exists(os.path.join(off.spool, "six.bin"))
-
-
 def test_s3_fault_leaves_file_and_retry_uploads(tmp_path, s3proxy, direct):
     off = Offloader(tmp_path, store="s3", s3port=s3proxy.port,
                     extra="[store]\nprefix = off2/\nretries = 0\n")

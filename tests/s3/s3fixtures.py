@@ -224,9 +224,7 @@ class StoreRunner:
     def conf(self, extra="", creds=True):
         text = (f"[store]\ntype = s3\nendpoint = http://127.0.0.1:{self.port}\n"
                 f"bucket = {BUCKET}\nregion = us-east-1\n"
-                "connect_timeout = 2s\n")
-        if "low_speed_time =" not in extra:
-            text += "low_speed_time = 1s\n"
+                "connect_timeout = 2s\nlow_speed_time = 1s\n")
         if "retries =" not in extra:
             text += "retries = 4\n"
         if creds:

@@ -90,13 +90,11 @@ def error_xml(code, message=None, resource="/"):
 class Fault:
     """One injected fault: applies to the first `times` requests that match."""
 
-    def __init__(self, action, method=None, query=None, key=None, times=1, delay=0.0,
-                 part=None):
+    def __init__(self, action, method=None, query=None, key=None, times=1, delay=0.0):
         self.action = action
         self.method = method
         self.query = query  # a query parameter name that must be present
         self.key = key      # a substring of the decoded path
-        self.part = part    # the partNumber of an UploadPart request
         self.times = times
         self.delay = delay
         self.hits = 0
@@ -109,8 +107,6 @@ class Fault:
         if self.query is not None and self.query not in query:
             return False
         if self.key is not None and self.key not in path:
-            return False
-        if self.part is not None and query.get("partNumber") != str(self.part):
             return False
         return True
 
@@ -136,10 +132,6 @@ class S3Proxy:
         self.generation = 0  # reset() starts a new one: late records of older requests are dropped
         self.local = threading.local()
         self.max_in_flight = 0  # most requests handled at the same time
-        self.parts_in_flight = 0
-        self.max_parts_in_flight = 0  # most UploadPart requests handled at the same time
-        self.parts_answered = []  # partNumber of each UploadPart answered 200, in answer order
-        self.part_arrivals = []  # UploadPart requests in arrival order: parts in flight then
         self.lock = threading.Lock()
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
         self.server.daemon_threads = True
@@ -167,9 +159,6 @@ class S3Proxy:
             self.log = []
             self.requests = []
             self.max_in_flight = 0
-            self.max_parts_in_flight = 0
-            self.parts_answered = []
-            self.part_arrivals = []
             self.chaos_rate = 0.0
             self.chaos_rng = None
             self.chaos_hits = {}
@@ -527,9 +516,6 @@ def _make_handler(proxy):
                 self.send_slowly(resp, data, fault, path)
                 return
             wrong_etag = fault and fault.action == "wrong_etag" and resp.status == 200
-            if self.command == "PUT" and "partNumber" in query and resp.status == 200:
-                with proxy.lock:
-                    proxy.parts_answered.append(int(query["partNumber"]))
             proxy.record(self.command, path,
                          "wrong_etag" if wrong_etag else _outcome(resp.status, data))
             self.send_response(resp.status)
@@ -571,24 +557,14 @@ def _make_handler(proxy):
 
         def handle_counted(self):
             proxy.local.generation = proxy.generation
-            part = None
-            if self.command == "PUT":
-                part = dict(parse_qsl(urlsplit(self.path).query)).get("partNumber")
             with proxy.lock:
                 proxy.in_flight += 1
                 proxy.max_in_flight = max(proxy.max_in_flight, proxy.in_flight)
-                if part:
-                    proxy.parts_in_flight += 1
-                    proxy.max_parts_in_flight = max(proxy.max_parts_in_flight,
-                                                    proxy.parts_in_flight)
-                    proxy.part_arrivals.append(proxy.parts_in_flight)
             try:
                 self.handle_any()
             finally:
                 with proxy.lock:
                     proxy.in_flight -= 1
-                    if part:
-                        proxy.parts_in_flight -= 1
 
         do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = handle_counted
 

@@ -1,8 +1,7 @@
 /* Test tool: drive ferry's store client from the command line, so integration
  * tests and the benchmark exercise the real code against a real server.
  *
- *   store_tool [-c CONF] [--threshold N] [--part-size N] [--part-concurrency N]
- *              [--retry-base MS]
+ *   store_tool [-c CONF] [--threshold N] [--part-size N] [--retry-base MS]
  *              [--change-after-digest truncate|flip] COMMAND ...
  *     put KEY FILE [TYPE]   digest FILE, upload it (Content-Type TYPE), print the ETag
  *     get KEY FILE [RANGE]  download to FILE
@@ -326,7 +325,6 @@ int main(int argc, char **argv)
     static const struct option lopts[] = {
         {"threshold", required_argument, NULL, 't'},
         {"part-size", required_argument, NULL, 'p'},
-        {"part-concurrency", required_argument, NULL, 'P'},
         {"retry-base", required_argument, NULL, 'b'},
         {"change-after-digest", required_argument, NULL, 'x'},
         {NULL, 0, NULL, 0},
@@ -347,15 +345,6 @@ int main(int argc, char **argv)
             if (conf_parse_size(optarg, &opts.part_size) < 0)
                 return 2;
             break;
-        case 'P': {
-            char *end;
-            errno = 0;
-            unsigned long n = strtoul(optarg, &end, 10);
-            if (errno || end == optarg || *end || n < 1 || n > 256)
-                return 2;
-            opts.part_concurrency = (unsigned)n;
-            break;
-        }
         case 'b': { /* milliseconds */
             char *end;
             errno = 0;

@@ -101,10 +101,6 @@ static void test_errors(void)
     expect_error("[nosuch]\nx = 1\n", "2: unknown section '[nosuch]'");
     expect_error("[server]\nworkers = many\n", "2: key 'workers': cannot parse 'many'");
     expect_error("[server]\nworkers = 0\n", "2: key 'workers': 0 is out of range 1..256");
-    expect_error("[offload]\n\npart_concurrency = 0\n",
-                 "3: key 'part_concurrency': 0 is out of range 1..256");
-    expect_error("[offload]\npart_concurrency = 257\n",
-                 "2: key 'part_concurrency': 257 is out of range 1..256");
     expect_error("[server]\nheader_timeout = 10q\n", "2: key 'header_timeout': cannot parse '10q'");
     expect_error("[server]\nmax_header_size = 10\n",
                  "2: key 'max_header_size': '10' is out of range 1KiB..1MiB");
