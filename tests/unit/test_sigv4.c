@@ -248,6 +248,23 @@ static void test_signing_key_cached_per_day(void)
     buf_finish(&cached);
 }
 
+/* Presign p and sign h's header with c, through b: the query must end in
+ * presig and the Authorization header in hdrsig. */
+static void expect_pair(const struct sigv4_request *p, const struct sigv4_request *h,
+                        const struct sigv4_creds *c, struct buf *b, const char *query,
+                        const char *auth, const char *presig, const char *hdrsig)
+{
+    char want[1024];
+    buf_reset(b);
+    ASSERT_EQ(sigv4_presign(p, c, 86400, b), 0);
+    snprintf(want, sizeof(want), "%s&X-Amz-Signature=%s", query, presig);
+    ASSERT_STREQ(b->data, want);
+    buf_reset(b);
+    ASSERT_EQ(sigv4_sign_header(h, c, b), 0);
+    snprintf(want, sizeof(want), "%s%s", auth, hdrsig);
+    ASSERT_STREQ(b->data, want);
+}
+
 /* Credentials rotated between two signatures with one cache and no clear in
  * between (the same access key with a new secret, then a session token, then
  * another key, then back): each signature must be the one of the credentials
@@ -283,29 +300,16 @@ static void test_signing_key_follows_rotated_credentials(void)
     struct buf b;
     buf_init(&b, 4096);
 
-    ASSERT_EQ(sigv4_presign(&p, &c, 86400, &b), 0);
-    snprintf(want, sizeof(want), "%s&X-Amz-Signature=%s", query,
-             "aeeed9bbccd4d02ee5c0109b86d86835f995330da4c265957d157751f604d404");
-    ASSERT_STREQ(b.data, want);
-    buf_reset(&b);
-    ASSERT_EQ(sigv4_sign_header(&h, &c, &b), 0);
-    snprintf(want, sizeof(want), "%s%s", auth,
-             "f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41");
-    ASSERT_STREQ(b.data, want);
+    expect_pair(&p, &h, &c, &b, query, auth,
+                "aeeed9bbccd4d02ee5c0109b86d86835f995330da4c265957d157751f604d404",
+                "f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41");
     ASSERT_EQ(kc.derivations, 1);
 
     /* The secret rotates, the access key stays: same day, same key id. */
     c.secret_key = "rotated/secret+KEY";
-    buf_reset(&b);
-    ASSERT_EQ(sigv4_presign(&p, &c, 86400, &b), 0);
-    snprintf(want, sizeof(want), "%s&X-Amz-Signature=%s", query,
-             "f78abf7c2dca68a8cbf1aca907630a36d624b35130ab9c8c98a9950044c0f2ac");
-    ASSERT_STREQ(b.data, want);
-    buf_reset(&b);
-    ASSERT_EQ(sigv4_sign_header(&h, &c, &b), 0);
-    snprintf(want, sizeof(want), "%s%s", auth,
-             "095805600e6f1d4054c0839066fb94f0cb65c455cd48ecd628fcafb0c095d8bd");
-    ASSERT_STREQ(b.data, want);
+    expect_pair(&p, &h, &c, &b, query, auth,
+                "f78abf7c2dca68a8cbf1aca907630a36d624b35130ab9c8c98a9950044c0f2ac",
+                "095805600e6f1d4054c0839066fb94f0cb65c455cd48ecd628fcafb0c095d8bd");
     ASSERT_EQ(kc.derivations, 2);
 
     /* A session token appears: it is signed, and written after SignedHeaders. */
