@@ -11,6 +11,10 @@
 # presign: a file missing under [offload] url_prefix, answered with a 302 to
 # public_url or to a presigned URL of an s3 store (issue 9). The store's
 # endpoint is a loopback port nothing listens on: presigning sends nothing.
+# spool and signed: the 4 KiB file from the spool under url_prefix, without
+# link_secret and with it (the GET then carries a link made by `ferry sign`,
+# checked on every request): signed - spool is what the link check costs
+# (issue 11, the same pair bench/links/run.sh times).
 #
 # Each binary runs twice (N1 and N2 requests on one connection, workers = 1);
 # (Ir(N2) - Ir(N1)) / (N2 - N1) cancels start-up and shutdown. Kernel work
@@ -23,8 +27,8 @@ N1=${INSTR_N1:-2000}
 N2=${INSTR_N2:-12000}
 CASE=${INSTR_CASE:-static}
 case $CASE in
-static | public | presign) ;;
-*) echo "INSTR_CASE: want static, public or presign, not '$CASE'" >&2; exit 1 ;;
+static | public | presign | spool | signed) ;;
+*) echo "INSTR_CASE: want static, public, presign, spool or signed, not '$CASE'" >&2; exit 1 ;;
 esac
 command -v valgrind >/dev/null || { echo "valgrind is missing (apt-get install valgrind)" >&2; exit 1; }
 
@@ -38,6 +42,7 @@ DIR=$(mktemp -d)
 trap 'rm -rf "$DIR"' EXIT INT TERM
 mkdir -p "$DIR/public" "$DIR/run" "$DIR/spool"
 head -c 4096 /dev/urandom >"$DIR/public/4k.bin"
+cp "$DIR/public/4k.bin" "$DIR/spool/4k.bin"
 
 free_port() {
     $PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
@@ -71,9 +76,12 @@ spool = $DIR/spool
 url_prefix = /static/
 settle = 1h
 rescan_interval = 0
-redirect = $CASE
-public_url = https://photos.s3.example.com/originals/
 CONF
+        case $CASE in
+        public) printf 'redirect = public\npublic_url = https://photos.s3.example.com/originals/\n' ;;
+        *) printf 'redirect = presign\n' ;;
+        esac >>"$DIR/ferry.conf"
+        [ "$CASE" != signed ] || echo "link_secret = bench-link-secret-0123456789abcdef" >>"$DIR/ferry.conf"
     fi
     rm -f "$DIR/cg.out"
     valgrind --tool=callgrind --callgrind-out-file="$DIR/cg.out" "$1" serve -c "$DIR/ferry.conf" \
@@ -85,11 +93,12 @@ CONF
         [ $i -lt 600 ] || { echo "ferry did not start under valgrind" >&2; cat "$DIR/valgrind.log" >&2; exit 1; }
         sleep 0.1
     done
-    if [ "$CASE" = static ]; then
-        set -- "$1" "$2" /4k.bin 200 4096
-    else
-        set -- "$1" "$2" /static/2026/12/05/IMG_1234.jpg 302 -
-    fi
+    case $CASE in
+    static) set -- "$1" "$2" /4k.bin 200 4096 ;;
+    spool) set -- "$1" "$2" /static/4k.bin 200 4096 ;;
+    signed) set -- "$1" "$2" "$("$1" sign -c "$DIR/ferry.conf" /static/4k.bin --ttl 1d)" 200 4096 ;;
+    *) set -- "$1" "$2" /static/2026/12/05/IMG_1234.jpg 302 - ;;
+    esac
     if ! $PY "$HERE/client.py" "$port" "$3" "$2" "$5" "$4" >&2; then
         kill -TERM $pid
         wait $pid || true
