@@ -11,6 +11,11 @@
  *
  * STATUS (default "200 OK") and HEADER-LINES ("Name: value\r\n"...) let the
  * maintenance benchmark measure the floor for its 503 response too.
+ *
+ * With FLOOR_OPENAT=DIR/NAME in the environment it also opens NAME relative to
+ * DIR (DIR opened once at start) for each request head, closing what it got:
+ * the one lookup a server must make before it may say "not here, go to the
+ * bucket" (bench/offload_serve's redirect), at the kernel's cost and no more.
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -47,6 +52,22 @@ int main(int argc, char **argv)
     if (read(fd, resp + hl, (size_t)st.st_size) != st.st_size)
         return 1;
     size_t rl = (size_t)hl + (size_t)st.st_size;
+    const char *lookup = getenv("FLOOR_OPENAT"), *name = NULL;
+    int dirfd = -1;
+    if (lookup && *lookup) {
+        char *dir = strdup(lookup), *slash = strrchr(dir, '/');
+        if (!slash || slash == dir || !slash[1]) {
+            fprintf(stderr, "FLOOR_OPENAT: want DIR/NAME, not '%s'\n", lookup);
+            return 2;
+        }
+        *slash = '\0';
+        name = slash + 1;
+        dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dirfd < 0) {
+            perror(dir);
+            return 1;
+        }
+    }
     int one = 1;
     int l = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
     setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
@@ -81,8 +102,14 @@ int main(int argc, char **argv)
                 continue;
             }
             buf[r] = '\0';
-            for (char *p = buf; (p = strstr(p, "\r\n\r\n")) != NULL; p += 4)
+            for (char *p = buf; (p = strstr(p, "\r\n\r\n")) != NULL; p += 4) {
+                if (name) {
+                    int f = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
+                    if (f >= 0)
+                        close(f);
+                }
                 send(c, resp, rl, MSG_NOSIGNAL);
+            }
             if (strcasestr(buf, "\r\nconnection: close"))
                 close(c); /* the benchmarks' own checks read until close */
         }

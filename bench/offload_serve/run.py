@@ -18,8 +18,12 @@ attracted to a Lua script that stats it and, when it is missing, sets
 Location to the bucket URL plus the name and returns 302), nginx with
 `try_files $uri @s3` and a redirect in @s3, and the floor (bench/floor.c: one
 recv and one send of the same response bytes, no parsing, no files), which
-bounds what any server can reach here. Also ferry's presign mode against its
-own public redirect (target: at most 1.3x the CPU per request).
+bounds what any server can reach here. For the redirect the run also has
+floor-open: the floor plus one openat() of the missing name in the spool per
+request, the lookup every server here must make before it redirects (ferry's
+openat2, lighttpd's and nginx's stat), so ferry's ratio to it is the part of
+the target any server can act on. Also ferry's presign mode against its own
+public redirect (target: at most 1.3x the CPU per request).
 
 CPU per request is utime+stime of the server's process tree (from /proc) over
 the run divided by the requests wrk completed.
@@ -136,9 +140,10 @@ magnet.attract-physical-path-to = ( "{work}/redirect.lua" )
 """)
 
 
-def start_floor(work, test, ferry_answer):
+def start_floor(work, test, ferry_answer, name="floor"):
     """bench/floor.c sending ferry's own answer's status, body and main
-    headers for this test."""
+    headers for this test; floor-open also opens the missing file's name in
+    the spool for each request."""
     port = free_port()
     floor = f"{work}/floor"
     if not os.path.exists(floor):
@@ -152,12 +157,15 @@ def start_floor(work, test, ferry_answer):
         args = ["302 Found", f"Location: {hdrs['location']}\r\n"]
     else:
         args = ["200 OK", f"Last-Modified: {hdrs.get('last-modified', '')}\r\n"]
-    return Server("floor", [floor, str(port), path] + args, port)
+    env = None
+    if name == "floor-open":
+        env = dict(os.environ, FLOOR_OPENAT=f"{work}/spool/missing name.jpg")
+    return Server(name, [floor, str(port), path] + args, port, env=env)
 
 
 TESTS = {"hit": "/static/4k.bin", "redirect": "/static/missing%20name.jpg",
          "proxy": "/static/1m.bin"}
-SERVERS = {"hit": PEERS, "redirect": PEERS + ("ferry-presign",),
+SERVERS = {"hit": PEERS, "redirect": PEERS + ("floor-open", "ferry-presign"),
            "proxy": ("ferry-proxy", "nginx-proxy", "ferry-dirproxy", "ferry-static")}
 
 
@@ -233,8 +241,8 @@ def main():
         for rnd in range(args.rounds):
             for test in TESTS:
                 for name in SERVERS[test]:
-                    if name == "floor":
-                        srv = start_floor(work, test, answers[test])
+                    if name.startswith("floor"):
+                        srv = start_floor(work, test, answers[test], name)
                     elif name.startswith("ferry"):
                         srv = start_ferry(work, args.ferry, name, origin.port)
                     elif name == "lighttpd":
@@ -244,7 +252,7 @@ def main():
                     else:
                         srv = start_nginx(work)
                     try:
-                        if name != "floor":
+                        if not name.startswith("floor"):
                             check(name, srv.port, test, expect[test])
                         r = measure(srv, test, args.seconds)
                         r["round"] = rnd
@@ -287,6 +295,10 @@ def main():
               + (f" (target: below every peer and <= 1.10x the floor: "
                  f"{'met' if floor <= 1.10 and all(fc < med[p]['cpu_us_per_req'] for p in ('lighttpd', 'nginx')) else 'NOT met'})"
                  if test == "redirect" else ""))
+        if test == "redirect" and "floor-open" in med:
+            print(f"ferry CPU/request: {fc / med['floor-open']['cpu_us_per_req']:.2f}x the floor "
+                  f"with its one openat() per request ({med['floor-open']['cpu_us_per_req']:.2f} "
+                  f"vs {med['floor']['cpu_us_per_req']:.2f} us without)")
         if test == "redirect" and "ferry-presign" in med:
             pr = med["ferry-presign"]["cpu_us_per_req"] / fc
             print(f"ferry presign CPU/request: {pr:.2f}x its public redirect's "
