@@ -2,6 +2,7 @@
 #include "offload/keymap.h"
 
 #include <errno.h>
+#include <fnmatch.h>
 #include <stdbool.h>
 #include <string.h>
 
@@ -109,4 +110,38 @@ int offload_rel_from_url(const char *url_prefix, const char *path, size_t len, c
     *rel = path + plen;
     *rel_len = len - plen;
     return 1;
+}
+
+/* fnmatch(pattern, name, 0) == 0 without fnmatch for the usual ignore patterns
+ * (".*", "*.tmp", "*.part", "core"): 1 match, 0 no match, -1 not such a pattern.
+ * With no flags '*' matches any bytes, a leading '.' and '/' included, so a
+ * single leading or trailing '*' before or after a literal is a suffix or
+ * prefix test. */
+static int glob_literal(const char *pat, const char *name)
+{
+    size_t plen = strlen(pat);
+    bool star_first = plen > 0 && pat[0] == '*';
+    bool star_last = !star_first && plen > 0 && pat[plen - 1] == '*';
+    const char *lit = pat + star_first;
+    size_t llen = plen - star_first - star_last;
+    if (strcspn(lit, "*?[\\") < llen)
+        return -1;
+    size_t nlen = strlen(name);
+    if (star_first)
+        return nlen >= llen && memcmp(name + nlen - llen, lit, llen) == 0;
+    if (star_last)
+        return nlen >= llen && memcmp(name, lit, llen) == 0;
+    return nlen == llen && memcmp(name, lit, llen) == 0;
+}
+
+bool offload_name_ignored(char *const *patterns, const char *name)
+{
+    for (char *const *p = patterns; p && *p; p++) {
+        int m = glob_literal(*p, name);
+        if (m < 0)
+            m = fnmatch(*p, name, 0) == 0;
+        if (m)
+            return true;
+    }
+    return false;
 }

@@ -4,6 +4,7 @@
 #ifndef FERRY_OFFLOAD_KEYMAP_H
 #define FERRY_OFFLOAD_KEYMAP_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #define OFFLOAD_KEY_MAX 1024 /* S3's limit on key bytes */
@@ -33,5 +34,14 @@ int offload_key_from_rel(const char *prefix, const char *rel, size_t rel_len, ch
  *  "/staticfoo". The out-parameters are written only when 1 is returned. Any thread. */
 int offload_rel_from_url(const char *url_prefix, const char *path, size_t len, const char **rel,
                          size_t *rel_len);
+
+/** The [offload] ignore rule, shared by the offloader (which never uploads such a
+ *  file) and the serving side (which never redirects for one): whether the file name
+ *  (the last segment, no '/') matches one of patterns (NULL-terminated; NULL means
+ *  none), each as fnmatch(3) with no flags matches it. A pattern that is "*LITERAL",
+ *  "LITERAL*" or LITERAL (no other '*', '?', '[' or '\\') is compared directly, with
+ *  fnmatch's result: this runs for every request for a file that is not local. Any
+ *  thread, no allocation. */
+bool offload_name_ignored(char *const *patterns, const char *name);
 
 #endif

@@ -17,7 +17,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <fnmatch.h>
 #include <ftw.h>
 #include <pthread.h>
 #include <signal.h>
@@ -1308,9 +1307,8 @@ static int dry_visit(const char *path, const struct stat *st, int type, struct F
         return name[0] == '.' ? FTW_SKIP_SUBTREE : FTW_CONTINUE;
     if (type != FTW_F || !S_ISREG(st->st_mode))
         return FTW_CONTINUE;
-    for (char **p = dry.conf->offload.ignore.items; p && *p; p++)
-        if (fnmatch(*p, name, 0) == 0)
-            return FTW_CONTINUE;
+    if (offload_name_ignored(dry.conf->offload.ignore.items, name))
+        return FTW_CONTINUE;
     const char *rel = path + dry.root_len + 1;
     char key[OFFLOAD_KEY_MAX + 1];
     if (offload_key_from_rel(dry.conf->store.prefix, rel, strlen(rel), key, sizeof(key)) < 0) {

@@ -18,7 +18,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <fnmatch.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdbool.h>
@@ -303,11 +302,7 @@ static bool rel_ignored(const struct offload_serve *os, const char *rel)
             name = p + 1;
         }
     }
-    const struct conf_list *ign = &os->conf->offload.ignore;
-    for (size_t i = 0; i < ign->count; i++)
-        if (fnmatch(ign->items[i], name, 0) == 0)
-            return true;
-    return false;
+    return offload_name_ignored(os->conf->offload.ignore.items, name);
 }
 
 /* The access log note and the handler the metrics count the request under:

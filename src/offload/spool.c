@@ -7,11 +7,11 @@
 #include "offload/spool.h"
 
 #include "common/alloc.h"
+#include "offload/keymap.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <fnmatch.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -105,10 +105,7 @@ static bool rel_under(const char *rel, const char *dir)
 
 static bool name_ignored(const struct spool *s, const char *name)
 {
-    for (char **p = s->ignore; *p; p++)
-        if (fnmatch(*p, name, 0) == 0)
-            return true;
-    return false;
+    return offload_name_ignored(s->ignore, name);
 }
 
 /* ---- the file table ---- */

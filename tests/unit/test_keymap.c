@@ -1,5 +1,6 @@
 /* Unit tests for src/offload/keymap.c: which rels are keys, and URL -> rel. */
 #include <errno.h>
+#include <fnmatch.h>
 
 #include "offload/keymap.h"
 #include "test.h"
@@ -188,8 +189,46 @@ static void test_url_and_file_agree(void)
     ASSERT_STREQ(k1, "up/2026/12/caf\xc3\xa9 menu+1.pdf");
 }
 
+/* offload_name_ignored() compares the usual patterns itself: it must say what
+ * fnmatch(3) with no flags says, for every pattern and name, each pattern alone and
+ * all of them together. */
+static void test_ignored_is_fnmatch(void)
+{
+    static char *const pats[] = {
+        ".*",   "*.tmp",        "*.part", "*", "",       "core",  "tmp*", "*.", ".",
+        "*.t*", "**",           "a*b",    "?", "*.[ch]", "\\*.x", "*\\",  "[",  "*~",
+        "~*",   "*caf\xc3\xa9", NULL,
+    };
+    static const char *const names[] = {
+        "",         ".",           "..",
+        ".x",       "x",           "a.tmp",
+        ".tmp",     "tmp",         "a.tmpx",
+        "a.part",   "core",        "core2",
+        "tmpfile",  "a.",          "a.t",
+        "ab",       "acb",         "a.c",
+        "a.h",      "*.x",         "a\\",
+        "x~",       "~x",          "a/b.tmp",
+        "\xff\xfe", "caf\xc3\xa9", "un caf\xc3\xa9",
+        "[",        "a.part.tmp",  "a b.tmp",
+    };
+    for (size_t i = 0; pats[i]; i++) {
+        char *const one[] = {pats[i], NULL};
+        for (size_t j = 0; j < sizeof(names) / sizeof(names[0]); j++) {
+            bool want = fnmatch(pats[i], names[j], 0) == 0;
+            if (offload_name_ignored(one, names[j]) != want)
+                TEST_FAIL("pattern '%s', name '%s': fnmatch says %d", pats[i], names[j], want);
+        }
+    }
+    char *const defaults[] = {".*", "*.tmp", "*.part", NULL};
+    ASSERT_TRUE(offload_name_ignored(defaults, ".upload-1"));
+    ASSERT_TRUE(offload_name_ignored(defaults, "x.part"));
+    ASSERT_TRUE(!offload_name_ignored(defaults, "x.jpg"));
+    ASSERT_TRUE(!offload_name_ignored(NULL, "x.tmp"));
+}
+
 int main(void)
 {
+    test_ignored_is_fnmatch();
     test_valid_rels();
     test_invalid_rels();
     test_key_from_rel();
