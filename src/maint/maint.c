@@ -141,10 +141,14 @@ enum maint_verdict maint_decide(const struct maint_policy *p, const char *path, 
                                 const struct sockaddr *peer, const char *cookie, size_t cookie_len,
                                 int64_t now_s)
 {
-    if (p->n_paths && path_is_normalised(path, path_len)) {
-        for (size_t i = 0; i < p->n_paths; i++)
-            if (path_under_prefix(path, path_len, p->allow_paths[i]))
+    /* The prefix test stops at the first byte that differs, so it goes first:
+     * the walk over the whole path is only paid for a path that is under one. */
+    for (size_t i = 0; i < p->n_paths; i++) {
+        if (path_under_prefix(path, path_len, p->allow_paths[i])) {
+            if (path_is_normalised(path, path_len))
                 return MAINT_EXEMPT_PATH;
+            break; /* no prefix exempts a path with dot segments or '//' */
+        }
     }
     if (peer) {
         for (size_t i = 0; i < p->n_cidrs; i++)

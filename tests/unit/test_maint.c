@@ -221,10 +221,13 @@ static void test_decide(void)
     ASSERT_EQ(DECIDE("/", (const struct sockaddr *)&in4, NULL), MAINT_EXEMPT_FROM);
     ASSERT_EQ(DECIDE("/", (const struct sockaddr *)&in6, NULL), MAINT_EXEMPT_FROM);
     ASSERT_EQ(DECIDE("/", (const struct sockaddr *)&mapped, NULL), MAINT_EXEMPT_FROM);
+    /* A path no prefix may exempt is still exempt by network or cookie. */
+    ASSERT_EQ(DECIDE("/healthz/../app", (const struct sockaddr *)&in4, NULL), MAINT_EXEMPT_FROM);
     char v[MAINT_COOKIE_VALUE_MAX], cookie[160];
     maint_cookie_sign("sec", 3, 2000, v, sizeof(v));
     snprintf(cookie, sizeof(cookie), "x=y; ferry_bypass=%s", v);
     ASSERT_EQ(DECIDE("/", o, cookie), MAINT_EXEMPT_COOKIE);
+    ASSERT_EQ(DECIDE("/healthz//x", o, cookie), MAINT_EXEMPT_COOKIE);
     maint_cookie_sign("other", 5, 2000, v, sizeof(v));
     snprintf(cookie, sizeof(cookie), "ferry_bypass=%s", v);
     ASSERT_EQ(DECIDE("/", o, cookie), MAINT_ANSWER);
